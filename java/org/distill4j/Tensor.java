@@ -1,0 +1,178 @@
+package org.distill4j;
+
+import java.util.Arrays;
+import java.util.Objects;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.Pointer;
+import org.distill4j.backend.Backend;
+
+/**
+ * A contiguous float32 buffer in a backend's memory (host for cpu, device for cuda), with its shape.
+ *
+ * <p>Memory is freed by {@link #close()}, never by the garbage collector: closing twice is harmless, and any use
+ * of a closed tensor throws {@link IllegalStateException}. A rank-0 tensor (shape {@code []}) holds one scalar.
+ */
+public final class Tensor implements AutoCloseable {
+    private final Backend backend;
+    private final long[] shape;
+    private final long numel;
+    private FloatPointer data;
+
+    private Tensor(Backend backend, long[] shape) {
+        this.backend = Objects.requireNonNull(backend, "backend");
+        this.shape = shape.clone();
+        long n = 1;
+        for (long d : shape) {
+            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
+            n = Math.multiplyExact(n, d);
+        }
+        this.numel = n;
+        FloatPointer p = new FloatPointer(backend.allocate(Math.multiplyExact(n, (long) Float.BYTES)));
+        this.data = p.capacity(n).limit(n);
+    }
+
+    /** A tensor of the given shape with uninitialised contents. */
+    public static Tensor empty(Backend backend, long... shape) {
+        return new Tensor(backend, Objects.requireNonNull(shape, "shape"));
+    }
+
+    /** A tensor of the given shape holding a copy of {@code values} (row-major, length = product of shape). */
+    public static Tensor of(Backend backend, float[] values, long... shape) {
+        Tensor t = new Tensor(backend, Objects.requireNonNull(shape, "shape"));
+        try {
+            t.copyFrom(values);
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+        return t;
+    }
+
+    /** The backend that owns this tensor's memory. */
+    public Backend backend() {
+        return backend;
+    }
+
+    /** The device of the owning backend. */
+    public Device device() {
+        return backend.device();
+    }
+
+    /** A copy of the shape. */
+    public long[] shape() {
+        return shape.clone();
+    }
+
+    /** Size of dimension {@code i}. */
+    public long size(int i) {
+        return shape[i];
+    }
+
+    /** Number of dimensions. */
+    public int rank() {
+        return shape.length;
+    }
+
+    /** Number of elements (1 for a scalar). */
+    public long numel() {
+        return numel;
+    }
+
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return data == null;
+    }
+
+    /**
+     * The native buffer, for ops and backends. Valid until {@link #close()}; never free it yourself.
+     *
+     * @throws IllegalStateException if the tensor is closed
+     */
+    public FloatPointer data() {
+        if (data == null) throw new IllegalStateException("tensor " + Arrays.toString(shape) + " is closed");
+        return data;
+    }
+
+    /** Overwrites the contents with {@code values} (length must equal {@link #numel()}). */
+    public Tensor copyFrom(float[] values) {
+        Objects.requireNonNull(values, "values");
+        if (values.length != numel) {
+            throw new IllegalArgumentException("array of length " + values.length + " does not fit tensor "
+                    + Arrays.toString(shape) + " (" + numel + " elements)");
+        }
+        FloatPointer dst = data();
+        if (backend.isHostMemory()) {
+            dst.put(values);
+        } else {
+            try (FloatPointer staging = new FloatPointer(values)) {
+                backend.copyFromHost(staging, dst, numel * Float.BYTES);
+            }
+        }
+        return this;
+    }
+
+    /** The contents as a new array (waits for queued work). */
+    public float[] toArray() {
+        float[] out = new float[Math.toIntExact(numel)];
+        copyTo(out);
+        return out;
+    }
+
+    /** Copies the contents into {@code out} (length must equal {@link #numel()}); waits for queued work. */
+    public void copyTo(float[] out) {
+        Objects.requireNonNull(out, "out");
+        if (out.length != numel) {
+            throw new IllegalArgumentException("array of length " + out.length + " cannot receive tensor "
+                    + Arrays.toString(shape) + " (" + numel + " elements)");
+        }
+        FloatPointer src = data();
+        backend.synchronize();
+        if (backend.isHostMemory()) {
+            src.get(out);
+        } else {
+            try (FloatPointer staging = new FloatPointer(numel)) {
+                backend.copyToHost(src, staging, numel * Float.BYTES);
+                staging.get(out);
+            }
+        }
+    }
+
+    /**
+     * Copies the contents into {@code destination}, which may live on another device; shapes must have the same
+     * number of elements.
+     */
+    public void copyTo(Tensor destination) {
+        Objects.requireNonNull(destination, "destination");
+        if (destination.numel != numel) {
+            throw new IllegalArgumentException("cannot copy tensor " + Arrays.toString(shape) + " into "
+                    + Arrays.toString(destination.shape) + ": element counts differ");
+        }
+        Pointer src = data(), dst = destination.data();
+        long bytes = numel * Float.BYTES;
+        Backend other = destination.backend;
+        if (other == backend) {
+            backend.copy(src, dst, bytes);
+        } else if (backend.isHostMemory()) {
+            other.synchronize();
+            other.copyFromHost(src, dst, bytes);
+        } else if (other.isHostMemory()) {
+            backend.copyToHost(src, dst, bytes);
+        } else {  // device to another device's memory: through the host, correct whatever peer access exists
+            destination.copyFrom(toArray());
+        }
+    }
+
+    /** Frees the memory. Closing twice is harmless. */
+    @Override
+    public void close() {
+        if (data != null) {
+            backend.free(data);
+            data = null;
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Tensor" + Arrays.toString(shape) + (data == null ? " (closed)" : " on " + backend.device());
+    }
+}

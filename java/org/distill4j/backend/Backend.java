@@ -1,0 +1,58 @@
+package org.distill4j.backend;
+
+import org.bytedeco.javacpp.Pointer;
+import org.distill4j.Device;
+import org.distill4j.natives.Distill4jNative;
+
+/**
+ * Memory, a stream and the kernels of one device. Obtained from {@link Backends#open(org.distill4j.Device)};
+ * closing it releases the stream and the kernel library handle (tensors must be closed first).
+ *
+ * <p>A backend is used from one thread at a time, as a CUDA stream is: work is queued in call order.
+ */
+public interface Backend extends AutoCloseable {
+    /** The device this backend runs on. */
+    Device device();
+
+    /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
+    boolean isHostMemory();
+
+    /** Allocates {@code bytes} of this backend's memory, uninitialised, and counts it live. */
+    Pointer allocate(long bytes);
+
+    /** Frees memory from {@link #allocate}. */
+    void free(Pointer memory);
+
+    /** Copies {@code bytes} from host memory into this backend's memory. */
+    void copyFromHost(Pointer hostSource, Pointer destination, long bytes);
+
+    /** Copies {@code bytes} from this backend's memory into host memory; returns when the copy is done. */
+    void copyToHost(Pointer source, Pointer hostDestination, long bytes);
+
+    /** Copies {@code bytes} within this backend's memory. */
+    void copy(Pointer source, Pointer destination, long bytes);
+
+    /** The stream kernels are queued on ({@code cudaStream_t}; a null pointer for host backends). */
+    Pointer stream();
+
+    /** Waits until everything queued on the stream has finished. */
+    void synchronize();
+
+    /** The native kernel table ({@code d4j_backend*}) for {@link Distill4jNative} calls. */
+    Distill4jNative.d4j_backend kernels();
+
+    /** Number of allocations not yet freed: a training loop must keep it flat. */
+    long liveAllocations();
+
+    /** Throws {@link IllegalStateException} with the native message when {@code status} is nonzero. */
+    default void check(int status, String what) {
+        if (status != 0) {
+            throw new IllegalStateException(what + " failed on " + device() + ": "
+                    + NativeLibraries.cString(Distill4jNative.d4j_backend_last_error(kernels())));
+        }
+    }
+
+    /** Releases the stream and the kernel library handle. Closing twice is harmless. */
+    @Override
+    void close();
+}

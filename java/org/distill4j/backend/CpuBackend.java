@@ -1,0 +1,106 @@
+package org.distill4j.backend;
+
+import org.bytedeco.javacpp.Pointer;
+import org.distill4j.Device;
+import org.distill4j.natives.Distill4jNative;
+
+/**
+ * Host memory with host-side kernels: the C++/OpenMP kernels ({@link Device#cpu()}), or the CUDA kernels run by
+ * the emulator ({@link Device#cudaEmu()}, tests only). Memory is 64-byte aligned and freed deterministically.
+ */
+public final class CpuBackend implements Backend {
+    private final Device device;
+    private final Pointer noStream = new Pointer();
+    private Distill4jNative.d4j_backend kernels;
+    private long live;
+
+    private CpuBackend(Device device, String library) {
+        this.device = device;
+        this.kernels = NativeLibraries.open(library, 0);
+    }
+
+    /** The CPU kernels (libdistill4j_cpu). */
+    public static CpuBackend open() {
+        return new CpuBackend(Device.cpu(), "cpu");
+    }
+
+    /** The CUDA kernels on the CPU (libdistill4j_cudaemu): for tests and selftest, far slower than {@link #open}. */
+    public static CpuBackend openCudaEmulator() {
+        return new CpuBackend(Device.cudaEmu(), "cudaemu");
+    }
+
+    @Override
+    public Device device() {
+        return device;
+    }
+
+    @Override
+    public boolean isHostMemory() {
+        return true;
+    }
+
+    @Override
+    public Pointer allocate(long bytes) {
+        if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
+        Pointer p = Distill4jNative.d4j_host_alloc(bytes);
+        if (p == null || p.isNull()) throw new OutOfMemoryError("host allocation of " + bytes + " bytes failed");
+        live++;
+        return p.capacity(bytes).limit(bytes);
+    }
+
+    @Override
+    public void free(Pointer memory) {
+        if (memory == null || memory.isNull()) return;
+        Distill4jNative.d4j_host_free(memory);
+        live--;
+    }
+
+    @Override
+    public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
+        Pointer.memcpy(destination, hostSource, bytes);
+    }
+
+    @Override
+    public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
+        Pointer.memcpy(hostDestination, source, bytes);
+    }
+
+    @Override
+    public void copy(Pointer source, Pointer destination, long bytes) {
+        Pointer.memcpy(destination, source, bytes);
+    }
+
+    @Override
+    public Pointer stream() {
+        return noStream;
+    }
+
+    @Override
+    public void synchronize() {
+        // Host kernels have returned when their call returns.
+    }
+
+    @Override
+    public Distill4jNative.d4j_backend kernels() {
+        if (kernels == null) throw new IllegalStateException("backend " + device + " is closed");
+        return kernels;
+    }
+
+    @Override
+    public long liveAllocations() {
+        return live;
+    }
+
+    @Override
+    public void close() {
+        if (kernels != null) {
+            Distill4jNative.d4j_backend_close(kernels);
+            kernels = null;
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "CpuBackend[" + device + "]";
+    }
+}

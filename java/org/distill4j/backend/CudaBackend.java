@@ -1,0 +1,158 @@
+package org.distill4j.backend;
+
+import static org.bytedeco.cuda.global.cudart.cudaFree;
+import static org.bytedeco.cuda.global.cudart.cudaGetDeviceCount;
+import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
+import static org.bytedeco.cuda.global.cudart.cudaMalloc;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
+import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
+import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
+import static org.bytedeco.cuda.global.cudart.cudaStreamCreate;
+import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
+import static org.bytedeco.cuda.global.cudart.cudaStreamSynchronize;
+
+import org.bytedeco.cuda.cudart.CUstream_st;
+import org.bytedeco.cuda.global.cudart;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
+import org.distill4j.Device;
+import org.distill4j.natives.Distill4jNative;
+
+/**
+ * Device memory and one stream through the {@code org.bytedeco:cuda} preset, kernels from libdistill4j_cuda.
+ *
+ * <p>One CUDA runtime per process: the preset loads libcudart.so.13 first, and libdistill4j_cuda links the same
+ * shared libcudart, so the dynamic loader hands it the copy already loaded (same soname): pointers and streams
+ * from either side are valid on the other.
+ */
+public final class CudaBackend implements Backend {
+    private final Device device;
+    private Distill4jNative.d4j_backend kernels;
+    private CUstream_st stream;
+    private long live;
+
+    private CudaBackend(Device device) {
+        this.device = device;
+        String why = unavailableReason(device.index());
+        if (why != null) throw new BackendUnavailableException("CUDA backend unavailable: " + why);
+        checkCuda(cudaSetDevice(device.index()), "cudaSetDevice");
+        this.kernels = NativeLibraries.open("cuda", device.index());
+        CUstream_st s = new CUstream_st();
+        checkCuda(cudaStreamCreate(s), "cudaStreamCreate");
+        this.stream = s;
+    }
+
+    /** Opens CUDA device {@code index}; throws {@link BackendUnavailableException} naming what is missing. */
+    public static CudaBackend open(int index) {
+        return new CudaBackend(Device.cuda(index));
+    }
+
+    /**
+     * Null when CUDA device {@code index} can be used here; otherwise what is missing: the driver (libcuda.so.1),
+     * the runtime (libcudart.so.13), or the device.
+     */
+    static String unavailableReason(int index) {
+        String driver = NativeLibraries.probe("libcuda.so.1");
+        if (driver != null) return "no NVIDIA driver: libcuda.so.1 cannot be loaded (" + driver + ")";
+        try {
+            Loader.load(cudart.class);
+        } catch (Throwable e) {  // UnsatisfiedLinkError, or NoClassDefFoundError when the preset's natives are absent
+            return "no CUDA 13 runtime: libcudart.so.13 cannot be loaded (" + e.getMessage()
+                    + "); install the CUDA 13 runtime or add org.bytedeco:cuda-redist";
+        }
+        int[] count = new int[1];
+        int status = cudaGetDeviceCount(count);
+        if (status != 0) return "cudaGetDeviceCount: " + cudaGetErrorString(status).getString();
+        if (index >= count[0]) return "CUDA device " + index + " does not exist (this machine has " + count[0] + ")";
+        return null;
+    }
+
+    private void checkCuda(int status, String what) {
+        if (status != 0) throw new IllegalStateException(what + " on " + device + ": " + cudaGetErrorString(status).getString());
+    }
+
+    @Override
+    public Device device() {
+        return device;
+    }
+
+    @Override
+    public boolean isHostMemory() {
+        return false;
+    }
+
+    @Override
+    public Pointer allocate(long bytes) {
+        if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
+        Pointer p = new Pointer();
+        int status = cudaMalloc(p, Math.max(bytes, 1));
+        if (status != 0) {
+            throw new OutOfMemoryError("cudaMalloc of " + bytes + " bytes on " + device + ": "
+                    + cudaGetErrorString(status).getString());
+        }
+        live++;
+        return p.capacity(bytes).limit(bytes);
+    }
+
+    @Override
+    public void free(Pointer memory) {
+        if (memory == null || memory.isNull()) return;
+        checkCuda(cudaFree(memory), "cudaFree");
+        live--;
+    }
+
+    @Override
+    public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
+        checkCuda(cudaMemcpyAsync(destination, hostSource, bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+        // The host buffer may be reused by the caller as soon as we return.
+        checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    }
+
+    @Override
+    public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
+        checkCuda(cudaMemcpyAsync(hostDestination, source, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
+        checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    }
+
+    @Override
+    public void copy(Pointer source, Pointer destination, long bytes) {
+        checkCuda(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+    }
+
+    @Override
+    public Pointer stream() {
+        return stream;
+    }
+
+    @Override
+    public void synchronize() {
+        checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    }
+
+    @Override
+    public Distill4jNative.d4j_backend kernels() {
+        if (kernels == null) throw new IllegalStateException("backend " + device + " is closed");
+        return kernels;
+    }
+
+    @Override
+    public long liveAllocations() {
+        return live;
+    }
+
+    @Override
+    public void close() {
+        if (kernels == null) return;
+        cudaStreamSynchronize(stream);
+        cudaStreamDestroy(stream);
+        Distill4jNative.d4j_backend_close(kernels);
+        kernels = null;
+    }
+
+    @Override
+    public String toString() {
+        return "CudaBackend[" + device + "]";
+    }
+}

@@ -1,0 +1,65 @@
+package org.distill4j.cli;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.List;
+import java.util.concurrent.Callable;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.bench.BenchRow;
+import org.distill4j.bench.KlDivBench;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** {@code ./distill4j bench <op>}: ours against the reference in the same run, as ratios. */
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Time an op against its reference in the same process; print speedups (reference/ours).")
+final class BenchCommand implements Callable<Integer> {
+    @Parameters(index = "0", description = "the op: kl")
+    String op;
+
+    @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")
+    String backend;
+
+    @Option(names = "--json", description = "also write the rows to this file (JSON array)")
+    Path json;
+
+    @Option(names = "--runs", defaultValue = "15", description = "timed runs of each side (default ${DEFAULT-VALUE})")
+    int runs;
+
+    @Option(names = "--warmup", defaultValue = "3", description = "untimed runs first (default ${DEFAULT-VALUE})")
+    int warmup;
+
+    @Override
+    public Integer call() throws IOException {
+        if (!op.equals("kl")) throw new IllegalArgumentException("unknown op '" + op + "': expected kl");
+        if (runs < 1 || warmup < 0) throw new IllegalArgumentException("--runs must be >= 1 and --warmup >= 0");
+        Device device = Device.parse(backend);
+        if (device.kind() == Device.Kind.CUDA_EMU) {
+            throw new IllegalArgumentException("the emulated CUDA backend is for correctness, not timing: use cpu or cuda");
+        }
+        try {
+            Class.forName("org.bytedeco.pytorch.global.torch");
+        } catch (ClassNotFoundException e) {
+            throw new IllegalStateException("bench needs libtorch (org.bytedeco:pytorch) on the classpath");
+        }
+        System.out.println(BenchRow.header());
+        List<BenchRow> rows;
+        try (Backend be = Backends.open(device)) {
+            rows = KlDivBench.run(be, warmup, runs, System.out);
+        }
+        if (json != null) {
+            // Written beside the target and moved into place: never a half-written file.
+            Path tmp = Files.createTempFile(json.toAbsolutePath().getParent(), ".bench", ".json");
+            Files.writeString(tmp, BenchRow.toJson(rows), StandardCharsets.UTF_8);
+            Files.move(tmp, json, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            System.out.println("wrote " + json);
+        }
+        return 0;
+    }
+}

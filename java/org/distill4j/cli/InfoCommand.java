@@ -1,0 +1,44 @@
+package org.distill4j.cli;
+
+import java.util.concurrent.Callable;
+import org.bytedeco.javacpp.Loader;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import picocli.CommandLine.Command;
+
+/** {@code ./distill4j info}: versions, and which backends work here and why not. */
+@Command(name = "info", mixinStandardHelpOptions = true, description = "Versions, and which backends work here (and why not).")
+final class InfoCommand implements Callable<Integer> {
+    @Override
+    public Integer call() {
+        System.out.println("distill4j " + Version.distill4j());
+        System.out.println("java      " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ")");
+        System.out.println("javacpp   " + Loader.class.getPackage().getImplementationVersion() + ", platform "
+                + Loader.getPlatform());
+        System.out.println("cores     " + Runtime.getRuntime().availableProcessors());
+        System.out.println("backends:");
+        for (Device d : new Device[] {Device.cpu(), Device.cudaEmu(), Device.cuda(0)}) {
+            System.out.printf("  %-9s %s%n", d, probe(d));
+        }
+        System.out.printf("  %-9s %s%n", "libtorch", libtorch());
+        return 0;
+    }
+
+    private static String probe(Device d) {
+        try (Backend b = Backends.open(d)) {
+            return "ok" + (d.kind() == Device.Kind.CUDA_EMU ? " (CUDA kernels emulated on the CPU: tests only)" : "");
+        } catch (RuntimeException | LinkageError e) {
+            return "unavailable: " + e.getMessage();
+        }
+    }
+
+    private static String libtorch() {
+        try {
+            Class.forName("org.bytedeco.pytorch.global.torch");
+            return "on the classpath (benchmark reference)";
+        } catch (ClassNotFoundException e) {
+            return "not on the classpath: `bench` needs org.bytedeco:pytorch";
+        }
+    }
+}

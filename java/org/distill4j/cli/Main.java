@@ -1,0 +1,34 @@
+package org.distill4j.cli;
+
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+
+/** {@code ./distill4j <command>}: the command-line entry point. */
+@Command(name = "distill4j", mixinStandardHelpOptions = true, versionProvider = Version.class,
+        description = "Train and distill Vision Transformers with fused CUDA and CPU kernels.",
+        subcommands = {InfoCommand.class, SelftestCommand.class, BenchCommand.class})
+public final class Main implements Runnable {
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    /** Runs the command line and exits with its status. */
+    public static void main(String[] args) {
+        // One line per log record (Device.best() logs its choice in one line).
+        if (System.getProperty("java.util.logging.SimpleFormatter.format") == null) {
+            System.setProperty("java.util.logging.SimpleFormatter.format", "%5$s%6$s%n");
+        }
+        CommandLine cli = new CommandLine(new Main());
+        cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
+            // A clear one-line message; the stack trace only when asked for.
+            cmd.getErr().println("distill4j: " + e.getMessage());
+            if (Boolean.getBoolean("distill4j.stacktrace")) e.printStackTrace(cmd.getErr());
+            return 2;
+        });
+        System.exit(cli.execute(args));
+    }
+
+    @Override
+    public void run() {
+        spec.commandLine().usage(System.out);
+    }
+}

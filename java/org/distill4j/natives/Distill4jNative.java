@@ -1,0 +1,70 @@
+package org.distill4j.natives;
+
+import org.bytedeco.javacpp.BytePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.Loader;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.annotation.Cast;
+import org.bytedeco.javacpp.annotation.Const;
+import org.bytedeco.javacpp.annotation.Opaque;
+import org.bytedeco.javacpp.annotation.Platform;
+
+/**
+ * JavaCPP peer of {@code native/include/distill4j.h}: the dispatch library, one native method per C entry.
+ * Everything else (argument checks, memory ownership) lives in {@code org.distill4j.backend} and
+ * {@code org.distill4j.ops}; this class only mirrors the header.
+ *
+ * <p>libgomp is preloaded from the natives jar when it is there, so the CPU kernels' dependency resolves by soname
+ * on machines without gcc's runtime.
+ */
+@Platform(include = "distill4j.h", link = "distill4j", preload = "gomp@.1")
+public final class Distill4jNative {
+    static {
+        Loader.load();
+    }
+
+    private Distill4jNative() {}
+
+    /** {@code d4j_backend}: an opened implementation library and its function table. */
+    @Opaque
+    public static final class d4j_backend extends Pointer {
+        /** Empty handle (null pointer). */
+        public d4j_backend() {
+            super((Pointer) null);
+        }
+
+        /** Wraps a native pointer. */
+        public d4j_backend(Pointer p) {
+            super(p);
+        }
+    }
+
+    /** Opens the implementation library at {@code implPath} for {@code device}; null with the reason in err. */
+    public static native d4j_backend d4j_backend_open(String implPath, int device, @Cast("char*") BytePointer err,
+                                                      int errlen);
+
+    /** Releases the handle (the library itself stays mapped, see distill4j.cpp). */
+    public static native void d4j_backend_close(d4j_backend backend);
+
+    /** Message of the last failed call through this backend on this thread. */
+    public static native @Cast("const char*") BytePointer d4j_backend_last_error(d4j_backend backend);
+
+    /** Waits for the work queued on {@code stream}. */
+    public static native int d4j_synchronize(d4j_backend backend, Pointer stream);
+
+    /** dlopen()s {@code name} globally: 0 when found, else -1 and dlerror()'s text in err. */
+    public static native int d4j_probe_library(String name, @Cast("char*") BytePointer err, int errlen);
+
+    /** 64-byte aligned host memory (cpu and cuda-emu tensors). */
+    public static native Pointer d4j_host_alloc(@Cast("size_t") long bytes);
+
+    /** Frees memory from {@link #d4j_host_alloc}. */
+    public static native void d4j_host_free(Pointer ptr);
+
+    /** Fused log_softmax + KL divergence: see {@code d4j_impl_kl_div} in native/include/distill4j_impl.h. */
+    public static native int d4j_kl_div(d4j_backend backend, Pointer stream, @Const FloatPointer student,
+                                        @Const FloatPointer teacher, @Cast("int64_t") long batch,
+                                        @Cast("int64_t") long classes, float temperature, int reduction,
+                                        int logTarget, float lossScale, @Const FloatPointer gradOut,
+                                        FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
+}

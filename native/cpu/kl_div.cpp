@@ -1,0 +1,155 @@
+// Fused log_softmax + KL divergence on the CPU: loss and d loss / d student in one call.
+// OpenMP over rows; inside a row, three AVX2 sweeps (maxima, exp-sums + loss terms, gradient). A row of 32000
+// classes is 256 KB for both inputs, so sweeps 2 and 3 read it from L2: memory sees each input once.
+#include "distill4j_impl.h"
+#include "common.h"
+#include "vec_math.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using namespace d4j::cpu;
+
+// Normalisation of the summed loss (and of every gradient element) for each reduction.
+double reduction_norm(int reduction, int64_t B, int64_t C) {
+    switch (reduction) {
+        case D4J_REDUCTION_BATCHMEAN: return 1.0 / static_cast<double>(B);
+        case D4J_REDUCTION_MEAN: return 1.0 / (static_cast<double>(B) * static_cast<double>(C));
+        default: return 1.0;  // SUM, and NONE where each row is its own loss
+    }
+}
+
+// Screens a row (sweep 1): maxima of student and teacher, and whether any NaN is present.
+struct row_max {
+    float ms, mt;
+    bool nan;
+};
+
+row_max scan_row(const float *s, const float *t, int64_t C) {
+    row_max m{-INFINITY, -INFINITY, false};
+    int64_t i = 0;
+#ifdef __AVX2__
+    // Four independent accumulators per input: one running vmaxps would wait on its own latency.
+    __m256 ms4[4], mt4[4], nan = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) ms4[j] = mt4[j] = _mm256_set1_ps(-INFINITY);
+    for (; i + 32 <= C; i += 32) {
+        for (int j = 0; j < 4; ++j) {
+            const __m256 sv = _mm256_loadu_ps(s + i + 8 * j), tv = _mm256_loadu_ps(t + i + 8 * j);
+            ms4[j] = _mm256_max_ps(ms4[j], sv);
+            mt4[j] = _mm256_max_ps(mt4[j], tv);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(sv, tv, _CMP_UNORD_Q));
+        }
+    }
+    m.ms = hmax(_mm256_max_ps(_mm256_max_ps(ms4[0], ms4[1]), _mm256_max_ps(ms4[2], ms4[3])));
+    m.mt = hmax(_mm256_max_ps(_mm256_max_ps(mt4[0], mt4[1]), _mm256_max_ps(mt4[2], mt4[3])));
+    m.nan = _mm256_movemask_ps(nan) != 0;
+#endif
+    for (; i < C; ++i) {
+        m.ms = std::fmax(m.ms, s[i]);
+        m.mt = std::fmax(m.mt, t[i]);
+        m.nan |= std::isnan(s[i]) || std::isnan(t[i]);
+    }
+    return m;
+}
+
+// One row. Returns the unscaled row loss; writes the gradient times `k` into g when GRAD.
+// With a = (z_s - max_s)/T and b = (z_t - max_t)/T (b = log q itself when LOG_TARGET):
+//   row loss = sum q (log q - log p) = acc/dt + log ds - log dt,  acc = sum exp(b) (b - a)
+// computed in the shifted space, so nearly equal distributions keep their difference at |logits| ~ 1e4.
+template <bool LOG_TARGET, bool GRAD>
+float kl_row(const float *s, const float *t, float *g, int64_t C, float inv_T, float k) {
+    const row_max m = scan_row(s, t, C);
+    // NaN anywhere, a +inf logit, or a row without a finite maximum: PyTorch's answer is NaN, and so is ours.
+    // Screening here keeps NaN out of exp, which does not propagate it.
+    const bool teacher_bad = LOG_TARGET ? m.mt == INFINITY : !std::isfinite(m.mt);
+    if (m.nan || !std::isfinite(m.ms) || teacher_bad) {
+        if (GRAD) std::fill(g, g + C, std::numeric_limits<float>::quiet_NaN());
+        return std::numeric_limits<float>::quiet_NaN();
+    }
+    // With LOG_TARGET the teacher is used unshifted, and dt = sum q need not be 1 (autograd's p * sum q - q).
+    const float mt = LOG_TARGET ? 0.f : m.mt, bscale = LOG_TARGET ? 1.f : inv_T;
+    float ds = 0.f, dt = 0.f, acc = 0.f;
+    int64_t i = 0;
+#ifdef __AVX2__
+    {
+        const __m256 vms = _mm256_set1_ps(m.ms), vmt = _mm256_set1_ps(mt), vinv = _mm256_set1_ps(inv_T),
+                     vbs = _mm256_set1_ps(bscale), zero = _mm256_setzero_ps();
+        __m256 vds = zero, vdt = zero, vacc = zero;
+        for (; i + 8 <= C; i += 8) {
+            const __m256 a = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + i), vms), vinv);
+            const __m256 b = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), vmt), vbs);
+            const __m256 es = exp_ps(a), et = exp_ps(b);
+            vds = _mm256_add_ps(vds, es);
+            vdt = _mm256_add_ps(vdt, et);
+            // 0 * log 0 = 0 (xlogy): the mask also clears the NaN of (-inf) - (-inf).
+            const __m256 live = _mm256_cmp_ps(et, zero, _CMP_GT_OQ);
+            vacc = _mm256_add_ps(vacc, _mm256_and_ps(live, _mm256_mul_ps(et, _mm256_sub_ps(b, a))));
+            if (GRAD) _mm256_storeu_ps(g + i, es);  // stash exp(a) for the gradient sweep
+        }
+        ds = hsum(vds), dt = hsum(vdt), acc = hsum(vacc);
+    }
+#endif
+    for (; i < C; ++i) {
+        const float a = (s[i] - m.ms) * inv_T, b = (t[i] - mt) * bscale;
+        const float es = exp_ss(a), et = exp_ss(b);
+        ds += es;
+        dt += et;
+        acc += et > 0.f ? et * (b - a) : 0.f;
+        if (GRAD) g[i] = es;
+    }
+    const float log_ds = std::log(ds);
+    const float loss = LOG_TARGET ? acc + dt * log_ds : acc / dt + log_ds - std::log(dt);
+    if (GRAD) {
+        // d/dz_s = (1/T)(p * sum q - q), times the scale, the reduction's norm and the upstream gradient (k).
+        const float kp = LOG_TARGET ? k * dt / ds : k / ds, kq = LOG_TARGET ? k : k / dt;
+        i = 0;
+#ifdef __AVX2__
+        const __m256 vmt = _mm256_set1_ps(mt), vbs = _mm256_set1_ps(bscale), vkp = _mm256_set1_ps(kp),
+                     vkq = _mm256_set1_ps(kq);
+        for (; i + 8 <= C; i += 8) {
+            const __m256 q = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), vmt), vbs));
+            _mm256_storeu_ps(g + i, _mm256_fmsub_ps(vkp, _mm256_loadu_ps(g + i), _mm256_mul_ps(vkq, q)));
+        }
+#endif
+        for (; i < C; ++i) g[i] = kp * g[i] - kq * exp_ss((t[i] - mt) * bscale);
+    }
+    return loss;
+}
+
+}  // namespace
+
+D4J_IMPL_API int d4j_impl_kl_div(void *, const float *student, const float *teacher, int64_t B, int64_t C, float T,
+                                 int reduction, int log_target, float loss_scale, const float *grad_out,
+                                 float *row_loss, float *loss, float *grad) {
+    if (student == nullptr || teacher == nullptr || row_loss == nullptr || B <= 0 || C <= 0 || !(T > 0.f))
+        return d4j::cpu::fail("kl_div: null buffer or empty shape or T <= 0");
+    if (reduction < D4J_REDUCTION_NONE || reduction > D4J_REDUCTION_MEAN) return d4j::cpu::fail("kl_div: reduction");
+    if (reduction != D4J_REDUCTION_NONE && loss == nullptr) return d4j::cpu::fail("kl_div: loss is null");
+    const float inv_T = 1.0f / T;
+    const float norm = static_cast<float>(reduction_norm(reduction, B, C));
+    const float upstream = (grad_out != nullptr && reduction != D4J_REDUCTION_NONE) ? grad_out[0] : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+        const float up = reduction == D4J_REDUCTION_NONE && grad_out != nullptr ? grad_out[b] : upstream;
+        const float k = loss_scale * inv_T * norm * up;
+        const float *s = student + b * C, *t = teacher + b * C;
+        float *g = grad != nullptr ? grad + b * C : nullptr;
+        float l;
+        if (log_target != 0)
+            l = g != nullptr ? kl_row<true, true>(s, t, g, C, inv_T, k) : kl_row<true, false>(s, t, g, C, inv_T, k);
+        else
+            l = g != nullptr ? kl_row<false, true>(s, t, g, C, inv_T, k) : kl_row<false, false>(s, t, g, C, inv_T, k);
+        row_loss[b] = loss_scale * l;
+    }
+    if (reduction != D4J_REDUCTION_NONE) {
+        double sum = 0.0;  // serial, in row order: the same bits on every run and any thread count
+        for (int64_t b = 0; b < B; ++b) sum += row_loss[b];
+        loss[0] = static_cast<float>(sum * reduction_norm(reduction, B, C));
+    }
+    return 0;
+}

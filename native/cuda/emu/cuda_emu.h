@@ -1,0 +1,604 @@
+// CUDA on the CPU, for tests only (DESIGN.md, "Testing", 3). Included through native/cuda/common.cuh when the
+// .cu files are compiled by g++ -std=c++20 into libdistill4j_cudaemu.so, never under nvcc.
+//
+// The model, chosen so that ThreadSanitizer and AddressSanitizer can see kernel bugs:
+//   - one OS thread per CUDA thread; the threads of a launch run its blocks one after another, and all threads of
+//     a block run concurrently, so `__shared__` can be plain `static` storage (one copy per kernel, reused by the
+//     next block) and launches are serialised by one mutex;
+//   - `__syncthreads` is a std::barrier over the block; a thread that returns from the kernel leaves it
+//     (arrive_and_drop), as an exited thread no longer counts on hardware;
+//   - each warp has its own std::barrier over its live lanes; shuffles, ballots and `__syncwarp` exchange values
+//     through it. This is stricter than hardware, on purpose: the mask must be exactly the warp's live lanes
+//     (so a full mask on a partial warp, or on a warp some of whose lanes returned early, aborts), every live lane
+//     must be at the same warp operation (same intrinsic, same call site, same count). Each violation aborts with
+//     a message naming kernel, block and thread. A shuffle reading a lane outside the mask (undefined on hardware)
+//     gets all-ones bits: NaN as a float, -1 as an int.
+//     The price: a partial-mask operation while the warp's other lanes are still running elsewhere (legal from
+//     sm_70 on) waits for them forever; CTest's timeout catches that hang;
+//   - atomics are std::atomic_ref (sequentially consistent, so the emulator is blind to missing fences);
+//   - dynamic shared memory is malloc'ed per block with exactly the requested size (AddressSanitizer sees an
+//     overflow of one byte) and filled with all-ones bytes first: NaN as float/double/half, -1 as an integer.
+//     Static `__shared__` arrays are not poisoned: a block sees what the previous one left, like hardware may;
+//   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
+//     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
+//     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
+// Not modelled: memory fences, bank conflicts, occupancy, timing; __CUDA_ARCH__ is undefined; the fast-math
+// intrinsics (__expf, ...) are the exact functions. Cost: thread creation once per launch plus a futex
+// round-trip per barrier, a few ms per 256-thread block (much more under ThreadSanitizer).
+#ifndef D4J_CUDA_EMU_H
+#define D4J_CUDA_EMU_H
+
+#if defined(__CUDACC__)
+#error "cuda_emu.h is for g++ builds; nvcc includes <cuda_runtime.h> through common.cuh"
+#endif
+
+#include <math.h>  // expf, logf, fmaxf, isinf, INFINITY, ... in the global namespace, as device code has them
+
+#include <atomic>
+#include <barrier>
+#include <bit>
+#include <cmath>
+#include <concepts>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <source_location>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+// ---- Keywords. Device code is ordinary host code here.
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+#define __constant__
+// One copy per kernel (per template instance), shared by the block's threads; blocks never overlap.
+#define __shared__ static
+// __restrict__ is a g++ keyword already.
+
+// ---- Built-in vector types. may_alias: kernels read float arrays through float4 pointers.
+struct uint3 {
+    unsigned x, y, z;
+};
+struct dim3 {
+    unsigned x, y, z;
+    constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+};
+struct __attribute__((may_alias, aligned(8))) float2 {
+    float x, y;
+};
+struct __attribute__((may_alias, aligned(16))) float4 {
+    float x, y, z, w;
+};
+struct __attribute__((may_alias, aligned(8))) int2 {
+    int x, y;
+};
+struct __attribute__((may_alias, aligned(16))) int4 {
+    int x, y, z, w;
+};
+struct __attribute__((may_alias, aligned(16))) double2 {
+    double x, y;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int2 make_int2(int x, int y) { return {x, y}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+inline double2 make_double2(double x, double y) { return {x, y}; }
+
+// ---- Built-in variables: per OS thread, set by the launcher before each block.
+inline thread_local uint3 threadIdx{};
+inline thread_local uint3 blockIdx{};
+inline thread_local dim3 blockDim{};
+inline thread_local dim3 gridDim{};
+inline constexpr int warpSize = 32;
+
+// ---- Runtime API subset (the values are CUDA's).
+enum cudaError {
+    cudaSuccess = 0,
+    cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
+    cudaErrorInvalidConfiguration = 9,
+    cudaErrorNoDevice = 100,
+    cudaErrorInvalidDevice = 101
+};
+typedef enum cudaError cudaError_t;
+struct CUstream_st;
+typedef CUstream_st *cudaStream_t;
+enum cudaMemcpyKind {
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4
+};
+enum cudaDeviceAttr {
+    cudaDevAttrMaxThreadsPerBlock = 1,
+    cudaDevAttrMaxSharedMemoryPerBlock = 8,
+    cudaDevAttrWarpSize = 10,
+    cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrComputeCapabilityMajor = 75,
+    cudaDevAttrComputeCapabilityMinor = 76,
+    cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+
+// Hidden: each library (and test program) that includes this header has its own private emulator.
+namespace __attribute__((visibility("hidden"))) d4j_emu {
+
+// The emulated device: compute capability 9.0 (so capability checks pass), few SMs so that kernels sizing
+// their grid by the SM count launch few (slow, emulated) blocks.
+inline constexpr int kSmCount = 4;
+inline constexpr unsigned kMaxThreadsPerBlock = 1024;
+inline constexpr size_t kDefaultDynamicSmem = 48 * 1024;
+inline constexpr size_t kMaxDynamicSmemOptin = 227 * 1024;
+
+// Like CUDA's, the last error belongs to the host thread that launched.
+inline thread_local cudaError_t last_error = cudaSuccess;
+// Highest limit any kernel was given with cudaFuncSetAttribute (not tracked per kernel: a simplification).
+inline std::atomic<size_t> dynamic_smem_limit{kDefaultDynamicSmem};
+
+struct warp_state {
+    std::unique_ptr<std::barrier<>> bar;  // over the lanes of this warp still running the kernel
+    std::atomic<unsigned> live{0};        // bit per lane that has not returned yet
+    // One slot per lane, written before the first barrier of a warp operation, read between its two barriers.
+    uint64_t value[32];
+    unsigned mask[32];
+    uint64_t seq[32];  // how many warp operations the lane has done in this block
+    const char *op[32];
+    std::source_location site[32];
+};
+
+struct launch_state {
+    const char *kernel;
+    dim3 grid, block;
+    size_t smem_bytes;
+    unsigned nthreads, nwarps;
+    uint64_t nblocks, current = 0;
+    std::unique_ptr<std::barrier<>> block_bar;  // __syncthreads
+    std::unique_ptr<warp_state[]> warps;
+    void *smem = nullptr;
+
+    // Fresh barriers, all lanes live, freshly poisoned shared memory: runs while every thread of the launch
+    // waits between two blocks (or before the first), so nothing else touches this state.
+    void start_block() {
+        block_bar = std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(nthreads));
+        for (unsigned w = 0; w < nwarps; ++w) {
+            unsigned lanes = nthreads - w * 32 < 32 ? nthreads - w * 32 : 32;
+            warps[w].bar = std::make_unique<std::barrier<>>(static_cast<std::ptrdiff_t>(lanes));
+            warps[w].live.store(lanes == 32 ? 0xffffffffu : (1u << lanes) - 1, std::memory_order_relaxed);
+        }
+        std::free(smem);
+        smem = std::malloc(smem_bytes);  // exact size, even 0, so that AddressSanitizer sees any overflow
+        if (smem == nullptr && smem_bytes != 0) {
+            std::fprintf(stderr, "d4j-emu: kernel %s: out of memory for %zu bytes of shared memory\n", kernel,
+                         smem_bytes);
+            std::abort();
+        }
+        if (smem_bytes != 0) std::memset(smem, 0xff, smem_bytes);
+    }
+};
+
+struct thread_ctx {
+    launch_state *launch;
+    warp_state *warp;
+    unsigned lane;
+    uint64_t seq;
+};
+inline thread_local thread_ctx *tls = nullptr;
+
+[[noreturn]] inline void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+inline void fail(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (tls != nullptr) {
+        std::fprintf(stderr, "d4j-emu: kernel %s, block (%u,%u,%u), thread (%u,%u,%u): %s\n", tls->launch->kernel,
+                     blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z, msg);
+    } else {
+        std::fprintf(stderr, "d4j-emu: %s\n", msg);
+    }
+    std::fflush(stderr);
+    std::abort();
+}
+
+inline thread_ctx &ctx(const char *op) {
+    if (tls == nullptr) fail("%s called outside an emulated kernel", op);
+    return *tls;
+}
+
+inline void *dynamic_smem() { return ctx("dynamic shared memory").launch->smem; }
+
+// A warp operation: publish this lane's value, wait for the other live lanes, check that the warp is converged
+// on the same operation with the same mask, let `read` combine the published values, and wait again so that no
+// lane overwrites its slot before everyone has read.
+template <typename R, typename F>
+R warp_collective(unsigned mask, uint64_t mine, const char *op, const std::source_location &site, F read) {
+    thread_ctx &c = ctx(op);
+    warp_state &w = *c.warp;
+    w.value[c.lane] = mine;
+    w.mask[c.lane] = mask;
+    w.seq[c.lane] = ++c.seq;
+    w.op[c.lane] = op;
+    w.site[c.lane] = site;
+    w.bar->arrive_and_wait();
+    unsigned live = w.live.load(std::memory_order_relaxed);
+    if (mask != live) {
+        launch_state &L = *c.launch;
+        fail("%s at %s:%u: mask 0x%08x, but the live lanes of warp %u are 0x%08x (block of %u threads%s). "
+             "The emulator requires the mask to name exactly the lanes that have not returned",
+             op, site.file_name(), site.line(), mask, static_cast<unsigned>(c.warp - L.warps.get()), live,
+             L.nthreads, L.nthreads % 32 != 0 ? ", not a multiple of 32: the last warp is partial" : "");
+    }
+    for (unsigned l = 0; l < 32; ++l) {
+        if (!(live >> l & 1u)) continue;
+        bool same_site = w.site[l].line() == site.line() && w.site[l].column() == site.column() &&
+                         std::strcmp(w.site[l].file_name(), site.file_name()) == 0;
+        if (w.seq[l] != c.seq || w.op[l] != op || !same_site) {
+            fail("warp diverged: lane %u is at %s (%s:%u, warp operation #%llu), lane %u at %s (%s:%u, #%llu); "
+                 "every live lane must reach the same warp operation",
+                 c.lane, op, site.file_name(), site.line(), static_cast<unsigned long long>(c.seq), l, w.op[l],
+                 w.site[l].file_name(), w.site[l].line(), static_cast<unsigned long long>(w.seq[l]));
+        }
+    }
+    R result = read(static_cast<const uint64_t *>(w.value), c.lane, mask);
+    w.bar->arrive_and_wait();
+    return result;
+}
+
+template <typename T>
+uint64_t to_bits(T v) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "warp shuffles move at most 8 bytes");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    return bits;
+}
+template <typename T>
+T from_bits(uint64_t bits) {
+    T v;
+    std::memcpy(&v, &bits, sizeof(T));
+    return v;
+}
+
+// `source(lane)` is the lane to read, or -1 for "my own value" (a source outside the lane's width segment).
+template <typename T, typename Source>
+T shuffle(unsigned mask, T var, int width, const char *op, const std::source_location &site, Source source) {
+    if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+        fail("%s at %s:%u: width %d is not a power of 2 in [1, 32]", op, site.file_name(), site.line(), width);
+    }
+    uint64_t bits = warp_collective<uint64_t>(
+        mask, to_bits(var), op, site, [&](const uint64_t *values, unsigned lane, unsigned m) {
+            int src = source(static_cast<int>(lane));
+            if (src < 0) return values[lane];
+            // Undefined on hardware; all-ones bits (NaN, -1) make any use of the value show.
+            if (!(m >> src & 1u)) return ~uint64_t{0};
+            return values[src];
+        });
+    return from_bits<T>(bits);
+}
+
+// Runs `body` (one call of the kernel) on grid x block OS threads, block after block. Not reentrant: a kernel
+// may not launch a kernel.
+inline void run(const char *kernel, dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()> &body) {
+    if (tls != nullptr) fail("kernel %s launched from inside a kernel (dynamic parallelism is not emulated)", kernel);
+    uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
+    uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
+    bool valid = nthreads >= 1 && nthreads <= kMaxThreadsPerBlock && block.x <= 1024 && block.y <= 1024 &&
+                 block.z <= 64 && nblocks >= 1 && grid.x <= 0x7fffffffu && grid.y <= 65535 && grid.z <= 65535 &&
+                 smem_bytes <= dynamic_smem_limit.load();
+    if (!valid) {
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    static std::mutex launch_mutex;  // `__shared__` arrays are static: one launch at a time
+    std::lock_guard<std::mutex> lock(launch_mutex);
+
+    launch_state L;
+    L.kernel = kernel;
+    L.grid = grid;
+    L.block = block;
+    L.smem_bytes = smem_bytes;
+    L.nthreads = static_cast<unsigned>(nthreads);
+    L.nwarps = (L.nthreads + 31) / 32;
+    L.nblocks = nblocks;
+    L.warps = std::make_unique<warp_state[]>(L.nwarps);
+    L.start_block();
+    // Between two blocks every thread waits here; the last one to arrive prepares the next block.
+    auto next_block = [&L]() noexcept {
+        if (++L.current < L.nblocks) L.start_block();
+    };
+    std::barrier between(static_cast<std::ptrdiff_t>(L.nthreads), next_block);
+
+    auto thread_main = [&](unsigned tid) {
+        threadIdx = {tid % block.x, tid / block.x % block.y, tid / (block.x * block.y)};
+        blockDim = block;
+        gridDim = grid;
+        thread_ctx c{&L, &L.warps[tid / 32], tid % 32, 0};
+        tls = &c;
+        for (uint64_t b = 0; b < nblocks; ++b) {
+            blockIdx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                        static_cast<unsigned>(b / (uint64_t{grid.x} * grid.y))};
+            c.seq = 0;
+            body();
+            // Returned from the kernel: this thread no longer counts at the block's or its warp's barriers.
+            c.warp->live.fetch_and(~(1u << c.lane), std::memory_order_relaxed);
+            c.warp->bar->arrive_and_drop();
+            L.block_bar->arrive_and_drop();
+            between.arrive_and_wait();
+        }
+        tls = nullptr;
+    };
+    std::vector<std::thread> threads;
+    threads.reserve(L.nthreads);
+    try {
+        for (unsigned t = 0; t < L.nthreads; ++t) threads.emplace_back(thread_main, t);
+    } catch (const std::system_error &e) {
+        fail("kernel %s: cannot start thread %zu of %u: %s", kernel, threads.size(), L.nthreads, e.what());
+    }
+    for (std::thread &t : threads) t.join();
+    std::free(L.smem);
+    L.smem = nullptr;
+}
+
+// Kernel arguments are evaluated once, by the launching thread, as `<<<>>>` does; each emulated thread calls
+// the kernel with its own copies of them (kernels may modify their by-value parameters).
+template <typename Call, typename... Args>
+void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, const char *kernel, Call call, Args... args) {
+    std::tuple<Args...> params(args...);
+    run(kernel, grid, block, smem_bytes, [&] { std::apply(call, params); });
+}
+
+}  // namespace d4j_emu
+
+// ---- Synchronisation.
+inline void __syncthreads() { d4j_emu::ctx("__syncthreads").launch->block_bar->arrive_and_wait(); }
+// Blocks run one after another with a barrier between them and atomics are sequentially consistent, so there is
+// nothing left for a fence to order (the emulator cannot find missing fences).
+inline void __threadfence() {}
+inline void __threadfence_block() {}
+
+inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location site = std::source_location::current()) {
+    d4j_emu::warp_collective<int>(mask, 0, "__syncwarp", site, [](const uint64_t *, unsigned, unsigned) { return 0; });
+}
+inline unsigned __activemask() { return d4j_emu::ctx("__activemask").warp->live.load(std::memory_order_relaxed); }
+
+// ---- Warp shuffles and votes (any trivially copyable type of at most 8 bytes).
+template <typename T>
+T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize,
+              std::source_location site = std::source_location::current()) {
+    return d4j_emu::shuffle(mask, var, width, "__shfl_sync", site,
+                            [&](int lane) { return (lane & ~(width - 1)) | (src_lane & (width - 1)); });
+}
+template <typename T>
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                 std::source_location site = std::source_location::current()) {
+    return d4j_emu::shuffle(mask, var, width, "__shfl_up_sync", site, [&](int lane) {
+        return static_cast<unsigned>(lane & (width - 1)) >= delta ? lane - static_cast<int>(delta) : -1;
+    });
+}
+template <typename T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                   std::source_location site = std::source_location::current()) {
+    return d4j_emu::shuffle(mask, var, width, "__shfl_down_sync", site, [&](int lane) {
+        return static_cast<unsigned>(lane & (width - 1)) + delta < static_cast<unsigned>(width)
+                   ? lane + static_cast<int>(delta)
+                   : -1;
+    });
+}
+// A source in a later width segment yields the caller's own value; earlier segments are readable (CUDA's rule).
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
+                  std::source_location site = std::source_location::current()) {
+    return d4j_emu::shuffle(mask, var, width, "__shfl_xor_sync", site, [&](int lane) {
+        int src = lane ^ lane_mask;
+        return src >= ((lane / width) + 1) * width || src > 31 ? -1 : src;
+    });
+}
+inline unsigned __ballot_sync(unsigned mask, int predicate,
+                              std::source_location site = std::source_location::current()) {
+    return d4j_emu::warp_collective<unsigned>(mask, predicate != 0, "__ballot_sync", site,
+                                              [](const uint64_t *values, unsigned, unsigned m) {
+                                                  unsigned ballot = 0;
+                                                  for (unsigned l = 0; l < 32; ++l)
+                                                      if ((m >> l & 1u) && values[l] != 0) ballot |= 1u << l;
+                                                  return ballot;
+                                              });
+}
+inline int __any_sync(unsigned mask, int predicate, std::source_location site = std::source_location::current()) {
+    return __ballot_sync(mask, predicate, site) != 0;
+}
+inline int __all_sync(unsigned mask, int predicate, std::source_location site = std::source_location::current()) {
+    return __ballot_sync(mask, predicate, site) == mask;
+}
+
+// ---- Atomics: std::atomic_ref, sequentially consistent; they return the old value as CUDA's do.
+template <typename T>
+T atomicAdd(T *address, std::type_identity_t<T> v) {
+    return std::atomic_ref<T>(*address).fetch_add(v);
+}
+template <typename T>
+T atomicSub(T *address, std::type_identity_t<T> v) {
+    return std::atomic_ref<T>(*address).fetch_sub(v);
+}
+template <typename T>
+T atomicExch(T *address, std::type_identity_t<T> v) {
+    return std::atomic_ref<T>(*address).exchange(v);
+}
+template <std::integral T>
+T atomicCAS(T *address, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+    std::atomic_ref<T>(*address).compare_exchange_strong(compare, v);
+    return compare;  // the old value, whether or not it was replaced
+}
+template <std::integral T>
+T atomicMax(T *address, std::type_identity_t<T> v) {
+    std::atomic_ref<T> a(*address);
+    T old = a.load();
+    while (old < v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+template <std::integral T>
+T atomicMin(T *address, std::type_identity_t<T> v) {
+    std::atomic_ref<T> a(*address);
+    T old = a.load();
+    while (old > v && !a.compare_exchange_weak(old, v)) {
+    }
+    return old;
+}
+
+// ---- Loads and stores with cache hints: plain accesses here.
+template <typename T>
+T __ldg(const T *p) { return *p; }
+template <typename T>
+T __ldcs(const T *p) { return *p; }
+template <typename T>
+T __ldcg(const T *p) { return *p; }
+template <typename T>
+T __ldlu(const T *p) { return *p; }
+template <typename T>
+void __stcs(T *p, std::type_identity_t<T> v) { *p = v; }
+template <typename T>
+void __stcg(T *p, std::type_identity_t<T> v) { *p = v; }
+template <typename T>
+void __stwt(T *p, std::type_identity_t<T> v) { *p = v; }
+
+// ---- Math intrinsics (exact versions of the fast ones) and device overloads that host code lacks.
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __log2f(float x) { return std::log2(x); }
+inline float __exp2f(float x) { return std::exp2(x); }
+inline float __powf(float x, float y) { return std::pow(x, y); }
+inline float __fdividef(float x, float y) { return x / y; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
+inline float __uint_as_float(unsigned x) { return std::bit_cast<float>(x); }
+inline int __popc(unsigned x) { return std::popcount(x); }
+inline int __popcll(unsigned long long x) { return std::popcount(x); }
+inline int __clz(int x) { return std::countl_zero(static_cast<unsigned>(x)); }
+inline int __ffs(int x) { return x == 0 ? 0 : std::countr_zero(static_cast<unsigned>(x)) + 1; }
+// CUDA's device min/max overloads (same-type ones; mixed types are ambiguous here: cast at the call).
+#define D4J_EMU_MINMAX(T)                               \
+    inline T min(T a, T b) { return b < a ? b : a; } \
+    inline T max(T a, T b) { return a < b ? b : a; }
+D4J_EMU_MINMAX(int)
+D4J_EMU_MINMAX(unsigned)
+D4J_EMU_MINMAX(long)
+D4J_EMU_MINMAX(unsigned long)
+D4J_EMU_MINMAX(long long)
+D4J_EMU_MINMAX(unsigned long long)
+#undef D4J_EMU_MINMAX
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+// ---- Host API.
+inline cudaError_t cudaGetLastError() {
+    cudaError_t e = d4j_emu::last_error;
+    d4j_emu::last_error = cudaSuccess;
+    return e;
+}
+inline cudaError_t cudaPeekAtLastError() { return d4j_emu::last_error; }
+inline const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "cudaSuccess";
+        case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+        case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+        case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+        case cudaErrorNoDevice: return "cudaErrorNoDevice";
+        case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    }
+    return "cudaErrorUnknown";
+}
+inline const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+        case cudaSuccess: return "no error";
+        case cudaErrorInvalidValue: return "invalid argument";
+        case cudaErrorMemoryAllocation: return "out of memory";
+        case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+        case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+        case cudaErrorInvalidDevice: return "invalid device ordinal";
+    }
+    return "unknown error";
+}
+// Launches run synchronously: there is never anything to wait for.
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaGetDeviceCount(int *count) {
+    *count = 1;
+    return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaGetDevice(int *device) {
+    *device = 0;
+    return cudaSuccess;
+}
+inline cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
+    if (device != 0) return cudaErrorInvalidDevice;
+    switch (attr) {
+        case cudaDevAttrMaxThreadsPerBlock: *value = static_cast<int>(d4j_emu::kMaxThreadsPerBlock); break;
+        case cudaDevAttrMaxSharedMemoryPerBlock: *value = static_cast<int>(d4j_emu::kDefaultDynamicSmem); break;
+        case cudaDevAttrWarpSize: *value = warpSize; break;
+        case cudaDevAttrMultiProcessorCount: *value = d4j_emu::kSmCount; break;
+        case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+        case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(d4j_emu::kMaxDynamicSmemOptin); break;
+        default: return cudaErrorInvalidValue;
+    }
+    return cudaSuccess;
+}
+template <typename Kernel>
+cudaError_t cudaFuncSetAttribute(Kernel *, cudaFuncAttribute attr, int value) {
+    if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+        static_cast<size_t>(value) > d4j_emu::kMaxDynamicSmemOptin)
+        return cudaErrorInvalidValue;
+    size_t v = static_cast<size_t>(value), cur = d4j_emu::dynamic_smem_limit.load();
+    while (cur < v && !d4j_emu::dynamic_smem_limit.compare_exchange_weak(cur, v)) {
+    }
+    return cudaSuccess;
+}
+// "Device" memory is host memory of exactly the requested size (AddressSanitizer sees overflows).
+inline cudaError_t cudaMalloc(void **ptr, size_t bytes) {
+    *ptr = std::malloc(bytes);
+    return *ptr != nullptr || bytes == 0 ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+template <typename T>
+cudaError_t cudaMalloc(T **ptr, size_t bytes) {
+    return cudaMalloc(reinterpret_cast<void **>(ptr), bytes);
+}
+inline cudaError_t cudaFree(void *ptr) {
+    std::free(ptr);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t = nullptr) {
+    if (bytes != 0) std::memset(ptr, value, bytes);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
+    if (bytes != 0) std::memmove(dst, src, bytes);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemset(void *ptr, int value, size_t bytes) { return cudaMemsetAsync(ptr, value, bytes); }
+inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    return cudaMemcpyAsync(dst, src, bytes, kind);
+}
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * distill4j C ABI as Java sees it (bound by org.distill4j.natives.Distill4jNative through JavaCPP).
+ *
+ * A backend handle is created from the path of one implementation library (distill4j_impl.h): the dispatch
+ * library dlopen()s it, looks up its function table and keeps it, as ggml backends and ONNX Runtime execution
+ * providers do. A failed dlopen() reports dlerror()'s text, which names the missing library (libcudart.so.13,
+ * libgomp.so.1, ...), so the Java exception can say exactly what is absent.
+ */
+#ifndef DISTILL4J_H
+#define DISTILL4J_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The libraries are built with hidden visibility: only what is marked here is exported. */
+#define D4J_API __attribute__((visibility("default")))
+
+typedef struct d4j_backend d4j_backend;
+
+/* Opens `impl_path` and initialises it for `device`. NULL on failure, with the reason in err[errlen]. */
+D4J_API d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int errlen);
+D4J_API void d4j_backend_close(d4j_backend *backend);
+/* Message of the last failed call through `backend` on this thread. */
+D4J_API const char *d4j_backend_last_error(d4j_backend *backend);
+D4J_API int d4j_synchronize(d4j_backend *backend, void *stream);
+
+/* dlopen(name) with RTLD_GLOBAL; 0 if found, else -1 and dlerror()'s text in err (used to probe libcuda.so.1). */
+D4J_API int d4j_probe_library(const char *name, char *err, int errlen);
+
+/* Host memory for the cpu and cuda-emu backends: 64-byte aligned so rows vectorise and float4 loads are legal. */
+D4J_API void *d4j_host_alloc(size_t bytes);
+D4J_API void d4j_host_free(void *ptr);
+
+/* See d4j_impl_kl_div in distill4j_impl.h. */
+D4J_API int d4j_kl_div(d4j_backend *backend, void *stream, const float *student, const float *teacher, int64_t B, int64_t C,
+               float T, int reduction, int log_target, float loss_scale, const float *grad_out, float *row_loss,
+               float *loss, float *grad);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

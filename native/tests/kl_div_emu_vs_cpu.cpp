@@ -1,0 +1,245 @@
+// The CUDA kl_div kernel, run on the CPU by the emulator (libdistill4j_cudaemu), against the CPU kernel
+// (libdistill4j_cpu) and a float64 reference, all through the dispatch API as Java calls them.
+//
+//   kl_div_emu_vs_cpu <libdistill4j_cpu.so> <libdistill4j_cudaemu.so>
+//
+// Fresh random inputs every run (the seed is printed; D4J_SEED=<seed> repeats a run). Each case compares the
+// reduced loss, row_loss and grad by ||x - ref|| / ||ref||: emu and cpu against float64, and emu against cpu.
+// Tolerances: 1e-5 for losses, 1e-4 for gradients. Exit 1 if any case fails.
+#include "distill4j.h"
+#include "distill4j_impl.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr double kLossTol = 1e-5, kGradTol = 1e-4;
+
+const char *reduction_name(int r) {
+    switch (r) {
+        case D4J_REDUCTION_NONE: return "none";
+        case D4J_REDUCTION_BATCHMEAN: return "batchmean";
+        case D4J_REDUCTION_SUM: return "sum";
+        default: return "mean";
+    }
+}
+
+// Exact-size host buffer (64-byte aligned like d4j_host_alloc, but not rounded up, so AddressSanitizer sees a
+// read one past the end).
+struct buffer {
+    float *p = nullptr;
+    size_t n = 0;
+    explicit buffer(size_t count) : n(count) {
+        if (count != 0 && posix_memalign(reinterpret_cast<void **>(&p), 64, count * sizeof(float)) != 0) std::abort();
+    }
+    ~buffer() { std::free(p); }
+    buffer(const buffer &) = delete;
+    buffer &operator=(const buffer &) = delete;
+    void fill(float v) {
+        for (size_t i = 0; i < n; ++i) p[i] = v;
+    }
+};
+
+struct kl_case {
+    int64_t B, C;
+    int reduction, log_target;
+    float T;
+    bool extreme;      // logits of +-1e4 in the student, -inf entries in the teacher
+    bool upstream;     // a grad_out buffer instead of NULL
+};
+
+struct reference {
+    std::vector<double> row_loss, grad;
+    double loss;
+};
+
+// Straight from the header's formulas, in float64: p = softmax(z_s/T); q = softmax(z_t/T) or exp(teacher);
+// row = sum q (log q - log p) with 0 log 0 = 0; d row / d z_s = (p sum(q) - q) / T (autograd through
+// log_softmax; sum q = 1 unless log-targets are unnormalised).
+reference kl_reference(const kl_case &k, const float *s, const float *t, const float *go) {
+    reference r{std::vector<double>(k.B), std::vector<double>(k.B * k.C), 0.0};
+    const double T = k.T, scale = static_cast<double>(k.T) * k.T;
+    const double norm = k.reduction == D4J_REDUCTION_BATCHMEAN ? 1.0 / k.B
+                        : k.reduction == D4J_REDUCTION_MEAN    ? 1.0 / (static_cast<double>(k.B) * k.C)
+                                                               : 1.0;
+    std::vector<double> lp(k.C), lq(k.C);
+    auto log_softmax = [&](const float *z, double inv_t, std::vector<double> &out) {
+        double m = -INFINITY, sum = 0.0;
+        for (int64_t c = 0; c < k.C; ++c) m = std::fmax(m, z[c] * inv_t);
+        for (int64_t c = 0; c < k.C; ++c) sum += std::exp(z[c] * inv_t - m);
+        for (int64_t c = 0; c < k.C; ++c) out[c] = z[c] * inv_t - m - std::log(sum);
+    };
+    double total = 0.0;
+    for (int64_t b = 0; b < k.B; ++b) {
+        const float *sr = s + b * k.C, *tr = t + b * k.C;
+        log_softmax(sr, 1.0 / T, lp);
+        if (k.log_target) {
+            for (int64_t c = 0; c < k.C; ++c) lq[c] = tr[c];
+        } else {
+            log_softmax(tr, 1.0 / T, lq);
+        }
+        double row = 0.0, q_sum = 0.0;
+        for (int64_t c = 0; c < k.C; ++c) {
+            const double q = std::exp(lq[c]);
+            if (q > 0.0) row += q * (lq[c] - lp[c]);
+            q_sum += q;
+        }
+        r.row_loss[b] = scale * row;
+        total += scale * row;
+        const double up = go == nullptr ? 1.0 : go[k.reduction == D4J_REDUCTION_NONE ? b : 0];
+        const double g = scale / T * norm * up;
+        for (int64_t c = 0; c < k.C; ++c) r.grad[b * k.C + c] = g * (std::exp(lp[c]) * q_sum - std::exp(lq[c]));
+    }
+    r.loss = total * norm;
+    return r;
+}
+
+// ||x - ref|| / ||ref||; the absolute error where ref is exactly zero (C = 1: every KL term is 0). NaN stays NaN.
+template <typename X, typename R>
+double rel_err(const X *x, const R *ref, size_t n) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        const double diff = static_cast<double>(x[i]) - static_cast<double>(ref[i]);
+        d += diff * diff;
+        r += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
+    }
+    return r > 0.0 ? std::sqrt(d / r) : std::sqrt(d);
+}
+
+struct outputs {
+    buffer row_loss, loss, grad;
+    explicit outputs(const kl_case &k) : row_loss(k.B), loss(1), grad(k.B * k.C) {
+        row_loss.fill(NAN);  // anything left unwritten shows
+        loss.fill(NAN);
+        grad.fill(NAN);
+    }
+};
+
+int run(d4j_backend *backend, const kl_case &k, const buffer &s, const buffer &t, const float *go, outputs &o) {
+    return d4j_kl_div(backend, nullptr, s.p, t.p, k.B, k.C, k.T, k.reduction, k.log_target, k.T * k.T, go,
+                      o.row_loss.p, k.reduction == D4J_REDUCTION_NONE ? nullptr : o.loss.p, o.grad.p);
+}
+
+int failures = 0, cases = 0;
+
+void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937_64 &rng) {
+    buffer s(k.B * k.C), t(k.B * k.C), go(k.reduction == D4J_REDUCTION_NONE ? k.B : 1);
+    std::normal_distribution<float> logit(0.0f, 3.0f);
+    std::uniform_real_distribution<float> up(0.5f, 2.0f);
+    for (size_t i = 0; i < s.n; ++i) s.p[i] = logit(rng), t.p[i] = logit(rng);
+    for (size_t i = 0; i < go.n; ++i) go.p[i] = up(rng);
+    if (k.extreme) {
+        // A few student logits at +-1e4 per row, and -inf in the teacher (never the whole row, nor entry 0).
+        for (int64_t b = 0; b < k.B; ++b) {
+            for (int64_t j = 0; j < 1 + k.C / 8; ++j) {
+                const int64_t c = static_cast<int64_t>(rng() % static_cast<uint64_t>(k.C));
+                s.p[b * k.C + c] = rng() % 2 ? 1e4f : -1e4f;
+                if (c != 0) t.p[b * k.C + c] = -INFINITY;
+            }
+        }
+    }
+    if (k.log_target) {
+        // Log-probabilities: log_softmax of the teacher logits (rows keep their -inf entries).
+        for (int64_t b = 0; b < k.B; ++b) {
+            float *row = t.p + b * k.C;
+            double m = -INFINITY, sum = 0.0;
+            for (int64_t c = 0; c < k.C; ++c) m = std::fmax(m, row[c]);
+            for (int64_t c = 0; c < k.C; ++c) sum += std::exp(row[c] - m);
+            for (int64_t c = 0; c < k.C; ++c) row[c] = static_cast<float>(row[c] - m - std::log(sum));
+        }
+    }
+    const float *go_p = k.upstream ? go.p : nullptr;
+    outputs oc(k), oe(k);
+    const int rc_cpu = run(cpu, k, s, t, go_p, oc);
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc_emu = run(emu, k, s, t, go_p, oe);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const reference r = kl_reference(k, s.p, t.p, go_p);
+
+    const size_t nb = static_cast<size_t>(k.B), ng = static_cast<size_t>(k.B * k.C);
+    const bool reduced = k.reduction != D4J_REDUCTION_NONE;
+    // Worst loss error over row_loss and (when reduced) the scalar loss; the grad error.
+    auto loss_err = [&](const outputs &o) {
+        double e = rel_err(o.row_loss.p, r.row_loss.data(), nb);
+        if (reduced) e = std::fmax(e, rel_err(o.loss.p, &r.loss, 1));
+        return e;
+    };
+    const double le_cpu = loss_err(oc), le_emu = loss_err(oe);
+    double le_ec = rel_err(oe.row_loss.p, oc.row_loss.p, nb);
+    if (reduced) le_ec = std::fmax(le_ec, rel_err(oe.loss.p, oc.loss.p, 1));
+    const double ge_cpu = rel_err(oc.grad.p, r.grad.data(), ng), ge_emu = rel_err(oe.grad.p, r.grad.data(), ng);
+    const double ge_ec = rel_err(oe.grad.p, oc.grad.p, ng);
+    const double le = std::fmax(std::fmax(le_cpu, le_emu), le_ec), ge = std::fmax(std::fmax(ge_cpu, ge_emu), ge_ec);
+    // fmax drops a NaN: test each error, with !(e <= tol) so that NaN fails.
+    bool ok = rc_cpu == 0 && rc_emu == 0;
+    for (double e : {le_cpu, le_emu, le_ec}) ok = ok && e <= kLossTol;
+    for (double e : {ge_cpu, ge_emu, ge_ec}) ok = ok && e <= kGradTol;
+    ++cases;
+    if (!ok) ++failures;
+    std::printf("%-9s log_target=%d T=%g B=%-2lld C=%-5lld %-7s %-8s | loss err: cpu %.1e emu %.1e emu-cpu %.1e "
+                "(max %.1e) | grad err: cpu %.1e emu %.1e emu-cpu %.1e (max %.1e) | emu %6.1f ms | %s\n",
+                reduction_name(k.reduction), k.log_target, static_cast<double>(k.T), static_cast<long long>(k.B),
+                static_cast<long long>(k.C), k.extreme ? "extreme" : "random", k.upstream ? "grad_out" : "no_gout",
+                le_cpu, le_emu, le_ec, le, ge_cpu, ge_emu, ge_ec, ge, ms, ok ? "ok" : "FAILED");
+    if (rc_cpu != 0) std::printf("  cpu returned %d: %s\n", rc_cpu, d4j_backend_last_error(cpu));
+    if (rc_emu != 0) std::printf("  cuda-emu returned %d: %s\n", rc_emu, d4j_backend_last_error(emu));
+    if (!ok && reduced) {
+        std::printf("  loss: ref %.9g cpu %.9g emu %.9g\n", r.loss, static_cast<double>(oc.loss.p[0]),
+                    static_cast<double>(oe.loss.p[0]));
+    }
+}
+
+d4j_backend *open_backend(const char *path) {
+    char err[1024] = "";
+    d4j_backend *b = d4j_backend_open(path, 0, err, sizeof err);
+    if (b == nullptr) std::fprintf(stderr, "cannot open %s: %s\n", path, err);
+    return b;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: kl_div_emu_vs_cpu <libdistill4j_cpu.so> <libdistill4j_cudaemu.so>\n");
+        return 2;
+    }
+    d4j_backend *cpu = open_backend(argv[1]), *emu = open_backend(argv[2]);
+    if (cpu == nullptr || emu == nullptr) return 1;
+    uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    if (const char *s = std::getenv("D4J_SEED")) seed = std::strtoull(s, nullptr, 10);
+    std::printf("kl_div_emu_vs_cpu seed %llu (D4J_SEED=%llu repeats this run)\n", static_cast<unsigned long long>(seed),
+                static_cast<unsigned long long>(seed));
+    std::mt19937_64 rng(seed);
+
+    // Warp-per-row and block-per-row kernels, C = 1, C not a multiple of 4 or 32, C a multiple of 4 (float4).
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {3, 10}, {5, 37}, {4, 1000}, {2, 4099}};
+#ifndef D4J_TEST_SANITIZED
+    shapes.push_back({2, 32001});  // the size of a language-model vocabulary; too slow under the sanitizers
+#endif
+    const std::vector<std::pair<int64_t, int64_t>> extreme_shapes = {{3, 37}, {2, 1000}, {2, 4100}};
+    const auto start = std::chrono::steady_clock::now();
+    for (int reduction = 0; reduction < 4; ++reduction) {
+        for (int log_target = 0; log_target < 2; ++log_target) {
+            for (float T : {1.0f, 4.0f}) {
+                for (auto [B, C] : shapes) run_case(cpu, emu, {B, C, reduction, log_target, T, false, T > 1.0f}, rng);
+                for (auto [B, C] : extreme_shapes)
+                    run_case(cpu, emu, {B, C, reduction, log_target, T, true, T == 1.0f}, rng);
+            }
+        }
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%d of %d cases passed (%.1f s, seed %llu)\n", cases - failures, cases, s,
+                static_cast<unsigned long long>(seed));
+    d4j_backend_close(cpu);
+    d4j_backend_close(emu);
+    return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's test command (README: "Run the tests"). Everything CI checks, in order:
+#   1. mvn -B install: native libraries (CPU, CUDA with -Werror and spills as errors, emulated CUDA), JNI glue,
+#      the JUnit suite (libtorch references, CPU vs emulated CUDA), the three artifacts into ~/.m2.
+#   2. CTest: the emulated CUDA kernels against the CPU kernels, natively, then under ThreadSanitizer and
+#      AddressSanitizer, including the planted bugs the sanitizers must catch.
+#   3. tests/consumer: a separate project that depends on distill4j-platform only and calls the KL op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+jobs=$(nproc)
+
+echo "== 1/3 mvn -B install"
+mvn -B install
+# Skipped tests are listed with their reason (the GPU cases skip on a machine without one, and say so).
+grep -h -o '<testcase name="[^"]*" classname="[^"]*"[^>]*>[[:space:]]*<skipped message="[^"]*"' target/surefire-reports/TEST-*.xml \
+  | sed -E 's/<testcase name="([^"]*)" classname="([^"]*)".*<skipped message="([^"]*)"/SKIPPED \2.\1: \3/' || true
+
+echo "== 2/3 native tests (CTest): emulated CUDA kernels, then sanitizers"
+cmake -S . -B build/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD4J_CUDA=OFF -DD4J_NATIVE_TESTS=ON >/dev/null
+cmake --build build/native-tests -j "$jobs" >/dev/null
+ctest --test-dir build/native-tests --output-on-failure
+bash native/tests/run-sanitizers.sh build/sanitize
+
+echo "== 3/3 platform consumer (depends on org.distill4j:distill4j-platform only)"
+cd "$root/tests/consumer"
+mvn -B -q package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
+java -cp "target/classes:$(cat target/classpath.txt)" example.ConsumerMain
+echo "all test stages passed"
