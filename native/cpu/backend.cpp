@@ -2,10 +2,31 @@
 #include "distill4j_impl.h"
 #include "common.h"
 
+#include <dlfcn.h>
 #include <string>
 
 namespace {
 thread_local std::string last_error = "no error";
+d4j::cpu::sgemm_fn blas_sgemm = nullptr;
+
+// RTLD_NOLOAD: only a library already in the process (the preset's). The preset's nolapack build first.
+d4j::cpu::sgemm_fn find_sgemm() {
+    for (const char *soname : {"libopenblas_nolapack.so.0", "libopenblas.so.0"}) {
+        if (void *lib = dlopen(soname, RTLD_NOW | RTLD_NOLOAD)) {
+            if (void *f = dlsym(lib, "cblas_sgemm")) return reinterpret_cast<d4j::cpu::sgemm_fn>(f);
+        }
+    }
+    return nullptr;
+}
+}  // namespace
+
+d4j::cpu::sgemm_fn d4j::cpu::sgemm() {
+    if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();
+    if (blas_sgemm == nullptr) {
+        fail("OpenBLAS is not loaded (libopenblas_nolapack.so.0 or libopenblas.so.0): the Java CpuBackend loads it "
+             "through org.bytedeco:openblas; a native program must dlopen it before the first GEMM");
+    }
+    return blas_sgemm;
 }
 
 int d4j::cpu::fail(const char *message) {

@@ -40,6 +40,18 @@ D4J_API int d4j_kl_div(d4j_backend *backend, void *stream, const float *student,
                float T, int reduction, int log_target, float loss_scale, const float *grad_out, float *row_loss,
                float *loss, float *grad);
 
+/* See d4j_impl_patch_embed_* in distill4j_impl.h. */
+D4J_API int64_t d4j_patch_embed_workspace(d4j_backend *backend, int64_t B, int64_t Cin, int64_t H, int64_t W,
+                                          int64_t P, int64_t D);
+D4J_API int d4j_patch_embed_forward(d4j_backend *backend, void *stream, const float *images, int64_t B, int64_t Cin,
+                                    int64_t H, int64_t W, int64_t P, int64_t D, const float *weight, const float *bias,
+                                    const float *pos, const float *cls, const float *dist, float *tokens,
+                                    void *workspace);
+D4J_API int d4j_patch_embed_backward(d4j_backend *backend, void *stream, const float *images, int64_t B, int64_t Cin,
+                                     int64_t H, int64_t W, int64_t P, int64_t D, const float *weight,
+                                     const float *dtokens, float *dweight, float *dbias, float *dpos, float *dcls,
+                                     float *ddist, float *dimages, void *workspace);
+
 #ifdef __cplusplus
 }
 #endif

@@ -128,7 +128,7 @@ __global__ void early_exit(int live, int *out, int *warp_sums) {
     if (t % 32 == 0) warp_sums[t / 32] = v;
 }
 
-__global__ void set_flag(int *flag) { *flag = 1; }
+__global__ void count_threads(int *count) { atomicAdd(count, 1); }
 
 __global__ void bad_mask_kernel(int *out) {
     // 48 threads: warp 1 has 16 lanes, so the full mask names lanes that do not exist.
@@ -267,18 +267,18 @@ void check_early_exit() {
 }
 
 void check_launch_errors() {
-    int flag = 0;
-    D4J_LAUNCH(set_flag, 1, 1025, 0, nullptr, &flag);
+    int count = 0;
+    D4J_LAUNCH(count_threads, 1, 1025, 0, nullptr, &count);
     bool ok = D4J_CHECK_LAUNCH() == cudaErrorInvalidConfiguration && cudaGetLastError() == cudaSuccess;
-    D4J_LAUNCH(set_flag, 1, dim3(1, 1, 65), 0, nullptr, &flag);
+    D4J_LAUNCH(count_threads, 1, dim3(1, 1, 65), 0, nullptr, &count);
     ok = ok && D4J_CHECK_LAUNCH() == cudaErrorInvalidConfiguration;
-    D4J_LAUNCH(set_flag, 0, 32, 0, nullptr, &flag);
+    D4J_LAUNCH(count_threads, 0, 32, 0, nullptr, &count);
     ok = ok && D4J_CHECK_LAUNCH() == cudaErrorInvalidConfiguration;
-    D4J_LAUNCH(set_flag, 1, 32, 64 * 1024, nullptr, &flag);
+    D4J_LAUNCH(count_threads, 1, 32, 64 * 1024, nullptr, &count);
     ok = ok && D4J_CHECK_LAUNCH() == cudaErrorInvalidConfiguration;
-    expect(ok && flag == 0, "bad launch configurations run nothing, report the error");
-    D4J_LAUNCH(set_flag, 1, 1024, 0, nullptr, &flag);
-    expect(D4J_CHECK_LAUNCH() == cudaSuccess && flag == 1, "1024 threads per block is allowed");
+    expect(ok && count == 0, "bad launch configurations run nothing, report the error");
+    D4J_LAUNCH(count_threads, 2, dim3(8, 16, 8), 0, nullptr, &count);
+    expect(D4J_CHECK_LAUNCH() == cudaSuccess && count == 2048, "1024 threads per block is allowed");
 }
 
 }  // namespace

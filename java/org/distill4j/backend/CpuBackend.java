@@ -1,12 +1,15 @@
 package org.distill4j.backend;
 
+import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.openblas.global.openblas_nolapack;
 import org.distill4j.Device;
 import org.distill4j.natives.Distill4jNative;
 
 /**
- * Host memory with host-side kernels: the C++/OpenMP kernels ({@link Device#cpu()}), or the CUDA kernels run by
- * the emulator ({@link Device#cudaEmu()}, tests only). Memory is 64-byte aligned and freed deterministically.
+ * Host memory with host-side kernels: the C++/OpenMP kernels ({@link Device#cpu()}) with OpenBLAS for GEMMs, or
+ * the CUDA kernels run by the emulator ({@link Device#cudaEmu()}, tests only). Memory is 64-byte aligned and freed
+ * deterministically.
  */
 public final class CpuBackend implements Backend {
     private final Device device;
@@ -16,6 +19,8 @@ public final class CpuBackend implements Backend {
 
     private CpuBackend(Device device, String library) {
         this.device = device;
+        // The CPU kernels call OpenBLAS's sgemm from the preset's library, found in the process by soname.
+        Loader.load(openblas_nolapack.class);
         this.kernels = NativeLibraries.open(library, 0);
     }
 

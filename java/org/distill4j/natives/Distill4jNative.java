@@ -67,4 +67,29 @@ public final class Distill4jNative {
                                         @Cast("int64_t") long classes, float temperature, int reduction,
                                         int logTarget, float lossScale, @Const FloatPointer gradOut,
                                         FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
+
+    /** Workspace bytes the patch-embedding kernels of this backend need: see distill4j_impl.h. */
+    public static native @Cast("int64_t") long d4j_patch_embed_workspace(d4j_backend backend, @Cast("int64_t") long b,
+                                                                        @Cast("int64_t") long cin, @Cast("int64_t") long h,
+                                                                        @Cast("int64_t") long w, @Cast("int64_t") long p,
+                                                                        @Cast("int64_t") long d);
+
+    /** Patch embedding forward (conv + bias + position + placement after cls/dist): see distill4j_impl.h. */
+    public static native int d4j_patch_embed_forward(d4j_backend backend, Pointer stream, @Const FloatPointer images,
+                                                     @Cast("int64_t") long b, @Cast("int64_t") long cin,
+                                                     @Cast("int64_t") long h, @Cast("int64_t") long w,
+                                                     @Cast("int64_t") long p, @Cast("int64_t") long d,
+                                                     @Const FloatPointer weight, @Const FloatPointer bias,
+                                                     @Const FloatPointer pos, @Const FloatPointer cls,
+                                                     @Const FloatPointer dist, FloatPointer tokens, Pointer workspace);
+
+    /** Patch embedding backward: parameter gradients accumulate, dimages (nullable) is written. */
+    public static native int d4j_patch_embed_backward(d4j_backend backend, Pointer stream, @Const FloatPointer images,
+                                                      @Cast("int64_t") long b, @Cast("int64_t") long cin,
+                                                      @Cast("int64_t") long h, @Cast("int64_t") long w,
+                                                      @Cast("int64_t") long p, @Cast("int64_t") long d,
+                                                      @Const FloatPointer weight, @Const FloatPointer dtokens,
+                                                      FloatPointer dweight, FloatPointer dbias, FloatPointer dpos,
+                                                      FloatPointer dcls, FloatPointer ddist, FloatPointer dimages,
+                                                      Pointer workspace);
 }

@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+"""One-shot check of the fused log_softmax + KL kernel (d4j_impl_kl_div) on a lent GPU.
+
+Run by bench/gpu/check.sh after the CMake build. The implementation libraries are loaded directly with ctypes
+(no Java on the device machine): every library exports the same d4j_impl_* names, so each gets its own
+RTLD_LOCAL handle and the names never clash.
+
+Modes
+  (default)     GPU: libdistill4j_cuda on torch CUDA tensors and torch's current stream, checked against
+                PyTorch float64 autograd on the GPU and against libdistill4j_cpu on host copies; then timed
+                against PyTorch's fp32 chain and against a device-to-device copy of the same number of bytes.
+  --dry-run     No GPU, no torch: libdistill4j_cudaemu (the CUDA sources on the CPU, host pointers, stream
+                NULL) against libdistill4j_cpu and a numpy float64 reference, at small shapes, no timing.
+                Tests the ctypes plumbing, argument order, reductions and the table/JSON output.
+  --torch-cpu   No GPU, but torch: the GPU mode's torch code (references, timing loop, table) with torch on
+                the CPU, libdistill4j_cpu as the kernel under test and libdistill4j_cudaemu as the second
+                opinion, at the dry-run shapes. Only for testing this script off the GPU machine.
+
+Correctness metric: ||ours - ref|| / ||ref|| (2-norm, float64) for the loss and for the gradient; a case
+passes when both are <= --tol (1e-5). Exit status 1 if any case fails; everything is printed regardless.
+"""
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REDUCTIONS = {0: "none", 1: "batchmean", 2: "sum", 3: "mean"}  # enum d4j_reduction, PyTorch's names
+GPU_SHAPES = [(1, 1), (7, 10), (256, 1000), (64, 32001), (33, 32000), (8192, 32000)]
+# The emulator runs one OS thread per CUDA thread, blocks one after another: keep every case to a few blocks.
+# (9,37): a partial last block of warp-rows; (3,1000): C%4==0, vectorised warp-rows; (2,4099) and (2,4100):
+# block-per-row (C > 2048), scalar and float4 paths.
+DRY_SHAPES = [(1, 1), (7, 10), (9, 37), (3, 1000), (2, 4099), (2, 4100)]
+TIMING_SHAPES = [(256, 1000), (1024, 32000), (8192, 32000)]
+BIG_ELEMENTS = 50_000_000  # shapes above this run a reduced case matrix (float64 references are heavy)
+LOGIT_STD = 2.0  # spread of the random logits: peaked enough that p and q differ visibly, as real logits do
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The implementation libraries
+# ---------------------------------------------------------------------------------------------------------
+
+class ImplError(RuntimeError):
+    """A d4j_impl_* entry returned nonzero; the message is d4j_impl_last_error()."""
+
+
+class Impl:
+    """One implementation library (cpu, cuda, cuda-emu) behind its own ctypes handle."""
+
+    def __init__(self, name, path):
+        self.name = name
+        self.path = path
+        # RTLD_LOCAL: the libraries export identical names; a global handle would let the first one loaded
+        # answer for all of them.
+        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        lib = self.lib
+        lib.d4j_impl_init.argtypes = [ctypes.c_int]
+        lib.d4j_impl_init.restype = ctypes.c_int
+        lib.d4j_impl_last_error.argtypes = []
+        lib.d4j_impl_last_error.restype = ctypes.c_char_p
+        lib.d4j_impl_synchronize.argtypes = [ctypes.c_void_p]
+        lib.d4j_impl_synchronize.restype = ctypes.c_int
+        vp = ctypes.c_void_p
+        lib.d4j_impl_kl_div.argtypes = [vp, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_int,
+                                        ctypes.c_int, ctypes.c_float, vp, vp, vp, vp]
+        lib.d4j_impl_kl_div.restype = ctypes.c_int
+
+    def _check(self, rc, what):
+        if rc != 0:
+            msg = self.lib.d4j_impl_last_error().decode(errors="replace")
+            raise ImplError(f"{self.name}: {what} returned {rc}: {msg}")
+
+    def init(self, device=0):
+        self._check(self.lib.d4j_impl_init(device), f"d4j_impl_init({device})")
+
+    def synchronize(self, stream):
+        self._check(self.lib.d4j_impl_synchronize(stream), "d4j_impl_synchronize")
+
+    def kl_div(self, stream, student, teacher, B, C, T, reduction, log_target, loss_scale, grad_out, row_loss,
+               loss, grad):
+        """d4j_impl_kl_div with raw addresses (int or None for NULL), in the header's argument order."""
+        rc = self.lib.d4j_impl_kl_div(stream, student, teacher, B, C, T, reduction, log_target, loss_scale,
+                                      grad_out, row_loss, loss, grad)
+        self._check(rc, "d4j_impl_kl_div")
+
+
+def load_impl(name, lib_dir, filename, preload_cudart=False):
+    """Loads and initialises one implementation library; exits with its error message if that fails."""
+    path = os.path.join(lib_dir, filename)
+    try:
+        impl = Impl(name, path)
+    except OSError as e:
+        if not preload_cudart:
+            sys.exit(f"cannot load {path}: {e}")
+        # libdistill4j_cuda needs libcudart.so.13 and its RUNPATH is only $ORIGIN. Importing torch normally
+        # loads that soname already (glibc then reuses it); if not, load the runtime torch ships, else the
+        # toolkit's, globally, and retry.
+        print(f"note: loading {path} failed ({e}); preloading libcudart.so.13")
+        for candidate in cudart_candidates():
+            try:
+                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+                print(f"note: preloaded {candidate}")
+                break
+            except OSError:
+                continue
+        try:
+            impl = Impl(name, path)
+        except OSError as e2:
+            sys.exit(f"cannot load {path}: {e2}")
+    try:
+        impl.init(0)
+    except ImplError as e:
+        sys.exit(f"d4j_impl_init failed: {e}")
+    print(f"loaded {name:8s} {path}")
+    return impl
+
+
+def cudart_candidates():
+    """Where a libcudart.so.13 may be: beside torch's nvidia wheels, then the CUDA toolkit."""
+    found = []
+    try:
+        import torch  # noqa: F401  (only to locate site-packages)
+        site = os.path.dirname(os.path.dirname(torch.__file__))
+        for root, _dirs, files in os.walk(os.path.join(site, "nvidia")):
+            if "libcudart.so.13" in files:
+                found.append(os.path.join(root, "libcudart.so.13"))
+    except ImportError:
+        pass
+    found += ["/usr/local/cuda/lib64/libcudart.so.13", "/usr/local/cuda/targets/x86_64-linux/lib/libcudart.so.13",
+              "libcudart.so.13"]
+    return found
+
+
+def loaded_cudart_copies():
+    """Paths of every libcudart mapped into this process (DESIGN.md: one CUDA runtime per process)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sorted({line.split()[-1] for line in f if "libcudart" in line})
+    except OSError:
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory: numpy on the host, or torch tensors on a device
+# ---------------------------------------------------------------------------------------------------------
+
+class NumpyMem:
+    """Host float32 buffers as numpy arrays (cpu and cuda-emu take host pointers)."""
+
+    name = "host"
+
+    def nan(self, shape):
+        # Outputs start as NaN so that an element the kernel failed to write fails the comparison.
+        return np.full(shape, np.nan, dtype=np.float32)
+
+    @staticmethod
+    def ptr(a):
+        return None if a is None else a.ctypes.data
+
+    @staticmethod
+    def scalar(values):
+        return np.asarray(values, dtype=np.float32).reshape(-1)
+
+    @staticmethod
+    def f64(a):
+        return np.asarray(a, dtype=np.float64)
+
+    @staticmethod
+    def rel_err(a, ref):
+        """||a - ref|| / ||ref|| in float64; NaN/inf anywhere counts as an infinite error."""
+        a, ref = np.asarray(a, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+        if a.shape != ref.shape or not np.isfinite(a).all() or not np.isfinite(ref).all():
+            return math.inf
+        den = float(np.linalg.norm(ref))
+        num = float(np.linalg.norm(a - ref))
+        return num / den if den > 0 else num
+
+
+class TorchMem:
+    """float32 buffers as torch tensors on `device` ('cuda' or 'cpu')."""
+
+    def __init__(self, torch, device):
+        self.torch = torch
+        self.device = device
+        self.name = device
+
+    def nan(self, shape):
+        return self.torch.full(shape, float("nan"), dtype=self.torch.float32, device=self.device)
+
+    @staticmethod
+    def ptr(t):
+        return None if t is None else t.data_ptr()
+
+    def scalar(self, values):
+        return self.torch.tensor(np.asarray(values, dtype=np.float32).reshape(-1), device=self.device)
+
+    def f64(self, t):
+        return t.to(device=self.device, dtype=self.torch.float64)
+
+    def rel_err(self, a, ref):
+        """||a - ref|| / ||ref|| in float64 on self.device (no multi-GB copies to the host)."""
+        a, ref = self.f64(a).reshape(-1), self.f64(ref).reshape(-1)
+        if a.shape != ref.shape or not bool(self.torch.isfinite(a).all()) or not bool(self.torch.isfinite(ref).all()):
+            return math.inf
+        den = float(self.torch.linalg.vector_norm(ref))
+        num = float(self.torch.linalg.vector_norm(a - ref))
+        return num / den if den > 0 else num
+
+
+class Backend:
+    """An implementation library, the memory it reads, and the stream it is called with."""
+
+    def __init__(self, impl, mem, stream=None):
+        self.impl, self.mem, self.stream = impl, mem, stream
+        self.name = impl.name
+
+    def kl_div(self, student, teacher, T, reduction, log_target, scale, grad_out, with_grad=True):
+        """Runs the kernel into fresh NaN-filled buffers; returns (loss, grad): loss is [B] for 'none', [1]
+        otherwise; grad is [B,C] or None. Synchronises, so a launch error surfaces here."""
+        B, C = student.shape
+        m = self.mem
+        row_loss = m.nan((B,))
+        # For 'none' the header allows loss = NULL; pass NULL to check that the kernel respects it.
+        loss = m.nan((1,)) if reduction != 0 else None
+        grad = m.nan((B, C)) if with_grad else None
+        self.impl.kl_div(self.stream, m.ptr(student), m.ptr(teacher), B, C, T, reduction, log_target, scale,
+                         m.ptr(grad_out), m.ptr(row_loss), m.ptr(loss), m.ptr(grad))
+        self.impl.synchronize(self.stream)
+        return (row_loss if reduction == 0 else loss), grad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------------------------------------
+
+def _log_softmax64(x):
+    m = x.max(axis=1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+
+
+def ref_numpy(student, teacher, T, reduction, log_target, scale, grad_out, with_grad=True):
+    """float64 forward and analytic gradient with torch.nn.functional.kl_div's meaning.
+
+    log p = log_softmax(z_s/T); q = softmax(teacher/T), or q = exp(teacher) with log_target (T not applied).
+    Pointwise q (log q - log p) with 0 log 0 = 0 (xlogy; log_target uses exp(t)(t - x), equal for finite t).
+    d/dz_s of sum_c q (log q - log p) = (p sum_c q - q)/T, times scale, the reduction's norm and upstream.
+    """
+    zs, t = np.asarray(student, np.float64), np.asarray(teacher, np.float64)
+    B, C = zs.shape
+    lp = _log_softmax64(zs / T)
+    lq = t if log_target else _log_softmax64(t / T)
+    q = np.exp(lq)
+    rows = scale * np.where(q > 0, q * (lq - lp), 0.0).sum(axis=1)
+    norm = {0: 1.0, 1: 1.0 / B, 2: 1.0, 3: 1.0 / (B * C)}[reduction]
+    if reduction == 0:
+        loss = rows
+        up = np.ones(B) if grad_out is None else np.asarray(grad_out, np.float64).reshape(B)
+    else:
+        loss = np.array([rows.sum() * norm])
+        up = np.full(B, 1.0 if grad_out is None else float(np.asarray(grad_out).reshape(-1)[0]))
+    grad = None
+    if with_grad:
+        p = np.exp(lp)
+        grad = (scale * norm / T) * up[:, None] * (p * q.sum(axis=1, keepdims=True) - q)
+    return loss, grad
+
+
+def selfcheck_ref_numpy(rng):
+    """Central differences in float64 against ref_numpy's analytic gradient, so the dry-run's reference is not
+    just the kernel's formula written twice. Returns the worst relative error (should be ~1e-9)."""
+    B, C, h = 3, 5, 1e-6
+    worst = 0.0
+    for reduction in REDUCTIONS:
+        for log_target in (0, 1):
+            for T in (1.0, 4.0):
+                zs = rng.normal(0, LOGIT_STD, (B, C))
+                zt = rng.normal(0, LOGIT_STD, (B, C))
+                teacher = _log_softmax64(zt / T) if log_target else zt
+                go = rng.normal(size=B) if reduction == 0 else np.array([rng.uniform(0.5, 2.0)])
+
+                def objective(z):
+                    loss, _ = ref_numpy(z, teacher, T, reduction, log_target, T * T, None, with_grad=False)
+                    return float((loss * go).sum()) if reduction == 0 else float(loss[0] * go[0])
+
+                _, grad = ref_numpy(zs, teacher, T, reduction, log_target, T * T, go)
+                fd = np.zeros_like(zs)
+                for i in range(B):
+                    for j in range(C):
+                        zp, zm = zs.copy(), zs.copy()
+                        zp[i, j] += h
+                        zm[i, j] -= h
+                        fd[i, j] = (objective(zp) - objective(zm)) / (2 * h)
+                worst = max(worst, NumpyMem.rel_err(grad, fd))
+    return worst
+
+
+def ref_torch(torch, student, teacher, T, reduction, log_target, scale, grad_out, with_grad=True):
+    """PyTorch float64 autograd of kl_div(log_softmax(z_s/T), target, reduction, log_target) * scale, on the
+    inputs' device. 'none' is summed over dim 1: our kernel returns per-row losses, PyTorch per-element."""
+    F = torch.nn.functional
+    zs = student.double().requires_grad_(with_grad)
+    lp = F.log_softmax(zs / T, dim=1)
+    target = teacher.double() if log_target else F.softmax(teacher.double() / T, dim=1)
+    if reduction == 0:
+        loss = F.kl_div(lp, target, reduction="none", log_target=bool(log_target)).sum(dim=1) * scale
+        objective = (loss * (1.0 if grad_out is None else grad_out.double())).sum()
+    else:
+        loss = F.kl_div(lp, target, reduction=REDUCTIONS[reduction], log_target=bool(log_target)) * scale
+        objective = loss * (1.0 if grad_out is None else grad_out.double().reshape(()))
+        loss = loss.reshape(1)
+    grad = None
+    if with_grad:
+        objective.backward()
+        grad = zs.grad
+    return loss.detach(), grad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Correctness
+# ---------------------------------------------------------------------------------------------------------
+
+def case_matrix(B, C):
+    """(reduction, T, log_target, upstream) cases for one shape: all 32 combinations, or for the biggest
+    shapes 8 that still cover every value of every parameter (their float64 references cost seconds)."""
+    full = [(r, T, lt, up) for r in REDUCTIONS for T in (1.0, 4.0) for lt in (0, 1) for up in (0, 1)]
+    if B * C <= BIG_ELEMENTS:
+        return full
+    return [c for i, r in enumerate(REDUCTIONS) for c in ((r, 4.0, 0, i % 2), (r, 1.0, 1, (i + 1) % 2))]
+
+
+class Inputs:
+    """Random logits for one shape, in the kernel-under-test's memory and (lazily) in the other backend's."""
+
+    def __init__(self, mode, B, C, seed, torch=None, device=None):
+        self.mode, self.torch, self.device = mode, torch, device
+        if torch is None:
+            rng = np.random.default_rng(seed)
+            self.zs = rng.normal(0, LOGIT_STD, (B, C)).astype(np.float32)
+            self.zt = rng.normal(0, LOGIT_STD, (B, C)).astype(np.float32)
+        else:
+            # Generated on the device: 8192x32000 normals on the host would cost seconds.
+            gen = torch.Generator(device=device).manual_seed(seed)
+            self.zs = torch.randn((B, C), generator=gen, device=device) * LOGIT_STD
+            self.zt = torch.randn((B, C), generator=gen, device=device) * LOGIT_STD
+        self._teacher = {}
+        self._teacher_other = {}
+
+    def teacher_other(self, T, log_target, other_mem):
+        """teacher(T, log_target) in the other backend's memory, copied once (1 GB at 8192x32000)."""
+        key = (T, log_target)
+        if key not in self._teacher_other:
+            self._teacher_other[key] = to_other(self.teacher(T, log_target), other_mem, self.torch)
+        return self._teacher_other[key]
+
+    def teacher(self, T, log_target):
+        """Teacher logits, or with log_target the fp32 log_softmax(z_t/T) (the kernel then applies no T)."""
+        key = (T, log_target)
+        if key not in self._teacher:
+            if not log_target:
+                self._teacher[key] = self.zt
+            elif self.torch is None:
+                self._teacher[key] = _log_softmax64(self.zt.astype(np.float64) / T).astype(np.float32)
+            else:
+                self._teacher[key] = self.torch.log_softmax(self.zt / T, dim=1).contiguous()
+        return self._teacher[key]
+
+
+def to_other(x, other_mem, torch):
+    """A copy of x in the other backend's memory (host copies of device tensors); numpy stays as is."""
+    if x is None or torch is None:
+        return x
+    return x.to(other_mem.device).contiguous()
+
+
+def run_correctness(ours, other, mode, shapes, tol, seed, torch=None):
+    """Runs every case; returns (all_passed, summary rows). Prints one line per case."""
+    mem = ours.mem
+    rng = np.random.default_rng(seed + 1)
+    rows, all_ok = [], True
+    ref_name = "numpy-fp64" if torch is None else f"torch-fp64-autograd({mem.device})"
+    print(f"\n== correctness: {ours.name} vs {ref_name} and vs {other.name}; pass if rel err <= {tol:g} ==")
+    print(f"{'shape':>16} {'reduction':>9} {'T':>3} {'lt':>2} {'up':>2} {'grad':>4} | "
+          f"{ours.name + ' vs ref':>22} | {other.name + ' vs ref':>22} | {ours.name + ' vs ' + other.name:>22} |")
+    print(f"{'':>16} {'':>9} {'':>3} {'':>2} {'':>2} {'':>4} | {'loss':>10} {'grad':>11} | {'loss':>10} "
+          f"{'grad':>11} | {'loss':>10} {'grad':>11} |")
+    for si, (B, C) in enumerate(shapes):
+        inputs = Inputs(mode, B, C, seed + 100 * si, torch, getattr(mem, "device", None))
+        student_o = to_other(inputs.zs, other.mem, torch)
+        worst = {"ref": 0.0, "other_ref": 0.0, "other": 0.0}
+        # Plus one loss-only call (grad = NULL) per shape: the kernel's no-gradient path.
+        cases = [c + (True,) for c in case_matrix(B, C)] + [(1, 4.0, 0, 0, False)]
+        for reduction, T, log_target, up, with_grad in cases:
+            teacher = inputs.teacher(T, log_target)
+            teacher_o = inputs.teacher_other(T, log_target, other.mem)
+            go_values = None
+            if up:
+                # Upstream gradient: [B] for 'none', a scalar otherwise; random sign and size.
+                go_values = rng.normal(size=B) if reduction == 0 else [rng.choice([-1, 1]) * rng.uniform(0.5, 2)]
+            go = None if go_values is None else mem.scalar(go_values)
+            go_o = None if go_values is None else other.mem.scalar(go_values)
+            scale = T * T
+            if torch is None:
+                ref = ref_numpy(inputs.zs, teacher, T, reduction, log_target, scale, go_values, with_grad)
+            else:
+                ref = ref_torch(torch, inputs.zs, teacher, T, reduction, log_target, scale, go, with_grad)
+            res_o = ours.kl_div(inputs.zs, teacher, T, reduction, log_target, scale, go, with_grad)
+            res_x = other.kl_div(student_o, teacher_o, T, reduction, log_target, scale, go_o, with_grad)
+            if torch is not None:
+                # Compare on the kernel-under-test's device: move the other backend's results there.
+                res_x = tuple(None if r is None else r.to(mem.device) for r in res_x)
+            errs = []
+            for a, b in ((res_o, ref), (res_x, ref), (res_o, res_x)):
+                e_loss = mem.rel_err(a[0], b[0])
+                e_grad = mem.rel_err(a[1], b[1]) if with_grad else None
+                errs.append((e_loss, e_grad))
+            ok = all(e <= tol for pair in errs for e in pair if e is not None)
+            all_ok &= ok
+            for key, (e_loss, e_grad) in zip(("ref", "other_ref", "other"), errs):
+                worst[key] = max(worst[key], e_loss, e_grad or 0.0)
+
+            def fmt(e):
+                return f"{'-':>10}" if e is None else f"{e:10.2e}"
+
+            cells = " | ".join(f"{fmt(el)} {fmt(eg):>11}" for el, eg in errs)
+            print(f"{f'B={B},C={C}':>16} {REDUCTIONS[reduction]:>9} {T:3g} {log_target:2d} {up:2d} "
+                  f"{'yes' if with_grad else 'no':>4} | {cells} | {'ok' if ok else 'FAIL'}")
+            del res_o, res_x, ref
+        shape = f"B={B},C={C}"
+        for ref_label, key, backend in ((ref_name, "ref", ours.name), (ref_name, "other_ref", other.name),
+                                        (other.name, "other", ours.name)):
+            rows.append(dict(op="kl_div_check", backend=backend, shape=shape, ours_ms=None, reference=ref_label,
+                             reference_ms=None, speedup=None, max_rel_err=worst[key]))
+        del inputs, student_o
+        if torch is not None and mem.device == "cuda":
+            torch.cuda.empty_cache()
+    return all_ok, rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------
+
+class Timer:
+    """Times `inner` calls of fn: CUDA events on the GPU (device time, no host sync inside), else wall clock."""
+
+    def __init__(self, torch, device):
+        self.torch, self.cuda = torch, device == "cuda"
+
+    def __call__(self, fn, inner):
+        if self.cuda:
+            start = self.torch.cuda.Event(enable_timing=True)
+            end = self.torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / inner
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / inner
+
+
+def median_alternating(timer, fns, reps, inner, warmup=5):
+    """Median ms of each fn; the fns alternate within every repetition, so clock and thermal drift hit all."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    samples = [[] for _ in fns]
+    for _ in range(reps):
+        for i, fn in enumerate(fns):
+            samples[i].append(timer(fn, inner))
+    return [statistics.median(s) for s in samples]
+
+
+def run_timing(torch, ours, shapes, reps, T=4.0):
+    """Ours (forward + gradient, batchmean, one call) vs PyTorch fp32 log_softmax/softmax/kl_div/backward, and
+    vs a device-to-device copy moving the same bytes. Returns table rows."""
+    F = torch.nn.functional
+    device = ours.mem.device
+    timer = Timer(torch, device)
+    gen = torch.Generator(device=device).manual_seed(1234)
+    rows = []
+    print(f"\n== timing ({device}, T={T:g}, batchmean, forward+gradient; median of {reps}, alternating) ==")
+    for B, C in shapes:
+        zs = torch.randn((B, C), generator=gen, device=device) * LOGIT_STD
+        zt = torch.randn((B, C), generator=gen, device=device) * LOGIT_STD
+        row_loss = torch.empty(B, device=device)
+        loss = torch.empty(1, device=device)
+        grad = torch.empty((B, C), device=device)
+        args = (ours.stream, zs.data_ptr(), zt.data_ptr(), B, C, T, 1, 0, T * T, None, row_loss.data_ptr(),
+                loss.data_ptr(), grad.data_ptr())
+
+        def ours_step():
+            ours.impl.kl_div(*args)
+
+        zs_leaf = zs.clone().requires_grad_(True)
+
+        def torch_step():
+            # The whole chain each iteration, as a training step would run it.
+            zs_leaf.grad = None
+            out = F.kl_div(F.log_softmax(zs_leaf / T, dim=1), F.softmax(zt / T, dim=1), reduction="batchmean")
+            (out * (T * T)).backward()
+
+        # A copy of 6 bytes/element each way = the 12 bytes/element the kernel must move (read s and t, write g).
+        src = torch.empty(6 * B * C, dtype=torch.uint8, device=device)
+        dst = torch.empty_like(src)
+
+        def copy_step():
+            dst.copy_(src)
+
+        # Enough calls per sample that launch overhead from Python does not dominate the small shapes.
+        inner = max(1, min(50, int(2e7 // (B * C))))
+        ours_ms, torch_ms, copy_ms = median_alternating(timer, [ours_step, torch_step, copy_step], reps, inner)
+        ours.impl.synchronize(ours.stream)
+
+        # Accuracy of the timed configuration against float64 autograd (and PyTorch fp32's, for context).
+        ref_loss, ref_grad = ref_torch(torch, zs, zt, T, 1, 0, T * T, None)
+        err = max(ours.mem.rel_err(loss, ref_loss), ours.mem.rel_err(grad, ref_grad))
+        torch_step()
+        err_torch = ours.mem.rel_err(zs_leaf.grad, ref_grad)
+        del ref_loss, ref_grad
+
+        shape = f"B={B},C={C},T={T:g}"
+        gbs = 12 * B * C / (ours_ms * 1e6)
+        copy_gbs = 12 * B * C / (copy_ms * 1e6)
+        pct = 100.0 * copy_ms / ours_ms
+        print(f"{shape:>22}: ours {ours_ms:9.4f} ms ({gbs:7.1f} GB/s)  torch fp32 {torch_ms:9.4f} ms  "
+              f"speedup {torch_ms / ours_ms:6.2f}x  | copy {copy_ms:8.4f} ms ({copy_gbs:7.1f} GB/s): ours at "
+              f"{pct:5.1f}% of copy bandwidth | rel err ours {err:.2e}, torch fp32 {err_torch:.2e}")
+        rows.append(dict(op="kl_div_fwd_bwd", backend=ours.name, shape=shape, ours_ms=ours_ms,
+                         reference=f"torch-fp32 log_softmax+softmax+kl_div+backward ({device})",
+                         reference_ms=torch_ms, speedup=torch_ms / ours_ms, max_rel_err=err))
+        rows.append(dict(op="kl_div_vs_copy_bw", backend=ours.name, shape=shape, ours_ms=ours_ms,
+                         reference="tensor.copy_ of 12 B/element (6 read + 6 write)", reference_ms=copy_ms,
+                         speedup=copy_ms / ours_ms, max_rel_err=None))
+        if (B, C) == shapes[-1]:
+            verdict = "met" if pct >= 85.0 else "NOT met"
+            print(f"bandwidth at {shape}: ours reaches {pct:.1f}% of copy bandwidth (target >= 85%: {verdict})")
+        del zs, zt, zs_leaf, grad, src, dst
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------------------
+
+JSON_KEYS = ["op", "backend", "shape", "ours_ms", "reference", "reference_ms", "speedup", "max_rel_err"]
+
+
+def print_table(rows):
+    """One table of every row; '-' where a column does not apply (no time for correctness rows)."""
+
+    def cell(key, v):
+        if v is None:
+            return "-"
+        if key == "max_rel_err":
+            return f"{v:.2e}"
+        if key in ("ours_ms", "reference_ms"):
+            return f"{v:.4f}"
+        if key == "speedup":
+            return f"{v:.2f}"
+        return str(v)
+
+    table = [JSON_KEYS] + [[cell(k, r[k]) for k in JSON_KEYS] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(JSON_KEYS))]
+    print("\n== table (speedup = reference_ms / ours_ms; for kl_div_vs_copy_bw it is the fraction of copy "
+          "bandwidth) ==")
+    for n, line in enumerate(table):
+        print("  ".join(v.ljust(w) if i in (0, 1, 2, 4) else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_json(rows, path):
+    """JSON rows with exactly JSON_KEYS; infinite errors become null-free strings JSON can hold."""
+    def clean(v):
+        return "inf" if isinstance(v, float) and math.isinf(v) else v
+
+    with open(path, "w") as f:
+        json.dump([{k: clean(r[k]) for k in JSON_KEYS} for r in rows], f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------
+
+def environment_torch(torch):
+    """Versions and the device, printed first so the log says what ran."""
+    print(f"python {platform.python_version()}  numpy {np.__version__}  torch {torch.__version__}  "
+          f"torch CUDA {torch.version.cuda}  cuDNN {torch.backends.cudnn.version()}")
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        print(f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, "
+              f"{p.multi_processor_count} SMs")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib-dir", required=True, help="folder with libdistill4j_{cpu,cuda,cudaemu}.so")
+    ap.add_argument("--dry-run", action="store_true", help="no GPU, no torch: cuda-emu vs cpu vs numpy")
+    ap.add_argument("--torch-cpu", action="store_true", help="test the torch code path on the CPU (no GPU)")
+    ap.add_argument("--seed", type=int, default=None, help="default: fresh from os.urandom")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--reps", type=int, default=25, help="timing samples per measurement (>= 20)")
+    ap.add_argument("--json", default=None, help="default: $OUT/gpu_kl.json when OUT is set")
+    ap.add_argument("--skip-timing", action="store_true")
+    args = ap.parse_args()
+
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") % 2**31
+    print(f"seed {seed} (rerun with --seed {seed})")
+    json_path = args.json or (os.path.join(os.environ["OUT"], "gpu_kl.json") if os.environ.get("OUT") else None)
+    t_start = time.time()
+
+    if args.dry_run:
+        print(f"dry run: python {platform.python_version()}, numpy {np.__version__}; no GPU, no torch")
+        worst_fd = selfcheck_ref_numpy(np.random.default_rng(seed))
+        print(f"numpy reference gradient vs float64 central differences: rel err {worst_fd:.2e}")
+        ok = worst_fd <= 1e-6
+        host = NumpyMem()
+        ours = Backend(load_impl("cuda-emu", args.lib_dir, "libdistill4j_cudaemu.so"), host)
+        other = Backend(load_impl("cpu", args.lib_dir, "libdistill4j_cpu.so"), host)
+        passed, rows = run_correctness(ours, other, "numpy", DRY_SHAPES, args.tol, seed)
+        ok &= passed
+    else:
+        import torch  # only here: the dry run must work without it
+
+        environment_torch(torch)
+        if args.torch_cpu:
+            cpu_mem = TorchMem(torch, "cpu")
+            ours = Backend(load_impl("cpu", args.lib_dir, "libdistill4j_cpu.so"), cpu_mem)
+            other = Backend(load_impl("cuda-emu", args.lib_dir, "libdistill4j_cudaemu.so"), cpu_mem)
+            shapes, timing_shapes = DRY_SHAPES, [(256, 1000)]
+        else:
+            if not torch.cuda.is_available():
+                sys.exit("torch.cuda.is_available() is False: no GPU for the check (use --dry-run off-GPU)")
+            torch.cuda.init()
+            torch.empty(1, device="cuda")  # creates the primary context before our library touches it
+            stream = torch.cuda.current_stream().cuda_stream
+            ours = Backend(load_impl("cuda", args.lib_dir, "libdistill4j_cuda.so", preload_cudart=True),
+                           TorchMem(torch, "cuda"), stream or None)
+            other = Backend(load_impl("cpu", args.lib_dir, "libdistill4j_cpu.so"), TorchMem(torch, "cpu"))
+            copies = loaded_cudart_copies()
+            print(f"torch current stream: {stream:#x}; libcudart copies mapped in this process: {len(copies)}")
+            for c in copies:
+                print(f"  {c}")
+            if len(copies) > 1:
+                print("WARNING: more than one CUDA runtime is loaded (DESIGN.md wants one per process)")
+            shapes, timing_shapes = GPU_SHAPES, TIMING_SHAPES
+        torch.manual_seed(seed)
+        ok, rows = run_correctness(ours, other, "torch", shapes, args.tol, seed, torch)
+        if not args.skip_timing:
+            try:
+                rows += run_timing(torch, ours, timing_shapes, max(args.reps, 20))
+            except Exception as e:  # a timing failure must not hide the correctness results
+                print(f"TIMING FAILED: {type(e).__name__}: {e}")
+                ok = False
+
+    print_table(rows)
+    if json_path:
+        write_json(rows, json_path)
+    print(f"\ncheck_kl.py: {'all correctness cases passed' if ok else 'SOME CASES FAILED'} "
+          f"({time.time() - t_start:.1f} s, seed {seed})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+package org.distill4j;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.testing.Check;
+import org.junit.jupiter.api.Test;
+
+class TensorTest {
+    @Test
+    void copiesRoundTripOnEveryHostBackendAndAcrossThem() {
+        Random rng = new Random(Check.freshSeed());
+        float[] values = Check.normal(rng, 3 * 5, 1);
+        try (Backend cpu = Backends.open(Device.cpu()); Backend emu = Backends.open(Device.cudaEmu());
+             Tensor a = Tensor.of(cpu, values, 3, 5); Tensor b = Tensor.empty(emu, 15); Tensor c = Tensor.empty(cpu, 5, 3)) {
+            assertArrayEquals(values, a.toArray());
+            a.copyTo(b);
+            b.copyTo(c);
+            assertArrayEquals(values, c.toArray(), "cpu -> cuda-emu -> cpu");
+            assertArrayEquals(new long[] {5, 3}, c.shape());
+            assertEquals(15, c.numel());
+            assertEquals(Device.cudaEmu(), b.device());
+        }
+    }
+
+    @Test
+    void scalarHasRankZeroAndOneElement() {
+        try (Backend cpu = Backends.open(Device.cpu()); Tensor s = Tensor.of(cpu, new float[] {2.5f})) {
+            assertEquals(0, s.rank());
+            assertEquals(1, s.numel());
+            assertEquals(2.5f, s.toArray()[0]);
+        }
+    }
+
+    @Test
+    void closingFreesOnceAndUseAfterCloseThrows() {
+        try (Backend cpu = Backends.open(Device.cpu())) {
+            long before = cpu.liveAllocations();
+            Tensor t = Tensor.empty(cpu, 4, 4);
+            assertEquals(before + 1, cpu.liveAllocations());
+            t.close();
+            t.close();
+            assertEquals(before, cpu.liveAllocations(), "a second close frees nothing");
+            assertTrue(t.isClosed());
+            IllegalStateException e = assertThrows(IllegalStateException.class, t::toArray);
+            assertTrue(e.getMessage().contains("closed"), e.getMessage());
+            assertThrows(IllegalStateException.class, () -> t.copyFrom(new float[16]));
+        }
+    }
+
+    @Test
+    void wrongSizesAreRejectedWithTheShapes() {
+        try (Backend cpu = Backends.open(Device.cpu()); Tensor t = Tensor.empty(cpu, 2, 3)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.copyFrom(new float[5]));
+            assertTrue(e.getMessage().contains("length 5") && e.getMessage().contains("[2, 3]"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> t.copyTo(new float[7]));
+            e = assertThrows(IllegalArgumentException.class, () -> Tensor.empty(cpu, 2, -1));
+            assertTrue(e.getMessage().contains("[2, -1]"), e.getMessage());
+            try (Tensor other = Tensor.empty(cpu, 4)) {
+                assertThrows(IllegalArgumentException.class, () -> t.copyTo(other));
+            }
+        }
+    }
+}
