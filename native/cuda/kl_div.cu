@@ -105,11 +105,11 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) kl_div_r
 }
 
 // loss = norm * sum(row_loss), one block, fixed order.
-__global__ void __launch_bounds__(1024) kl_div_reduce(const float *row_loss, int64_t B, float norm, float *loss) {
+__global__ void __launch_bounds__(256) kl_div_reduce(const float *row_loss, int64_t B, float norm, float *loss) {
     __shared__ float scratch[32];
     float v = 0.0f;
     for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];
-    v = group_sum<1024>(v, scratch);
+    v = group_sum<256>(v, scratch);
     if (threadIdx.x == 0) *loss = v * norm;
 }
 
@@ -151,6 +151,6 @@ D4J_IMPL_API int d4j_impl_kl_div(void *stream_ptr, const float *student, const f
     if (check_launch("kl_div_rows") != 0) return 1;
     if (reduction == D4J_REDUCTION_NONE) return 0;
     // `norm` is applied to the sum, not to each row, so batchmean's loss is (sum of rows) / B as in PyTorch.
-    D4J_LAUNCH(kl_div_reduce, dim3(1), dim3(1024), 0, stream, row_loss, B, norm, loss);
+    D4J_LAUNCH(kl_div_reduce, dim3(1), dim3(256), 0, stream, row_loss, B, norm, loss);
     return check_launch("kl_div_reduce");
 }
