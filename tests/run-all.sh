@@ -16,6 +16,15 @@ mvn -B install
 grep -h -o '<testcase name="[^"]*" classname="[^"]*"[^>]*>[[:space:]]*<skipped message="[^"]*"' target/surefire-reports/TEST-*.xml \
   | sed -E 's/<testcase name="([^"]*)" classname="([^"]*)".*<skipped message="([^"]*)"/SKIPPED \2.\1: \3/' || true
 
+# What ships must not point into a build directory: every RUNPATH is $ORIGIN, and libgomp travels with the CPU library.
+natives=target/classes/org/distill4j/natives/linux-x86_64
+for lib in "$natives"/*.so*; do
+  runpath=$(readelf -d "$lib" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+  case "$runpath" in ""|'$ORIGIN'|'$ORIGIN/') ;; *) echo "FAIL: $lib has RUNPATH $runpath"; exit 1 ;; esac
+done
+jar tf target/distill4j-*-linux-x86_64.jar | grep -q 'linux-x86_64/libgomp.so.1' || { echo "FAIL: libgomp.so.1 not bundled"; exit 1; }
+echo "natives: every RUNPATH is \$ORIGIN, libgomp.so.1 bundled"
+
 echo "== 2/3 native tests (CTest): emulated CUDA kernels, then sanitizers"
 cmake -S . -B build/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD4J_CUDA=OFF -DD4J_NATIVE_TESTS=ON >/dev/null
 cmake --build build/native-tests -j "$jobs" >/dev/null
