@@ -8,17 +8,26 @@
 namespace {
 thread_local std::string last_error = "no error";
 d4j::cpu::sgemm_fn blas_sgemm = nullptr;
+int (*blas_get_num_threads)() = nullptr;
 
 // RTLD_NOLOAD: only a library already in the process (the preset's). The preset's nolapack build first.
 d4j::cpu::sgemm_fn find_sgemm() {
     for (const char *soname : {"libopenblas_nolapack.so.0", "libopenblas.so.0"}) {
         if (void *lib = dlopen(soname, RTLD_NOW | RTLD_NOLOAD)) {
-            if (void *f = dlsym(lib, "cblas_sgemm")) return reinterpret_cast<d4j::cpu::sgemm_fn>(f);
+            if (void *f = dlsym(lib, "cblas_sgemm")) {
+                blas_get_num_threads = reinterpret_cast<int (*)()>(dlsym(lib, "openblas_get_num_threads"));
+                return reinterpret_cast<d4j::cpu::sgemm_fn>(f);
+            }
         }
     }
     return nullptr;
 }
 }  // namespace
+
+int d4j::cpu::blas_threads() {
+    if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();
+    return blas_get_num_threads != nullptr ? blas_get_num_threads() : 0;
+}
 
 d4j::cpu::sgemm_fn d4j::cpu::sgemm() {
     if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();

@@ -16,6 +16,10 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 // second copy); native test programs dlopen it themselves before d4j_impl_init.
 sgemm_fn sgemm();
 
+// OpenBLAS's own thread count (openblas_get_num_threads), 0 when unknown. At 1, a kernel may call sgemm from
+// several OpenMP threads at once on disjoint blocks: one thread pool for the whole op, none spinning against it.
+int blas_threads();
+
 // Records a message for d4j_impl_last_error on this thread and returns the nonzero error code.
 int fail(const char *message);
 }  // namespace d4j::cpu

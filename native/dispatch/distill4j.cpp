@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <string>
 
 namespace {
 
@@ -42,14 +41,6 @@ bool resolve(void *lib, const char *name, F &slot, const char *path, char *err, 
 
 }  // namespace
 
-// A failure of the dispatcher itself (an entry the library lacks); cleared by every forwarded call.
-thread_local std::string dispatch_error;
-
-int missing_entry(const char *name) {
-    dispatch_error = std::string("this kernel library does not implement ") + name;
-    return 1;
-}
-
 struct d4j_backend {
     void *lib;
     function_table fn;
@@ -73,15 +64,10 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
     bool ok = resolve(lib, "d4j_impl_init", fn.init, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_last_error", fn.last_error, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_synchronize", fn.synchronize, impl_path, err, errlen) &&
-              resolve(lib, "d4j_impl_kl_div", fn.kl_div, impl_path, err, errlen);
-    // TRANSITION: patch_embed is being added to every library; until then a library may lack it, and a call
-    // fails with a message naming the missing entry (see d4j_patch_embed_*). Make it required once all have it.
-    fn.patch_embed_workspace = reinterpret_cast<decltype(fn.patch_embed_workspace)>(
-        dlsym(lib, "d4j_impl_patch_embed_workspace"));
-    fn.patch_embed_forward = reinterpret_cast<decltype(fn.patch_embed_forward)>(
-        dlsym(lib, "d4j_impl_patch_embed_forward"));
-    fn.patch_embed_backward = reinterpret_cast<decltype(fn.patch_embed_backward)>(
-        dlsym(lib, "d4j_impl_patch_embed_backward"));
+              resolve(lib, "d4j_impl_kl_div", fn.kl_div, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_patch_embed_workspace", fn.patch_embed_workspace, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_patch_embed_forward", fn.patch_embed_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_patch_embed_backward", fn.patch_embed_backward, impl_path, err, errlen);
     if (!ok) {
         dlclose(lib);
         return nullptr;
@@ -107,12 +93,10 @@ void d4j_backend_close(d4j_backend *backend) {
 }
 
 const char *d4j_backend_last_error(d4j_backend *backend) {
-    if (!dispatch_error.empty()) return dispatch_error.c_str();
     return backend != nullptr ? backend->fn.last_error() : "no backend";
 }
 
 int d4j_synchronize(d4j_backend *backend, void *stream) {
-    dispatch_error.clear();
     return backend->fn.synchronize(stream);
 }
 
@@ -133,23 +117,18 @@ void d4j_host_free(void *ptr) { std::free(ptr); }
 int d4j_kl_div(d4j_backend *backend, void *stream, const float *student, const float *teacher, int64_t B, int64_t C,
                float T, int reduction, int log_target, float loss_scale, const float *grad_out, float *row_loss,
                float *loss, float *grad) {
-    dispatch_error.clear();
     return backend->fn.kl_div(stream, student, teacher, B, C, T, reduction, log_target, loss_scale, grad_out,
                               row_loss, loss, grad);
 }
 
 int64_t d4j_patch_embed_workspace(d4j_backend *backend, int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t P,
                                   int64_t D) {
-    dispatch_error.clear();
-    if (backend->fn.patch_embed_workspace == nullptr) return -missing_entry("patch_embed");
     return backend->fn.patch_embed_workspace(B, Cin, H, W, P, D);
 }
 
 int d4j_patch_embed_forward(d4j_backend *backend, void *stream, const float *images, int64_t B, int64_t Cin, int64_t H,
                             int64_t W, int64_t P, int64_t D, const float *weight, const float *bias, const float *pos,
                             const float *cls, const float *dist, float *tokens, void *workspace) {
-    dispatch_error.clear();
-    if (backend->fn.patch_embed_forward == nullptr) return missing_entry("patch_embed");
     return backend->fn.patch_embed_forward(stream, images, B, Cin, H, W, P, D, weight, bias, pos, cls, dist, tokens,
                                            workspace);
 }
@@ -158,8 +137,6 @@ int d4j_patch_embed_backward(d4j_backend *backend, void *stream, const float *im
                              int64_t H, int64_t W, int64_t P, int64_t D, const float *weight, const float *dtokens,
                              float *dweight, float *dbias, float *dpos, float *dcls, float *ddist, float *dimages,
                              void *workspace) {
-    dispatch_error.clear();
-    if (backend->fn.patch_embed_backward == nullptr) return missing_entry("patch_embed");
     return backend->fn.patch_embed_backward(stream, images, B, Cin, H, W, P, D, weight, dtokens, dweight, dbias, dpos,
                                             dcls, ddist, dimages, workspace);
 }

@@ -78,29 +78,4 @@ D4J_IMPL_API int d4j_impl_patch_embed_backward(void *stream, const float *images
                                                const float *dtokens, float *dweight, float *dbias, float *dpos,
                                                float *dcls, float *ddist, float *dimages, void *workspace);
 
-/*
- * Patch embedding: a convolution with kernel = stride = P, fused with the bias, the position-embedding add and the
- * placement of the patch tokens after the prefix tokens (class, then distillation), as timm's ViT/DeiT lays out
- * its token sequence. No separate concat: tokens are written straight into the model's sequence buffer.
- *   images  [B, Cin, H, W] (NCHW, as PyTorch), H and W multiples of P;   N = (H/P) * (W/P), K = Cin*P*P
- *   weight  [D, Cin, P, P] = [D, K] row-major (PyTorch's conv weight);    bias [D]
- *   pos     [prefix + N, D];  cls [D] or NULL;  dist [D] or NULL;  prefix = (cls != NULL) + (dist != NULL)
- *   tokens  [B, prefix + N, D]: row 0 cls + pos[0], row 1 dist + pos[1] (when present), then patch n in
- *           row-major patch order (n = py * (W/P) + px): weight . patch + bias + pos[prefix + n]
- * Backward, from dtokens [B, prefix + N, D]: parameter gradients ACCUMULATE (+=) into dweight [D, K], dbias [D],
- * dpos [prefix + N, D], dcls [D] and ddist [D] (each NULL exactly when its input was); dimages [B, Cin, H, W] is
- * WRITTEN (=) and may be NULL (inputs usually need no gradient).
- * workspace: d4j_impl_patch_embed_workspace() bytes (0 allowed), owned by the caller, reused across calls.
- */
-D4J_IMPL_API int64_t d4j_impl_patch_embed_workspace(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t P,
-                                                    int64_t D);
-D4J_IMPL_API int d4j_impl_patch_embed_forward(void *stream, const float *images, int64_t B, int64_t Cin, int64_t H,
-                                              int64_t W, int64_t P, int64_t D, const float *weight, const float *bias,
-                                              const float *pos, const float *cls, const float *dist, float *tokens,
-                                              void *workspace);
-D4J_IMPL_API int d4j_impl_patch_embed_backward(void *stream, const float *images, int64_t B, int64_t Cin, int64_t H,
-                                               int64_t W, int64_t P, int64_t D, const float *weight,
-                                               const float *dtokens, float *dweight, float *dbias, float *dpos,
-                                               float *dcls, float *ddist, float *dimages, void *workspace);
-
 #endif

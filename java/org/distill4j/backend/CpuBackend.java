@@ -21,6 +21,11 @@ public final class CpuBackend implements Backend {
         this.device = device;
         // The CPU kernels call OpenBLAS's sgemm from the preset's library, found in the process by soname.
         Loader.load(openblas_nolapack.class);
+        // One thread pool per process: the kernels split their GEMMs over their own OpenMP threads and call a
+        // single-threaded OpenBLAS per block. With OpenBLAS's threads as well, each pool's workers spin-wait after
+        // their work and steal the cores the other needs next (2 cores: patch_embed backward 2-4x slower).
+        // This library (the preset's nolapack build) is only ours: libtorch loads its own libopenblas.so.0.
+        openblas_nolapack.blas_set_num_threads(1);
         this.kernels = NativeLibraries.open(library, 0);
     }
 

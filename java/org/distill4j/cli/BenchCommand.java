@@ -5,13 +5,17 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.io.PrintStream;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
 import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.bench.BenchRow;
 import org.distill4j.bench.KlDivBench;
+import org.distill4j.bench.PatchEmbedBench;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -20,7 +24,15 @@ import picocli.CommandLine.Parameters;
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Time an op against its reference in the same process; print speedups (reference/ours).")
 final class BenchCommand implements Callable<Integer> {
-    @Parameters(index = "0", description = "the op: kl")
+    /** One benchmark: times its shapes on a backend and returns the rows. */
+    private interface Bench {
+        List<BenchRow> run(Backend backend, int warmup, int runs, PrintStream log);
+    }
+
+    /** The benchmarks by op name. */
+    private static final Map<String, Bench> BENCHES = Map.of("kl", KlDivBench::run, "patch-embed", PatchEmbedBench::run);
+
+    @Parameters(index = "0", description = "the op: kl or patch-embed")
     String op;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")
@@ -37,7 +49,11 @@ final class BenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        if (!op.equals("kl")) throw new IllegalArgumentException("unknown op '" + op + "': expected kl");
+        Bench bench = BENCHES.get(op);
+        if (bench == null) {
+            throw new IllegalArgumentException("unknown op '" + op + "': expected one of "
+                    + String.join(", ", new TreeSet<>(BENCHES.keySet())));
+        }
         if (runs < 1 || warmup < 0) throw new IllegalArgumentException("--runs must be >= 1 and --warmup >= 0");
         Device device = Device.parse(backend);
         if (device.kind() == Device.Kind.CUDA_EMU) {
@@ -51,7 +67,7 @@ final class BenchCommand implements Callable<Integer> {
         System.out.println(BenchRow.header());
         List<BenchRow> rows;
         try (Backend be = Backends.open(device)) {
-            rows = KlDivBench.run(be, warmup, runs, System.out);
+            rows = bench.run(be, warmup, runs, System.out);
         }
         if (json != null) {
             // Written beside the target and moved into place: never a half-written file.

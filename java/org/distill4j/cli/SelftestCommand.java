@@ -1,16 +1,20 @@
 package org.distill4j.cli;
 
 import java.util.Locale;
+import java.util.Map;
 import java.util.Random;
+import java.util.TreeSet;
 import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.ops.KlDiv;
+import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
 import org.distill4j.reference.Errors;
 import org.distill4j.reference.KlDivFloat64;
+import org.distill4j.reference.PatchEmbedFloat64;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -23,10 +27,19 @@ import picocli.CommandLine.Option;
 final class SelftestCommand implements Callable<Integer> {
     private static final double TOL = 1e-5;
 
+    /** The cases of one op: runs them on {@code be} (and against {@code cpu} when not null); returns the failures. */
+    private interface Cases {
+        int run(Backend be, Backend cpu, Random rng, boolean small);
+    }
+
+    /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
+    private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
+            "patch-embed", SelftestCommand::patchEmbedCases);
+
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
 
-    @Option(names = "--op", defaultValue = "kl", description = "kl (default ${DEFAULT-VALUE})")
+    @Option(names = "--op", defaultValue = "kl", description = "kl or patch-embed (default ${DEFAULT-VALUE})")
     String op;
 
     @Option(names = "--seed", description = "seed of the random cases (default: fresh)")
@@ -35,12 +48,16 @@ final class SelftestCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         Device device = Device.parse(backend);
-        if (!op.equals("kl")) throw new IllegalArgumentException("unknown op '" + op + "': expected kl");
+        Cases cases = OPS.get(op);
+        if (cases == null) {
+            throw new IllegalArgumentException("unknown op '" + op + "': expected one of "
+                    + String.join(", ", new TreeSet<>(OPS.keySet())));
+        }
         long s = seed != null ? seed : System.nanoTime();
         System.out.println("selftest op=" + op + " backend=" + device + " seed=" + s);
         try (Backend be = Backends.open(device);
              Backend cpu = device.kind() == Device.Kind.CPU ? null : Backends.open(Device.cpu())) {
-            int failures = klCases(be, cpu, new Random(s), device.kind() == Device.Kind.CUDA_EMU);
+            int failures = cases.run(be, cpu, new Random(s), device.kind() == Device.Kind.CUDA_EMU);
             System.out.println(failures == 0 ? "selftest passed" : "selftest FAILED: " + failures + " case(s)");
             return failures == 0 ? 0 : 1;
         }
@@ -85,6 +102,71 @@ final class SelftestCommand implements Callable<Integer> {
             kl.compute(st, tt, null, loss, grad, rows);
             return new float[][] {loss.toArray(), grad.toArray()};
         }
+    }
+
+    /**
+     * Runs the patch-embedding cases (forward, and backward with the image gradient, from zeroed parameter
+     * gradients) and returns how many failed. Shapes {B, Cin, H, W, P, D, prefix tokens}.
+     */
+    private static int patchEmbedCases(Backend be, Backend cpu, Random rng, boolean small) {
+        // Emulated: a few dozen blocks per launch at most, whatever the kernel's tiling (B*N <= ~100 patch rows).
+        int[][] shapes = small ? new int[][] {{1, 1, 28, 28, 7, 32, 1}, {2, 3, 32, 48, 8, 32, 2}, {2, 1, 28, 28, 4, 32, 0},
+                {1, 3, 32, 32, 4, 64, 2}}
+                : new int[][] {{1, 1, 28, 28, 7, 32, 1}, {5, 3, 32, 32, 4, 32, 2}, {2, 3, 32, 48, 8, 192, 2},
+                {3, 1, 28, 28, 4, 32, 0}, {2, 3, 224, 224, 16, 192, 2}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int b = s[0], c = s[1], h = s[2], w = s[3], p = s[4], d = s[5], prefix = s[6];
+            int t = prefix + (h / p) * (w / p);
+            float[][] in = {normal(rng, b * c * h * w), normal(rng, d * c * p * p), normal(rng, d), normal(rng, t * d),
+                    prefix >= 1 ? normal(rng, d) : null, prefix == 2 ? normal(rng, d) : null, normal(rng, b * t * d)};
+            float[][] ours = runPatchEmbed(be, in, s);
+            PatchEmbedFloat64.Result ref = PatchEmbedFloat64.compute(in[0], in[1], in[2], in[3], in[4], in[5], in[6], b,
+                    c, h, w, p, d);
+            double[][] want = {ref.tokens(), ref.dWeight(), ref.dBias(), ref.dPos(), ref.dCls(), ref.dDist(),
+                    ref.dImages()};
+            double err = 0;
+            for (int i = 0; i < want.length; i++) if (want[i] != null) err = Math.max(err, Errors.relative(ours[i], want[i]));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runPatchEmbed(cpu, in, s);
+                double e = 0;
+                for (int i = 0; i < base.length; i++) if (base[i] != null) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s patch-embed B=%d C=%d H=%d W=%d P=%d D=%d prefix=%d max_rel_err=%.2e%s%n",
+                    ok ? "ok" : "FAIL", b, c, h, w, p, d, prefix, err, vsCpu);
+        }
+        return failures;
+    }
+
+    /** Tokens, dWeight, dBias, dPos, dCls, dDist, dImages (null where absent) of one forward + backward. */
+    private static float[][] runPatchEmbed(Backend be, float[][] in, int[] s) {
+        int b = s[0], c = s[1], h = s[2], w = s[3], p = s[4], d = s[5], prefix = s[6];
+        try (PatchEmbed op = PatchEmbed.builder().batch(b).channels(c).image(h, w).patch(p).dim(d).prefixTokens(prefix)
+                     .build(be);
+             Tensor images = Tensor.of(be, in[0], op.imagesShape()); Tensor weight = Tensor.of(be, in[1], op.weightShape());
+             Tensor bias = Tensor.of(be, in[2], d); Tensor pos = Tensor.of(be, in[3], op.posShape());
+             Tensor cls = in[4] == null ? null : Tensor.of(be, in[4], op.prefixTokenShape());
+             Tensor dist = in[5] == null ? null : Tensor.of(be, in[5], op.prefixTokenShape());
+             Tensor dTokens = Tensor.of(be, in[6], op.tokensShape()); Tensor tokens = Tensor.empty(be, op.tokensShape());
+             Tensor dWeight = zeros(be, op.weightShape()); Tensor dBias = zeros(be, d); Tensor dPos = zeros(be, op.posShape());
+             Tensor dCls = cls == null ? null : zeros(be, op.prefixTokenShape());
+             Tensor dDist = dist == null ? null : zeros(be, op.prefixTokenShape());
+             Tensor dImages = Tensor.empty(be, op.imagesShape())) {
+            op.forward(images, weight, bias, pos, cls, dist, tokens);
+            op.backward(images, weight, dTokens, dWeight, dBias, dPos, dCls, dDist, dImages);
+            return new float[][] {tokens.toArray(), dWeight.toArray(), dBias.toArray(), dPos.toArray(),
+                    dCls == null ? null : dCls.toArray(), dDist == null ? null : dDist.toArray(), dImages.toArray()};
+        }
+    }
+
+    private static Tensor zeros(Backend be, long... shape) {
+        Tensor t = Tensor.empty(be, shape);
+        return t.copyFrom(new float[Math.toIntExact(t.numel())]);
     }
 
     private static float[] normal(Random rng, int n) {
