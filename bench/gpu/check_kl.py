@@ -22,18 +22,15 @@ for loss and gradient; the other backend's own error against the reference is pr
 status 1 if any case fails; everything is printed regardless.
 """
 
-import argparse
-import ctypes
-import json
-import math
-import os
 import platform
-import statistics
 import sys
 import time
 import warnings
 
 import numpy as np
+
+from gpucheck_common import (NumpyMem, Timer, TorchMem, arg_parser, environment_torch, load_impl,
+                             median_alternating, open_cuda, print_table, seed_and_json, write_json)
 
 REDUCTIONS = {0: "none", 1: "batchmean", 2: "sum", 3: "mean"}  # enum d4j_reduction, PyTorch's names
 GPU_SHAPES = [(1, 1), (7, 10), (256, 1000), (64, 32001), (33, 32000), (8192, 32000)]
@@ -44,177 +41,6 @@ DRY_SHAPES = [(1, 1), (7, 10), (9, 37), (3, 1000), (2, 4099), (2, 4100)]
 TIMING_SHAPES = [(256, 1000), (1024, 32000), (8192, 32000)]
 BIG_ELEMENTS = 50_000_000  # shapes above this run a reduced case matrix (float64 references are heavy)
 LOGIT_STD = 2.0  # spread of the random logits: peaked enough that p and q differ visibly, as real logits do
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The implementation libraries
-# ---------------------------------------------------------------------------------------------------------
-
-class ImplError(RuntimeError):
-    """A d4j_impl_* entry returned nonzero; the message is d4j_impl_last_error()."""
-
-
-class Impl:
-    """One implementation library (cpu, cuda, cuda-emu) behind its own ctypes handle."""
-
-    def __init__(self, name, path):
-        self.name = name
-        self.path = path
-        # RTLD_LOCAL: the libraries export identical names; a global handle would let the first one loaded
-        # answer for all of them.
-        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
-        lib = self.lib
-        lib.d4j_impl_init.argtypes = [ctypes.c_int]
-        lib.d4j_impl_init.restype = ctypes.c_int
-        lib.d4j_impl_last_error.argtypes = []
-        lib.d4j_impl_last_error.restype = ctypes.c_char_p
-        lib.d4j_impl_synchronize.argtypes = [ctypes.c_void_p]
-        lib.d4j_impl_synchronize.restype = ctypes.c_int
-        vp = ctypes.c_void_p
-        lib.d4j_impl_kl_div.argtypes = [vp, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_int,
-                                        ctypes.c_int, ctypes.c_float, vp, vp, vp, vp]
-        lib.d4j_impl_kl_div.restype = ctypes.c_int
-
-    def _check(self, rc, what):
-        if rc != 0:
-            msg = self.lib.d4j_impl_last_error().decode(errors="replace")
-            raise ImplError(f"{self.name}: {what} returned {rc}: {msg}")
-
-    def init(self, device=0):
-        self._check(self.lib.d4j_impl_init(device), f"d4j_impl_init({device})")
-
-    def synchronize(self, stream):
-        self._check(self.lib.d4j_impl_synchronize(stream), "d4j_impl_synchronize")
-
-    def kl_div(self, stream, student, teacher, B, C, T, reduction, log_target, loss_scale, grad_out, row_loss,
-               loss, grad):
-        """d4j_impl_kl_div with raw addresses (int or None for NULL), in the header's argument order."""
-        rc = self.lib.d4j_impl_kl_div(stream, student, teacher, B, C, T, reduction, log_target, loss_scale,
-                                      grad_out, row_loss, loss, grad)
-        self._check(rc, "d4j_impl_kl_div")
-
-
-def load_impl(name, lib_dir, filename, preload_cudart=False):
-    """Loads and initialises one implementation library; exits with its error message if that fails."""
-    path = os.path.join(lib_dir, filename)
-    try:
-        impl = Impl(name, path)
-    except OSError as e:
-        if not preload_cudart:
-            sys.exit(f"cannot load {path}: {e}")
-        # libdistill4j_cuda needs libcudart.so.13 and its RUNPATH is only $ORIGIN. Importing torch normally
-        # loads that soname already (glibc then reuses it); if not, load the runtime torch ships, else the
-        # toolkit's, globally, and retry.
-        print(f"note: loading {path} failed ({e}); preloading libcudart.so.13")
-        for candidate in cudart_candidates():
-            try:
-                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
-                print(f"note: preloaded {candidate}")
-                break
-            except OSError:
-                continue
-        try:
-            impl = Impl(name, path)
-        except OSError as e2:
-            sys.exit(f"cannot load {path}: {e2}")
-    try:
-        impl.init(0)
-    except ImplError as e:
-        sys.exit(f"d4j_impl_init failed: {e}")
-    print(f"loaded {name:8s} {path}")
-    return impl
-
-
-def cudart_candidates():
-    """Where a libcudart.so.13 may be: beside torch's nvidia wheels, then the CUDA toolkit."""
-    found = []
-    try:
-        import torch  # noqa: F401  (only to locate site-packages)
-        site = os.path.dirname(os.path.dirname(torch.__file__))
-        for root, _dirs, files in os.walk(os.path.join(site, "nvidia")):
-            if "libcudart.so.13" in files:
-                found.append(os.path.join(root, "libcudart.so.13"))
-    except ImportError:
-        pass
-    found += ["/usr/local/cuda/lib64/libcudart.so.13", "/usr/local/cuda/targets/x86_64-linux/lib/libcudart.so.13",
-              "libcudart.so.13"]
-    return found
-
-
-def loaded_cudart_copies():
-    """Paths of every libcudart mapped into this process (DESIGN.md: one CUDA runtime per process)."""
-    try:
-        with open("/proc/self/maps") as f:
-            return sorted({line.split()[-1] for line in f if "libcudart" in line})
-    except OSError:
-        return []
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Memory: numpy on the host, or torch tensors on a device
-# ---------------------------------------------------------------------------------------------------------
-
-class NumpyMem:
-    """Host float32 buffers as numpy arrays (cpu and cuda-emu take host pointers)."""
-
-    name = "host"
-
-    def nan(self, shape):
-        # Outputs start as NaN so that an element the kernel failed to write fails the comparison.
-        return np.full(shape, np.nan, dtype=np.float32)
-
-    @staticmethod
-    def ptr(a):
-        return None if a is None else a.ctypes.data
-
-    @staticmethod
-    def scalar(values):
-        return np.asarray(values, dtype=np.float32).reshape(-1)
-
-    @staticmethod
-    def f64(a):
-        return np.asarray(a, dtype=np.float64)
-
-    @staticmethod
-    def rel_err(a, ref):
-        """||a - ref|| / ||ref|| in float64; NaN/inf anywhere counts as an infinite error."""
-        a, ref = np.asarray(a, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
-        if a.shape != ref.shape or not np.isfinite(a).all() or not np.isfinite(ref).all():
-            return math.inf
-        den = float(np.linalg.norm(ref))
-        num = float(np.linalg.norm(a - ref))
-        return num / den if den > 0 else num
-
-
-class TorchMem:
-    """float32 buffers as torch tensors on `device` ('cuda' or 'cpu')."""
-
-    def __init__(self, torch, device):
-        self.torch = torch
-        self.device = device
-        self.name = device
-
-    def nan(self, shape):
-        return self.torch.full(shape, float("nan"), dtype=self.torch.float32, device=self.device)
-
-    @staticmethod
-    def ptr(t):
-        return None if t is None else t.data_ptr()
-
-    def scalar(self, values):
-        return self.torch.tensor(np.asarray(values, dtype=np.float32).reshape(-1), device=self.device)
-
-    def f64(self, t):
-        return t.to(device=self.device, dtype=self.torch.float64)
-
-    def rel_err(self, a, ref):
-        """||a - ref|| / ||ref|| in float64 on self.device (no multi-GB copies to the host)."""
-        a, ref = self.f64(a).reshape(-1), self.f64(ref).reshape(-1)
-        if a.shape != ref.shape or not bool(self.torch.isfinite(a).all()) or not bool(self.torch.isfinite(ref).all()):
-            return math.inf
-        den = float(self.torch.linalg.vector_norm(ref))
-        num = float(self.torch.linalg.vector_norm(a - ref))
-        return num / den if den > 0 else num
 
 
 class Backend:
@@ -459,39 +285,6 @@ def run_correctness(ours, other, shapes, tol, cross_tol, seed, torch=None):
 # Timing
 # ---------------------------------------------------------------------------------------------------------
 
-class Timer:
-    """Times `inner` calls of fn: CUDA events on the GPU (device time, no host sync inside), else wall clock."""
-
-    def __init__(self, torch, device):
-        self.torch, self.cuda = torch, device == "cuda"
-
-    def __call__(self, fn, inner):
-        if self.cuda:
-            start = self.torch.cuda.Event(enable_timing=True)
-            end = self.torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / inner
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        return (time.perf_counter() - t0) * 1e3 / inner
-
-
-def median_alternating(timer, fns, reps, inner, warmup=5):
-    """Median ms of each fn; the fns alternate within every repetition, so clock and thermal drift hit all."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    samples = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            samples[i].append(timer(fn, inner))
-    return [statistics.median(s) for s in samples]
-
 
 def time_shape(torch, ours, timer, gen, B, C, T, reps):
     """Times one shape; returns (ours_ms, torch_ms, copy_ms, err_ours, err_torch_fp32). Its tensors (several
@@ -569,79 +362,15 @@ def run_timing(torch, ours, shapes, reps, T=4.0):
     return rows
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Output
-# ---------------------------------------------------------------------------------------------------------
-
-JSON_KEYS = ["op", "backend", "shape", "ours_ms", "reference", "reference_ms", "speedup", "max_rel_err"]
-
-
-def print_table(rows):
-    """One table of every row; '-' where a column does not apply (no time for correctness rows)."""
-
-    def cell(key, v):
-        if v is None:
-            return "-"
-        if key == "max_rel_err":
-            return f"{v:.2e}"
-        if key in ("ours_ms", "reference_ms"):
-            return f"{v:.4f}"
-        if key == "speedup":
-            return f"{v:.2f}"
-        return str(v)
-
-    table = [JSON_KEYS] + [[cell(k, r[k]) for k in JSON_KEYS] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(JSON_KEYS))]
-    print("\n== table (speedup = reference_ms / ours_ms; for kl_div_vs_copy_bw it is the fraction of copy "
-          "bandwidth) ==")
-    for n, line in enumerate(table):
-        print("  ".join(v.ljust(w) if i in (0, 1, 2, 4) else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-
-
-def write_json(rows, path):
-    """JSON rows with exactly JSON_KEYS; infinite errors become null-free strings JSON can hold."""
-    def clean(v):
-        return "inf" if isinstance(v, float) and math.isinf(v) else v
-
-    with open(path, "w") as f:
-        json.dump([{k: clean(r[k]) for k in JSON_KEYS} for r in rows], f, indent=1)
-        f.write("\n")
-    print(f"wrote {len(rows)} rows to {path}")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------------------
 
-def environment_torch(torch):
-    """Versions and the device, printed first so the log says what ran."""
-    print(f"python {platform.python_version()}  numpy {np.__version__}  torch {torch.__version__}  "
-          f"torch CUDA {torch.version.cuda}  cuDNN {torch.backends.cudnn.version()}")
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        print(f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, "
-              f"{p.multi_processor_count} SMs")
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--lib-dir", required=True, help="folder with libdistill4j_{cpu,cuda,cudaemu}.so")
-    ap.add_argument("--dry-run", action="store_true", help="no GPU, no torch: cuda-emu vs cpu vs numpy")
-    ap.add_argument("--torch-cpu", action="store_true", help="test the torch code path on the CPU (no GPU)")
-    ap.add_argument("--seed", type=int, default=None, help="default: fresh from os.urandom")
-    ap.add_argument("--tol", type=float, default=1e-5, help="kernel under test vs the float64 reference")
-    ap.add_argument("--cross-tol", type=float, default=None,
-                    help="kernel under test vs the other backend (default: --tol)")
-    ap.add_argument("--reps", type=int, default=25, help="timing samples per measurement (>= 20)")
-    ap.add_argument("--json", default=None, help="default: $OUT/gpu_kl.json when OUT is set")
-    ap.add_argument("--skip-timing", action="store_true")
-    args = ap.parse_args()
-
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") % 2**31
-    print(f"seed {seed} (rerun with --seed {seed})")
-    json_path = args.json or (os.path.join(os.environ["OUT"], "gpu_kl.json") if os.environ.get("OUT") else None)
+    args = arg_parser(__doc__, "gpu_kl.json").parse_args()
+    seed, json_path = seed_and_json(args, "gpu_kl.json")
     t_start = time.time()
     cross_tol = args.tol if args.cross_tol is None else args.cross_tol
 
@@ -665,20 +394,9 @@ def main():
             other = Backend(load_impl("cuda-emu", args.lib_dir, "libdistill4j_cudaemu.so"), cpu_mem)
             shapes, timing_shapes = DRY_SHAPES, [(256, 1000)]
         else:
-            if not torch.cuda.is_available():
-                sys.exit("torch.cuda.is_available() is False: no GPU for the check (use --dry-run off-GPU)")
-            torch.cuda.init()
-            torch.empty(1, device="cuda")  # creates the primary context before our library touches it
-            stream = torch.cuda.current_stream().cuda_stream
-            ours = Backend(load_impl("cuda", args.lib_dir, "libdistill4j_cuda.so", preload_cudart=True),
-                           TorchMem(torch, "cuda"), stream or None)
+            impl, stream = open_cuda(torch, args.lib_dir)
+            ours = Backend(impl, TorchMem(torch, "cuda"), stream)
             other = Backend(load_impl("cpu", args.lib_dir, "libdistill4j_cpu.so"), TorchMem(torch, "cpu"))
-            copies = loaded_cudart_copies()
-            print(f"torch current stream: {stream:#x}; libcudart copies mapped in this process: {len(copies)}")
-            for c in copies:
-                print(f"  {c}")
-            if len(copies) > 1:
-                print("WARNING: more than one CUDA runtime is loaded (DESIGN.md wants one per process)")
             shapes, timing_shapes = GPU_SHAPES, TIMING_SHAPES
         torch.manual_seed(seed)
         ok, rows = run_correctness(ours, other, shapes, args.tol, cross_tol, seed, torch)
@@ -689,7 +407,7 @@ def main():
                 print(f"TIMING FAILED: {type(e).__name__}: {e}")
                 ok = False
 
-    print_table(rows)
+    print_table(rows, "; for kl_div_vs_copy_bw it is the fraction of copy bandwidth")
     if json_path:
         write_json(rows, json_path)
     print(f"\ncheck_kl.py: {'all correctness cases passed' if ok else 'SOME CASES FAILED'} "

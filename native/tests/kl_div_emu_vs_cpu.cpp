@@ -7,6 +7,7 @@
 // reduced loss, row_loss and grad by ||x - ref|| / ||ref||: emu and cpu against float64, and emu against cpu.
 // Tolerances: 1e-5 for losses, 1e-4 for gradients. Exit 1 if any case fails.
 #include "distill4j.h"
+#include "buffer.h"
 #include "distill4j_impl.h"
 
 #include <chrono>
@@ -33,21 +34,8 @@ const char *reduction_name(int r) {
     }
 }
 
-// Exact-size host buffer (64-byte aligned like d4j_host_alloc, but not rounded up, so AddressSanitizer sees a
-// read one past the end).
-struct buffer {
-    float *p = nullptr;
-    size_t n = 0;
-    explicit buffer(size_t count) : n(count) {
-        if (count != 0 && posix_memalign(reinterpret_cast<void **>(&p), 64, count * sizeof(float)) != 0) std::abort();
-    }
-    ~buffer() { std::free(p); }
-    buffer(const buffer &) = delete;
-    buffer &operator=(const buffer &) = delete;
-    void fill(float v) {
-        for (size_t i = 0; i < n; ++i) p[i] = v;
-    }
-};
+
+using d4j_test::buffer;
 
 struct kl_case {
     int64_t B, C;

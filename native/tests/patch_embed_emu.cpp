@@ -10,6 +10,7 @@
 // (x - start = 1x then 2x the reference: they accumulate) and dimages (pre-filled with NaN; equal to the reference
 // after both calls: it is written, not accumulated). Then the argument checks. Exit 1 if anything fails.
 #include "distill4j.h"
+#include "buffer.h"
 
 #include <chrono>
 #include <cmath>
@@ -24,25 +25,8 @@ namespace {
 
 constexpr double kTol = 1e-5;
 
-// Exact-size host buffer (64-byte aligned like d4j_host_alloc, but not rounded up, so AddressSanitizer sees a read
-// one past the end).
-struct buffer {
-    float *p = nullptr;
-    size_t n = 0;
-    explicit buffer(size_t count) : n(count) {
-        if (count != 0 && posix_memalign(reinterpret_cast<void **>(&p), 64, count * sizeof(float)) != 0) std::abort();
-    }
-    ~buffer() { std::free(p); }
-    buffer(const buffer &) = delete;
-    buffer &operator=(const buffer &) = delete;
-    void fill(float v) {
-        for (size_t i = 0; i < n; ++i) p[i] = v;
-    }
-    void random(std::mt19937_64 &rng) {
-        std::normal_distribution<float> dist(0.0f, 1.0f);
-        for (size_t i = 0; i < n; ++i) p[i] = dist(rng);
-    }
-};
+
+using d4j_test::buffer;
 
 struct pe_case {
     int64_t B, Cin, H, W, P, D;

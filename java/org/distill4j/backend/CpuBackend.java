@@ -11,14 +11,11 @@ import org.distill4j.natives.Distill4jNative;
  * the CUDA kernels run by the emulator ({@link Device#cudaEmu()}, tests only). Memory is 64-byte aligned and freed
  * deterministically.
  */
-public final class CpuBackend implements Backend {
-    private final Device device;
+public final class CpuBackend extends NativeBackend {
     private final Pointer noStream = new Pointer();
-    private Distill4jNative.d4j_backend kernels;
-    private long live;
 
     private CpuBackend(Device device, String library) {
-        this.device = device;
+        super(device);
         // The CPU kernels call OpenBLAS's sgemm from the preset's library, found in the process by soname.
         Loader.load(openblas_nolapack.class);
         // One thread pool per process: the kernels split their GEMMs over their own OpenMP threads and call a
@@ -26,7 +23,7 @@ public final class CpuBackend implements Backend {
         // their work and steal the cores the other needs next (2 cores: patch_embed backward 2-4x slower).
         // This library (the preset's nolapack build) is only ours: libtorch loads its own libopenblas.so.0.
         openblas_nolapack.blas_set_num_threads(1);
-        this.kernels = NativeLibraries.open(library, 0);
+        openKernels(library);
     }
 
     /** The CPU kernels (libdistill4j_cpu). */
@@ -40,11 +37,6 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
-    public Device device() {
-        return device;
-    }
-
-    @Override
     public boolean isHostMemory() {
         return true;
     }
@@ -54,7 +46,7 @@ public final class CpuBackend implements Backend {
         if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
         Pointer p = Distill4jNative.d4j_host_alloc(bytes);
         if (p == null || p.isNull()) throw new OutOfMemoryError("host allocation of " + bytes + " bytes failed");
-        live++;
+        allocated();
         return p.capacity(bytes).limit(bytes);
     }
 
@@ -62,7 +54,7 @@ public final class CpuBackend implements Backend {
     public void free(Pointer memory) {
         if (memory == null || memory.isNull()) return;
         Distill4jNative.d4j_host_free(memory);
-        live--;
+        freed();
     }
 
     @Override
@@ -91,26 +83,7 @@ public final class CpuBackend implements Backend {
     }
 
     @Override
-    public Distill4jNative.d4j_backend kernels() {
-        if (kernels == null) throw new IllegalStateException("backend " + device + " is closed");
-        return kernels;
-    }
-
-    @Override
-    public long liveAllocations() {
-        return live;
-    }
-
-    @Override
-    public void close() {
-        if (kernels != null) {
-            Distill4jNative.d4j_backend_close(kernels);
-            kernels = null;
-        }
-    }
-
-    @Override
-    public String toString() {
-        return "CpuBackend[" + device + "]";
+    void releaseResources() {
+        // No stream: host kernels run on the calling thread.
     }
 }

@@ -18,7 +18,6 @@ import org.bytedeco.cuda.global.cudart;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
 import org.distill4j.Device;
-import org.distill4j.natives.Distill4jNative;
 
 /**
  * Device memory and one stream through the {@code org.bytedeco:cuda} preset, kernels from libdistill4j_cuda.
@@ -27,18 +26,15 @@ import org.distill4j.natives.Distill4jNative;
  * shared libcudart, so the dynamic loader hands it the copy already loaded (same soname): pointers and streams
  * from either side are valid on the other.
  */
-public final class CudaBackend implements Backend {
-    private final Device device;
-    private Distill4jNative.d4j_backend kernels;
+public final class CudaBackend extends NativeBackend {
     private CUstream_st stream;
-    private long live;
 
     private CudaBackend(Device device) {
-        this.device = device;
+        super(device);
         String why = unavailableReason(device.index());
         if (why != null) throw new BackendUnavailableException("CUDA backend unavailable: " + why);
         checkCuda(cudaSetDevice(device.index()), "cudaSetDevice");
-        this.kernels = NativeLibraries.open("cuda", device.index());
+        openKernels("cuda");
         CUstream_st s = new CUstream_st();
         checkCuda(cudaStreamCreate(s), "cudaStreamCreate");
         this.stream = s;
@@ -70,12 +66,7 @@ public final class CudaBackend implements Backend {
     }
 
     private void checkCuda(int status, String what) {
-        if (status != 0) throw new IllegalStateException(what + " on " + device + ": " + cudaGetErrorString(status).getString());
-    }
-
-    @Override
-    public Device device() {
-        return device;
+        if (status != 0) throw new IllegalStateException(what + " on " + device() + ": " + cudaGetErrorString(status).getString());
     }
 
     @Override
@@ -89,10 +80,10 @@ public final class CudaBackend implements Backend {
         Pointer p = new Pointer();
         int status = cudaMalloc(p, Math.max(bytes, 1));
         if (status != 0) {
-            throw new OutOfMemoryError("cudaMalloc of " + bytes + " bytes on " + device + ": "
+            throw new OutOfMemoryError("cudaMalloc of " + bytes + " bytes on " + device() + ": "
                     + cudaGetErrorString(status).getString());
         }
-        live++;
+        allocated();
         return p.capacity(bytes).limit(bytes);
     }
 
@@ -100,7 +91,7 @@ public final class CudaBackend implements Backend {
     public void free(Pointer memory) {
         if (memory == null || memory.isNull()) return;
         checkCuda(cudaFree(memory), "cudaFree");
-        live--;
+        freed();
     }
 
     @Override
@@ -132,27 +123,8 @@ public final class CudaBackend implements Backend {
     }
 
     @Override
-    public Distill4jNative.d4j_backend kernels() {
-        if (kernels == null) throw new IllegalStateException("backend " + device + " is closed");
-        return kernels;
-    }
-
-    @Override
-    public long liveAllocations() {
-        return live;
-    }
-
-    @Override
-    public void close() {
-        if (kernels == null) return;
+    void releaseResources() {
         cudaStreamSynchronize(stream);
         cudaStreamDestroy(stream);
-        Distill4jNative.d4j_backend_close(kernels);
-        kernels = null;
-    }
-
-    @Override
-    public String toString() {
-        return "CudaBackend[" + device + "]";
     }
 }
