@@ -3,7 +3,8 @@
 
 Run by bench/gpu/check.sh after the CMake build. The implementation libraries are loaded directly with ctypes
 (no Java on the device machine): every library exports the same d4j_impl_* names, so each gets its own
-RTLD_LOCAL handle and the names never clash.
+RTLD_LOCAL handle and the names never clash. The plumbing shared with check_patch_embed.py (ctypes signatures,
+numpy/torch buffers, timing loop, command line, table and JSON) is in gpucheck_common.py.
 
 Modes
   (default)     GPU: libdistill4j_cuda on torch CUDA tensors and torch's current stream, checked against
@@ -285,7 +286,6 @@ def run_correctness(ours, other, shapes, tol, cross_tol, seed, torch=None):
 # Timing
 # ---------------------------------------------------------------------------------------------------------
 
-
 def time_shape(torch, ours, timer, gen, B, C, T, reps):
     """Times one shape; returns (ours_ms, torch_ms, copy_ms, err_ours, err_torch_fp32). Its tensors (several
     GB at 8192x32000) are freed when it returns."""
@@ -360,8 +360,6 @@ def run_timing(torch, ours, shapes, reps, T=4.0):
             verdict = "met" if pct >= 85.0 else "NOT met"
             print(f"bandwidth at {shape}: ours reaches {pct:.1f}% of copy bandwidth (target >= 85%: {verdict})")
     return rows
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------
