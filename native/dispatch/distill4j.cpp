@@ -24,6 +24,11 @@ struct function_table {
     int (*patch_embed_backward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                                 const float *, const float *, float *, float *, float *, float *, float *, float *,
                                 void *);
+    int64_t (*attention_workspace)(int64_t, int64_t, int64_t, int64_t);
+    int (*attention_forward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float, float *, float *,
+                             void *);
+    int (*attention_backward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t,
+                              int64_t, int64_t, float, float *, void *);
 };
 
 void write_error(char *err, int errlen, const char *fmt, const char *a, const char *b) {
@@ -67,7 +72,10 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_kl_div", fn.kl_div, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_patch_embed_workspace", fn.patch_embed_workspace, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_patch_embed_forward", fn.patch_embed_forward, impl_path, err, errlen) &&
-              resolve(lib, "d4j_impl_patch_embed_backward", fn.patch_embed_backward, impl_path, err, errlen);
+              resolve(lib, "d4j_impl_patch_embed_backward", fn.patch_embed_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_attention_workspace", fn.attention_workspace, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_attention_forward", fn.attention_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_attention_backward", fn.attention_backward, impl_path, err, errlen);
     if (!ok) {
         dlclose(lib);
         return nullptr;
@@ -139,6 +147,21 @@ int d4j_patch_embed_backward(d4j_backend *backend, void *stream, const float *im
                              void *workspace) {
     return backend->fn.patch_embed_backward(stream, images, B, Cin, H, W, P, D, weight, dtokens, dweight, dbias, dpos,
                                             dcls, ddist, dimages, workspace);
+}
+
+int64_t d4j_attention_workspace(d4j_backend *backend, int64_t B, int64_t N, int64_t H, int64_t Dh) {
+    return backend->fn.attention_workspace(B, N, H, Dh);
+}
+
+int d4j_attention_forward(d4j_backend *backend, void *stream, const float *qkv, int64_t B, int64_t N, int64_t H,
+                          int64_t Dh, float scale, float *out, float *lse, void *workspace) {
+    return backend->fn.attention_forward(stream, qkv, B, N, H, Dh, scale, out, lse, workspace);
+}
+
+int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv, const float *out, const float *lse,
+                           const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh, float scale, float *dqkv,
+                           void *workspace) {
+    return backend->fn.attention_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv, workspace);
 }
 
 }  // extern "C"

@@ -52,6 +52,14 @@ D4J_API int d4j_patch_embed_backward(d4j_backend *backend, void *stream, const f
                                      const float *dtokens, float *dweight, float *dbias, float *dpos, float *dcls,
                                      float *ddist, float *dimages, void *workspace);
 
+/* See d4j_impl_attention_* in distill4j_impl.h. */
+D4J_API int64_t d4j_attention_workspace(d4j_backend *backend, int64_t B, int64_t N, int64_t H, int64_t Dh);
+D4J_API int d4j_attention_forward(d4j_backend *backend, void *stream, const float *qkv, int64_t B, int64_t N,
+                                  int64_t H, int64_t Dh, float scale, float *out, float *lse, void *workspace);
+D4J_API int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv, const float *out,
+                                   const float *lse, const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                   float scale, float *dqkv, void *workspace);
+
 #ifdef __cplusplus
 }
 #endif

@@ -78,4 +78,22 @@ D4J_IMPL_API int d4j_impl_patch_embed_backward(void *stream, const float *images
                                                const float *dtokens, float *dweight, float *dbias, float *dpos,
                                                float *dcls, float *ddist, float *dimages, void *workspace);
 
+/*
+ * Multi-head self-attention, FlashAttention-2 style: per (batch, head), O = softmax(Q K^T * scale) V, non-causal,
+ * no dropout; the N x N score matrix is never stored, in device or host memory.
+ *   qkv   [B, N, 3, H, Dh]: the fused qkv linear's output as timm lays it out ([q|k|v] x heads x head_dim)
+ *   out   [B, N, H*Dh] WRITTEN: head h at columns h*Dh.., ready for the projection GEMM
+ *   lse   [B, H, N] WRITTEN: log-sum-exp of each row of scaled scores, saved for backward
+ * Backward from dout [B, N, H*Dh], with qkv, out and lse of the forward: D = rowsum(dout o out), P recomputed per
+ * tile from lse; dqkv [B, N, 3, H, Dh] WRITTEN (=), in the layout of qkv.
+ * Dh: 32 and 64 must be supported; an implementation may reject others with a message. Any N >= 1.
+ * workspace: d4j_impl_attention_workspace() bytes (0 allowed), owned by the caller, reused across calls.
+ */
+D4J_IMPL_API int64_t d4j_impl_attention_workspace(int64_t B, int64_t N, int64_t H, int64_t Dh);
+D4J_IMPL_API int d4j_impl_attention_forward(void *stream, const float *qkv, int64_t B, int64_t N, int64_t H,
+                                            int64_t Dh, float scale, float *out, float *lse, void *workspace);
+D4J_IMPL_API int d4j_impl_attention_backward(void *stream, const float *qkv, const float *out, const float *lse,
+                                             const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                             float scale, float *dqkv, void *workspace);
+
 #endif

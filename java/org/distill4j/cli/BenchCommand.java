@@ -13,6 +13,7 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.bench.AttentionBench;
 import org.distill4j.bench.BenchRow;
 import org.distill4j.bench.KlDivBench;
 import org.distill4j.bench.PatchEmbedBench;
@@ -30,9 +31,10 @@ final class BenchCommand implements Callable<Integer> {
     }
 
     /** The benchmarks by op name. */
-    private static final Map<String, Bench> BENCHES = Map.of("kl", KlDivBench::run, "patch-embed", PatchEmbedBench::run);
+    private static final Map<String, Bench> BENCHES = Map.of("kl", KlDivBench::run, "patch-embed", PatchEmbedBench::run,
+            "attention", AttentionBench::run);
 
-    @Parameters(index = "0", description = "the op: kl or patch-embed")
+    @Parameters(index = "0", description = "the op: kl, patch-embed or attention")
     String op;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")

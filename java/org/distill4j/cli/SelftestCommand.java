@@ -9,9 +9,11 @@ import org.distill4j.Device;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.ops.Attention;
 import org.distill4j.ops.KlDiv;
 import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
+import org.distill4j.reference.AttentionFloat64;
 import org.distill4j.reference.Errors;
 import org.distill4j.reference.KlDivFloat64;
 import org.distill4j.reference.PatchEmbedFloat64;
@@ -34,12 +36,12 @@ final class SelftestCommand implements Callable<Integer> {
 
     /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
     private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
-            "patch-embed", SelftestCommand::patchEmbedCases);
+            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases);
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
 
-    @Option(names = "--op", defaultValue = "kl", description = "kl or patch-embed (default ${DEFAULT-VALUE})")
+    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed or attention (default ${DEFAULT-VALUE})")
     String op;
 
     @Option(names = "--seed", description = "seed of the random cases (default: fresh)")
@@ -161,6 +163,52 @@ final class SelftestCommand implements Callable<Integer> {
             op.backward(images, weight, dTokens, dWeight, dBias, dPos, dCls, dDist, dImages);
             return new float[][] {tokens.toArray(), dWeight.toArray(), dBias.toArray(), dPos.toArray(),
                     dCls == null ? null : dCls.toArray(), dDist == null ? null : dDist.toArray(), dImages.toArray()};
+        }
+    }
+
+    /**
+     * Runs the attention cases (forward, and backward to d qkv) and returns how many failed. Shapes {B, H, N, Dh}:
+     * N = 1, odd and ViT lengths (197, 198, 257). The float64 oracle materialises N×N per head: small shapes only.
+     */
+    private static int attentionCases(Backend be, Backend cpu, Random rng, boolean small) {
+        // Emulated: a few dozen blocks per launch (B·H·ceil(N / query block) of them for a FlashAttention kernel).
+        int[][] shapes = small ? new int[][] {{1, 1, 1, 32}, {1, 2, 7, 64}, {2, 3, 50, 32}, {1, 1, 198, 64}}
+                : new int[][] {{1, 1, 1, 32}, {2, 3, 7, 64}, {4, 3, 50, 32}, {2, 6, 197, 64}, {1, 3, 198, 32},
+                {1, 2, 257, 64}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int b = s[0], h = s[1], n = s[2], dh = s[3];
+            float[] qkv = normal(rng, 3 * b * n * h * dh), dOut = normal(rng, b * n * h * dh);
+            double scale = 1.0 / Math.sqrt(dh);
+            float[][] ours = runAttention(be, qkv, dOut, s);
+            AttentionFloat64.Result ref = AttentionFloat64.compute(qkv, dOut, b, n, h, dh, (float) scale);
+            double err = Math.max(Errors.relative(ours[0], ref.out()), Math.max(Errors.relative(ours[1], ref.lse()),
+                    Errors.relative(ours[2], ref.dQkv())));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runAttention(cpu, qkv, dOut, s);
+                double e = 0;
+                for (int i = 0; i < base.length; i++) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s attention B=%d H=%d N=%d Dh=%d max_rel_err=%.2e%s%n",
+                    ok ? "ok" : "FAIL", b, h, n, dh, err, vsCpu);
+        }
+        return failures;
+    }
+
+    /** Out, lse and d qkv of one forward + backward. */
+    private static float[][] runAttention(Backend be, float[] qkv, float[] dOut, int[] s) {
+        try (Attention op = Attention.builder().batch(s[0]).heads(s[1]).tokens(s[2]).headDim(s[3]).build(be);
+             Tensor x = Tensor.of(be, qkv, op.qkvShape()); Tensor dO = Tensor.of(be, dOut, op.outShape());
+             Tensor out = Tensor.empty(be, op.outShape()); Tensor lse = Tensor.empty(be, op.lseShape());
+             Tensor dx = Tensor.empty(be, op.qkvShape())) {
+            op.forward(x, out, lse);
+            op.backward(x, out, lse, dO, dx);
+            return new float[][] {out.toArray(), lse.toArray(), dx.toArray()};
         }
     }
 

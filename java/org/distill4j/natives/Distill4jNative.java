@@ -92,4 +92,23 @@ public final class Distill4jNative {
                                                       FloatPointer dweight, FloatPointer dbias, FloatPointer dpos,
                                                       FloatPointer dcls, FloatPointer ddist, FloatPointer dimages,
                                                       Pointer workspace);
+
+    /** Workspace bytes the attention kernels of this backend need: see distill4j_impl.h. */
+    public static native @Cast("int64_t") long d4j_attention_workspace(d4j_backend backend, @Cast("int64_t") long b,
+                                                                      @Cast("int64_t") long n, @Cast("int64_t") long h,
+                                                                      @Cast("int64_t") long dh);
+
+    /** Attention forward (FlashAttention-2 style): out [B, N, H*Dh] and lse [B, H, N] from qkv [B, N, 3, H, Dh]. */
+    public static native int d4j_attention_forward(d4j_backend backend, Pointer stream, @Const FloatPointer qkv,
+                                                   @Cast("int64_t") long b, @Cast("int64_t") long n,
+                                                   @Cast("int64_t") long h, @Cast("int64_t") long dh, float scale,
+                                                   FloatPointer out, FloatPointer lse, Pointer workspace);
+
+    /** Attention backward: dqkv (written) from dout, with the forward's qkv, out and lse. */
+    public static native int d4j_attention_backward(d4j_backend backend, Pointer stream, @Const FloatPointer qkv,
+                                                    @Const FloatPointer out, @Const FloatPointer lse,
+                                                    @Const FloatPointer dout, @Cast("int64_t") long b,
+                                                    @Cast("int64_t") long n, @Cast("int64_t") long h,
+                                                    @Cast("int64_t") long dh, float scale, FloatPointer dqkv,
+                                                    Pointer workspace);
 }

@@ -1,0 +1,256 @@
+// Multi-head self-attention on the CPU, FlashAttention-2's algorithm blocked for the cache. See distill4j_impl.h.
+//
+// Forward, one task per (b, h, query block of <= 64 rows), OpenMP over all of them:
+//   for each key block (<= 256 keys):  S = scale · Q_i K_jᵀ            (one sgemm, [rows, keys], L1/L2-resident)
+//                                      m_new = max(m, rowmax S); P = exp(S - m_new); l = l·e^(m - m_new) + rowsum P
+//                                      O_i = O_i · e^(m - m_new) + P V_j  (one sgemm, accumulating in `out` itself)
+//   then O_i /= l and lse = m + log l.
+// Backward, one task per (b, h): D = rowsum(dO ∘ O) for the head, then for each key block j and query block i
+//   P = exp(scale · Q_i K_jᵀ - lse_i)      dV_j += Pᵀ dO_i      dP = dO_i V_jᵀ      dS = P ∘ (dP - D_i)
+//   dQ_i += scale · dS K_j                  dK_j += scale · dSᵀ Q_i
+// so the N x N matrix never exists, only one [<=128, <=128] tile of P and one of dP per thread.
+//
+// GEMMs are not hand-written (DESIGN.md): the five block products are single-threaded OpenBLAS sgemms, called from
+// several OpenMP threads at once on disjoint outputs (the CPU backend runs OpenBLAS with one thread; see
+// patch_embed.cpp for why one thread pool). No gather of the strided head rows is needed: in qkv a row of one head
+// is Dh contiguous floats at stride 3·H·Dh, which is just the sgemm's leading dimension, and OpenBLAS packs its
+// operands into contiguous panels anyway. Outputs (out, dqkv) are likewise written through their leading dimension.
+// Tiles tried at B=32, H=3, N=198, Dh=64 on the shared 2-core machine (noisy): backward 128x128 beat one 198x198
+// tile (37-50 ms against 55-115 ms fwd+bwd); forward 64 vs 128 query rows were within the noise.
+//
+// Determinism: no atomics, no reduction split across threads. Each forward task owns its rows of out and lse; each
+// backward task owns the dq, dk, dv rows of its (b, h). Every sum runs in a fixed order whatever the thread count,
+// and a single-threaded sgemm gives the same bits for the same inputs: the results are the same bits run to run.
+// (With B·H below the thread count the backward leaves threads idle; the ViT shapes have B·H >= 24.)
+//
+// Non-finite inputs follow PyTorch: a NaN score, or a row whose maximum is ±inf, makes that row's output, lse and
+// gradients NaN. exp_ps does not propagate NaN (it returns 0), so P is blended with NaN where exp's argument is NaN
+// (which also covers inf - inf and -inf - -inf); the sgemms then carry the NaN on.
+//
+// Scratch (the S/P tiles, the row statistics, D) is per OpenMP thread and thread_local: its size depends on the
+// tile sizes and on N only, libgomp keeps its pool threads, so repeated calls allocate nothing. The workspace is
+// therefore 0 bytes, which also spares the size query from guessing the thread count of later calls.
+#include "distill4j_impl.h"
+#include "common.h"
+#include "vec_math.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using namespace d4j::cpu;
+
+// Query rows per forward task: 64 rows x 256 keys of S is 64 KB (L2), and N = 197..198 gives 4 tasks per head,
+// 384 tasks at the bench shape for good load balance. Keys per forward block: 256 covers the ViT sequence lengths
+// in one block (one online-softmax step, no rescale of O). Backward tiles: 128 x 128 keeps P and dP (128 KB) with
+// the head's Q, K, V, dO (4 x 50 KB at N = 198) in L2.
+constexpr int64_t kFwdRows = 64, kFwdKeys = 256, kBwdRows = 128, kBwdKeys = 128;
+
+// Splits n into ceil(n / max_block) blocks of near-equal size (198 -> 99 + 99 rather than 128 + 70): the sgemm
+// micro-tiles waste less on a short last block.
+struct blocks {
+    int64_t n, count;
+    blocks(int64_t n_, int64_t max_block) : n(n_), count((n_ + max_block - 1) / max_block) {}
+    int64_t begin(int64_t i) const { return n * i / count; }
+    int64_t end(int64_t i) const { return n * (i + 1) / count; }
+};
+
+// Validates the sizes; returns an error message, or nullptr when the shape is usable.
+const char *check_shape(int64_t B, int64_t N, int64_t H, int64_t Dh) {
+    if (B <= 0 || N <= 0 || H <= 0 || Dh <= 0) return "attention: every size (B, N, H, Dh) must be positive";
+    // Any Dh works with sgemm; the bound only keeps the leading dimension 3·H·Dh and every row count within the
+    // int arguments of a BLAS call. The Java op admits Dh 32 and 64, the sizes every backend supports.
+    constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+    if (Dh > 4096) return "attention: head dim above 4096";
+    if (H > kIntMax / (3 * Dh)) return "attention: 3*H*Dh exceeds 2^31";
+    if (N > kIntMax) return "attention: N exceeds 2^31";
+    if (B > (int64_t{1} << 58) / N / (3 * H * Dh)) return "attention: qkv exceeds 2^58 elements";
+    return nullptr;
+}
+
+// OpenMP threads for the task loops: all when OpenBLAS runs single-threaded, else one (a multi-threaded OpenBLAS
+// called from several threads at once would oversubscribe the cores; it threads each call itself instead).
+int task_threads() {
+#ifdef _OPENMP
+    return blas_threads() == 1 ? omp_get_max_threads() : 1;
+#else
+    return 1;
+#endif
+}
+
+void sgemm_call(sgemm_fn gemm, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
+                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    gemm(kRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+         static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
+
+// p[c] = exp(s[c] - shift) for c < n, NaN where the argument is NaN; returns Σ p (in the order of the lanes, then
+// the tail: fixed, so deterministic).
+float exp_row(const float *s, float shift, float *p, int64_t n) {
+    int64_t c = 0;
+    float sum = 0.f;
+#ifdef __AVX2__
+    const __m256 sh = _mm256_set1_ps(shift), nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
+    __m256 acc = _mm256_setzero_ps();
+    for (; c + 8 <= n; c += 8) {
+        const __m256 x = _mm256_sub_ps(_mm256_loadu_ps(s + c), sh);
+        const __m256 e = _mm256_blendv_ps(exp_ps(x), nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        _mm256_storeu_ps(p + c, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    sum = hsum(acc);
+#endif
+    for (; c < n; ++c) {
+        const float x = s[c] - shift;
+        p[c] = std::isnan(x) ? x : exp_ss(x);
+        sum += p[c];
+    }
+    return sum;
+}
+
+// Row maximum; NaN entries are skipped here (exp_row turns them into NaN outputs).
+float max_row(const float *s, int64_t n) {
+    int64_t c = 0;
+    float m = -INFINITY;
+#ifdef __AVX2__
+    __m256 acc = _mm256_set1_ps(-INFINITY);
+    for (; c + 8 <= n; c += 8) acc = _mm256_max_ps(_mm256_loadu_ps(s + c), acc);  // NaN in s: acc kept
+    m = hmax(acc);
+#endif
+    for (; c < n; ++c) m = s[c] > m ? s[c] : m;
+    return m;
+}
+
+template <typename T>
+T *scratch(std::vector<T> &v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+
+thread_local std::vector<float> tl_tile, tl_tile2, tl_rows;
+
+}  // namespace
+
+D4J_IMPL_API int64_t d4j_impl_attention_workspace(int64_t B, int64_t N, int64_t H, int64_t Dh) {
+    if (const char *why = check_shape(B, N, H, Dh)) return -fail(why);
+    return 0;  // per-thread scratch only (see the top of this file)
+}
+
+D4J_IMPL_API int d4j_impl_attention_forward(void *, const float *qkv, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                            float scale, float *out, float *lse, void *) {
+    if (const char *why = check_shape(B, N, H, Dh)) return fail(why);
+    if (qkv == nullptr || out == nullptr || lse == nullptr)
+        return fail("attention forward: qkv, out and lse must not be null");
+    if (!std::isfinite(scale)) return fail("attention forward: scale must be finite");
+    const sgemm_fn gemm = sgemm();
+    if (gemm == nullptr) return 1;
+
+    const int64_t ld = 3 * H * Dh, ldo = H * Dh;
+    const blocks qb(N, kFwdRows), kb(N, kFwdKeys);
+    const int64_t tasks = B * H * qb.count;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(task_threads())
+    for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t b = t / (H * qb.count), h = t / qb.count % H, i = t % qb.count;
+        const int64_t r0 = qb.begin(i), nr = qb.end(i) - r0;
+        const float *q = qkv + (b * N + r0) * ld + h * Dh;  // q: part 0 of [3, H, Dh]
+        const float *k = qkv + b * N * ld + H * Dh + h * Dh;
+        const float *v = qkv + b * N * ld + 2 * H * Dh + h * Dh;
+        float *o = out + (b * N + r0) * ldo + h * Dh;
+        float *S = scratch(tl_tile, static_cast<size_t>(kFwdRows * kFwdKeys));
+        float *m = scratch(tl_rows, static_cast<size_t>(2 * kFwdRows)), *l = m + kFwdRows;
+        std::fill(m, m + nr, -INFINITY);
+        std::fill(l, l + nr, 0.f);
+        for (int64_t j = 0; j < kb.count; ++j) {
+            const int64_t c0 = kb.begin(j), nc = kb.end(j) - c0;
+            sgemm_call(gemm, kNoTrans, kTrans, nr, nc, Dh, scale, q, ld, k + c0 * ld, ld, 0.f, S, nc);
+            for (int64_t r = 0; r < nr; ++r) {
+                float *s = S + r * nc;
+                const float m_new = std::max(m[r], max_row(s, nc));
+                l[r] = exp_row(s, m_new, s, nc) + (j == 0 ? 0.f : l[r] * exp_ss(m[r] - m_new));
+                if (j > 0) {  // rescale the running O row to the new maximum (m_new >= m: factor <= 1)
+                    const float alpha = exp_ss(m[r] - m_new);
+                    float *orow = o + r * ldo;
+#pragma omp simd
+                    for (int64_t d = 0; d < Dh; ++d) orow[d] *= alpha;
+                }
+                m[r] = m_new;
+            }
+            // O (+)= P V_j straight into out: beta = 0 on the first block overwrites whatever out held.
+            sgemm_call(gemm, kNoTrans, kNoTrans, nr, Dh, nc, 1.f, S, nc, v + c0 * ld, ld, j == 0 ? 0.f : 1.f, o, ldo);
+        }
+        for (int64_t r = 0; r < nr; ++r) {
+            const float inv = 1.f / l[r];
+            float *orow = o + r * ldo;
+#pragma omp simd
+            for (int64_t d = 0; d < Dh; ++d) orow[d] *= inv;
+            // m = -inf (a row of -inf scores) gives NaN here, as PyTorch's softmax does; l is NaN for NaN rows.
+            lse[(b * H + h) * N + r0 + r] = m[r] + std::log(l[r]);
+        }
+    }
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_attention_backward(void *, const float *qkv, const float *out, const float *lse,
+                                             const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                             float scale, float *dqkv, void *) {
+    if (const char *why = check_shape(B, N, H, Dh)) return fail(why);
+    if (qkv == nullptr || out == nullptr || lse == nullptr || dout == nullptr || dqkv == nullptr)
+        return fail("attention backward: qkv, out, lse, dout and dqkv must not be null");
+    if (!std::isfinite(scale)) return fail("attention backward: scale must be finite");
+    const sgemm_fn gemm = sgemm();
+    if (gemm == nullptr) return 1;
+
+    const int64_t ld = 3 * H * Dh, ldo = H * Dh;
+    const blocks qb(N, kBwdRows), kb(N, kBwdKeys);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(task_threads())
+    for (int64_t t = 0; t < B * H; ++t) {
+        const int64_t b = t / H, h = t % H;
+        const float *q = qkv + b * N * ld + h * Dh, *k = q + H * Dh, *v = q + 2 * H * Dh;
+        float *dq = dqkv + b * N * ld + h * Dh, *dk = dq + H * Dh, *dv = dq + 2 * H * Dh;
+        const float *o = out + b * N * ldo + h * Dh, *dO = dout + b * N * ldo + h * Dh;
+        const float *L = lse + t * N;
+        float *P = scratch(tl_tile, static_cast<size_t>(kBwdRows * kBwdKeys));
+        float *dP = scratch(tl_tile2, static_cast<size_t>(kBwdRows * kBwdKeys));
+        float *D = scratch(tl_rows, static_cast<size_t>(N));
+        for (int64_t n = 0; n < N; ++n) {
+            const float *a = dO + n * ldo, *c = o + n * ldo;
+            float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t d = 0; d < Dh; ++d) acc += a[d] * c[d];
+            D[n] = acc;
+        }
+        for (int64_t j = 0; j < kb.count; ++j) {
+            const int64_t c0 = kb.begin(j), nc = kb.end(j) - c0;
+            for (int64_t i = 0; i < qb.count; ++i) {
+                const int64_t r0 = qb.begin(i), nr = qb.end(i) - r0;
+                const float beta_i = i == 0 ? 0.f : 1.f, beta_j = j == 0 ? 0.f : 1.f;
+                sgemm_call(gemm, kNoTrans, kTrans, nr, nc, Dh, scale, q + r0 * ld, ld, k + c0 * ld, ld, 0.f, P, nc);
+                for (int64_t r = 0; r < nr; ++r) exp_row(P + r * nc, L[r0 + r], P + r * nc, nc);
+                // dV_j (+)= Pᵀ dO_i; dP = dO_i V_jᵀ
+                sgemm_call(gemm, kTrans, kNoTrans, nc, Dh, nr, 1.f, P, nc, dO + r0 * ldo, ldo, beta_i, dv + c0 * ld,
+                           ld);
+                sgemm_call(gemm, kNoTrans, kTrans, nr, nc, Dh, 1.f, dO + r0 * ldo, ldo, v + c0 * ld, ld, 0.f, dP, nc);
+                for (int64_t r = 0; r < nr; ++r) {
+                    const float Dr = D[r0 + r];
+                    const float *p = P + r * nc;
+                    float *ds = dP + r * nc;
+#pragma omp simd
+                    for (int64_t c = 0; c < nc; ++c) ds[c] = p[c] * (ds[c] - Dr);
+                }
+                // dQ_i (+)= scale dS K_j; dK_j (+)= scale dSᵀ Q_i
+                sgemm_call(gemm, kNoTrans, kNoTrans, nr, Dh, nc, scale, dP, nc, k + c0 * ld, ld, beta_j, dq + r0 * ld,
+                           ld);
+                sgemm_call(gemm, kTrans, kNoTrans, nc, Dh, nr, scale, dP, nc, q + r0 * ld, ld, beta_i, dk + c0 * ld,
+                           ld);
+            }
+        }
+    }
+    return 0;
+}
