@@ -77,7 +77,8 @@ const char *check_shape(int64_t B, int64_t N, int64_t H, int64_t Dh) {
 
 // OpenMP threads for the task loops: all when OpenBLAS runs single-threaded, else one (a multi-threaded OpenBLAS
 // called from several threads at once would oversubscribe the cores; it threads each call itself instead).
-int task_threads() {
+// Unused where OpenMP is off (sanitizer builds): the pragmas that call it are ignored there.
+[[maybe_unused]] int task_threads() {
 #ifdef _OPENMP
     return blas_threads() == 1 ? omp_get_max_threads() : 1;
 #else
