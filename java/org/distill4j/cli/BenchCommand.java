@@ -1,14 +1,16 @@
 package org.distill4j.cli;
 
 import java.io.IOException;
+import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.io.PrintStream;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeSet;
 import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
@@ -21,7 +23,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-/** {@code ./distill4j bench <op>}: ours against the reference in the same run, as ratios. */
+/** {@code ./distill4j bench <op|all>}: ours against the reference in the same run, as ratios. */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = "Time an op against its reference in the same process; print speedups (reference/ours).")
 final class BenchCommand implements Callable<Integer> {
@@ -30,11 +32,18 @@ final class BenchCommand implements Callable<Integer> {
         List<BenchRow> run(Backend backend, int warmup, int runs, PrintStream log);
     }
 
-    /** The benchmarks by op name. */
-    private static final Map<String, Bench> BENCHES = Map.of("kl", KlDivBench::run, "patch-embed", PatchEmbedBench::run,
-            "attention", AttentionBench::run);
+    /** The benchmarks by op name, in the order {@code all} runs them. */
+    private static final Map<String, Bench> BENCHES = benches();
 
-    @Parameters(index = "0", description = "the op: kl, patch-embed or attention")
+    private static Map<String, Bench> benches() {
+        Map<String, Bench> m = new LinkedHashMap<>();
+        m.put("kl", KlDivBench::run);
+        m.put("patch-embed", PatchEmbedBench::run);
+        m.put("attention", AttentionBench::run);
+        return Collections.unmodifiableMap(m);
+    }
+
+    @Parameters(index = "0", description = "the op: kl, patch-embed, attention, or all")
     String op;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")
@@ -51,10 +60,11 @@ final class BenchCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        Bench bench = BENCHES.get(op);
-        if (bench == null) {
-            throw new IllegalArgumentException("unknown op '" + op + "': expected one of "
-                    + String.join(", ", new TreeSet<>(BENCHES.keySet())));
+        List<Bench> benches = op.equals("all") ? new ArrayList<>(BENCHES.values())
+                : BENCHES.containsKey(op) ? List.of(BENCHES.get(op)) : null;
+        if (benches == null) {
+            throw new IllegalArgumentException("unknown op '" + op + "': expected " + String.join(", ", BENCHES.keySet())
+                    + " or all");
         }
         if (runs < 1 || warmup < 0) throw new IllegalArgumentException("--runs must be >= 1 and --warmup >= 0");
         Device device = Device.parse(backend);
@@ -67,9 +77,9 @@ final class BenchCommand implements Callable<Integer> {
             throw new IllegalStateException("bench needs libtorch (org.bytedeco:pytorch) on the classpath");
         }
         System.out.println(BenchRow.header());
-        List<BenchRow> rows;
+        List<BenchRow> rows = new ArrayList<>();
         try (Backend be = Backends.open(device)) {
-            rows = bench.run(be, warmup, runs, System.out);
+            for (Bench bench : benches) rows.addAll(bench.run(be, warmup, runs, System.out));
         }
         if (json != null) {
             // Written beside the target and moved into place: never a half-written file.
