@@ -1,6 +1,5 @@
 package org.distill4j.reference;
 
-import java.util.Objects;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.AbstractTensor;
 import org.bytedeco.pytorch.BoolOptional;
@@ -9,7 +8,6 @@ import org.bytedeco.pytorch.Tensor;
 import org.bytedeco.pytorch.TensorArrayRefOptional;
 import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * The reference for the attention op: timm's ViT attention written as PyTorch writes it, run by libtorch (CPU)
@@ -53,11 +51,11 @@ public final class TorchAttention implements AutoCloseable {
         this.headDim = headDim;
         this.scale = scale;
         this.float64 = float64;
-        check("qkv", qkv, 3L * batch * tokens * heads * headDim);
+        TorchTensors.checkLength("qkv", qkv, 3L * batch * tokens * heads * headDim);
         // Our own scope for the temporaries; the leaf gets an extra reference so that neither this scope nor a
         // caller's frees it (close() does).
         try (PointerScope ignored = new PointerScope()) {
-            Tensor t = toDtype(AbstractTensor.create(qkv, batch, tokens, 3L * heads * headDim)).contiguous();
+            Tensor t = TorchTensors.toDtype(AbstractTensor.create(qkv, batch, tokens, 3L * heads * headDim), float64).contiguous();
             t.set_requires_grad(true);
             t.retainReference();
             this.qkv = t;
@@ -76,13 +74,13 @@ public final class TorchAttention implements AutoCloseable {
      */
     public Result run(float[] dOut) {
         checkOpen();
-        check("dOut", dOut, (long) batch * tokens * heads * headDim);
+        TorchTensors.checkLength("dOut", dOut, (long) batch * tokens * heads * headDim);
         try (PointerScope ignored = new PointerScope()) {
             resetGrad();
             Tensor out = forward();
-            out.backward(toDtype(AbstractTensor.create(dOut, batch, tokens, (long) heads * headDim)),
+            out.backward(TorchTensors.toDtype(AbstractTensor.create(dOut, batch, tokens, (long) heads * headDim), float64),
                     new BoolOptional(), false, new TensorArrayRefOptional());
-            Result r = new Result(copyOut(out), copyOut(qkv.grad()));
+            Result r = new Result(TorchTensors.copyOut(out, float64), TorchTensors.copyOut(qkv.grad(), float64));
             resetGrad();
             return r;
         }
@@ -122,29 +120,6 @@ public final class TorchAttention implements AutoCloseable {
 
     private void resetGrad() {
         if (qkv != null && qkv.grad().defined()) qkv.mutable_grad().reset();
-    }
-
-    private Tensor toDtype(Tensor t) {
-        return float64 ? t.to(ScalarType.Double) : t;
-    }
-
-    private double[] copyOut(Tensor t) {
-        Tensor c = t.contiguous();
-        int n = Math.toIntExact(c.numel());
-        double[] out = new double[n];
-        if (float64) {
-            c.data_ptr_double().get(out);
-        } else {
-            float[] f = new float[n];
-            c.data_ptr_float().get(f);
-            for (int i = 0; i < n; i++) out[i] = f[i];
-        }
-        return out;
-    }
-
-    private static void check(String name, float[] values, long n) {
-        Objects.requireNonNull(values, name);
-        if (values.length != n) throw new IllegalArgumentException(name + " must have " + n + " elements, got " + values.length);
     }
 
     private void checkOpen() {

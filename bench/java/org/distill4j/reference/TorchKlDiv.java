@@ -76,8 +76,8 @@ public final class TorchKlDiv implements AutoCloseable {
         // tensors get an extra reference, so neither this scope nor an outer one of the caller's frees them; close()
         // frees them. (PointerScope.detach() would not do: it releases the reference, freeing them at once.)
         try (PointerScope ignored = new PointerScope()) {
-            Tensor s = toDtype(AbstractTensor.create(student, batch, classes));
-            Tensor t = toDtype(AbstractTensor.create(teacher, batch, classes));
+            Tensor s = TorchTensors.toDtype(AbstractTensor.create(student, batch, classes), float64);
+            Tensor t = TorchTensors.toDtype(AbstractTensor.create(teacher, batch, classes), float64);
             s.set_requires_grad(true);
             s.retainReference();
             t.retainReference();
@@ -132,8 +132,8 @@ public final class TorchKlDiv implements AutoCloseable {
             resetGrad();
             Tensor loss = forward(temperature, reduction, logTarget, scaleT2);
             backward(loss, reduction, gradOut);
-            double[] l = copyOut(loss.contiguous(), reduction == Reduction.NONE ? batch : 1);
-            double[] g = copyOut(student.grad().contiguous(), (int) ((long) batch * classes));
+            double[] l = TorchTensors.copyOut(loss, float64);
+            double[] g = TorchTensors.copyOut(student.grad(), float64);
             resetGrad();
             return new Result(l, g);
         }
@@ -194,7 +194,7 @@ public final class TorchKlDiv implements AutoCloseable {
                 g = torch.ones_like(loss);
             } else {
                 if (gradOut.length != batch) throw new IllegalArgumentException("gradOut must have length B for NONE");
-                g = toDtype(AbstractTensor.create(gradOut, batch));
+                g = TorchTensors.toDtype(AbstractTensor.create(gradOut, batch), float64);
             }
         } else {
             if (gradOut != null && gradOut.length != 1) {
@@ -209,23 +209,6 @@ public final class TorchKlDiv implements AutoCloseable {
     /** Sets the student's gradient to undefined (Python's {@code x.grad = None}), freeing its storage. */
     private void resetGrad() {
         if (student != null && student.grad().defined()) student.mutable_grad().reset();
-    }
-
-    private Tensor toDtype(Tensor t) {
-        return float64 ? t.to(ScalarType.Double) : t;
-    }
-
-    private double[] copyOut(Tensor t, int n) {
-        if (t.numel() != n) throw new IllegalStateException("expected " + n + " elements, got " + t.numel());
-        double[] out = new double[n];
-        if (float64) {
-            t.data_ptr_double().get(out);
-        } else {
-            float[] f = new float[n];
-            t.data_ptr_float().get(f);
-            for (int i = 0; i < n; i++) out[i] = f[i];
-        }
-        return out;
     }
 
     private void checkOpen() {

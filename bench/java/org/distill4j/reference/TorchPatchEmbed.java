@@ -1,6 +1,5 @@
 package org.distill4j.reference;
 
-import java.util.Objects;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.AbstractTensor;
 import org.bytedeco.pytorch.BoolOptional;
@@ -9,7 +8,6 @@ import org.bytedeco.pytorch.TensorArrayRefOptional;
 import org.bytedeco.pytorch.TensorOptional;
 import org.bytedeco.pytorch.TensorVector;
 import org.bytedeco.pytorch.global.torch;
-import org.bytedeco.pytorch.global.torch.ScalarType;
 
 /**
  * The reference for the fused patch-embedding op: timm's ViT/DeiT patch embedding written as PyTorch writes it,
@@ -68,12 +66,12 @@ public final class TorchPatchEmbed implements AutoCloseable {
         this.float64 = float64;
         this.imageGrad = imageGrad;
         int tokens = prefix + (height / patch) * (width / patch);
-        check("images", images, (long) batch * channels * height * width);
-        check("weight", weight, (long) dim * channels * patch * patch);
-        check("bias", bias, dim);
-        check("pos", pos, (long) tokens * dim);
-        if (cls != null) check("cls", cls, dim);
-        if (dist != null) check("dist", dist, dim);
+        TorchTensors.checkLength("images", images, (long) batch * channels * height * width);
+        TorchTensors.checkLength("weight", weight, (long) dim * channels * patch * patch);
+        TorchTensors.checkLength("bias", bias, dim);
+        TorchTensors.checkLength("pos", pos, (long) tokens * dim);
+        if (cls != null) TorchTensors.checkLength("cls", cls, dim);
+        if (dist != null) TorchTensors.checkLength("dist", dist, dim);
         // Our own scope for the temporaries; the kept leaves get an extra reference so that neither this scope nor
         // a caller's frees them (close() does). PointerScope.detach() would release them at once.
         try (PointerScope ignored = new PointerScope()) {
@@ -105,15 +103,15 @@ public final class TorchPatchEmbed implements AutoCloseable {
     public Result run(float[] dTokens) {
         checkOpen();
         int n = (height / patch) * (width / patch), t = prefix + n;
-        check("dTokens", dTokens, (long) batch * t * dim);
+        TorchTensors.checkLength("dTokens", dTokens, (long) batch * t * dim);
         try (PointerScope ignored = new PointerScope()) {
             resetGrads();
             Tensor out = forward();
-            out.backward(toDtype(AbstractTensor.create(dTokens, batch, t, dim)), new BoolOptional(), false,
-                    new TensorArrayRefOptional());
-            Result r = new Result(copyOut(out), copyOut(weight.grad()), copyOut(bias.grad()), copyOut(pos.grad()),
-                    cls == null ? null : copyOut(cls.grad()), dist == null ? null : copyOut(dist.grad()),
-                    imageGrad ? copyOut(images.grad()) : null);
+            out.backward(TorchTensors.toDtype(AbstractTensor.create(dTokens, batch, t, dim), float64),
+                    new BoolOptional(), false, new TensorArrayRefOptional());
+            Result r = new Result(copy(out), copy(weight.grad()), copy(bias.grad()), copy(pos.grad()),
+                    cls == null ? null : copy(cls.grad()), dist == null ? null : copy(dist.grad()),
+                    imageGrad ? copy(images.grad()) : null);
             resetGrads();
             return r;
         }
@@ -159,7 +157,7 @@ public final class TorchPatchEmbed implements AutoCloseable {
     }
 
     private Tensor leaf(float[] values, boolean grad, long... shape) {
-        Tensor t = toDtype(AbstractTensor.create(values, shape)).contiguous();
+        Tensor t = TorchTensors.toDtype(AbstractTensor.create(values, shape), float64).contiguous();
         if (grad) t.set_requires_grad(true);
         t.retainReference();
         return t;
@@ -171,27 +169,8 @@ public final class TorchPatchEmbed implements AutoCloseable {
         }
     }
 
-    private Tensor toDtype(Tensor t) {
-        return float64 ? t.to(ScalarType.Double) : t;
-    }
-
-    private double[] copyOut(Tensor t) {
-        Tensor c = t.contiguous();
-        int n = Math.toIntExact(c.numel());
-        double[] out = new double[n];
-        if (float64) {
-            c.data_ptr_double().get(out);
-        } else {
-            float[] f = new float[n];
-            c.data_ptr_float().get(f);
-            for (int i = 0; i < n; i++) out[i] = f[i];
-        }
-        return out;
-    }
-
-    private static void check(String name, float[] values, long n) {
-        Objects.requireNonNull(values, name);
-        if (values.length != n) throw new IllegalArgumentException(name + " must have " + n + " elements, got " + values.length);
+    private double[] copy(Tensor t) {
+        return TorchTensors.copyOut(t, float64);
     }
 
     private void checkOpen() {
