@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the native kernels (DESIGN.md, "Testing", 4). Run once on a lent GPU machine, from the
 # repository root:
-#   bash bench/gpu/check.sh             build with CMake (nvcc), then on the GPU bench/gpu/check_kl.py and
-#                                       bench/gpu/check_patch_embed.py (the second runs even if the first fails)
+#   bash bench/gpu/check.sh             build with CMake (nvcc), then on the GPU bench/gpu/check_kl.py,
+#                                       bench/gpu/check_patch_embed.py and bench/gpu/check_attention.py (each runs
+#                                       whatever the others say)
 #   bash bench/gpu/check.sh --dry-run   no GPU, no torch: emulated CUDA library vs CPU library vs numpy
-# Other arguments go to both scripts (e.g. --seed N, --skip-timing). When $OUT is set, the full log goes to
+# Other arguments go to every script (e.g. --seed N, --skip-timing). When $OUT is set, the full log goes to
 # $OUT/check.log, the build log (with nvcc's --resource-usage) to $OUT/build.log and the rows to
-# $OUT/gpu_kl.json and $OUT/gpu_patch_embed.json (4 files in all). The last line is always "GPU CHECK PASSED"
-# (the build and both checks passed) or "GPU CHECK FAILED".
+# $OUT/gpu_kl.json, $OUT/gpu_patch_embed.json and $OUT/gpu_attention.json (5 files in all). The last line is
+# always "GPU CHECK PASSED" (the build and all three checks passed) or "GPU CHECK FAILED".
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ beside the scripts in the work tree
@@ -31,11 +32,13 @@ if [[ -n $OUT_DIR ]]; then
   BUILD_LOG=$OUT_DIR/build.log
   JSON=$OUT_DIR/gpu_kl.json
   JSON_PE=$OUT_DIR/gpu_patch_embed.json
+  JSON_AT=$OUT_DIR/gpu_attention.json
 else
   LOG=/dev/null
   BUILD_LOG=$BUILD/build.log
   JSON=$BUILD/gpu_kl.json
   JSON_PE=$BUILD/gpu_patch_embed.json
+  JSON_AT=$BUILD/gpu_attention.json
 fi
 
 section() { printf '\n===== %s (%s, +%ds) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
@@ -106,16 +109,19 @@ main() {
     return 1
   fi
 
-  # Both checks run whatever the first one says; main fails if either does.
-  local kl=PASSED pe=PASSED
+  # Every check runs whatever the others say; main fails if any does.
+  local kl=PASSED pe=PASSED at=PASSED
   section "check_kl.py"
   python3 bench/gpu/check_kl.py --lib-dir "$LIB" --json "$JSON" "${PY_ARGS[@]}" || kl=FAILED
   section "check_patch_embed.py"
   python3 bench/gpu/check_patch_embed.py --lib-dir "$LIB" --json "$JSON_PE" "${PY_ARGS[@]}" || pe=FAILED
+  section "check_attention.py"
+  python3 bench/gpu/check_attention.py --lib-dir "$LIB" --json "$JSON_AT" "${PY_ARGS[@]}" || at=FAILED
   section "summary"
   echo "check_kl.py: $kl"
   echo "check_patch_embed.py: $pe"
-  [[ $kl == PASSED && $pe == PASSED ]]
+  echo "check_attention.py: $at"
+  [[ $kl == PASSED && $pe == PASSED && $at == PASSED ]]
 }
 
 # The pipe keeps the log complete when main fails halfway; PIPESTATUS gives main's own exit status.

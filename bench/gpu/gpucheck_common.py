@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Shared plumbing of the one-shot GPU checks (bench/gpu/check_kl.py, bench/gpu/check_patch_embed.py).
+"""Shared plumbing of the one-shot GPU checks (bench/gpu/check_kl.py, check_patch_embed.py, check_attention.py).
 
 The implementation libraries loaded with ctypes (every d4j_impl_* signature of native/include/distill4j_impl.h),
 float32 buffers as numpy arrays (host: cpu, cuda-emu) or torch tensors (device: cuda), the timing loop, the
@@ -54,6 +54,13 @@ class Impl:
         lib.d4j_impl_patch_embed_forward.restype = ctypes.c_int
         lib.d4j_impl_patch_embed_backward.argtypes = [vp, vp] + shape + [vp] * 9
         lib.d4j_impl_patch_embed_backward.restype = ctypes.c_int
+        att = [i64] * 4  # B, N, H, Dh
+        lib.d4j_impl_attention_workspace.argtypes = att
+        lib.d4j_impl_attention_workspace.restype = i64
+        lib.d4j_impl_attention_forward.argtypes = [vp, vp] + att + [ctypes.c_float, vp, vp, vp]
+        lib.d4j_impl_attention_forward.restype = ctypes.c_int
+        lib.d4j_impl_attention_backward.argtypes = [vp] + [vp] * 4 + att + [ctypes.c_float, vp, vp]
+        lib.d4j_impl_attention_backward.restype = ctypes.c_int
 
     def _check(self, rc, what):
         if rc != 0:
@@ -93,6 +100,24 @@ class Impl:
         rc = self.lib.d4j_impl_patch_embed_backward(stream, images, B, Cin, H, W, P, D, weight, dtokens, dweight,
                                                     dbias, dpos, dcls, ddist, dimages, workspace)
         self._check(rc, "d4j_impl_patch_embed_backward")
+
+
+    def attention_workspace(self, B, N, H, Dh):
+        """Workspace bytes for the shape (the header's size query; negative means an error)."""
+        n = self.lib.d4j_impl_attention_workspace(B, N, H, Dh)
+        if n < 0:
+            self._check(n, "d4j_impl_attention_workspace")
+        return n
+
+    def attention_forward(self, stream, qkv, B, N, H, Dh, scale, out, lse, workspace):
+        """d4j_impl_attention_forward with raw addresses (int or None for NULL), in the header's order."""
+        rc = self.lib.d4j_impl_attention_forward(stream, qkv, B, N, H, Dh, scale, out, lse, workspace)
+        self._check(rc, "d4j_impl_attention_forward")
+
+    def attention_backward(self, stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv, workspace):
+        """d4j_impl_attention_backward with raw addresses (int or None for NULL), in the header's order."""
+        rc = self.lib.d4j_impl_attention_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv, workspace)
+        self._check(rc, "d4j_impl_attention_backward")
 
 
 def load_impl(name, lib_dir, filename, preload_cudart=False):
