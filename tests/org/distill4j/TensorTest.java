@@ -66,4 +66,26 @@ class TensorTest {
             }
         }
     }
+
+    @Test
+    void scopeClosesWhatItTracksAndKeepsWhatItReleases() {
+        try (Backend cpu = Backends.open(Device.cpu())) {
+            long before = cpu.liveAllocations();
+            Tensor kept;
+            Tensor a;
+            try (TensorScope scope = new TensorScope()) {
+                a = scope.track(Tensor.empty(cpu, 3));
+                scope.track(Tensor.empty(cpu, 2, 2));
+                kept = scope.release(scope.track(Tensor.empty(cpu, 5)));
+                assertEquals(before + 3, cpu.liveAllocations());
+                try (Tensor stranger = Tensor.empty(cpu, 1)) {
+                    assertThrows(IllegalArgumentException.class, () -> scope.release(stranger));
+                }
+            }
+            assertTrue(a.isClosed());
+            assertTrue(!kept.isClosed(), "a released tensor stays open");
+            assertEquals(before + 1, cpu.liveAllocations(), "only the released tensor is live");
+            kept.close();
+        }
+    }
 }
