@@ -34,12 +34,11 @@ import math
 import platform
 import sys
 import time
-import warnings
 
 import numpy as np
 
-from gpucheck_common import (NumpyMem, Timer, TorchMem, arg_parser, environment_torch, load_impl,
-                             median_alternating, open_cuda, print_table, seed_and_json, write_json)
+from gpucheck_common import (Guarded, NumpyMem, Timer, TorchMem, arg_parser, environment_torch, finish, load_impl,
+                             median_alternating, open_cuda, seed_and_json, set_tf32, timed_rows)
 
 JSON_NAME = "gpu_attention.json"
 TOL_LARGE_SCORES = 5e-5  # dqkv when max |score| > 20
@@ -56,8 +55,6 @@ GPU_CASES += [(4, 198, 3, 64, 80.0, 0.0), (2, 257, 6, 32, 80.0, 0.0), (2, 67, 3,
 DRY_CASES = [(1, 1, 1, 32, 0.0, 0.0), (1, 7, 3, 64, 0.0, 0.0), (2, 50, 1, 32, 0.0, 0.0), (1, 67, 3, 64, 0.0, 0.0),
              (1, 7, 1, 64, 80.0, 0.0), (1, 50, 1, 32, 80.0, 0.3)]
 TIMING_SHAPE = (32, 198, 3, 64)  # DeiT-Tiny: 196 patches + cls + dist, 3 heads of 64
-GUARD = 64  # floats of guard zone on each side of every output buffer (keeps 16-byte alignment)
-SENTINEL = -1234.5
 
 
 def shape_str(shape):
@@ -82,21 +79,6 @@ def default_scale(Dh):
 # ---------------------------------------------------------------------------------------------------------
 # Buffers and calls
 # ---------------------------------------------------------------------------------------------------------
-
-class Guarded:
-    """An output buffer of `shape` inside a larger one whose GUARD floats on each side hold SENTINEL; `view` is
-    what the kernel gets. Starts as NaN."""
-
-    def __init__(self, mem, shape):
-        self.mem = mem
-        n = math.prod(shape)
-        self.flat = mem.full((n + 2 * GUARD,), SENTINEL)
-        self.view = self.flat[GUARD:GUARD + n].reshape(shape)
-        self.view[...] = float("nan")
-
-    def guards_ok(self):
-        return self.mem.all_equal(self.flat[:GUARD], SENTINEL) and self.mem.all_equal(self.flat[-GUARD:], SENTINEL)
-
 
 class Kernel:
     """The implementation under test with its memory and stream."""
@@ -286,13 +268,6 @@ def run_correctness(kern, cases, tol, seed, torch=None):
 # Timing
 # ---------------------------------------------------------------------------------------------------------
 
-def set_tf32_off(torch):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # newer torch may call these flags legacy
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-
-
 def torch_attention(torch, qkv, shape):
     """What the model runs without our op (timm's Attention between the qkv and proj linears), any dtype:
     split/permute of qkv, F.scaled_dot_product_attention (default scale 1/sqrt(Dh)), transpose/reshape back."""
@@ -334,7 +309,7 @@ def run_timing(torch, kern, shape, reps, seed):
     def torch_fwd_bwd():
         torch_attention(torch, leaf, shape).backward(dout)  # .grad accumulates (+=) after the first
 
-    set_tf32_off(torch)
+    set_tf32(torch, False)
     inner = 10 if device == "cuda" else 1
     print(f"\n== timing ({device}, {shape_str(shape)}, scale 1/sqrt(Dh); median of {reps} samples of {inner} calls, "
           f"alternating; TF32 off) ==")
@@ -404,22 +379,15 @@ def main():
             impl, stream = open_cuda(torch, args.lib_dir)
             kern = Kernel(impl, TorchMem(torch, "cuda"), stream)
             cases, timing_shape = GPU_CASES, TIMING_SHAPE
-        set_tf32_off(torch)
+        set_tf32(torch, False)
         torch.manual_seed(seed)
         ok, rows = run_correctness(kern, cases, args.tol, seed, torch)
         if not args.skip_timing:
-            try:
-                rows += run_timing(torch, kern, timing_shape, max(args.reps, 20), seed)
-            except Exception as e:  # a timing failure must not hide the correctness results
-                print(f"TIMING FAILED: {type(e).__name__}: {e}")
-                ok = False
+            timing_ok, timing = timed_rows(lambda: run_timing(torch, kern, timing_shape, max(args.reps, 20), seed))
+            ok &= timing_ok
+            rows += timing
 
-    print_table(rows)
-    if json_path:
-        write_json(rows, json_path)
-    print(f"\ncheck_attention.py: {'all correctness cases passed' if ok else 'SOME CASES FAILED'} "
-          f"({time.time() - t_start:.1f} s, seed {seed})")
-    return 0 if ok else 1
+    return finish("check_attention.py", rows, json_path, ok, t_start, seed)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,11 @@ import math
 import platform
 import sys
 import time
-import warnings
 
 import numpy as np
 
-from gpucheck_common import (NumpyMem, Timer, TorchMem, arg_parser, environment_torch, load_impl,
-                             median_alternating, open_cuda, print_table, seed_and_json, write_json)
+from gpucheck_common import (Guarded, NumpyMem, Timer, TorchMem, arg_parser, environment_torch, finish, load_impl,
+                             median_alternating, open_cuda, seed_and_json, set_tf32, timed_rows)
 
 JSON_NAME = "gpu_patch_embed.json"
 PREFIXES = {0: "none", 1: "cls", 2: "cls+dist"}  # prefix tokens: cls = NULL, dist = NULL / cls only / both
@@ -49,8 +48,6 @@ GPU_SHAPES += [(2, 3, 28, 28, 7, 30)]  # D % 4 != 0: the forward's scalar epilog
 DRY_SHAPES = [(1, 1, 8, 8, 4, 32), (2, 3, 14, 14, 7, 40), (1, 3, 16, 24, 8, 32), (3, 1, 32, 32, 4, 30)]
 TIMING_SHAPE = (32, 3, 224, 224, 16, 192)
 TIMING_PREFIX = 2  # DeiT: class and distillation tokens
-GUARD = 64  # floats of guard zone on each side of every output buffer (keeps 16-byte alignment)
-SENTINEL = -1234.5
 GRADS = ("dweight", "dbias", "dpos", "dcls", "ddist")
 
 
@@ -69,21 +66,6 @@ def derived(shape, prefix):
 # ---------------------------------------------------------------------------------------------------------
 # Buffers and calls
 # ---------------------------------------------------------------------------------------------------------
-
-class Guarded:
-    """An output buffer of `shape` inside a larger one whose GUARD floats on each side hold SENTINEL; `view` is
-    what the kernel gets. Starts as `init` (copied) or NaN."""
-
-    def __init__(self, mem, shape, init=None):
-        self.mem = mem
-        n = math.prod(shape)
-        self.flat = mem.full((n + 2 * GUARD,), SENTINEL)
-        self.view = self.flat[GUARD:GUARD + n].reshape(shape)
-        self.view[...] = float("nan") if init is None else init
-
-    def guards_ok(self):
-        return self.mem.all_equal(self.flat[:GUARD], SENTINEL) and self.mem.all_equal(self.flat[-GUARD:], SENTINEL)
-
 
 def make_inputs(mem, gen, shape, prefix):
     """Random fp32 inputs (dict: images, weight, bias, pos, cls, dist; absent tokens None) and dtokens. The weight
@@ -304,14 +286,6 @@ def run_correctness(kern, shapes, tol, seed, torch=None):
 # Timing
 # ---------------------------------------------------------------------------------------------------------
 
-def set_tf32(torch, allow):
-    """The two TF32 switches PyTorch's fp32 convolution and matmul read (cuDNN's is on by default)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # newer torch may call these flags legacy
-        torch.backends.cudnn.allow_tf32 = allow
-        torch.backends.cuda.matmul.allow_tf32 = allow
-
-
 def run_timing(torch, kern, shape, prefix, reps, seed):
     """Ours forward, and forward + backward (dimages NULL), vs PyTorch's fp32 chain with TF32 off (the fair
     comparison) and on (reported only). Returns table rows."""
@@ -445,18 +419,11 @@ def main():
         torch.manual_seed(seed)
         ok, rows = run_correctness(kern, shapes, args.tol, seed, torch)
         if not args.skip_timing:
-            try:
-                rows += run_timing(torch, kern, timing_shape, TIMING_PREFIX, max(args.reps, 20), seed)
-            except Exception as e:  # a timing failure must not hide the correctness results
-                print(f"TIMING FAILED: {type(e).__name__}: {e}")
-                ok = False
+            timing_ok, timing = timed_rows(lambda: run_timing(torch, kern, timing_shape, TIMING_PREFIX, max(args.reps, 20), seed))
+            ok &= timing_ok
+            rows += timing
 
-    print_table(rows)
-    if json_path:
-        write_json(rows, json_path)
-    print(f"\ncheck_patch_embed.py: {'all correctness cases passed' if ok else 'SOME CASES FAILED'} "
-          f"({time.time() - t_start:.1f} s, seed {seed})")
-    return 0 if ok else 1
+    return finish("check_patch_embed.py", rows, json_path, ok, t_start, seed)
 
 
 if __name__ == "__main__":

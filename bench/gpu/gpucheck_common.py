@@ -3,7 +3,8 @@
 
 The implementation libraries loaded with ctypes (every d4j_impl_* signature of native/include/distill4j_impl.h),
 float32 buffers as numpy arrays (host: cpu, cuda-emu) or torch tensors (device: cuda), the timing loop, the
-command line every check accepts, and the table/JSON output. No torch import here: the dry run has no torch.
+command line every check accepts, the table/JSON output, and what the per-op checks share (guarded output
+buffers, the TF32 switches, the end of a run). No torch import here: the dry run has no torch.
 """
 
 import argparse
@@ -15,6 +16,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -431,3 +433,54 @@ def environment_torch(torch):
         p = torch.cuda.get_device_properties(0)
         print(f"device 0: {p.name}, capability {p.major}.{p.minor}, {p.total_memory / 2**30:.1f} GiB, "
               f"{p.multi_processor_count} SMs")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared by the per-op checks
+# ---------------------------------------------------------------------------------------------------------
+
+GUARD = 64  # floats of guard zone on each side of every output buffer (keeps 16-byte alignment)
+SENTINEL = -1234.5
+
+
+class Guarded:
+    """An output buffer of `shape` inside a larger one whose GUARD floats on each side hold SENTINEL; `view` is
+    what the kernel gets. Starts as `init` (copied) or NaN."""
+
+    def __init__(self, mem, shape, init=None):
+        self.mem = mem
+        n = math.prod(shape)
+        self.flat = mem.full((n + 2 * GUARD,), SENTINEL)
+        self.view = self.flat[GUARD:GUARD + n].reshape(shape)
+        self.view[...] = float("nan") if init is None else init
+
+    def guards_ok(self):
+        return self.mem.all_equal(self.flat[:GUARD], SENTINEL) and self.mem.all_equal(self.flat[-GUARD:], SENTINEL)
+
+
+def set_tf32(torch, allow):
+    """The two TF32 switches PyTorch's fp32 convolution and matmul read (cuDNN's is on by default)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newer torch may call these flags legacy
+        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = allow
+
+
+def timed_rows(run_timing):
+    """(ok, rows) of a timing run: a timing failure is reported and fails the check, but must not hide the
+    correctness results printed before it."""
+    try:
+        return True, run_timing()
+    except Exception as e:
+        print(f"TIMING FAILED: {type(e).__name__}: {e}")
+        return False, []
+
+
+def finish(script, rows, json_path, ok, t_start, seed):
+    """Prints the table, writes the JSON rows, prints the verdict line; returns the exit status."""
+    print_table(rows)
+    if json_path:
+        write_json(rows, json_path)
+    print(f"\n{script}: {'all correctness cases passed' if ok else 'SOME CASES FAILED'} "
+          f"({time.time() - t_start:.1f} s, seed {seed})")
+    return 0 if ok else 1
