@@ -11,7 +11,7 @@
 // 65, 67 against 32-key and 64-query tiles), Dh = 32 and 64, H = 1 and 3, B = 1 and 2, and inputs scaled so
 // that the largest |score| is 80 (softmax close to one-hot). Then the argument checks. Exit 1 if anything fails.
 #include "distill4j.h"
-#include "buffer.h"
+#include "harness.h"
 
 #include <algorithm>
 #include <chrono>
@@ -33,6 +33,8 @@ constexpr double kTol = 1e-5;
 constexpr double kTolLargeScores = 5e-5;
 
 using d4j_test::buffer;
+using d4j_test::open_backend;
+using d4j_test::test_seed;
 
 struct att_case {
     int64_t B, N, H, Dh;
@@ -199,16 +201,9 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: attention_emu <libdistill4j_cudaemu.so>\n");
         return 2;
     }
-    char err[1024] = "";
-    d4j_backend *emu = d4j_backend_open(argv[1], 0, err, sizeof err);
-    if (emu == nullptr) {
-        std::fprintf(stderr, "cannot open %s: %s\n", argv[1], err);
-        return 1;
-    }
-    uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-    if (const char *s = std::getenv("D4J_SEED")) seed = std::strtoull(s, nullptr, 10);
-    std::printf("attention_emu seed %llu (D4J_SEED=%llu repeats this run)\n", static_cast<unsigned long long>(seed),
-                static_cast<unsigned long long>(seed));
+    d4j_backend *emu = open_backend(argv[1]);
+    if (emu == nullptr) return 1;
+    const uint64_t seed = test_seed("attention_emu");
     std::mt19937_64 rng(seed);
 
     // Every N against both head dims, (B, H) in rotation; then the largest shapes with both B and H > 1, large

@@ -7,7 +7,7 @@
 // reduced loss, row_loss and grad by ||x - ref|| / ||ref||: emu and cpu against float64, and emu against cpu.
 // Tolerances: 1e-5 for losses, 1e-4 for gradients. Exit 1 if any case fails.
 #include "distill4j.h"
-#include "buffer.h"
+#include "harness.h"
 #include "distill4j_impl.h"
 
 #include <chrono>
@@ -36,6 +36,8 @@ const char *reduction_name(int r) {
 
 
 using d4j_test::buffer;
+using d4j_test::open_backend;
+using d4j_test::test_seed;
 
 struct kl_case {
     int64_t B, C;
@@ -186,13 +188,6 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937
     }
 }
 
-d4j_backend *open_backend(const char *path) {
-    char err[1024] = "";
-    d4j_backend *b = d4j_backend_open(path, 0, err, sizeof err);
-    if (b == nullptr) std::fprintf(stderr, "cannot open %s: %s\n", path, err);
-    return b;
-}
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -202,10 +197,7 @@ int main(int argc, char **argv) {
     }
     d4j_backend *cpu = open_backend(argv[1]), *emu = open_backend(argv[2]);
     if (cpu == nullptr || emu == nullptr) return 1;
-    uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-    if (const char *s = std::getenv("D4J_SEED")) seed = std::strtoull(s, nullptr, 10);
-    std::printf("kl_div_emu_vs_cpu seed %llu (D4J_SEED=%llu repeats this run)\n", static_cast<unsigned long long>(seed),
-                static_cast<unsigned long long>(seed));
+    const uint64_t seed = test_seed("kl_div_emu_vs_cpu");
     std::mt19937_64 rng(seed);
 
     // Warp-per-row and block-per-row kernels, C = 1, C not a multiple of 4 or 32, C a multiple of 4 (float4).

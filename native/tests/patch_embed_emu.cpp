@@ -10,7 +10,7 @@
 // (x - start = 1x then 2x the reference: they accumulate) and dimages (pre-filled with NaN; equal to the reference
 // after both calls: it is written, not accumulated). Then the argument checks. Exit 1 if anything fails.
 #include "distill4j.h"
-#include "buffer.h"
+#include "harness.h"
 
 #include <chrono>
 #include <cmath>
@@ -27,6 +27,8 @@ constexpr double kTol = 1e-5;
 
 
 using d4j_test::buffer;
+using d4j_test::open_backend;
+using d4j_test::test_seed;
 
 struct pe_case {
     int64_t B, Cin, H, W, P, D;
@@ -214,16 +216,9 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: patch_embed_emu <libdistill4j_cudaemu.so>\n");
         return 2;
     }
-    char err[1024] = "";
-    d4j_backend *emu = d4j_backend_open(argv[1], 0, err, sizeof err);
-    if (emu == nullptr) {
-        std::fprintf(stderr, "cannot open %s: %s\n", argv[1], err);
-        return 1;
-    }
-    uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-    if (const char *s = std::getenv("D4J_SEED")) seed = std::strtoull(s, nullptr, 10);
-    std::printf("patch_embed_emu seed %llu (D4J_SEED=%llu repeats this run)\n", static_cast<unsigned long long>(seed),
-                static_cast<unsigned long long>(seed));
+    d4j_backend *emu = open_backend(argv[1]);
+    if (emu == nullptr) return 1;
+    const uint64_t seed = test_seed("patch_embed_emu");
     std::mt19937_64 rng(seed);
 
     // Small images with every (B, Cin, prefix, dimages) combination in rotation, then the shapes that cross tile
