@@ -44,9 +44,6 @@
 #include <cstdint>
 #include <limits>
 #include <vector>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -77,23 +74,6 @@ const char *check_shape(int64_t B, int64_t N, int64_t H, int64_t Dh) {
     if (N > kIntMax) return "attention: N exceeds 2^31";
     if (B > (int64_t{1} << 58) / N / (3 * H * Dh)) return "attention: qkv exceeds 2^58 elements";
     return nullptr;
-}
-
-// OpenMP threads for the task loops: all when OpenBLAS runs single-threaded, else one (a multi-threaded OpenBLAS
-// called from several threads at once would oversubscribe the cores; it threads each call itself instead).
-// Unused where OpenMP is off (sanitizer builds): the pragmas that call it are ignored there.
-[[maybe_unused]] int task_threads() {
-#ifdef _OPENMP
-    return blas_threads() == 1 ? omp_get_max_threads() : 1;
-#else
-    return 1;
-#endif
-}
-
-void sgemm_call(sgemm_fn gemm, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    gemm(kRowMajor, ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-         static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 
 // p[c] = exp(s[c] - shift) for c < n, NaN where the argument is NaN; returns Σ p (in the order of the lanes, then
@@ -221,7 +201,7 @@ D4J_IMPL_API int d4j_impl_attention_forward(void *, const float *qkv, int64_t B,
 
     const int64_t ld = 3 * H * Dh, ldo = H * Dh;
     const blocks qb(N, kFwdRows), kb(N, kFwdKeys);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(task_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_workers())
     for (int64_t t = 0; t < B * H; ++t) {
         const int64_t b = t / H, h = t % H;
         const float *k = qkv + b * N * ld + H * Dh + h * Dh;  // k: part 1 of [3, H, Dh]
@@ -238,7 +218,7 @@ D4J_IMPL_API int d4j_impl_attention_forward(void *, const float *qkv, int64_t B,
             std::fill(l, l + nr, 0.f);
             for (int64_t j = 0; j < kb.count; ++j) {
                 const int64_t c0 = kb.begin(j), nc = kb.end(j) - c0;
-                sgemm_call(gemm, kNoTrans, kNoTrans, nr, nc, Dh, scale, q, ld, Kt + c0, N, 0.f, S, nc);
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nr, nc, Dh, scale, q, ld, Kt + c0, N, 0.f, S, nc);
                 for (int64_t r = 0; r < nr; ++r) {
                     float *s = S + r * nc;
                     const float m_new = std::max(m[r], max_row(s, nc));
@@ -252,7 +232,7 @@ D4J_IMPL_API int d4j_impl_attention_forward(void *, const float *qkv, int64_t B,
                     m[r] = m_new;
                 }
                 // O (+)= P V_j straight into out: beta = 0 on the first block overwrites whatever out held.
-                sgemm_call(gemm, kNoTrans, kNoTrans, nr, Dh, nc, 1.f, S, nc, v + c0 * ld, ld, j == 0 ? 0.f : 1.f, o,
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nr, Dh, nc, 1.f, S, nc, v + c0 * ld, ld, j == 0 ? 0.f : 1.f, o,
                            ldo);
             }
             for (int64_t r = 0; r < nr; ++r) {
@@ -280,7 +260,7 @@ D4J_IMPL_API int d4j_impl_attention_backward(void *, const float *qkv, const flo
 
     const int64_t ld = 3 * H * Dh, ldo = H * Dh;
     const blocks qb(N, kBwdRows), kb(N, kBwdKeys);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(task_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_workers())
     for (int64_t t = 0; t < B * H; ++t) {
         const int64_t b = t / H, h = t % H;
         const float *q = qkv + b * N * ld + h * Dh, *k = q + H * Dh, *v = q + 2 * H * Dh;
@@ -311,12 +291,12 @@ D4J_IMPL_API int d4j_impl_attention_backward(void *, const float *qkv, const flo
                 const int64_t r0 = qb.begin(i), nr = qb.end(i) - r0;
                 const float beta_i = i == 0 ? 0.f : 1.f, beta_j = j == 0 ? 0.f : 1.f;
                 // The tiles are held transposed, [keys, queries], so that dV and dK take plain products.
-                sgemm_call(gemm, kNoTrans, kNoTrans, nc, nr, Dh, scale, k + c0 * ld, ld, Qt + r0, N, 0.f, Pt, nr);
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nc, nr, Dh, scale, k + c0 * ld, ld, Qt + r0, N, 0.f, Pt, nr);
                 for (int64_t c = 0; c < nc; ++c) exp_sub_row(Pt + c * nr, L + r0, Pt + c * nr, nr);
                 // dV_j (+)= Pᵀ dO_i; dPᵀ = V_j dO_iᵀ
-                sgemm_call(gemm, kNoTrans, kNoTrans, nc, Dh, nr, 1.f, Pt, nr, dO + r0 * ldo, ldo, beta_i, dv + c0 * ld,
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nc, Dh, nr, 1.f, Pt, nr, dO + r0 * ldo, ldo, beta_i, dv + c0 * ld,
                            ld);
-                sgemm_call(gemm, kNoTrans, kNoTrans, nc, nr, Dh, 1.f, v + c0 * ld, ld, dOt + r0, N, 0.f, dPt, nr);
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nc, nr, Dh, 1.f, v + c0 * ld, ld, dOt + r0, N, 0.f, dPt, nr);
                 const float *Di = D + r0;
                 for (int64_t c = 0; c < nc; ++c) {
                     const float *p = Pt + c * nr;
@@ -325,10 +305,10 @@ D4J_IMPL_API int d4j_impl_attention_backward(void *, const float *qkv, const flo
                     for (int64_t r = 0; r < nr; ++r) ds[r] = p[r] * (ds[r] - Di[r]);
                 }
                 // dK_j (+)= scale dSᵀ Q_i; then dS itself (into the P tile, done with) for dQ_i (+)= scale dS K_j
-                sgemm_call(gemm, kNoTrans, kNoTrans, nc, Dh, nr, scale, dPt, nr, q + r0 * ld, ld, beta_i, dk + c0 * ld,
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nc, Dh, nr, scale, dPt, nr, q + r0 * ld, ld, beta_i, dk + c0 * ld,
                            ld);
                 transpose(dPt, nr, nc, nr, Pt, nc);
-                sgemm_call(gemm, kNoTrans, kNoTrans, nr, Dh, nc, scale, Pt, nc, k + c0 * ld, ld, beta_j, dq + r0 * ld,
+                sgemm_rm(gemm, kNoTrans, kNoTrans, nr, Dh, nc, scale, Pt, nc, k + c0 * ld, ld, beta_j, dq + r0 * ld,
                            ld);
             }
         }

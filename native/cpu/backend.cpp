@@ -3,6 +3,9 @@
 #include "common.h"
 
 #include <dlfcn.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <string>
 
 namespace {
@@ -24,9 +27,12 @@ d4j::cpu::sgemm_fn find_sgemm() {
 }
 }  // namespace
 
-int d4j::cpu::blas_threads() {
+int d4j::cpu::gemm_workers() {
     if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();
-    return blas_get_num_threads != nullptr ? blas_get_num_threads() : 0;
+#ifdef _OPENMP
+    if (blas_get_num_threads != nullptr && blas_get_num_threads() == 1) return omp_get_max_threads();
+#endif
+    return 1;
 }
 
 d4j::cpu::sgemm_fn d4j::cpu::sgemm() {

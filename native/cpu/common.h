@@ -16,9 +16,19 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 // second copy); native test programs dlopen it themselves before d4j_impl_init.
 sgemm_fn sgemm();
 
-// OpenBLAS's own thread count (openblas_get_num_threads), 0 when unknown. At 1, a kernel may call sgemm from
-// several OpenMP threads at once on disjoint blocks: one thread pool for the whole op, none spinning against it.
-int blas_threads();
+// How many OpenMP threads may call sgemm at once, each on its own block. Two thread pools in one process on few
+// cores fight: after an OpenMP region its workers spin-wait, and after an sgemm OpenBLAS's own workers spin, each
+// stealing the cores the other pool needs next (2 cores: patch_embed backward 30 ms with one pool, 60-140 ms with
+// both). So when OpenBLAS runs single-threaded (the CPU backend sets it so) the kernels spread their GEMMs over our
+// OpenMP threads (the answer is the OpenMP thread count); otherwise 1: one call at a time, threaded by OpenBLAS.
+int gemm_workers();
+
+// Row-major sgemm with int64 sizes (callers check that they fit an int).
+inline void sgemm_rm(sgemm_fn gemm, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    gemm(kRowMajor, trans_a, trans_b, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
+         static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
 
 // Records a message for d4j_impl_last_error on this thread and returns the nonzero error code.
 int fail(const char *message);

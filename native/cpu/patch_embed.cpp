@@ -13,7 +13,7 @@
 //
 // Determinism: no atomics. Patchify and col2im write disjoint rows; the column sums for dpos/dcls/ddist run over
 // b in order per row, dbias over rows in order per column. The GEMMs are split into row or column blocks (see
-// gemm_parts), never along their reduction, and OpenBLAS itself splits M and N, never K: every output element is
+// gemm_workers), never along their reduction, and OpenBLAS itself splits M and N, never K: every output element is
 // one single-threaded dot product, the same bits run to run.
 #include "distill4j_impl.h"
 #include "common.h"
@@ -22,9 +22,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace {
 
@@ -95,19 +92,6 @@ void col2im(const geometry &g, int64_t prefix, const float *dpatches, float *dim
     }
 }
 
-// How the GEMMs are threaded. Two thread pools in one process on few cores fight: after an OpenMP region its
-// workers spin-wait, and after an sgemm OpenBLAS's own workers spin, each stealing the cores the other pool needs
-// next (measured on 2 cores: backward 30 ms with one pool, 60-140 ms with both). So when OpenBLAS runs
-// single-threaded (the CPU backend sets it so), the GEMMs are split into blocks over our OpenMP threads, one
-// single-threaded sgemm each; otherwise one sgemm call and OpenBLAS threads it.
-int gemm_parts() {
-#ifdef _OPENMP
-    return blas_threads() == 1 ? omp_get_max_threads() : 1;
-#else
-    return 1;
-#endif
-}
-
 // [begin, end) of part `i` of `parts` over n items, in blocks that are multiples of `align` (except the last).
 void split(int64_t n, int parts, int i, int64_t align, int64_t &begin, int64_t &end) {
     const int64_t blocks = (n + align - 1) / align;
@@ -119,15 +103,14 @@ void split(int64_t n, int parts, int i, int64_t align, int64_t &begin, int64_t &
 // across the OpenMP threads. Each row of C is computed by one single-threaded call, whatever the split.
 void gemm_split_rows(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    const int parts = gemm_parts();
+    const int parts = gemm_workers();
 #pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
     for (int i = 0; i < parts; ++i) {
         int64_t r0, r1;
         split(M, parts, i, 16, r0, r1);  // 16: a multiple of OpenBLAS's row micro-tile on AVX2
         if (r0 == r1) continue;
         const float *a = trans_a == kNoTrans ? A + r0 * lda : A + r0;
-        gemm(kRowMajor, trans_a, trans_b, static_cast<int>(r1 - r0), static_cast<int>(N), static_cast<int>(K), 1.0f,
-             a, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C + r0 * ldc, static_cast<int>(ldc));
+        sgemm_rm(gemm, trans_a, trans_b, r1 - r0, N, K, 1.0f, a, lda, B, ldb, beta, C + r0 * ldc, ldc);
     }
 }
 
@@ -135,15 +118,14 @@ void gemm_split_rows(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t
 // splitting it would need partial sums. Each thread owns a column block of dweight outright.
 void gemm_split_cols(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    const int parts = gemm_parts();
+    const int parts = gemm_workers();
 #pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
     for (int i = 0; i < parts; ++i) {
         int64_t c0, c1;
         split(N, parts, i, 16, c0, c1);
         if (c0 == c1) continue;
         const float *b = trans_b == kNoTrans ? B + c0 : B + c0 * ldb;
-        gemm(kRowMajor, trans_a, trans_b, static_cast<int>(M), static_cast<int>(c1 - c0), static_cast<int>(K), 1.0f,
-             A, static_cast<int>(lda), b, static_cast<int>(ldb), beta, C + c0, static_cast<int>(ldc));
+        sgemm_rm(gemm, trans_a, trans_b, M, c1 - c0, K, 1.0f, A, lda, b, ldb, beta, C + c0, ldc);
     }
 }
 
