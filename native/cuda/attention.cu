@@ -198,21 +198,21 @@ __global__ void __launch_bounds__(kThreads) attn_fwd(const float *qkv, dims g, f
 
 // ---- Backward.
 
-// D[b, h, n] = sum_d dout[b, n, h, d] * out[b, n, h, d]: a group of DH/4 lanes per (b, n, h) row, float4 each.
+// D[b, h, n] = sum_d dout[b, n, h, d] * out[b, n, h, d], one thread per (b, n, h) row, summed over d in the order
+// attn_bwd forms dP = dO . V (one chain of fmas from d = 0). Where P is one-hot (N = 1, a saturated softmax) the
+// row of O equals a row of V bit for bit, and dP - D is then exactly 0 rather than rounding noise that scale * K
+// would amplify into dQ and dK (the CPU kernel sums D the same way). The strided loads cost little: this pass reads
+// 2 * B*N*H*Dh floats once.
 template <int DH>
 __global__ void __launch_bounds__(256) attn_bwd_delta(const float *out, const float *dout, dims g, float *delta) {
-    constexpr int GROUP = DH / 4;
     const int64_t rows = int64_t{g.B} * g.N * g.H;
-    const int64_t row = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / GROUP;  // = (b * N + n) * H + h
-    const int c = threadIdx.x % GROUP * 4;
-    // Rows past the end still join the shuffles (every lane of the warp must), with zeros.
-    float v = row < rows ? dot4(0.0f, f4(out + row * DH + c), f4(dout + row * DH + c)) : 0.0f;
-#pragma unroll
-    for (int off = 1; off < GROUP; off <<= 1) v += __shfl_xor_sync(kFullMask, v, off);
-    if (row < rows && c == 0) {
-        const int64_t h = row % g.H, bn = row / g.H;
-        delta[(bn / g.N * g.H + h) * g.N + bn % g.N] = v;
-    }
+    const int64_t row = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;  // = (b * N + n) * H + h
+    if (row >= rows) return;
+    float v = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < DH; c += 4) v = dot4(v, f4(dout + row * DH + c), f4(out + row * DH + c));
+    const int64_t h = row % g.H, bn = row / g.H;
+    delta[(bn / g.N * g.H + h) * g.N + bn % g.N] = v;
 }
 
 template <int DH>
@@ -403,7 +403,7 @@ int backward(const plan &p, const float *qkv, const float *out, const float *lse
              float *dqkv, float *ws, cudaStream_t stream) {
     float *delta = ws, *dq_part = ws + p.delta_floats;
     const int64_t rows = int64_t{p.g.B} * p.g.N * p.g.H;
-    D4J_LAUNCH(attn_bwd_delta<DH>, dim3(static_cast<unsigned>(ceil_div(rows * (DH / 4), 256))), dim3(256), 0, stream,
+    D4J_LAUNCH(attn_bwd_delta<DH>, dim3(static_cast<unsigned>(ceil_div(rows, 256))), dim3(256), 0, stream,
                out, dout, p.g, delta);
     if (check_launch("attn_bwd_delta") != 0) return 1;
     const dim3 grid(static_cast<unsigned>(p.key_tiles), static_cast<unsigned>(p.g.H), static_cast<unsigned>(p.g.B));
