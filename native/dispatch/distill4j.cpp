@@ -29,6 +29,20 @@ struct function_table {
                              void *);
     int (*attention_backward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t,
                               int64_t, int64_t, float, float *, void *);
+    int (*linear_forward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *);
+    int (*linear_backward)(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *);
+    int64_t (*layernorm_workspace)(int64_t, int64_t);
+    int (*layernorm_forward)(void *, const float *, const float *, const float *, int64_t, int64_t, float, float *, float *, float *);
+    int (*layernorm_backward)(void *, const float *, const float *, const float *, const float *, const float *, int64_t, int64_t, float *, float *, float *, void *);
+    int (*gelu_forward)(void *, const float *, int64_t, float *);
+    int (*gelu_backward)(void *, const float *, const float *, int64_t, float *);
+    int (*cross_entropy)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *, float *);
+    int (*argmax)(void *, const float *, int64_t, int64_t, float *);
+    int (*sum_squares)(void *, const float *, int64_t, int, float *);
+    int (*clip_scale)(void *, const float *, float, float *, float *);
+    int (*adamw)(void *, float *, const float *, float *, float *, int64_t, float, float, float, float, float, int64_t, const float *);
+    int (*token_rows_forward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
+    int (*token_rows_backward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
 };
 
 void write_error(char *err, int errlen, const char *fmt, const char *a, const char *b) {
@@ -75,7 +89,21 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_patch_embed_backward", fn.patch_embed_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_workspace", fn.attention_workspace, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_forward", fn.attention_forward, impl_path, err, errlen) &&
-              resolve(lib, "d4j_impl_attention_backward", fn.attention_backward, impl_path, err, errlen);
+              resolve(lib, "d4j_impl_attention_backward", fn.attention_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_linear_forward", fn.linear_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_linear_backward", fn.linear_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_layernorm_workspace", fn.layernorm_workspace, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_layernorm_forward", fn.layernorm_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_layernorm_backward", fn.layernorm_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_gelu_forward", fn.gelu_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_gelu_backward", fn.gelu_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_cross_entropy", fn.cross_entropy, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_argmax", fn.argmax, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_sum_squares", fn.sum_squares, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_clip_scale", fn.clip_scale, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_adamw", fn.adamw, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_token_rows_forward", fn.token_rows_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_token_rows_backward", fn.token_rows_backward, impl_path, err, errlen);
     if (!ok) {
         dlclose(lib);
         return nullptr;
@@ -162,6 +190,62 @@ int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv,
                            const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh, float scale, float *dqkv,
                            void *workspace) {
     return backend->fn.attention_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv, workspace);
+}
+
+int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y) {
+    return backend->fn.linear_forward(stream, x, weight, bias, residual, M, K, N, y);
+}
+
+int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias) {
+    return backend->fn.linear_backward(stream, x, weight, dy, M, K, N, dx, dweight, dbias);
+}
+
+int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C) {
+    return backend->fn.layernorm_workspace(M, C);
+}
+
+int d4j_layernorm_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd) {
+    return backend->fn.layernorm_forward(stream, x, weight, bias, M, C, eps, y, mean, rstd);
+}
+
+int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace) {
+    return backend->fn.layernorm_backward(stream, x, weight, mean, rstd, dy, M, C, dx, dweight, dbias, workspace);
+}
+
+int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y) {
+    return backend->fn.gelu_forward(stream, x, n, y);
+}
+
+int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx) {
+    return backend->fn.gelu_backward(stream, x, dy, n, dx);
+}
+
+int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+    return backend->fn.cross_entropy(stream, logits, labels, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
+}
+
+int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index) {
+    return backend->fn.argmax(stream, x, B, C, index);
+}
+
+int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out) {
+    return backend->fn.sum_squares(stream, x, n, accumulate, out);
+}
+
+int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale) {
+    return backend->fn.clip_scale(stream, sumsq, max_norm, norm, scale);
+}
+
+int d4j_adamw(d4j_backend *backend, void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, const float *grad_scale) {
+    return backend->fn.adamw(stream, param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+}
+
+int d4j_token_rows_forward(d4j_backend *backend, void *stream, const float *tokens, int64_t B, int64_t T, int64_t D, int64_t prefix, float *rows) {
+    return backend->fn.token_rows_forward(stream, tokens, B, T, D, prefix, rows);
+}
+
+int d4j_token_rows_backward(d4j_backend *backend, void *stream, const float *drows, int64_t B, int64_t T, int64_t D, int64_t prefix, float *dtokens) {
+    return backend->fn.token_rows_backward(stream, drows, B, T, D, prefix, dtokens);
 }
 
 }  // extern "C"

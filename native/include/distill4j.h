@@ -60,6 +60,23 @@ D4J_API int d4j_attention_backward(d4j_backend *backend, void *stream, const flo
                                    const float *lse, const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
                                    float scale, float *dqkv, void *workspace);
 
+/* See d4j_impl_linear_*, layernorm_*, gelu_*, cross_entropy, argmax, sum_squares, clip_scale, adamw and
+ * token_rows_* in distill4j_impl.h: the same arguments after the backend handle. */
+D4J_API int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y);
+D4J_API int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
+D4J_API int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C);
+D4J_API int d4j_layernorm_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd);
+D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace);
+D4J_API int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y);
+D4J_API int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx);
+D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
+D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index);
+D4J_API int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out);
+D4J_API int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale);
+D4J_API int d4j_adamw(d4j_backend *backend, void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, const float *grad_scale);
+D4J_API int d4j_token_rows_forward(d4j_backend *backend, void *stream, const float *tokens, int64_t B, int64_t T, int64_t D, int64_t prefix, float *rows);
+D4J_API int d4j_token_rows_backward(d4j_backend *backend, void *stream, const float *drows, int64_t B, int64_t T, int64_t D, int64_t prefix, float *dtokens);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,84 @@
 #define D4J_EXTERN extern "C"
 #else
 #define D4J_EXTERN extern
+/*
+ * Linear layer, weights stored (out, in) as PyTorch's nn.Linear:  y = x W^T + b (+ residual).
+ *   x [M, K], weight [N, K], bias [N] or NULL, residual [M, N] or NULL (the ViT's skip connection, fused so the
+ *   block output is written once; it may not alias y), y [M, N] WRITTEN.
+ * Backward from dy [M, N]: dx [M, K] WRITTEN (NULL skips it), dweight [N, K] and dbias [N] (NULL when there is no
+ * bias) ACCUMULATE (+=). The residual's gradient is dy itself: the caller keeps it.
+ * The GEMMs are library calls, never hand-written: OpenBLAS (cpu; also cuda-emu, whose memory is host memory)
+ * and cuBLAS (cuda; libcublas.so.13 is opened on first use and a missing one is reported by name).
+ */
+D4J_IMPL_API int d4j_impl_linear_forward(void *stream, const float *x, const float *weight, const float *bias,
+                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y);
+D4J_IMPL_API int d4j_impl_linear_backward(void *stream, const float *x, const float *weight, const float *dy,
+                                          int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
+
+/*
+ * LayerNorm over the last dimension C of x [M, C] (timm: eps 1e-6), affine weight [C] and bias [C].
+ * Forward: y [M, C], mean [M] and rstd [M] (1/sqrt(var + eps), biased variance) WRITTEN, saved for backward.
+ * Backward from dy [M, C]: dx [M, C] ACCUMULATES (+=: it is the residual stream's gradient, llm.c's convention),
+ * dweight [C] and dbias [C] ACCUMULATE, reduced over M in a fixed order (reproducible bits).
+ * workspace: d4j_impl_layernorm_workspace() bytes (0 allowed), owned by the caller.
+ */
+D4J_IMPL_API int64_t d4j_impl_layernorm_workspace(int64_t M, int64_t C);
+D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const float *weight, const float *bias,
+                                            int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd);
+D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream, const float *x, const float *weight, const float *mean,
+                                             const float *rstd, const float *dy, int64_t M, int64_t C, float *dx,
+                                             float *dweight, float *dbias, void *workspace);
+
+/*
+ * GELU, exact (erf) form as nn.GELU(): y = x/2 (1 + erf(x/sqrt 2)), over n elements.
+ * Backward: dx = dy * gelu'(x), WRITTEN; dx may alias dy (in place).
+ */
+D4J_IMPL_API int d4j_impl_gelu_forward(void *stream, const float *x, int64_t n, float *y);
+D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const float *dy, int64_t n, float *dx);
+
+/*
+ * Fused softmax + cross-entropy forward and backward in one pass (llm.c's fused classifier), PyTorch's
+ * F.cross_entropy(logits, labels, label_smoothing=eps) with reduction 'mean', times loss_scale:
+ *   logits [B, C]; labels [B] class indices stored as floats (exact below 2^24; each in [0, C), checked in Java);
+ *   row_loss [B] WRITTEN: loss_scale * the row's loss; loss [1] WRITTEN: their mean (NULL skips it);
+ *   grad [B, C] WRITTEN: loss_scale/B * (softmax - target), target = (1 - eps) onehot + eps/C (NULL skips it).
+ */
+D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const float *labels, int64_t B, int64_t C,
+                                        float label_smoothing, float loss_scale, float *row_loss, float *loss,
+                                        float *grad);
+/* index [B] WRITTEN: the column of each row's maximum (first on ties, as torch.argmax), stored as a float. */
+D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, float *index);
+
+/*
+ * Global gradient-norm clipping without a host round trip (torch.nn.utils.clip_grad_norm_):
+ * sum_squares: out[0] = (accumulate ? out[0] : 0) + sum x^2 over n elements, in a fixed order; called once per
+ * gradient tensor in a fixed order, so the total is reproducible.
+ * clip_scale: norm[0] = sqrt(sumsq[0]); scale[0] = min(1, max_norm / (norm + 1e-6)), PyTorch's clip coefficient.
+ */
+D4J_IMPL_API int d4j_impl_sum_squares(void *stream, const float *x, int64_t n, int accumulate, float *out);
+D4J_IMPL_API int d4j_impl_clip_scale(void *stream, const float *sumsq, float max_norm, float *norm, float *scale);
+
+/*
+ * AdamW step with torch.optim.AdamW's semantics (decoupled weight decay, bias correction, eps outside the sqrt):
+ *   g = grad * (grad_scale ? grad_scale[0] : 1)      (the clip coefficient, read on the device)
+ *   param *= 1 - lr * weight_decay;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
+ * step counts from 1. param, m, v [n] updated in place; grad is read only.
+ */
+D4J_IMPL_API int d4j_impl_adamw(void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                                float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                                const float *grad_scale);
+
+/*
+ * The prefix tokens (class, then distillation) of a token sequence, gathered for the heads:
+ * forward: rows [prefix, B, D] WRITTEN, rows[p, b] = tokens[b, p] (p < prefix <= T);
+ * backward: dtokens [B, T, D] WRITTEN: drows at the prefix rows, 0 elsewhere (it starts the backward pass).
+ */
+D4J_IMPL_API int d4j_impl_token_rows_forward(void *stream, const float *tokens, int64_t B, int64_t T, int64_t D,
+                                             int64_t prefix, float *rows);
+D4J_IMPL_API int d4j_impl_token_rows_backward(void *stream, const float *drows, int64_t B, int64_t T, int64_t D,
+                                              int64_t prefix, float *dtokens);
+
 #endif
 #define D4J_IMPL_API D4J_EXTERN __attribute__((visibility("default")))
 
@@ -95,5 +173,83 @@ D4J_IMPL_API int d4j_impl_attention_forward(void *stream, const float *qkv, int6
 D4J_IMPL_API int d4j_impl_attention_backward(void *stream, const float *qkv, const float *out, const float *lse,
                                              const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
                                              float scale, float *dqkv, void *workspace);
+
+/*
+ * Linear layer, weights stored (out, in) as PyTorch's nn.Linear:  y = x W^T + b (+ residual).
+ *   x [M, K], weight [N, K], bias [N] or NULL, residual [M, N] or NULL (the ViT's skip connection, fused so the
+ *   block output is written once; it may not alias y), y [M, N] WRITTEN.
+ * Backward from dy [M, N]: dx [M, K] WRITTEN (NULL skips it), dweight [N, K] and dbias [N] (NULL when there is no
+ * bias) ACCUMULATE (+=). The residual's gradient is dy itself: the caller keeps it.
+ * The GEMMs are library calls, never hand-written: OpenBLAS (cpu; also cuda-emu, whose memory is host memory)
+ * and cuBLAS (cuda; libcublas.so.13 is opened on first use and a missing one is reported by name).
+ */
+D4J_IMPL_API int d4j_impl_linear_forward(void *stream, const float *x, const float *weight, const float *bias,
+                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y);
+D4J_IMPL_API int d4j_impl_linear_backward(void *stream, const float *x, const float *weight, const float *dy,
+                                          int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
+
+/*
+ * LayerNorm over the last dimension C of x [M, C] (timm: eps 1e-6), affine weight [C] and bias [C].
+ * Forward: y [M, C], mean [M] and rstd [M] (1/sqrt(var + eps), biased variance) WRITTEN, saved for backward.
+ * Backward from dy [M, C]: dx [M, C] ACCUMULATES (+=: it is the residual stream's gradient, llm.c's convention),
+ * dweight [C] and dbias [C] ACCUMULATE, reduced over M in a fixed order (reproducible bits).
+ * workspace: d4j_impl_layernorm_workspace() bytes (0 allowed), owned by the caller.
+ */
+D4J_IMPL_API int64_t d4j_impl_layernorm_workspace(int64_t M, int64_t C);
+D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const float *weight, const float *bias,
+                                            int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd);
+D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream, const float *x, const float *weight, const float *mean,
+                                             const float *rstd, const float *dy, int64_t M, int64_t C, float *dx,
+                                             float *dweight, float *dbias, void *workspace);
+
+/*
+ * GELU, exact (erf) form as nn.GELU(): y = x/2 (1 + erf(x/sqrt 2)), over n elements.
+ * Backward: dx = dy * gelu'(x), WRITTEN; dx may alias dy (in place).
+ */
+D4J_IMPL_API int d4j_impl_gelu_forward(void *stream, const float *x, int64_t n, float *y);
+D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const float *dy, int64_t n, float *dx);
+
+/*
+ * Fused softmax + cross-entropy forward and backward in one pass (llm.c's fused classifier), PyTorch's
+ * F.cross_entropy(logits, labels, label_smoothing=eps) with reduction 'mean', times loss_scale:
+ *   logits [B, C]; labels [B] class indices stored as floats (exact below 2^24; each in [0, C), checked in Java);
+ *   row_loss [B] WRITTEN: loss_scale * the row's loss; loss [1] WRITTEN: their mean (NULL skips it);
+ *   grad [B, C] WRITTEN: loss_scale/B * (softmax - target), target = (1 - eps) onehot + eps/C (NULL skips it).
+ */
+D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const float *labels, int64_t B, int64_t C,
+                                        float label_smoothing, float loss_scale, float *row_loss, float *loss,
+                                        float *grad);
+/* index [B] WRITTEN: the column of each row's maximum (first on ties, as torch.argmax), stored as a float. */
+D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, float *index);
+
+/*
+ * Global gradient-norm clipping without a host round trip (torch.nn.utils.clip_grad_norm_):
+ * sum_squares: out[0] = (accumulate ? out[0] : 0) + sum x^2 over n elements, in a fixed order; called once per
+ * gradient tensor in a fixed order, so the total is reproducible.
+ * clip_scale: norm[0] = sqrt(sumsq[0]); scale[0] = min(1, max_norm / (norm + 1e-6)), PyTorch's clip coefficient.
+ */
+D4J_IMPL_API int d4j_impl_sum_squares(void *stream, const float *x, int64_t n, int accumulate, float *out);
+D4J_IMPL_API int d4j_impl_clip_scale(void *stream, const float *sumsq, float max_norm, float *norm, float *scale);
+
+/*
+ * AdamW step with torch.optim.AdamW's semantics (decoupled weight decay, bias correction, eps outside the sqrt):
+ *   g = grad * (grad_scale ? grad_scale[0] : 1)      (the clip coefficient, read on the device)
+ *   param *= 1 - lr * weight_decay;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+ *   param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps)
+ * step counts from 1. param, m, v [n] updated in place; grad is read only.
+ */
+D4J_IMPL_API int d4j_impl_adamw(void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                                float beta1, float beta2, float eps, float weight_decay, int64_t step,
+                                const float *grad_scale);
+
+/*
+ * The prefix tokens (class, then distillation) of a token sequence, gathered for the heads:
+ * forward: rows [prefix, B, D] WRITTEN, rows[p, b] = tokens[b, p] (p < prefix <= T);
+ * backward: dtokens [B, T, D] WRITTEN: drows at the prefix rows, 0 elsewhere (it starts the backward pass).
+ */
+D4J_IMPL_API int d4j_impl_token_rows_forward(void *stream, const float *tokens, int64_t B, int64_t T, int64_t D,
+                                             int64_t prefix, float *rows);
+D4J_IMPL_API int d4j_impl_token_rows_backward(void *stream, const float *drows, int64_t B, int64_t T, int64_t D,
+                                              int64_t prefix, float *dtokens);
 
 #endif

@@ -162,6 +162,12 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** Sets every element to 0 (queued on the backend's stream). */
+    public Tensor zero() {
+        backend.zero(data(), numel * Float.BYTES);
+        return this;
+    }
+
     /** Frees the memory. Closing twice is harmless. */
     @Override
     public void close() {

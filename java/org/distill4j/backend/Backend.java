@@ -32,6 +32,9 @@ public interface Backend extends AutoCloseable {
     /** Copies {@code bytes} within this backend's memory. */
     void copy(Pointer source, Pointer destination, long bytes);
 
+    /** Sets {@code bytes} of this backend's memory to zero (queued on the stream for cuda). */
+    void zero(Pointer destination, long bytes);
+
     /** The stream kernels are queued on ({@code cudaStream_t}; a null pointer for host backends). */
     Pointer stream();
 

@@ -73,6 +73,11 @@ public final class CpuBackend extends NativeBackend {
     }
 
     @Override
+    public void zero(Pointer destination, long bytes) {
+        Pointer.memset(destination, 0, bytes);
+    }
+
+    @Override
     public Pointer stream() {
         return noStream;
     }

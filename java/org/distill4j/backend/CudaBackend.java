@@ -8,6 +8,7 @@ import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyHostToDevice;
+import static org.bytedeco.cuda.global.cudart.cudaMemsetAsync;
 import static org.bytedeco.cuda.global.cudart.cudaSetDevice;
 import static org.bytedeco.cuda.global.cudart.cudaStreamCreate;
 import static org.bytedeco.cuda.global.cudart.cudaStreamDestroy;
@@ -110,6 +111,11 @@ public final class CudaBackend extends NativeBackend {
     @Override
     public void copy(Pointer source, Pointer destination, long bytes) {
         checkCuda(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+    }
+
+    @Override
+    public void zero(Pointer destination, long bytes) {
+        checkCuda(cudaMemsetAsync(destination, 0, bytes, stream), "cudaMemsetAsync");
     }
 
     @Override

@@ -111,4 +111,46 @@ public final class Distill4jNative {
                                                     @Cast("int64_t") long n, @Cast("int64_t") long h,
                                                     @Cast("int64_t") long dh, float scale, FloatPointer dqkv,
                                                     Pointer workspace);
+
+    /** See {@code d4j_impl_linear_forward} in native/include/distill4j_impl.h. */
+    public static native int d4j_linear_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer bias, @Const FloatPointer residual, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer y);
+
+    /** See {@code d4j_impl_linear_backward} in native/include/distill4j_impl.h. */
+    public static native int d4j_linear_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer dx, FloatPointer dweight, FloatPointer dbias);
+
+    /** See {@code d4j_impl_layernorm_workspace} in native/include/distill4j_impl.h. */
+    public static native @Cast("int64_t") long d4j_layernorm_workspace(d4j_backend backend, @Cast("int64_t") long m, @Cast("int64_t") long c);
+
+    /** See {@code d4j_impl_layernorm_forward} in native/include/distill4j_impl.h. */
+    public static native int d4j_layernorm_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer bias, @Cast("int64_t") long m, @Cast("int64_t") long c, float eps, FloatPointer y, FloatPointer mean, FloatPointer rstd);
+
+    /** See {@code d4j_impl_layernorm_backward} in native/include/distill4j_impl.h. */
+    public static native int d4j_layernorm_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer mean, @Const FloatPointer rstd, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long c, FloatPointer dx, FloatPointer dweight, FloatPointer dbias, Pointer workspace);
+
+    /** See {@code d4j_impl_gelu_forward} in native/include/distill4j_impl.h. */
+    public static native int d4j_gelu_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long n, FloatPointer y);
+
+    /** See {@code d4j_impl_gelu_backward} in native/include/distill4j_impl.h. */
+    public static native int d4j_gelu_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer dy, @Cast("int64_t") long n, FloatPointer dx);
+
+    /** See {@code d4j_impl_cross_entropy} in native/include/distill4j_impl.h. */
+    public static native int d4j_cross_entropy(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Const FloatPointer labels, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
+
+    /** See {@code d4j_impl_argmax} in native/include/distill4j_impl.h. */
+    public static native int d4j_argmax(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long b, @Cast("int64_t") long c, FloatPointer index);
+
+    /** See {@code d4j_impl_sum_squares} in native/include/distill4j_impl.h. */
+    public static native int d4j_sum_squares(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long n, int accumulate, FloatPointer out);
+
+    /** See {@code d4j_impl_clip_scale} in native/include/distill4j_impl.h. */
+    public static native int d4j_clip_scale(d4j_backend backend, Pointer stream, @Const FloatPointer sumsq, float maxNorm, FloatPointer norm, FloatPointer scale);
+
+    /** See {@code d4j_impl_adamw} in native/include/distill4j_impl.h. */
+    public static native int d4j_adamw(d4j_backend backend, Pointer stream, FloatPointer param, @Const FloatPointer grad, FloatPointer m, FloatPointer v, @Cast("int64_t") long n, float lr, float beta1, float beta2, float eps, float weightDecay, @Cast("int64_t") long step, @Const FloatPointer gradScale);
+
+    /** See {@code d4j_impl_token_rows_forward} in native/include/distill4j_impl.h. */
+    public static native int d4j_token_rows_forward(d4j_backend backend, Pointer stream, @Const FloatPointer tokens, @Cast("int64_t") long b, @Cast("int64_t") long t, @Cast("int64_t") long d, @Cast("int64_t") long prefix, FloatPointer rows);
+
+    /** See {@code d4j_impl_token_rows_backward} in native/include/distill4j_impl.h. */
+    public static native int d4j_token_rows_backward(d4j_backend backend, Pointer stream, @Const FloatPointer drows, @Cast("int64_t") long b, @Cast("int64_t") long t, @Cast("int64_t") long d, @Cast("int64_t") long prefix, FloatPointer dtokens);
 }

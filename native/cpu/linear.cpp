@@ -1,0 +1,7 @@
+// PLACEHOLDER: replaced by the real kernels.
+#include "distill4j_impl.h"
+#include "common.h"
+
+D4J_IMPL_API int d4j_impl_linear_forward(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *) { return d4j::cpu::fail("linear_forward is not implemented yet"); }
+
+D4J_IMPL_API int d4j_impl_linear_backward(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *) { return d4j::cpu::fail("linear_backward is not implemented yet"); }
