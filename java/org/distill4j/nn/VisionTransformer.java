@@ -1,0 +1,389 @@
+package org.distill4j.nn;
+
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.SplittableRandom;
+import org.bytedeco.javacpp.FloatPointer;
+import org.distill4j.Tensor;
+import org.distill4j.backend.Backend;
+import org.distill4j.ops.Attention;
+import org.distill4j.ops.PatchEmbed;
+
+/**
+ * A ViT / DeiT (timm's {@code VisionTransformer}, {@code VisionTransformerDistilled}) whose forward and backward
+ * passes run on one backend's memory: parameters, gradients and every activation are allocated once, by the
+ * constructor, for one batch size; {@link #forward} and {@link #backward} allocate nothing.
+ *
+ * <p>Layout as timm: tokens [cls, dist, patches] + pos; each block x += attn.proj(Attn(norm1(x)));
+ * x += mlp.fc2(GELU(mlp.fc1(norm2(x)))); then the final {@code norm}, {@code head} on the class token and
+ * {@code head_dist} on the distillation token. Training returns both heads' logits; {@link #predict} returns their
+ * average (DeiT's inference). Parameter names and shapes are timm's state-dict ones ({@link #parameters()}).
+ *
+ * <p>Since LayerNorm is per token, the final norm runs on the prefix rows only (what the heads read): the same
+ * values as timm, without normalising the patch tokens nobody uses.
+ *
+ * <p>Not thread-safe: one training loop drives a model, as one stream orders its kernels.
+ */
+public final class VisionTransformer implements AutoCloseable {
+    private final VitConfig config;
+    private final int batch;
+    private final Backend backend;
+    private final Kernels kernels;
+    private final List<Tensor> owned = new ArrayList<>();
+    private final List<Parameter> parameters = new ArrayList<>();
+    private final Map<String, Parameter> byName = new LinkedHashMap<>();
+
+    private final PatchEmbed patchEmbed;
+    private final Attention attention;
+    private final Parameter patchWeight, patchBias, clsToken, distToken, posEmbed, normWeight, normBias;
+    private final Parameter headWeight, headBias, headDistWeight, headDistBias;
+    private final Block[] blocks;
+
+    // Activations of one batch: x[l] is the input of block l, x[depth] the last block's output.
+    private final Tensor images;
+    private final Tensor[] x;
+    private final Tensor rows, rowsNormed, rowsMean, rowsRstd, logits, distLogits;
+    // Gradients of activations, shared by every block (the backward pass visits one block at a time).
+    private final Tensor gradStream, gradLn, gradAttn, gradQkv, gradHidden, gradRows, gradRowsNormed;
+    private final Tensor gradLogits, gradDistLogits;
+    private final Tensor lnWorkspace;
+    // Views at the distillation rows of [prefix, B, D] buffers, made once (no per-step Java objects on the hot path).
+    private final FloatPointer rowsNormedDist, gradRowsNormedDist;
+    private boolean closed;
+
+    /** One transformer block's parameters and saved activations. */
+    private static final class Block {
+        Parameter norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias;
+        Parameter norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias;
+        Tensor ln1, mean1, rstd1, qkv, attn, lse, mid, ln2, mean2, rstd2, fc1, act;
+    }
+
+    /**
+     * Allocates the model for batches of {@code batch} images and initialises the parameters as timm does, from
+     * {@code seed}: weights of linear layers, tokens and the position embedding timm's {@code trunc_normal_(std=.02)}
+     * (its cut is at ±2 absolute, 100σ: in effect normal(0, 0.02)),
+     * biases 0, LayerNorms 1/0, the patch-embedding convolution PyTorch's default (uniform ±1/√fan_in).
+     *
+     * @throws IllegalArgumentException when {@code batch < 1}
+     */
+    public VisionTransformer(Backend backend, VitConfig config, int batch, long seed) {
+        this.backend = Objects.requireNonNull(backend, "backend");
+        this.config = Objects.requireNonNull(config, "config");
+        if (batch < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batch);
+        this.batch = batch;
+        this.kernels = new Kernels(backend);
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long prefix = config.prefix(), p = config.patch(), ch = config.channels(), s = config.imageSize();
+        boolean ok = false;
+        PatchEmbed pe = null;
+        Attention at = null;
+        try {
+            pe = PatchEmbed.builder().batch(b).channels(ch).image(s, s).patch(p).dim(d)
+                    .distilled(config.distilled()).build(backend);
+            at = Attention.builder().batch(b).tokens(t).dim(d, config.heads()).build(backend);
+            patchEmbed = pe;
+            attention = at;
+
+            patchWeight = param("patch_embed.proj.weight", true, d, ch, p, p);
+            patchBias = param("patch_embed.proj.bias", false, d);
+            clsToken = param("cls_token", false, 1, 1, d);
+            distToken = config.distilled() ? param("dist_token", false, 1, 1, d) : null;
+            posEmbed = param("pos_embed", false, 1, t, d);
+            blocks = new Block[config.depth()];
+            for (int l = 0; l < blocks.length; l++) {
+                Block k = new Block();
+                String n = "blocks." + l + ".";
+                k.norm1Weight = param(n + "norm1.weight", false, d);
+                k.norm1Bias = param(n + "norm1.bias", false, d);
+                k.qkvWeight = param(n + "attn.qkv.weight", true, 3 * d, d);
+                k.qkvBias = param(n + "attn.qkv.bias", false, 3 * d);
+                k.projWeight = param(n + "attn.proj.weight", true, d, d);
+                k.projBias = param(n + "attn.proj.bias", false, d);
+                k.norm2Weight = param(n + "norm2.weight", false, d);
+                k.norm2Bias = param(n + "norm2.bias", false, d);
+                k.fc1Weight = param(n + "mlp.fc1.weight", true, h, d);
+                k.fc1Bias = param(n + "mlp.fc1.bias", false, h);
+                k.fc2Weight = param(n + "mlp.fc2.weight", true, d, h);
+                k.fc2Bias = param(n + "mlp.fc2.bias", false, d);
+                k.ln1 = tensor(b, t, d);
+                k.mean1 = tensor(b * t);
+                k.rstd1 = tensor(b * t);
+                k.qkv = tensor(b, t, 3 * d);
+                k.attn = tensor(b, t, d);
+                k.lse = tensor(b, config.heads(), t);
+                k.mid = tensor(b, t, d);
+                k.ln2 = tensor(b, t, d);
+                k.mean2 = tensor(b * t);
+                k.rstd2 = tensor(b * t);
+                k.fc1 = tensor(b, t, h);
+                k.act = tensor(b, t, h);
+                blocks[l] = k;
+            }
+            normWeight = param("norm.weight", false, d);
+            normBias = param("norm.bias", false, d);
+            headWeight = param("head.weight", true, c, d);
+            headBias = param("head.bias", false, c);
+            headDistWeight = config.distilled() ? param("head_dist.weight", true, c, d) : null;
+            headDistBias = config.distilled() ? param("head_dist.bias", false, c) : null;
+
+            images = tensor(b, ch, s, s);
+            x = new Tensor[config.depth() + 1];
+            for (int l = 0; l < x.length; l++) x[l] = tensor(b, t, d);
+            rows = tensor(prefix, b, d);
+            rowsNormed = tensor(prefix, b, d);
+            rowsMean = tensor(prefix * b);
+            rowsRstd = tensor(prefix * b);
+            logits = tensor(b, c);
+            distLogits = config.distilled() ? tensor(b, c) : null;
+            gradStream = tensor(b, t, d);
+            gradLn = tensor(b, t, d);
+            gradAttn = tensor(b, t, d);
+            gradQkv = tensor(b, t, 3 * d);
+            gradHidden = tensor(b, t, h);
+            gradRows = tensor(prefix, b, d);
+            gradRowsNormed = tensor(prefix, b, d);
+            gradLogits = tensor(b, c);
+            gradDistLogits = config.distilled() ? tensor(b, c) : null;
+            long ws = Math.max(kernels.layerNormWorkspace(b * t, d), kernels.layerNormWorkspace(prefix * b, d));
+            lnWorkspace = tensor(Math.max(1, (ws + Float.BYTES - 1) / Float.BYTES));
+            rowsNormedDist = Kernels.at(rowsNormed.data(), b * d);
+            gradRowsNormedDist = Kernels.at(gradRowsNormed.data(), b * d);
+            initialise(seed);
+            ok = true;
+        } finally {
+            if (!ok) {
+                for (Tensor o : owned) o.close();
+                if (pe != null) pe.close();
+                if (at != null) at.close();
+            }
+        }
+    }
+
+    private Parameter param(String name, boolean decay, long... shape) {
+        Parameter p = new Parameter(backend, name, decay, shape);
+        owned.add(p.value());
+        owned.add(p.grad());
+        parameters.add(p);
+        byName.put(name, p);
+        return p;
+    }
+
+    private Tensor tensor(long... shape) {
+        Tensor t = Tensor.empty(backend, shape);
+        owned.add(t);
+        return t;
+    }
+
+    /** timm's init (see the constructor), drawn in parameter order from one seeded stream. */
+    private void initialise(long seed) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        for (Parameter p : parameters) {
+            float[] v = new float[Math.toIntExact(p.numel())];
+            String n = p.name();
+            if (p == patchWeight || p == patchBias) {
+                double bound = 1.0 / Math.sqrt((double) config.channels() * config.patch() * config.patch());
+                for (int i = 0; i < v.length; i++) v[i] = (float) ((rng.nextDouble() * 2 - 1) * bound);
+            } else if (n.endsWith("norm1.weight") || n.endsWith("norm2.weight") || n.equals("norm.weight")) {
+                java.util.Arrays.fill(v, 1f);
+            } else if (p.weightDecay() || p == clsToken || p == distToken || p == posEmbed) {
+                for (int i = 0; i < v.length; i++) v[i] = (float) truncatedNormal(rng, 0.02, 2.0);
+            } // biases stay 0
+            p.value().copyFrom(v);
+        }
+    }
+
+    /** Normal(0, std) cut at ±bound (absolute, as timm's trunc_normal_), by rejection. */
+    private static double truncatedNormal(SplittableRandom rng, double std, double bound) {
+        while (true) {
+            double u1 = rng.nextDouble(), u2 = rng.nextDouble(); // Box-Muller
+            double z = std * Math.sqrt(-2 * Math.log(1 - u1)) * Math.cos(2 * Math.PI * u2);
+            if (Math.abs(z) <= bound) return z;
+        }
+    }
+
+    /** The configuration. */
+    public VitConfig config() {
+        return config;
+    }
+
+    /** The batch size every buffer is sized for. */
+    public int batch() {
+        return batch;
+    }
+
+    /** The backend holding every tensor of the model. */
+    public Backend backend() {
+        return backend;
+    }
+
+    /** The parameters in timm's state-dict order and names. */
+    public List<Parameter> parameters() {
+        return Collections.unmodifiableList(parameters);
+    }
+
+    /** The parameter called {@code name} (timm's name), or null. */
+    public Parameter parameter(String name) {
+        return byName.get(name);
+    }
+
+    /** The model's input buffer [B, C, H, W]: copy a batch here, then call {@link #forward()}. */
+    public Tensor input() {
+        return images;
+    }
+
+    /** The class head's logits [B, classes] of the last forward. */
+    public Tensor logits() {
+        return logits;
+    }
+
+    /** The distillation head's logits [B, classes] of the last forward; null when not distilled. */
+    public Tensor distLogits() {
+        return distLogits;
+    }
+
+    /** Where the loss writes d loss / d {@link #logits()} before {@link #backward()}. */
+    public Tensor logitsGrad() {
+        return gradLogits;
+    }
+
+    /** Where the loss writes d loss / d {@link #distLogits()}; null when not distilled. */
+    public Tensor distLogitsGrad() {
+        return gradDistLogits;
+    }
+
+    /** Copies {@code batchImages} ([B, C, H, W], row-major) into {@link #input()} and runs {@link #forward()}. */
+    public void forward(float[] batchImages) {
+        checkOpen();
+        images.copyFrom(batchImages);
+        forward();
+    }
+
+    /**
+     * The forward pass on {@link #input()}: fills {@link #logits()} and {@link #distLogits()} and keeps what the
+     * backward needs. Queued on the backend's stream.
+     */
+    public void forward() {
+        checkOpen();
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long m = b * t, prefix = config.prefix();
+        patchEmbed.forward(images, patchWeight.value(), patchBias.value(), posEmbed.value(), clsToken.value(),
+                distToken == null ? null : distToken.value(), x[0]);
+        for (int l = 0; l < blocks.length; l++) {
+            Block k = blocks[l];
+            kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
+                    k.ln1.data(), k.mean1.data(), k.rstd1.data());
+            kernels.linear(k.ln1.data(), k.qkvWeight.value().data(), k.qkvBias.value().data(), null, m, d, 3 * d,
+                    k.qkv.data());
+            attention.forward(k.qkv, k.attn, k.lse);
+            kernels.linear(k.attn.data(), k.projWeight.value().data(), k.projBias.value().data(), x[l].data(), m, d,
+                    d, k.mid.data());
+            kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
+                    k.ln2.data(), k.mean2.data(), k.rstd2.data());
+            kernels.linear(k.ln2.data(), k.fc1Weight.value().data(), k.fc1Bias.value().data(), null, m, d, h,
+                    k.fc1.data());
+            kernels.gelu(k.fc1.data(), m * h, k.act.data());
+            kernels.linear(k.act.data(), k.fc2Weight.value().data(), k.fc2Bias.value().data(), k.mid.data(), m, h,
+                    d, x[l + 1].data());
+        }
+        kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
+        kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
+                rowsNormed.data(), rowsMean.data(), rowsRstd.data());
+        kernels.linear(rowsNormed.data(), headWeight.value().data(), headBias.value().data(), null, b, d, c,
+                logits.data());
+        if (distLogits != null) {
+            kernels.linear(rowsNormedDist, headDistWeight.value().data(), headDistBias.value().data(), null, b, d, c,
+                    distLogits.data());
+        }
+    }
+
+    /**
+     * The backward pass from {@link #logitsGrad()} (and {@link #distLogitsGrad()} when distilled), after
+     * {@link #forward()}: every parameter gradient ACCUMULATES, as autograd's {@code .grad}; call
+     * {@link #zeroGrad()} once per step.
+     */
+    public void backward() {
+        checkOpen();
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long m = b * t, prefix = config.prefix();
+        kernels.linearBackward(rowsNormed.data(), headWeight.value().data(), gradLogits.data(), b, d, c,
+                gradRowsNormed.data(), headWeight.grad().data(), headBias.grad().data());
+        if (distLogits != null) {
+            kernels.linearBackward(rowsNormedDist, headDistWeight.value().data(), gradDistLogits.data(), b, d, c,
+                    gradRowsNormedDist, headDistWeight.grad().data(), headDistBias.grad().data());
+        }
+        gradRows.zero(); // LayerNorm's backward accumulates into dx
+        kernels.layerNormBackward(rows.data(), normWeight.value().data(), rowsMean.data(), rowsRstd.data(),
+                gradRowsNormed.data(), prefix * b, d, gradRows.data(), normWeight.grad().data(),
+                normBias.grad().data(), lnWorkspace.data());
+        // Starts the residual stream's gradient: the prefix rows get the heads' gradient, the patch rows 0.
+        kernels.tokenRowsBackward(gradRows.data(), b, t, d, prefix, gradStream.data());
+        for (int l = blocks.length - 1; l >= 0; l--) {
+            Block k = blocks[l];
+            // gradStream = d x[l+1]; x[l+1] = mid + fc2(act): it is also mid's gradient through the skip.
+            kernels.linearBackward(k.act.data(), k.fc2Weight.value().data(), gradStream.data(), m, h, d,
+                    gradHidden.data(), k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
+            kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
+            kernels.linearBackward(k.ln2.data(), k.fc1Weight.value().data(), gradHidden.data(), m, d, h,
+                    gradLn.data(), k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
+            kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
+                    gradLn.data(), m, d, gradStream.data(), k.norm2Weight.grad().data(), k.norm2Bias.grad().data(),
+                    lnWorkspace.data());
+            // gradStream = d mid; mid = x[l] + proj(attn).
+            kernels.linearBackward(k.attn.data(), k.projWeight.value().data(), gradStream.data(), m, d, d,
+                    gradAttn.data(), k.projWeight.grad().data(), k.projBias.grad().data());
+            attention.backward(k.qkv, k.attn, k.lse, gradAttn, gradQkv);
+            kernels.linearBackward(k.ln1.data(), k.qkvWeight.value().data(), gradQkv.data(), m, d, 3 * d,
+                    gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data());
+            kernels.layerNormBackward(x[l].data(), k.norm1Weight.value().data(), k.mean1.data(), k.rstd1.data(),
+                    gradLn.data(), m, d, gradStream.data(), k.norm1Weight.grad().data(), k.norm1Bias.grad().data(),
+                    lnWorkspace.data());
+        }
+        patchEmbed.backward(images, patchWeight.value(), gradStream, patchWeight.grad(), patchBias.grad(),
+                posEmbed.grad(), clsToken.grad(), distToken == null ? null : distToken.grad(), null);
+    }
+
+    /** Sets every parameter gradient to 0. */
+    public void zeroGrad() {
+        checkOpen();
+        for (Parameter p : parameters) p.grad().zero();
+    }
+
+    /**
+     * Inference as DeiT: the forward pass on {@code batchImages} [B, C, H, W], then the average of the two heads'
+     * logits (the class head alone when not distilled), copied to the host.
+     *
+     * @return [B, classes] logits, row-major
+     */
+    public float[] predict(float[] batchImages) {
+        forward(batchImages);
+        float[] out = logits.toArray();
+        if (distLogits != null) {
+            float[] dist = distLogits.toArray();
+            for (int i = 0; i < out.length; i++) out[i] = 0.5f * (out[i] + dist[i]);
+        }
+        return out;
+    }
+
+    /** Frees every tensor and op workspace. Closing twice is harmless. */
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        for (Tensor t : owned) t.close();
+        patchEmbed.close();
+        attention.close();
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("the model " + config.name() + " is closed");
+    }
+
+    @Override
+    public String toString() {
+        return "VisionTransformer[" + config + ", batch " + batch + " on " + backend.device() + "]";
+    }
+}
