@@ -4,12 +4,11 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
-import org.distill4j.reference.TorchVit;
+import org.distill4j.reference.VitCheck;
 import org.distill4j.testing.Check;
 import org.junit.jupiter.api.Test;
 
@@ -53,50 +52,13 @@ class VisionTransformerTest {
         long seed = Check.freshSeed();
         System.out.println("VisionTransformerTest " + config + " B=" + batch + " on " + backend.device() + " seed "
                 + seed);
-        Random rng = new Random(seed);
         try (backend; VisionTransformer model = new VisionTransformer(backend, config, batch, seed)) {
-            Map<String, float[]> values = new LinkedHashMap<>();
-            Map<String, long[]> shapes = new LinkedHashMap<>();
-            for (Parameter p : model.parameters()) {
-                int n = Math.toIntExact(p.numel());
-                float[] v = Check.normal(rng, n, p.shape().length >= 2 && !p.name().contains("token")
-                        && !p.name().equals("pos_embed") ? 1.0 / Math.sqrt(p.shape()[p.shape().length - 1]) : 0.3);
-                if (p.name().endsWith("norm1.weight") || p.name().endsWith("norm2.weight")
-                        || p.name().equals("norm.weight")) {
-                    for (int i = 0; i < n; i++) v[i] += 1f;
-                }
-                p.value().copyFrom(v);
-                values.put(p.name(), v);
-                shapes.put(p.name(), p.shape());
+            VitCheck.Result r = VitCheck.run(model, new Random(seed));
+            for (Map.Entry<String, Double> e : r.errors().entrySet()) {
+                assertTrue(e.getValue() <= TOL, e.getKey() + ": rel err " + e.getValue() + " (seed " + seed + ")");
             }
-            int s = config.imageSize(), c = config.classes();
-            float[] images = Check.normal(rng, batch * config.channels() * s * s, 1.0);
-            float[] dLogits = Check.normal(rng, batch * c, 1.0);
-            float[] dDist = config.distilled() ? Check.normal(rng, batch * c, 1.0) : null;
-
-            model.zeroGrad();
-            model.forward(images);
-            model.logitsGrad().copyFrom(dLogits);
-            if (dDist != null) model.distLogitsGrad().copyFrom(dDist);
-            model.backward();
-
-            TorchVit.Result ref;
-            try (TorchVit torch = new TorchVit(config, batch, values, shapes, true)) {
-                ref = torch.run(images, dLogits, dDist);
-            }
-            double worst = Check.relErr(model.logits().toArray(), ref.logits());
-            assertTrue(worst <= TOL, "logits rel err " + worst);
-            if (dDist != null) {
-                double e = Check.relErr(model.distLogits().toArray(), ref.distLogits());
-                assertTrue(e <= TOL, "dist logits rel err " + e);
-                worst = Math.max(worst, e);
-            }
-            for (Parameter p : model.parameters()) {
-                double e = Check.relErr(p.grad().toArray(), ref.grads().get(p.name()));
-                assertTrue(e <= TOL, "gradient of " + p.name() + ": rel err " + e + " (seed " + seed + ")");
-                worst = Math.max(worst, e);
-            }
-            System.out.println("  max rel err over logits and " + model.parameters().size() + " gradients: " + worst);
+            System.out.println("  max rel err over " + r.errors().size() + " outputs and gradients: " + r.worst()
+                    + " (" + r.worstName() + ")");
         }
     }
 
