@@ -1,7 +1,149 @@
-// PLACEHOLDER: replaced by the real kernels.
+// Fused softmax + cross-entropy on the CPU (llm.c's fused classifier): row loss and d loss / d logits in one call.
+// OpenMP over rows; inside a row, two AVX2 sweeps: (1) maximum, NaN screen and the sum of the shifted logits (for
+// label smoothing), (2) exp-sums with exp stashed in the gradient row, then one pass over the (L1/L2-hot) gradient
+// row to normalise it. The loss is assembled from log-softmax in two parts, (x - max) - log(sum), as PyTorch's
+// log_softmax does, so logits of +-1e4 lose nothing to cancellation.
 #include "distill4j_impl.h"
 #include "common.h"
+#include "vec_math.h"
 
-D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *, float *) { return d4j::cpu::fail("cross_entropy is not implemented yet"); }
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
 
-D4J_IMPL_API int d4j_impl_argmax(void *, const float *, int64_t, int64_t, float *) { return d4j::cpu::fail("argmax is not implemented yet"); }
+namespace {
+
+using namespace d4j::cpu;
+
+struct row_scan {
+    float max;
+    bool nan;
+};
+
+row_scan scan(const float *x, int64_t C) {
+    row_scan s{-INFINITY, false};
+    int64_t i = 0;
+#ifdef __AVX2__
+    __m256 m4[4], nan = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) m4[j] = _mm256_set1_ps(-INFINITY);
+    for (; i + 32 <= C; i += 32) {
+        for (int j = 0; j < 4; ++j) {
+            const __m256 v = _mm256_loadu_ps(x + i + 8 * j);
+            m4[j] = _mm256_max_ps(m4[j], v);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
+    }
+    s.max = hmax(_mm256_max_ps(_mm256_max_ps(m4[0], m4[1]), _mm256_max_ps(m4[2], m4[3])));
+    s.nan = _mm256_movemask_ps(nan) != 0;
+#endif
+    for (; i < C; ++i) {
+        s.max = std::fmax(s.max, x[i]);
+        s.nan |= std::isnan(x[i]);
+    }
+    return s;
+}
+
+// One row; returns the unscaled loss, writes k * (softmax - target) into g when GRAD.
+template <bool GRAD>
+float ce_row(const float *x, int64_t y, float *g, int64_t C, float eps, float k) {
+    const row_scan s = scan(x, C);
+    // NaN anywhere, a +inf logit or an all -inf row: log_softmax is NaN in PyTorch, and so is ours. Screening keeps
+    // NaN away from exp_ps, which does not propagate it.
+    if (s.nan || !std::isfinite(s.max)) {
+        if (GRAD) std::fill(g, g + C, std::numeric_limits<float>::quiet_NaN());
+        return std::numeric_limits<float>::quiet_NaN();
+    }
+    float sum = 0.f, shifted = 0.f;  // sum exp(x - max), sum (x - max)
+    int64_t i = 0;
+#ifdef __AVX2__
+    {
+        const __m256 vm = _mm256_set1_ps(s.max);
+        __m256 vs = _mm256_setzero_ps(), vx = _mm256_setzero_ps();
+        for (; i + 8 <= C; i += 8) {
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
+            const __m256 e = exp_ps(d);
+            vs = _mm256_add_ps(vs, e);
+            vx = _mm256_add_ps(vx, d);
+            if (GRAD) _mm256_storeu_ps(g + i, e);
+        }
+        sum = hsum(vs), shifted = hsum(vx);
+    }
+#endif
+    for (; i < C; ++i) {
+        const float d = x[i] - s.max, e = exp_ss(d);
+        sum += e;
+        shifted += d;
+        if (GRAD) g[i] = e;
+    }
+    const float log_sum = std::log(sum);
+    // -log p_c = log_sum - (x_c - max); loss = (1 - eps)(-log p_y) + eps/C sum_c (-log p_c).
+    // eps == 0 skips the smoothing term: with a -inf logit it would be 0 * inf = NaN, where PyTorch skips it too.
+    float loss = (1.f - eps) * (log_sum - (x[y] - s.max));
+    if (eps != 0.f) loss += eps * (log_sum - shifted / static_cast<float>(C));
+    if (GRAD) {
+        const float kp = k / sum, off = k * eps / static_cast<float>(C);
+        i = 0;
+#ifdef __AVX2__
+        const __m256 vkp = _mm256_set1_ps(kp), voff = _mm256_set1_ps(off);
+        for (; i + 8 <= C; i += 8)
+            _mm256_storeu_ps(g + i, _mm256_fmsub_ps(vkp, _mm256_loadu_ps(g + i), voff));
+#endif
+        for (; i < C; ++i) g[i] = kp * g[i] - off;
+        g[y] -= k * (1.f - eps);
+    }
+    return loss;
+}
+
+}  // namespace
+
+D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float *labels, int64_t B, int64_t C,
+                                        float label_smoothing, float loss_scale, float *row_loss, float *loss,
+                                        float *grad) {
+    if (logits == nullptr || labels == nullptr || row_loss == nullptr || B <= 0 || C <= 0)
+        return fail("cross_entropy: null buffer or empty shape");
+    if (!(label_smoothing >= 0.f && label_smoothing <= 1.f)) return fail("cross_entropy: label_smoothing not in [0, 1]");
+    // Host memory: a bad label is an error before anything is written (the CUDA kernel can only write NaN rows).
+    for (int64_t b = 0; b < B; ++b) {
+        const float l = labels[b];
+        if (!(l >= 0.f && l < static_cast<float>(C)) || l != std::floor(l))
+            return fail("cross_entropy: a label is not a class index in [0, C)");
+    }
+    const float k = loss_scale / static_cast<float>(B);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+        const float *x = logits + b * C;
+        const int64_t y = static_cast<int64_t>(labels[b]);
+        const float l = grad != nullptr ? ce_row<true>(x, y, grad + b * C, C, label_smoothing, k)
+                                        : ce_row<false>(x, y, nullptr, C, label_smoothing, k);
+        row_loss[b] = loss_scale * l;
+    }
+    if (loss != nullptr) {
+        double sum = 0.0;  // serial, in row order: the same bits on every run and any thread count
+        for (int64_t b = 0; b < B; ++b) sum += row_loss[b];
+        loss[0] = static_cast<float>(sum / static_cast<double>(B));
+    }
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_argmax(void *, const float *x, int64_t B, int64_t C, float *index) {
+    if (x == nullptr || index == nullptr || B <= 0 || C <= 0) return fail("argmax: null buffer or empty shape");
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+        const float *r = x + b * C;
+        int64_t best = 0;
+        float m = r[0];
+        // Strictly greater keeps the first of equal maxima; a NaN wins and stays (torch.argmax: NaN is the maximum).
+        if (!std::isnan(m)) {
+            for (int64_t i = 1; i < C; ++i) {
+                if (std::isnan(r[i])) {
+                    best = i;
+                    break;
+                }
+                if (r[i] > m) m = r[i], best = i;
+            }
+        }
+        index[b] = static_cast<float>(best);
+    }
+    return 0;
+}

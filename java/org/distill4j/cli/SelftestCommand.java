@@ -9,11 +9,15 @@ import org.distill4j.Device;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.ops.AdamW;
 import org.distill4j.ops.Attention;
+import org.distill4j.ops.CrossEntropy;
 import org.distill4j.ops.KlDiv;
 import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
+import org.distill4j.reference.AdamWFloat64;
 import org.distill4j.reference.AttentionFloat64;
+import org.distill4j.reference.CrossEntropyFloat64;
 import org.distill4j.reference.Errors;
 import org.distill4j.reference.KlDivFloat64;
 import org.distill4j.reference.PatchEmbedFloat64;
@@ -36,12 +40,13 @@ final class SelftestCommand implements Callable<Integer> {
 
     /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
     private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
-            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases);
+            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases,
+            "cross-entropy", SelftestCommand::crossEntropyCases, "adamw", SelftestCommand::adamwCases);
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
 
-    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed or attention (default ${DEFAULT-VALUE})")
+    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed, attention, cross-entropy or adamw (default ${DEFAULT-VALUE})")
     String op;
 
     @Option(names = "--seed", description = "seed of the random cases (default: fresh)")
@@ -209,6 +214,99 @@ final class SelftestCommand implements Callable<Integer> {
             op.forward(x, out, lse);
             op.backward(x, out, lse, dO, dx);
             return new float[][] {out.toArray(), lse.toArray(), dx.toArray()};
+        }
+    }
+
+    /** Runs the cross-entropy cases (loss, row losses, gradient; label smoothing) and returns how many failed. */
+    private static int crossEntropyCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[][] shapes = small ? new int[][] {{1, 1}, {9, 10}, {3, 37}, {2, 4099}}
+                : new int[][] {{1, 1}, {7, 10}, {256, 1000}, {16, 32001}, {4096, 10}};
+        int failures = 0;
+        for (int[] shape : shapes) {
+            int b = shape[0], c = shape[1];
+            float[] x = normal(rng, b * c), y = new float[b];
+            for (int i = 0; i < b; i++) y[i] = rng.nextInt(c);
+            for (float eps : new float[] {0f, 0.1f}) {
+                CrossEntropy ce = CrossEntropy.builder().labelSmoothing(eps).lossScale(0.5f).build();
+                float[][] ours = runCrossEntropy(be, ce, x, y, b, c);
+                CrossEntropyFloat64.Result ref = CrossEntropyFloat64.compute(x, y, b, c, eps, 0.5);
+                double err = Math.max(Errors.relative(ours[0], ref.rowLoss()),
+                        Math.max(Errors.relative(ours[1], ref.loss()), Errors.relative(ours[2], ref.grad())));
+                String vsCpu = "";
+                if (cpu != null) {
+                    float[][] base = runCrossEntropy(cpu, ce, x, y, b, c);
+                    double e = 0;
+                    for (int i = 0; i < base.length; i++) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                    err = Math.max(err, e);
+                    vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+                }
+                boolean ok = err <= TOL;
+                failures += ok ? 0 : 1;
+                System.out.printf(Locale.ROOT, "  %-4s cross-entropy B=%d C=%d eps=%s max_rel_err=%.2e%s%n",
+                        ok ? "ok" : "FAIL", b, c, eps, err, vsCpu);
+            }
+        }
+        return failures;
+    }
+
+    /** Row losses, loss and gradient of one call. */
+    private static float[][] runCrossEntropy(Backend be, CrossEntropy ce, float[] x, float[] y, int b, int c) {
+        try (Tensor xt = Tensor.of(be, x, b, c); Tensor yt = Tensor.of(be, y, b); Tensor rows = Tensor.empty(be, b);
+             Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
+            ce.compute(xt, yt, rows, loss, grad);
+            return new float[][] {rows.toArray(), loss.toArray(), grad.toArray()};
+        }
+    }
+
+    /** Runs the AdamW cases (a few steps with weight decay and a gradient scale) and returns how many failed. */
+    private static int adamwCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[] sizes = small ? new int[] {1, 33, 4099} : new int[] {1, 1001, 1 << 20};
+        int steps = 4;
+        int failures = 0;
+        AdamW opt = AdamW.builder().lr(1e-2f).weightDecay(0.05f).build();
+        for (int n : sizes) {
+            float[] p0 = normal(rng, n), scale = new float[steps];
+            float[][] g = new float[steps][];
+            for (int k = 0; k < steps; k++) {
+                g[k] = normal(rng, n);
+                scale[k] = 0.25f + 0.75f * rng.nextFloat();
+            }
+            double[][] ref = {new double[n], new double[n], new double[n]};
+            for (int i = 0; i < n; i++) ref[0][i] = p0[i];
+            for (int k = 0; k < steps; k++) {
+                AdamWFloat64.step(ref[0], g[k], ref[1], ref[2], k + 1, opt.lr(), opt.beta1(), opt.beta2(), opt.eps(),
+                        opt.weightDecay(), scale[k]);
+            }
+            float[][] ours = runAdamW(be, opt, p0, g, scale);
+            double err = 0;
+            for (int i = 0; i < 3; i++) err = Math.max(err, Errors.relative(ours[i], ref[i]));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runAdamW(cpu, opt, p0, g, scale);
+                double e = 0;
+                for (int i = 0; i < 3; i++) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s adamw n=%d steps=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", n, steps,
+                    err, vsCpu);
+        }
+        return failures;
+    }
+
+    /** param, m, v after the steps. */
+    private static float[][] runAdamW(Backend be, AdamW opt, float[] p0, float[][] g, float[] scale) {
+        int n = p0.length;
+        try (Tensor p = Tensor.of(be, p0, n); Tensor gt = Tensor.empty(be, n); Tensor m = zeros(be, n);
+             Tensor v = zeros(be, n); Tensor s = Tensor.empty(be)) {
+            for (int k = 0; k < g.length; k++) {
+                gt.copyFrom(g[k]);
+                s.copyFrom(new float[] {scale[k]});
+                opt.step(p, gt, m, v, k + 1, s);
+            }
+            return new float[][] {p.toArray(), m.toArray(), v.toArray()};
         }
     }
 

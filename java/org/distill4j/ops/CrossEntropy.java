@@ -1,0 +1,170 @@
+package org.distill4j.ops;
+
+import java.util.Arrays;
+import java.util.Objects;
+import org.bytedeco.javacpp.FloatPointer;
+import org.distill4j.Tensor;
+import org.distill4j.backend.Backend;
+import org.distill4j.natives.Distill4jNative;
+
+/**
+ * Fused softmax + cross-entropy: the classification loss and its gradient with respect to the logits in one pass
+ * over each row (llm.c's fused classifier; CPU and CUDA kernels behind {@code d4j_cross_entropy}), and
+ * {@link #argmax}.
+ *
+ * <p>PyTorch equivalence: {@code loss = F.cross_entropy(logits, labels, label_smoothing=eps) * lossScale} (reduction
+ * {@code mean}, no class weights, no ignore index); the gradient is {@code lossScale/B · (softmax − target)} with
+ * {@code target = (1 − eps)·onehot + eps/C}. Labels are class indices stored as floats (exact below 2²⁴).
+ *
+ * <p>Labels are checked to be integers in [0, C) when the backend's memory is host memory (cpu, cuda-emu). On
+ * cuda they live in device memory and are NOT checked here (reading them back would cost a synchronisation every
+ * step): the caller checks its host copy of the batch with {@link #checkLabels(float[], long)} before uploading it.
+ * An out-of-range label reaching the CUDA kernel gives a NaN row loss, never an out-of-bounds read.
+ *
+ * <p>Instances are immutable and thread-safe; the tensors passed to one call must not be used concurrently.
+ */
+public final class CrossEntropy {
+    private final float labelSmoothing;
+    private final float lossScale;
+
+    private CrossEntropy(Builder b) {
+        this.labelSmoothing = b.labelSmoothing;
+        this.lossScale = b.lossScale;
+    }
+
+    /** A builder with no label smoothing and loss scale 1. */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** The label smoothing eps, in [0, 1]. */
+    public float labelSmoothing() {
+        return labelSmoothing;
+    }
+
+    /** The factor applied to the loss and the gradient. */
+    public float lossScale() {
+        return lossScale;
+    }
+
+    /**
+     * Computes row losses, their mean and the gradient into caller-owned tensors; allocates nothing.
+     *
+     * @param logits [B, C]
+     * @param labels [B], class indices as floats
+     * @param rowLoss output [B]: lossScale times each row's loss
+     * @param loss output [] (their mean, the loss), or null to skip it
+     * @param grad output d loss / d logits [B, C], WRITTEN, or null to compute the loss only
+     */
+    public void compute(Tensor logits, Tensor labels, Tensor rowLoss, Tensor loss, Tensor grad) {
+        checkMatrix("cross_entropy", "logits", logits);
+        long b = logits.size(0), c = logits.size(1);
+        checkOperand("cross_entropy", "labels", labels, new long[] {b}, logits);
+        checkOperand("cross_entropy", "rowLoss", rowLoss, new long[] {b}, logits);
+        if (loss != null) checkOperand("cross_entropy", "loss", loss, new long[0], logits);
+        if (grad != null) checkOperand("cross_entropy", "grad", grad, new long[] {b, c}, logits);
+        Backend backend = logits.backend();
+        if (backend.isHostMemory()) {
+            backend.synchronize();
+            checkLabels(labels.data(), b, c);
+        }
+        int status = Distill4jNative.d4j_cross_entropy(backend.kernels(), backend.stream(), logits.data(),
+                labels.data(), b, c, labelSmoothing, lossScale, rowLoss.data(), loss == null ? null : loss.data(),
+                grad == null ? null : grad.data());
+        backend.check(status, "cross_entropy");
+    }
+
+    /**
+     * Writes the column of each row's maximum into {@code index} (as floats): the first on ties, and the first NaN
+     * where a row holds one, as {@code torch.argmax(x, dim=1)}.
+     *
+     * @param x [B, C]
+     * @param index output [B], same backend
+     */
+    public static void argmax(Tensor x, Tensor index) {
+        checkMatrix("argmax", "x", x);
+        checkOperand("argmax", "index", index, new long[] {x.size(0)}, x);
+        Backend backend = x.backend();
+        int status = Distill4jNative.d4j_argmax(backend.kernels(), backend.stream(), x.data(), x.size(0), x.size(1),
+                index.data());
+        backend.check(status, "argmax");
+    }
+
+    /**
+     * Throws {@link IllegalArgumentException} unless every label is an integer in [0, classes): the check a caller
+     * runs on its host copy of a batch bound for a cuda backend.
+     */
+    public static void checkLabels(float[] labels, long classes) {
+        Objects.requireNonNull(labels, "labels");
+        for (int i = 0; i < labels.length; i++) checkLabel(labels[i], i, classes);
+    }
+
+    private static void checkLabels(FloatPointer labels, long b, long classes) {
+        for (long i = 0; i < b; i++) checkLabel(labels.get(i), i, classes);
+    }
+
+    private static void checkLabel(float l, long i, long classes) {
+        if (!(l >= 0f && (double) l < classes) || l != Math.floor(l)) {
+            throw new IllegalArgumentException("cross_entropy: label " + l + " at row " + i
+                    + " is not a class index in [0, " + classes + ")");
+        }
+    }
+
+    private static void checkMatrix(String op, String name, Tensor t) {
+        Objects.requireNonNull(t, name);
+        if (t.isClosed()) throw new IllegalStateException(op + ": " + name + " tensor is closed");
+        if (t.rank() != 2) {
+            throw new IllegalArgumentException(op + ": " + name + " must be [B, C], got " + Arrays.toString(t.shape()));
+        }
+        if (t.size(0) == 0 || t.size(1) == 0) {
+            throw new IllegalArgumentException(op + ": empty input, B = " + t.size(0) + ", C = " + t.size(1));
+        }
+    }
+
+    private static void checkOperand(String op, String name, Tensor t, long[] shape, Tensor first) {
+        if (t == null) throw new IllegalArgumentException(op + ": " + name + " is required");
+        if (t.isClosed()) throw new IllegalStateException(op + ": " + name + " tensor is closed");
+        if (!Arrays.equals(t.shape(), shape)) {
+            throw new IllegalArgumentException(op + ": " + name + " must have shape " + Arrays.toString(shape)
+                    + ", got " + Arrays.toString(t.shape()));
+        }
+        if (t.backend() != first.backend()) {
+            throw new IllegalArgumentException(op + ": " + name + " is on " + t.device() + ", the logits on "
+                    + first.device() + " (a different backend)");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "CrossEntropy[labelSmoothing=" + labelSmoothing + ", lossScale=" + lossScale + "]";
+    }
+
+    /** Configures a {@link CrossEntropy}. */
+    public static final class Builder {
+        private float labelSmoothing;
+        private float lossScale = 1f;
+
+        private Builder() {}
+
+        /** Label smoothing eps in [0, 1] (default 0), as PyTorch's {@code label_smoothing}. */
+        public Builder labelSmoothing(float eps) {
+            if (!(eps >= 0f && eps <= 1f)) {
+                throw new IllegalArgumentException("cross_entropy: labelSmoothing must be in [0, 1], got " + eps);
+            }
+            this.labelSmoothing = eps;
+            return this;
+        }
+
+        /** Finite factor for loss and gradient (default 1): the (1 − α) weight of DeiT's loss, for instance. */
+        public Builder lossScale(float s) {
+            if (!Float.isFinite(s)) throw new IllegalArgumentException("cross_entropy: lossScale must be finite, got " + s);
+            this.lossScale = s;
+            return this;
+        }
+
+        /** The configured op. */
+        public CrossEntropy build() {
+            return new CrossEntropy(this);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+// The CUDA cross-entropy and argmax kernels (native/cuda/cross_entropy.cu), run on the CPU by the emulator
+// (libdistill4j_cudaemu), against a float64 reference written here from the definition in distill4j_impl.h, through
+// the dispatch API as Java calls them.
+//
+//   cross_entropy_emu <libdistill4j_cudaemu.so>
+//
+// Fresh random inputs every run (D4J_SEED=<seed> repeats one). Each case checks row losses, the loss and the
+// gradient (all pre-filled with NaN, so an element left unwritten fails) by ||x - ref|| / ||ref|| <= 1e-5, with and
+// without label smoothing, for warp-per-row and block-per-row launches, float4 and scalar paths, logits of +-1e4;
+// a second call must give the same loss bits. argmax: ties (first index wins) and NaN (the first NaN wins). Then a
+// NaN row, an invalid label (NaN row, no out-of-bounds read) and the argument checks. Exit 1 if anything fails.
+#include "distill4j.h"
+#include "harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+using d4j_test::buffer;
+
+int failures = 0, cases = 0;
+
+double rel_err(const float *x, const std::vector<double> &ref) {
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        const double diff = static_cast<double>(x[i]) - ref[i];
+        d += diff * diff;
+        r += ref[i] * ref[i];
+    }
+    return r > 0.0 ? std::sqrt(d / r) : std::sqrt(d);
+}
+
+void expect(bool ok, const char *what) {
+    ++cases;
+    if (!ok) ++failures;
+    std::printf("%-60s | %s\n", what, ok ? "ok" : "FAILED");
+}
+
+void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, float spread, bool misalign,
+             std::mt19937_64 &rng) {
+    ++cases;
+    // misalign: logits one float into the buffer, so the kernel must take its scalar path.
+    buffer xbuf(B * C + 1), y(B), rows(B), loss(1), grad(B * C + 1);
+    std::uniform_real_distribution<float> u(-spread, spread);
+    for (size_t i = 0; i < xbuf.n; ++i) xbuf.p[i] = u(rng);
+    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(rng() % C);
+    rows.fill(NAN), loss.fill(NAN), grad.fill(NAN);
+    const float *x = xbuf.p + (misalign ? 1 : 0);
+    float *g = grad.p + (misalign ? 1 : 0);
+    std::vector<double> rref(B), gref(B * C);
+    double lref = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+        const float *r = x + b * C;
+        double mx = -INFINITY, s = 0.0, smooth = 0.0;
+        for (int64_t c = 0; c < C; ++c) mx = std::max(mx, static_cast<double>(r[c]));
+        for (int64_t c = 0; c < C; ++c) s += std::exp(r[c] - mx);
+        const double lse = mx + std::log(s);
+        const int64_t yy = static_cast<int64_t>(y.p[b]);
+        for (int64_t c = 0; c < C; ++c) {
+            smooth += lse - r[c];
+            const double target = (c == yy ? 1.0 - eps : 0.0) + eps / C;
+            gref[b * C + c] = scale / B * (std::exp(r[c] - lse) - target);
+        }
+        rref[b] = scale * ((1.0 - eps) * (lse - r[yy]) + eps * smooth / C);
+        lref += rref[b] / B;
+    }
+    const int rc = d4j_cross_entropy(emu, nullptr, x, y.p, B, C, eps, scale, rows.p, loss.p, g);
+    const float first = loss.p[0];
+    const int rc2 = d4j_cross_entropy(emu, nullptr, x, y.p, B, C, eps, scale, rows.p, loss.p, g);
+    const double er = rel_err(rows.p, rref), el = rel_err(loss.p, {lref}), eg = rel_err(g, gref);
+    const bool ok = rc == 0 && rc2 == 0 && er <= 1e-5 && el <= 1e-5 && eg <= 1e-5 &&
+                    std::memcmp(&first, loss.p, sizeof first) == 0;
+    if (!ok) ++failures;
+    std::printf("CE B=%-4lld C=%-5lld eps=%.1f scale=%.2f |x|<=%-6g %s | err rows %.1e loss %.1e grad %.1e | %s\n",
+                static_cast<long long>(B), static_cast<long long>(C), eps, scale, spread, misalign ? "offset " : "aligned",
+                er, el, eg, ok ? "ok" : "FAILED");
+    if (rc != 0) std::printf("  returned %d: %s\n", rc, d4j_backend_last_error(emu));
+}
+
+void argmax_case(d4j_backend *emu, int64_t B, int64_t C, bool with_nan, std::mt19937_64 &rng) {
+    buffer x(B * C), idx(B);
+    for (size_t i = 0; i < x.n; ++i) x.p[i] = static_cast<float>(rng() % 4);  // many ties
+    if (with_nan)
+        for (int64_t b = 0; b < B; b += 2) x.p[b * C + (rng() % C)] = NAN;
+    idx.fill(NAN);
+    const int rc = d4j_argmax(emu, nullptr, x.p, B, C, idx.p);
+    bool ok = rc == 0;
+    for (int64_t b = 0; b < B && ok; ++b) {
+        int64_t want = 0;
+        for (int64_t c = 0; c < C; ++c) {
+            const float v = x.p[b * C + c];
+            if (std::isnan(v)) {
+                want = c;
+                break;
+            }
+            if (v > x.p[b * C + want]) want = c;
+        }
+        ok = idx.p[b] == static_cast<float>(want);
+    }
+    char what[96];
+    std::snprintf(what, sizeof what, "argmax B=%lld C=%lld%s", static_cast<long long>(B), static_cast<long long>(C),
+                  with_nan ? " with NaN" : "");
+    expect(ok, what);
+}
+
+void special_rows(d4j_backend *emu, std::mt19937_64 &rng) {
+    const int64_t B = 3, C = 17;
+    buffer x(B * C), y(B), rows(B), loss(1), grad(B * C);
+    x.random(rng);
+    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(b);
+    x.p[C + 3] = NAN;  // row 1
+    d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
+    expect(std::isnan(rows.p[1]) && std::isnan(grad.p[C]) && std::isnan(loss.p[0]) && !std::isnan(rows.p[0]) &&
+               !std::isnan(rows.p[2]) && !std::isnan(grad.p[0]),
+           "NaN logit: NaN row, other rows finite");
+    x.p[C + 3] = 0.5f;
+    for (float bad : {17.0f, -1.0f, 2.5f, NAN, 1e30f}) {
+        y.p[2] = bad;
+        d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p);
+        char what[96];
+        std::snprintf(what, sizeof what, "label %g: NaN row, no out-of-bounds read", bad);
+        expect(std::isnan(rows.p[2]) && std::isnan(grad.p[2 * C]) && !std::isnan(rows.p[0]), what);
+    }
+    y.p[2] = 2.0f;
+    rows.fill(NAN);
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.0f, 1.0f, rows.p, nullptr, nullptr) == 0 &&
+               !std::isnan(rows.p[0]) && !std::isnan(rows.p[2]),
+           "loss and grad may be NULL");
+    expect(d4j_cross_entropy(emu, nullptr, nullptr, y.p, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0,
+           "rejects null logits");
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, 0, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0, "rejects B = 0");
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 1.5f, 1.0f, rows.p, loss.p, grad.p) != 0,
+           "rejects label smoothing 1.5");
+    expect(d4j_argmax(emu, nullptr, x.p, B, 0, rows.p) != 0, "argmax rejects C = 0");
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: cross_entropy_emu <libdistill4j_cudaemu.so>\n");
+        return 2;
+    }
+    d4j_backend *emu = d4j_test::open_backend(argv[1]);
+    if (emu == nullptr) return 1;
+    std::mt19937_64 rng(d4j_test::test_seed("cross_entropy_emu"));
+    struct shape {
+        int64_t B, C;
+    };
+    // Warp-per-row (C <= 2048): partial last block (B = 9, 300); block-per-row: C = 4099 (scalar), 4100 (float4).
+    for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{7, 1000}, shape{300, 3}, shape{2, 4099},
+                    shape{2, 4100}}) {
+        for (float eps : {0.0f, 0.1f}) ce_case(emu, s.B, s.C, eps, 0.7f, 4.0f, false, rng);
+    }
+    ce_case(emu, 5, 1000, 0.1f, 1.0f, 3.0f, true, rng);
+    ce_case(emu, 2, 8192, 0.1f, 1.0f, 3.0f, true, rng);
+    ce_case(emu, 9, 333, 0.1f, 2.0f, 1e4f, false, rng);
+    ce_case(emu, 2, 4100, 0.0f, 1.0f, 1e4f, false, rng);
+    for (shape s : {shape{1, 1}, shape{9, 7}, shape{17, 100}, shape{3, 4099}}) {
+        argmax_case(emu, s.B, s.C, false, rng);
+        argmax_case(emu, s.B, s.C, true, rng);
+    }
+    special_rows(emu, rng);
+    std::printf("%d of %d checks passed\n", cases - failures, cases);
+    d4j_backend_close(emu);
+    return failures == 0 ? 0 : 1;
+}
