@@ -169,6 +169,40 @@ class LinearTest {
         }
     }
 
+    static Stream<Arguments> emulatedShapes() {
+        // Small: the emulated epilogue kernels run one OS thread per CUDA thread (the GEMMs are host OpenBLAS).
+        return Stream.of(Arguments.of(shape(1, 1, 1, true, true)), Arguments.of(shape(8, 192, 1000, true, false)),
+                Arguments.of(shape(7, 13, 5, false, false)), Arguments.of(shape(33, 97, 65, true, true)),
+                Arguments.of(new Shape(new long[] {2, 51}, 96, 288, true, true)),
+                Arguments.of(shape(300, 40, 33, true, false)));
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("emulatedShapes")
+    void emulatedCudaMatchesCpuAndLibtorch(Shape s) {
+        long seed = Check.freshSeed();
+        Inputs in = Inputs.random(s, new Random(seed));
+        String what = "seed=" + seed + " " + s;
+        float[][] onEmu = run(emu, s, in, true, 2);
+        assertClose(onEmu, run(cpu, s, in, true, 2), what + " emu vs cpu");
+        assertClose(onEmu, reference(s, in, true, 2), what + " emu vs libtorch");
+        assertClose(run(emu, s, in, false, 1), reference(s, in, false, 1), what + " emu, dx null");
+    }
+
+    @Test
+    void cudaMatchesCpu() {
+        try (Backend cuda = Check.cudaOrSkip()) {
+            long seed = Check.freshSeed();
+            Random rng = new Random(seed);
+            for (Shape s : new Shape[] {shape(1584, 192, 576, true, false), shape(1584, 768, 192, true, true),
+                    shape(6528, 96, 288, true, false), shape(8, 192, 1000, true, false), shape(7, 13, 5, false, true)}) {
+                Inputs in = Inputs.random(s, rng);
+                assertClose(run(cuda, s, in, true, 2), run(cpu, s, in, true, 2), "seed=" + seed + " cuda " + s);
+                assertClose(run(cuda, s, in, false, 1), reference(s, in, false, 1), "seed=" + seed + " cuda dx null " + s);
+            }
+        }
+    }
+
     @Test
     void badInputIsAClearException() {
         try (Tensor x = Tensor.empty(cpu, 4, 8); Tensor w = Tensor.empty(cpu, 6, 8); Tensor w7 = Tensor.empty(cpu, 6, 7);
