@@ -1,0 +1,209 @@
+package org.distill4j.train;
+
+import java.util.Objects;
+
+/**
+ * Hyper-parameters of one training run, with DeiT-like defaults scaled for small data: AdamW (lr 1e-3, weight
+ * decay 0.05, betas 0.9/0.999), linear warm-up then cosine, gradient norm clipped at 1.0, batch 128.
+ * Immutable; {@code with*} methods return a copy.
+ */
+public final class TrainOptions {
+    private int epochs = 10, batch = 128;
+    private double lr = 1e-3, minLr = 1e-5, weightDecay = 0.05, warmupEpochs = 1, clipNorm = 1.0;
+    private double labelSmoothing = 0.0, alpha = 0.5, temperature = 4.0;
+    private Distillation distillation = Distillation.NONE;
+    private boolean augment = true;
+    private long seed = 0;
+    private int trainLimit = 0, testLimit = 0;
+
+    /** The defaults. */
+    public TrainOptions() {}
+
+    private TrainOptions copy() {
+        TrainOptions o = new TrainOptions();
+        o.epochs = epochs;
+        o.batch = batch;
+        o.lr = lr;
+        o.minLr = minLr;
+        o.weightDecay = weightDecay;
+        o.warmupEpochs = warmupEpochs;
+        o.clipNorm = clipNorm;
+        o.labelSmoothing = labelSmoothing;
+        o.alpha = alpha;
+        o.temperature = temperature;
+        o.distillation = distillation;
+        o.augment = augment;
+        o.seed = seed;
+        o.trainLimit = trainLimit;
+        o.testLimit = testLimit;
+        return o;
+    }
+
+    private static void positive(String what, double v) {
+        if (!(v > 0) || !Double.isFinite(v)) throw new IllegalArgumentException(what + " must be > 0, got " + v);
+    }
+
+    /** Passes over the training set, &ge; 1. */
+    public TrainOptions withEpochs(int n) {
+        if (n < 1) throw new IllegalArgumentException("epochs must be >= 1, got " + n);
+        TrainOptions o = copy();
+        o.epochs = n;
+        return o;
+    }
+
+    /** Images per step, &ge; 1. */
+    public TrainOptions withBatch(int n) {
+        if (n < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + n);
+        TrainOptions o = copy();
+        o.batch = n;
+        return o;
+    }
+
+    /** Peak learning rate (after warm-up) and the floor the cosine decays to. */
+    public TrainOptions withLr(double peak, double floor) {
+        positive("learning rate", peak);
+        if (!(floor >= 0) || floor > peak) {
+            throw new IllegalArgumentException("minimum learning rate must be in [0, " + peak + "], got " + floor);
+        }
+        TrainOptions o = copy();
+        o.lr = peak;
+        o.minLr = floor;
+        return o;
+    }
+
+    /** AdamW's decoupled weight decay on weight matrices (not on biases, norms, tokens, position embedding). */
+    public TrainOptions withWeightDecay(double wd) {
+        if (!(wd >= 0) || !Double.isFinite(wd)) throw new IllegalArgumentException("weight decay must be >= 0, got " + wd);
+        TrainOptions o = copy();
+        o.weightDecay = wd;
+        return o;
+    }
+
+    /** Warm-up length in epochs (fractions allowed), &ge; 0. */
+    public TrainOptions withWarmupEpochs(double e) {
+        if (!(e >= 0) || !Double.isFinite(e)) throw new IllegalArgumentException("warm-up epochs must be >= 0, got " + e);
+        TrainOptions o = copy();
+        o.warmupEpochs = e;
+        return o;
+    }
+
+    /** Global gradient norm clip (torch's clip_grad_norm_); 0 disables it. */
+    public TrainOptions withClipNorm(double c) {
+        if (!(c >= 0) || !Double.isFinite(c)) throw new IllegalArgumentException("clip norm must be >= 0, got " + c);
+        TrainOptions o = copy();
+        o.clipNorm = c;
+        return o;
+    }
+
+    /** Label smoothing of the cross-entropy on true labels, in [0, 1). */
+    public TrainOptions withLabelSmoothing(double eps) {
+        if (!(eps >= 0 && eps < 1)) throw new IllegalArgumentException("label smoothing must be in [0, 1), got " + eps);
+        TrainOptions o = copy();
+        o.labelSmoothing = eps;
+        return o;
+    }
+
+    /** Distillation mode, its weight α in [0, 1] and the soft mode's temperature T &gt; 0. */
+    public TrainOptions withDistillation(Distillation mode, double alpha, double temperature) {
+        Objects.requireNonNull(mode, "mode");
+        if (!(alpha >= 0 && alpha <= 1)) throw new IllegalArgumentException("alpha must be in [0, 1], got " + alpha);
+        positive("temperature", temperature);
+        TrainOptions o = copy();
+        o.distillation = mode;
+        o.alpha = alpha;
+        o.temperature = temperature;
+        return o;
+    }
+
+    /** Random crop (padding 2) and horizontal flip of training images. */
+    public TrainOptions withAugment(boolean a) {
+        TrainOptions o = copy();
+        o.augment = a;
+        return o;
+    }
+
+    /** Seed of the initialisation, the shuffling and the augmentation. */
+    public TrainOptions withSeed(long s) {
+        TrainOptions o = copy();
+        o.seed = s;
+        return o;
+    }
+
+    /** Use only the first n training and test images (0: all): quick runs. */
+    public TrainOptions withLimits(int train, int test) {
+        if (train < 0 || test < 0) throw new IllegalArgumentException("limits must be >= 0");
+        TrainOptions o = copy();
+        o.trainLimit = train;
+        o.testLimit = test;
+        return o;
+    }
+
+    public int epochs() {
+        return epochs;
+    }
+
+    public int batch() {
+        return batch;
+    }
+
+    public double lr() {
+        return lr;
+    }
+
+    public double minLr() {
+        return minLr;
+    }
+
+    public double weightDecay() {
+        return weightDecay;
+    }
+
+    public double warmupEpochs() {
+        return warmupEpochs;
+    }
+
+    public double clipNorm() {
+        return clipNorm;
+    }
+
+    public double labelSmoothing() {
+        return labelSmoothing;
+    }
+
+    public Distillation distillation() {
+        return distillation;
+    }
+
+    public double alpha() {
+        return alpha;
+    }
+
+    public double temperature() {
+        return temperature;
+    }
+
+    public boolean augment() {
+        return augment;
+    }
+
+    public long seed() {
+        return seed;
+    }
+
+    public int trainLimit() {
+        return trainLimit;
+    }
+
+    public int testLimit() {
+        return testLimit;
+    }
+
+    @Override
+    public String toString() {
+        return "epochs " + epochs + ", batch " + batch + ", lr " + lr + " -> " + minLr + ", wd " + weightDecay
+                + ", warm-up " + warmupEpochs + " epochs, clip " + clipNorm + ", label smoothing " + labelSmoothing
+                + ", distillation " + distillation + (distillation == Distillation.NONE ? ""
+                : " (alpha " + alpha + (distillation == Distillation.SOFT ? ", T " + temperature : "") + ")")
+                + ", augment " + augment + ", seed " + seed;
+    }
+}
