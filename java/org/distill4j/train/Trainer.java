@@ -1,0 +1,227 @@
+package org.distill4j.train;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import org.distill4j.Tensor;
+import org.distill4j.backend.Backend;
+import org.distill4j.nn.Parameter;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.ops.AdamW;
+import org.distill4j.ops.CrossEntropy;
+import org.distill4j.ops.GradNorm;
+import org.distill4j.ops.KlDiv;
+import org.distill4j.ops.Reduction;
+
+/**
+ * One training step on device memory, DeiT's recipe: the teacher's forward (no gradient, its own buffers) or
+ * stored teacher logits, the student's forward, loss = (1 − α)·CE(class head, labels) + α·distill, backward,
+ * global gradient-norm clipping, AdamW at the schedule's learning rate. Every buffer (the optimizer's moments
+ * included) is allocated by the constructor; {@link #step} allocates nothing on the backend.
+ *
+ * <ul>
+ *   <li>{@link Distillation#NONE}: CE on the labels; a student with a distillation head trains both heads on the
+ *       labels, each weighted ½.</li>
+ *   <li>{@link Distillation#SOFT}: distill = T²·KL(softmax(teacher/T) ‖ softmax(dist head/T)), batchmean (the KL
+ *       definition; DeiT's code divides by B·C instead, its issue #61).</li>
+ *   <li>{@link Distillation#HARD}: distill = CE(dist head, argmax teacher).</li>
+ * </ul>
+ * The teacher's logits are its class head. Label smoothing applies to the true labels only.
+ */
+public final class Trainer implements AutoCloseable {
+    private final VisionTransformer student, teacher;
+    private final Backend backend;
+    private final TrainOptions options;
+    private final LrSchedule schedule;
+    private final List<Parameter> params;
+    private final List<Tensor> grads = new ArrayList<>(), m = new ArrayList<>(), v = new ArrayList<>();
+    private final List<Tensor> owned = new ArrayList<>();
+    private final Tensor labels, teacherLogits, hardLabels, clsRows, clsLoss, distRows, distLoss, alpha;
+    private final CrossEntropy clsCe, distCe;
+    private final KlDiv kl;
+    private final AdamW adamw;
+    private final GradNorm clip;
+    private final float[] hostLogits, hostLoss = new float[1];
+    private long step;
+    private boolean closed;
+
+    /** What one step reports: the loss (both terms, weighted) and how many class-head predictions were right. */
+    public record StepResult(double loss, int correct) {}
+
+    /**
+     * @param student    the model trained; its batch size is the step's
+     * @param teacher    a model with the same class count and batch size, or null (no teacher, or teacher logits
+     *                   passed to each {@link #step})
+     * @param options    hyper-parameters; a distillation mode other than NONE needs a distilled student
+     * @param totalSteps steps of the whole run (the schedule's length)
+     */
+    public Trainer(VisionTransformer student, VisionTransformer teacher, TrainOptions options, long totalSteps) {
+        this.student = Objects.requireNonNull(student, "student");
+        this.teacher = teacher;
+        this.options = Objects.requireNonNull(options, "options");
+        this.backend = student.backend();
+        int b = student.batch(), c = student.config().classes();
+        Distillation mode = options.distillation();
+        if (mode != Distillation.NONE && !student.config().distilled()) {
+            throw new IllegalArgumentException(mode + " distillation needs a student with a distillation token and "
+                    + "head (a distilled config); " + student.config().name() + " has none");
+        }
+        if (teacher != null) {
+            if (teacher.config().classes() != c) {
+                throw new IllegalArgumentException("the teacher predicts " + teacher.config().classes()
+                        + " classes, the student " + c + ": they must agree");
+            }
+            if (teacher.batch() != b || teacher.backend() != backend) {
+                throw new IllegalArgumentException("the teacher must be allocated for the student's batch size (" + b
+                        + ") on the student's backend");
+            }
+        }
+        long warmup = Math.min(totalSteps - 1, Math.round(options.warmupEpochs() * totalSteps / options.epochs()));
+        this.schedule = new LrSchedule(options.lr(), options.minLr(), Math.max(0, warmup), totalSteps);
+        this.params = student.parameters();
+        this.clsCe = CrossEntropy.builder().labelSmoothing((float) options.labelSmoothing())
+                .lossScale((float) (mode == Distillation.NONE ? (student.config().distilled() ? 0.5 : 1.0)
+                        : 1 - options.alpha())).build();
+        this.distCe = mode == Distillation.NONE
+                ? CrossEntropy.builder().labelSmoothing((float) options.labelSmoothing()).lossScale(0.5f).build()
+                : CrossEntropy.builder().lossScale((float) options.alpha()).build();
+        this.kl = KlDiv.builder().temperature((float) options.temperature()).reduction(Reduction.BATCHMEAN).build();
+        this.adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
+        boolean ok = false;
+        GradNorm gn = null;
+        try {
+            labels = tensor(b);
+            teacherLogits = mode == Distillation.NONE ? null : tensor(b, c);
+            hardLabels = mode == Distillation.HARD ? tensor(b) : null;
+            clsRows = tensor(b);
+            clsLoss = tensor();
+            distRows = tensor(b);
+            distLoss = tensor().zero();
+            alpha = tensor().copyFrom(new float[] {(float) options.alpha()});
+            for (Parameter p : params) {
+                grads.add(p.grad());
+                m.add(tensor(p.shape()).zero());
+                v.add(tensor(p.shape()).zero());
+            }
+            gn = options.clipNorm() > 0 ? new GradNorm(backend, (float) options.clipNorm()) : null;
+            ok = true;
+        } finally {
+            if (!ok) owned.forEach(Tensor::close);
+        }
+        this.clip = gn;
+        this.hostLogits = new float[b * c];
+    }
+
+    private Tensor tensor(long... shape) {
+        Tensor t = Tensor.empty(backend, shape);
+        owned.add(t);
+        return t;
+    }
+
+    /**
+     * One step on a batch.
+     *
+     * @param images        [B, C, H, W] of the student's shape, row-major
+     * @param batchLabels   [B] class indices (as floats, the device format)
+     * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
+     *                      runs, or there is no distillation)
+     */
+    public StepResult step(float[] images, float[] batchLabels, float[] batchTeacher) {
+        checkOpen();
+        Distillation mode = options.distillation();
+        CrossEntropy.checkLabels(batchLabels, student.config().classes());
+        labels.copyFrom(batchLabels);
+        student.input().copyFrom(images);
+        if (mode != Distillation.NONE) {
+            if (batchTeacher != null) {
+                teacherLogits.copyFrom(batchTeacher);
+            } else if (teacher != null) {
+                student.input().copyTo(teacher.input());
+                teacher.forward();
+                teacher.logits().copyTo(teacherLogits);
+            } else {
+                throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
+            }
+        }
+        student.zeroGrad();
+        student.forward();
+        clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
+        if (student.config().distilled()) {
+            switch (mode) {
+                case NONE:
+                    distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
+                    break;
+                case SOFT:
+                    kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
+                            distRows);
+                    break;
+                case HARD:
+                    CrossEntropy.argmax(teacherLogits, hardLabels);
+                    distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
+                    break;
+                default:
+                    throw new AssertionError(mode);
+            }
+        }
+        student.backward();
+        if (clip != null) clip.compute(grads);
+        step++;
+        float lr = (float) schedule.at(step - 1);
+        float wd = (float) options.weightDecay();
+        for (int i = 0; i < params.size(); i++) {
+            Parameter p = params.get(i);
+            adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
+                    clip == null ? null : clip.scale());
+        }
+        clsLoss.copyTo(hostLoss);
+        double loss = hostLoss[0];
+        distLoss.copyTo(hostLoss);
+        loss += hostLoss[0];
+        student.logits().copyTo(hostLogits);
+        return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
+    }
+
+    /** Steps taken so far (restored by {@link #restore}). */
+    public long steps() {
+        return step;
+    }
+
+    /** The learning-rate schedule. */
+    public LrSchedule schedule() {
+        return schedule;
+    }
+
+    /** The student. */
+    public VisionTransformer student() {
+        return student;
+    }
+
+    /** AdamW's first moments, one per student parameter, in parameter order. */
+    public List<Tensor> firstMoments() {
+        return java.util.Collections.unmodifiableList(m);
+    }
+
+    /** AdamW's second moments, one per student parameter, in parameter order. */
+    public List<Tensor> secondMoments() {
+        return java.util.Collections.unmodifiableList(v);
+    }
+
+    /** Sets the step counter (after loading moments and parameters from a checkpoint). */
+    public void restore(long steps) {
+        if (steps < 0) throw new IllegalArgumentException("steps must be >= 0, got " + steps);
+        this.step = steps;
+    }
+
+    /** Frees the optimizer state and loss buffers (not the models). Closing twice is harmless. */
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        owned.forEach(Tensor::close);
+        if (clip != null) clip.close();
+    }
+
+    private void checkOpen() {
+        if (closed) throw new IllegalStateException("the trainer is closed");
+    }
+}
