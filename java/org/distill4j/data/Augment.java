@@ -1,0 +1,134 @@
+package org.distill4j.data;
+
+import java.util.Arrays;
+import java.util.SplittableRandom;
+
+/**
+ * Training-time augmentation: random crop with padding and random horizontal flip, the two DeiT/ViT recipes keep
+ * for small grey images (torchvision {@code RandomCrop(size, padding=pad)} + {@code RandomHorizontalFlip()}).
+ *
+ * <p>The crop pads the image by {@code pad} pixels on each side and cuts a window of the original size at a random
+ * offset: equivalently the image moves by (dy, dx) ∈ [−pad, pad]² and the uncovered border is filled. The fill is
+ * a black pixel ({@link Dataset#black()}, the value 0 takes after normalisation), as torchvision pads with 0 before
+ * {@code Normalize}; for data normalised with mean 0 this is plain zero padding.
+ *
+ * <p>Randomness is a pure function of (seed, epoch, index): every sample's crop and flip can be recomputed, so
+ * resuming at any batch reproduces the uninterrupted run exactly, and the batch loader's thread count or order of
+ * work cannot change results.
+ */
+public final class Augment {
+    private final long seed;
+    private final int pad;
+    private final boolean flip;
+
+    /** The crop and flip of one sample. */
+    public record Params(int dy, int dx, boolean flipped) {}
+
+    /**
+     * Random crop with {@code pad} pixels of padding (0 disables it; 2 or 4 are usual for 28×28) and, when
+     * {@code flip}, horizontal flip with probability ½.
+     */
+    public Augment(long seed, int pad, boolean flip) {
+        if (pad < 0) {
+            throw new IllegalArgumentException("pad must be >= 0, got " + pad);
+        }
+        this.seed = seed;
+        this.pad = pad;
+        this.flip = flip;
+    }
+
+    /** The identity: no crop, no flip (evaluation). */
+    public static Augment none() {
+        return new Augment(0, 0, false);
+    }
+
+    /** Whether this augmentation changes anything. */
+    public boolean isIdentity() {
+        return pad == 0 && !flip;
+    }
+
+    /** The crop offset and flip of sample {@code index} in {@code epoch}. */
+    public Params params(int epoch, int index) {
+        if (isIdentity()) {
+            return new Params(0, 0, false);
+        }
+        SplittableRandom rng = new SplittableRandom(Seeds.of(seed, epoch, index));
+        int dy = pad == 0 ? 0 : rng.nextInt(2 * pad + 1) - pad;
+        int dx = pad == 0 ? 0 : rng.nextInt(2 * pad + 1) - pad;
+        boolean flipped = flip && rng.nextBoolean();
+        return new Params(dy, dx, flipped);
+    }
+
+    /**
+     * Writes augmented image {@code index} of {@code data} for {@code epoch} into {@code out} at {@code offset}
+     * ({@link Dataset#imageSize()} floats).
+     */
+    public void apply(Dataset data, int index, int epoch, float[] out, int offset) {
+        int h = data.height();
+        int w = data.width();
+        if (pad >= h || pad >= w) {
+            throw new IllegalArgumentException("pad " + pad + " must be smaller than the image (" + h + "×" + w + ")");
+        }
+        Params p = params(epoch, index);
+        if (p.dy() == 0 && p.dx() == 0 && !p.flipped()) {
+            data.copyImage(index, out, offset);
+            return;
+        }
+        float[] src = data.images();
+        float fill = data.black();
+        int plane = h * w;
+        int srcBase = index * data.imageSize();
+        for (int c = 0; c < data.channels(); c++) {
+            int s = srcBase + c * plane;
+            int d = offset + c * plane;
+            for (int y = 0; y < h; y++) {
+                // Output (y, x) shows padded-image pixel (y + pad + dy, x + pad + dx), i.e. source (y + dy, x + dx);
+                // a flip mirrors the output row afterwards, as torchvision flips after cropping.
+                int sy = y + p.dy();
+                int row = d + y * w;
+                if (sy < 0 || sy >= h) {
+                    Arrays.fill(out, row, row + w, fill);
+                    continue;
+                }
+                int srcRow = s + sy * w;
+                for (int x = 0; x < w; x++) {
+                    int sx = x + p.dx();
+                    float v = sx < 0 || sx >= w ? fill : src[srcRow + sx];
+                    out[row + (p.flipped() ? w - 1 - x : x)] = v;
+                }
+            }
+        }
+    }
+
+    /**
+     * Writes the augmented images {@code order[from .. from+count)} of {@code data} for {@code epoch} into the
+     * preallocated batch {@code out} ([count, C, H, W] from offset 0).
+     */
+    public void apply(Dataset data, int[] order, int from, int count, int epoch, float[] out) {
+        int size = data.imageSize();
+        if (out.length < (long) count * size) {
+            throw new IllegalArgumentException("batch buffer of " + out.length + " floats is too small for " + count
+                    + " images of " + size);
+        }
+        for (int i = 0; i < count; i++) {
+            apply(data, order[from + i], epoch, out, i * size);
+        }
+    }
+
+    public long seed() {
+        return seed;
+    }
+
+    public int pad() {
+        return pad;
+    }
+
+    public boolean flip() {
+        return flip;
+    }
+
+    @Override
+    public String toString() {
+        return isIdentity() ? "no augmentation" : "crop(pad " + pad + ")" + (flip ? " + hflip" : "") + ", seed " + seed;
+    }
+}
