@@ -12,14 +12,18 @@ import org.distill4j.backend.Backends;
 import org.distill4j.ops.AdamW;
 import org.distill4j.ops.Attention;
 import org.distill4j.ops.CrossEntropy;
+import org.distill4j.ops.Gelu;
 import org.distill4j.ops.KlDiv;
+import org.distill4j.ops.LayerNorm;
 import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
 import org.distill4j.reference.AdamWFloat64;
 import org.distill4j.reference.AttentionFloat64;
 import org.distill4j.reference.CrossEntropyFloat64;
 import org.distill4j.reference.Errors;
+import org.distill4j.reference.GeluFloat64;
 import org.distill4j.reference.KlDivFloat64;
+import org.distill4j.reference.LayerNormFloat64;
 import org.distill4j.reference.PatchEmbedFloat64;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -41,12 +45,14 @@ final class SelftestCommand implements Callable<Integer> {
     /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
     private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
             "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases,
-            "cross-entropy", SelftestCommand::crossEntropyCases, "adamw", SelftestCommand::adamwCases);
+            "cross-entropy", SelftestCommand::crossEntropyCases, "adamw", SelftestCommand::adamwCases,
+            "layernorm", SelftestCommand::layerNormCases, "gelu", SelftestCommand::geluCases);
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
 
-    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed, attention, cross-entropy or adamw (default ${DEFAULT-VALUE})")
+    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed, attention, layernorm, gelu, "
+            + "cross-entropy, adamw, linear, token-rows or vit (default ${DEFAULT-VALUE})")
     String op;
 
     @Option(names = "--seed", description = "seed of the random cases (default: fresh)")
@@ -285,12 +291,38 @@ final class SelftestCommand implements Callable<Integer> {
                 float[][] base = runAdamW(cpu, opt, p0, g, scale);
                 double e = 0;
                 for (int i = 0; i < 3; i++) e = Math.max(e, Errors.relative(ours[i], base[i]));
+
+    /** Runs the LayerNorm cases (forward, backward from zeroed gradients) and returns how many failed. {M, C}. */
+    private static int layerNormCases(Backend be, Backend cpu, Random rng, boolean small) {
+        // Emulated: one warp per row, so M / 8 blocks per launch.
+        int[][] shapes = small ? new int[][] {{1, 1}, {3, 33}, {50, 96}, {17, 1000}}
+                : new int[][] {{1, 1}, {7, 33}, {197, 192}, {1584, 384}, {6528, 96}, {64, 3000}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int m = s[0], c = s[1];
+            float[] x = normal(rng, m * c), w = normal(rng, c), b = normal(rng, c), dy = normal(rng, m * c);
+            float[][] ours = runLayerNorm(be, x, w, b, dy, m, c);
+            LayerNormFloat64.Result ref = LayerNormFloat64.compute(x, w, b, dy, m, c, LayerNorm.DEFAULT_EPS);
+            double[][] want = {ref.y(), ref.mean(), ref.rstd(), ref.dx(), ref.dWeight(), ref.dBias()};
+            double err = 0;
+            for (int i = 0; i < want.length; i++) {
+                // C = 1: the true dx is 0, and ours is rounding of order rstd · ulp (a relative error of 1).
+                if (i == 3 && c == 1) continue;
+                err = Math.max(err, Errors.relative(ours[i], want[i]));
+            }
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runLayerNorm(cpu, x, w, b, dy, m, c);
+                double e = 0;
+                for (int i = 0; i < base.length; i++) if (!(i == 3 && c == 1)) e = Math.max(e, Errors.relative(ours[i], base[i]));
                 err = Math.max(err, e);
                 vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
             }
             boolean ok = err <= TOL;
             failures += ok ? 0 : 1;
             System.out.printf(Locale.ROOT, "  %-4s adamw n=%d steps=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", n, steps,
+
+            System.out.printf(Locale.ROOT, "  %-4s layernorm M=%d C=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", m, c,
                     err, vsCpu);
         }
         return failures;
@@ -307,6 +339,48 @@ final class SelftestCommand implements Callable<Integer> {
                 opt.step(p, gt, m, v, k + 1, s);
             }
             return new float[][] {p.toArray(), m.toArray(), v.toArray()};
+
+    /** y, mean, rstd, dx, dWeight, dBias of one forward + backward (gradients from zero). */
+    private static float[][] runLayerNorm(Backend be, float[] x, float[] w, float[] b, float[] dy, int m, int c) {
+        try (LayerNorm op = LayerNorm.create(be, m, c); Tensor xt = Tensor.of(be, x, m, c); Tensor wt = Tensor.of(be, w, c);
+             Tensor bt = Tensor.of(be, b, c); Tensor y = Tensor.empty(be, m, c); Tensor mean = Tensor.empty(be, m);
+             Tensor rstd = Tensor.empty(be, m); Tensor dyt = Tensor.of(be, dy, m, c); Tensor dx = zeros(be, m, c);
+             Tensor dw = zeros(be, c); Tensor db = zeros(be, c)) {
+            op.forward(xt, wt, bt, y, mean, rstd);
+            op.backward(xt, wt, mean, rstd, dyt, dx, dw, db);
+            return new float[][] {y.toArray(), mean.toArray(), rstd.toArray(), dx.toArray(), dw.toArray(), db.toArray()};
+        }
+    }
+
+    /** Runs the GELU cases (forward and backward, inputs of std 3) and returns how many failed. */
+    private static int geluCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[] sizes = small ? new int[] {1, 7, 1000, 9001} : new int[] {1, 7, 1000, 100_003, 6528 * 1536};
+        int failures = 0;
+        for (int n : sizes) {
+            float[] x = normal(rng, n), dy = normal(rng, n);
+            float[][] ours = runGelu(be, x, dy);
+            GeluFloat64.Result ref = GeluFloat64.compute(x, dy);
+            double err = Math.max(Errors.relative(ours[0], ref.y()), Errors.relative(ours[1], ref.dx()));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runGelu(cpu, x, dy);
+                double e = Math.max(Errors.relative(ours[0], base[0]), Errors.relative(ours[1], base[1]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s gelu n=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", n, err, vsCpu);
+        }
+        return failures;
+    }
+
+    private static float[][] runGelu(Backend be, float[] x, float[] dy) {
+        try (Tensor xt = Tensor.of(be, x, x.length); Tensor y = Tensor.empty(be, x.length);
+             Tensor g = Tensor.of(be, dy, dy.length)) {
+            Gelu.forward(xt, y);
+            Gelu.backward(xt, g, g);  // in place, as a training step does it
+            return new float[][] {y.toArray(), g.toArray()};
         }
     }
 

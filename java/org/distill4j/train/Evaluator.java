@@ -1,0 +1,56 @@
+package org.distill4j.train;
+
+import java.util.Arrays;
+import org.distill4j.data.Dataset;
+import org.distill4j.nn.VisionTransformer;
+
+/**
+ * Top-1 accuracy of a model on a dataset, in batches of the model's size (the last one padded with black images
+ * whose rows are not counted): of the class head, of the distillation head, and of their average (DeiT's
+ * prediction; the class head alone for a model without a distillation head).
+ */
+public final class Evaluator {
+    private Evaluator() {}
+
+    /** Accuracies in [0, 1]; {@code distHead} is NaN for a model without a distillation head. */
+    public record Accuracy(double classHead, double distHead, double average, int images) {}
+
+    /** Evaluates {@code model} on the first {@code limit} images of {@code data} (0: all). */
+    public static Accuracy evaluate(VisionTransformer model, Dataset data, int limit) {
+        if (data.channels() != model.config().channels() || data.height() != model.config().imageSize()
+                || data.width() != model.config().imageSize()) {
+            throw new IllegalArgumentException("dataset " + data.name() + " has " + data.channels() + "x"
+                    + data.height() + "x" + data.width() + " images, the model expects " + model.config().channels()
+                    + "x" + model.config().imageSize() + "x" + model.config().imageSize());
+        }
+        if (data.classes() != model.config().classes()) {
+            throw new IllegalArgumentException("dataset " + data.name() + " has " + data.classes()
+                    + " classes, the model predicts " + model.config().classes());
+        }
+        int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
+        int b = model.batch(), c = model.config().classes(), size = data.imageSize();
+        boolean distilled = model.config().distilled();
+        float[] images = new float[b * size], labels = new float[b];
+        float[] cls = new float[b * c], dist = new float[b * c], avg = new float[b * c];
+        long okCls = 0, okDist = 0, okAvg = 0;
+        for (int start = 0; start < n; start += b) {
+            int rows = Math.min(b, n - start);
+            for (int r = 0; r < rows; r++) {
+                data.copyImage(start + r, images, r * size);
+                labels[r] = data.label(start + r);
+            }
+            if (rows < b) Arrays.fill(images, rows * size, b * size, data.black());
+            model.forward(images);
+            model.logits().copyTo(cls);
+            okCls += Metrics.correct(cls, labels, c, rows);
+            if (distilled) {
+                model.distLogits().copyTo(dist);
+                okDist += Metrics.correct(dist, labels, c, rows);
+                for (int i = 0; i < avg.length; i++) avg[i] = 0.5f * (cls[i] + dist[i]);
+                okAvg += Metrics.correct(avg, labels, c, rows);
+            }
+        }
+        double a = (double) okCls / n;
+        return distilled ? new Accuracy(a, (double) okDist / n, (double) okAvg / n, n) : new Accuracy(a, Double.NaN, a, n);
+    }
+}
