@@ -11,11 +11,14 @@ import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.ops.Attention;
 import org.distill4j.ops.KlDiv;
+import org.distill4j.ops.Linear;
 import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
+import org.distill4j.ops.TokenRows;
 import org.distill4j.reference.AttentionFloat64;
 import org.distill4j.reference.Errors;
 import org.distill4j.reference.KlDivFloat64;
+import org.distill4j.reference.LinearFloat64;
 import org.distill4j.reference.PatchEmbedFloat64;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -36,12 +39,13 @@ final class SelftestCommand implements Callable<Integer> {
 
     /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
     private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
-            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases);
+            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases,
+            "linear", SelftestCommand::linearCases, "token-rows", SelftestCommand::tokenRowsCases);
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
 
-    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed or attention (default ${DEFAULT-VALUE})")
+    @Option(names = "--op", defaultValue = "kl", description = "kl, patch-embed, attention, linear or token-rows (default ${DEFAULT-VALUE})")
     String op;
 
     @Option(names = "--seed", description = "seed of the random cases (default: fresh)")
@@ -63,6 +67,83 @@ final class SelftestCommand implements Callable<Integer> {
             System.out.println(failures == 0 ? "selftest passed" : "selftest FAILED: " + failures + " case(s)");
             return failures == 0 ? 0 : 1;
         }
+    }
+
+    /**
+     * Runs the linear cases (forward with bias and residual where given, backward from zeroed parameter gradients)
+     * and returns how many failed. Shapes {M, K, N, bias, residual}.
+     */
+    private static int linearCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[][] shapes = small ? new int[][] {{1, 1, 1, 1, 1}, {8, 192, 100, 1, 0}, {33, 97, 65, 1, 1}, {7, 13, 5, 0, 0}}
+                : new int[][] {{1, 1, 1, 1, 1}, {8, 192, 1000, 1, 0}, {33, 97, 65, 1, 1}, {7, 13, 5, 0, 0},
+                {396, 192, 576, 1, 0}, {396, 768, 192, 1, 1}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int m = s[0], k = s[1], n = s[2];
+            float[][] in = {normal(rng, m * k), normal(rng, n * k), s[3] == 1 ? normal(rng, n) : null,
+                    s[4] == 1 ? normal(rng, m * n) : null, normal(rng, m * n)};
+            float[][] ours = runLinear(be, in, m, k, n);
+            LinearFloat64.Result ref = LinearFloat64.compute(in[0], in[1], in[2], in[3], in[4], m, k, n);
+            double[][] want = {ref.y(), ref.dx(), ref.dWeight(), ref.dBias()};
+            double err = 0;
+            for (int i = 0; i < want.length; i++) if (want[i] != null) err = Math.max(err, Errors.relative(ours[i], want[i]));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runLinear(cpu, in, m, k, n);
+                double e = 0;
+                for (int i = 0; i < base.length; i++) if (base[i] != null) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s linear M=%d K=%d N=%d%s%s max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL",
+                    m, k, n, s[3] == 1 ? " +bias" : "", s[4] == 1 ? " +residual" : "", err, vsCpu);
+        }
+        return failures;
+    }
+
+    /** y, dx, dWeight, dBias (null without bias) of one forward + backward. */
+    private static float[][] runLinear(Backend be, float[][] in, int m, int k, int n) {
+        try (Tensor x = Tensor.of(be, in[0], m, k); Tensor w = Tensor.of(be, in[1], n, k);
+             Tensor b = in[2] == null ? null : Tensor.of(be, in[2], n);
+             Tensor r = in[3] == null ? null : Tensor.of(be, in[3], m, n); Tensor dy = Tensor.of(be, in[4], m, n);
+             Tensor y = Tensor.empty(be, m, n); Tensor dx = Tensor.empty(be, m, k); Tensor dw = zeros(be, n, k);
+             Tensor db = b == null ? null : zeros(be, n)) {
+            Linear.forward(x, w, b, r, y);
+            Linear.backward(x, w, dy, dx, dw, db);
+            return new float[][] {y.toArray(), dx.toArray(), dw.toArray(), db == null ? null : db.toArray()};
+        }
+    }
+
+    /** Token-rows cases (exact copies: any difference fails). Shapes {B, T, D, prefix}. */
+    private static int tokenRowsCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[][] shapes = {{1, 1, 1, 1}, {3, 7, 5, 2}, {2, 198, 192, 2}, {4, 50, 33, 1}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int b = s[0], t = s[1], d = s[2], p = s[3];
+            float[] tokens = normal(rng, b * t * d), dRows = normal(rng, p * b * d);
+            double[] wantRows = new double[p * b * d], wantGrad = new double[b * t * d];
+            for (int i = 0; i < p; i++) {
+                for (int j = 0; j < b; j++) {
+                    for (int e = 0; e < d; e++) {
+                        wantRows[(i * b + j) * d + e] = tokens[(j * t + i) * d + e];
+                        wantGrad[(j * t + i) * d + e] = dRows[(i * b + j) * d + e];
+                    }
+                }
+            }
+            try (Tensor x = Tensor.of(be, tokens, b, t, d); Tensor rows = Tensor.empty(be, p, b, d);
+                 Tensor dr = Tensor.of(be, dRows, p, b, d); Tensor dx = Tensor.of(be, normal(rng, b * t * d), b, t, d)) {
+                TokenRows.forward(x, p, rows);
+                TokenRows.backward(dr, p, dx);
+                double err = Math.max(Errors.relative(rows.toArray(), wantRows), Errors.relative(dx.toArray(), wantGrad));
+                boolean ok = err == 0;
+                failures += ok ? 0 : 1;
+                System.out.printf(Locale.ROOT, "  %-4s token-rows B=%d T=%d D=%d prefix=%d max_rel_err=%.2e%n",
+                        ok ? "ok" : "FAIL", b, t, d, p, err);
+            }
+        }
+        return failures;
     }
 
     /** Runs the KL cases and returns how many failed. {@code small}: keep the emulator's work short. */
