@@ -18,6 +18,7 @@ import org.distill4j.backend.Backends;
 import org.distill4j.bench.AttentionBench;
 import org.distill4j.bench.BenchRow;
 import org.distill4j.bench.KlDivBench;
+import org.distill4j.bench.LinearBench;
 import org.distill4j.bench.PatchEmbedBench;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -40,10 +41,11 @@ final class BenchCommand implements Callable<Integer> {
         m.put("kl", KlDivBench::run);
         m.put("patch-embed", PatchEmbedBench::run);
         m.put("attention", AttentionBench::run);
+        m.put("linear", LinearBench::run);
         return Collections.unmodifiableMap(m);
     }
 
-    @Parameters(index = "0", description = "the op: kl, patch-embed, attention, or all")
+    @Parameters(index = "0", description = "the op: kl, patch-embed, attention, linear, or all")
     String op;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")

@@ -15,8 +15,10 @@ import org.distill4j.ops.CrossEntropy;
 import org.distill4j.ops.Gelu;
 import org.distill4j.ops.KlDiv;
 import org.distill4j.ops.LayerNorm;
+import org.distill4j.ops.Linear;
 import org.distill4j.ops.PatchEmbed;
 import org.distill4j.ops.Reduction;
+import org.distill4j.ops.TokenRows;
 import org.distill4j.reference.AdamWFloat64;
 import org.distill4j.reference.AttentionFloat64;
 import org.distill4j.reference.CrossEntropyFloat64;
@@ -24,6 +26,7 @@ import org.distill4j.reference.Errors;
 import org.distill4j.reference.GeluFloat64;
 import org.distill4j.reference.KlDivFloat64;
 import org.distill4j.reference.LayerNormFloat64;
+import org.distill4j.reference.LinearFloat64;
 import org.distill4j.reference.PatchEmbedFloat64;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -43,10 +46,14 @@ final class SelftestCommand implements Callable<Integer> {
     }
 
     /** The ops by name. {@code small}: the emulated CUDA backend runs one OS thread per CUDA thread. */
-    private static final Map<String, Cases> OPS = Map.of("kl", SelftestCommand::klCases,
-            "patch-embed", SelftestCommand::patchEmbedCases, "attention", SelftestCommand::attentionCases,
-            "cross-entropy", SelftestCommand::crossEntropyCases, "adamw", SelftestCommand::adamwCases,
-            "layernorm", SelftestCommand::layerNormCases, "gelu", SelftestCommand::geluCases);
+    private static final Map<String, Cases> OPS = Map.ofEntries(Map.entry("kl", SelftestCommand::klCases),
+            Map.entry("patch-embed", SelftestCommand::patchEmbedCases),
+            Map.entry("attention", SelftestCommand::attentionCases),
+            Map.entry("cross-entropy", SelftestCommand::crossEntropyCases),
+            Map.entry("adamw", SelftestCommand::adamwCases),
+            Map.entry("layernorm", SelftestCommand::layerNormCases), Map.entry("gelu", SelftestCommand::geluCases),
+            Map.entry("linear", SelftestCommand::linearCases),
+            Map.entry("token-rows", SelftestCommand::tokenRowsCases), Map.entry("vit", VitSelftest::cases));
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu, cuda-emu or cuda (default ${DEFAULT-VALUE})")
     String backend;
@@ -291,6 +298,41 @@ final class SelftestCommand implements Callable<Integer> {
                 float[][] base = runAdamW(cpu, opt, p0, g, scale);
                 double e = 0;
                 for (int i = 0; i < 3; i++) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s adamw n=%d steps=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", n, steps,
+                    err, vsCpu);
+        }
+        return failures;
+    }
+
+    /** param, m, v after the steps. */
+    private static float[][] runAdamW(Backend be, AdamW opt, float[] p0, float[][] g, float[] scale) {
+        int n = p0.length;
+        try (Tensor p = Tensor.of(be, p0, n); Tensor gt = Tensor.empty(be, n); Tensor m = zeros(be, n);
+             Tensor v = zeros(be, n); Tensor s = Tensor.empty(be)) {
+            for (int k = 0; k < g.length; k++) {
+                gt.copyFrom(g[k]);
+                s.copyFrom(new float[] {scale[k]});
+                opt.step(p, gt, m, v, k + 1, s);
+            }
+            return new float[][] {p.toArray(), m.toArray(), v.toArray()};
+        }
+    }
+
+    private static Tensor zeros(Backend be, long... shape) {
+        Tensor t = Tensor.empty(be, shape);
+        return t.copyFrom(new float[Math.toIntExact(t.numel())]);
+    }
+
+    private static float[] normal(Random rng, int n) {
+        float[] out = new float[n];
+        for (int i = 0; i < n; i++) out[i] = (float) (rng.nextGaussian() * 3);
+        return out;
+    }
 
     /** Runs the LayerNorm cases (forward, backward from zeroed gradients) and returns how many failed. {M, C}. */
     private static int layerNormCases(Backend be, Backend cpu, Random rng, boolean small) {
@@ -320,25 +362,11 @@ final class SelftestCommand implements Callable<Integer> {
             }
             boolean ok = err <= TOL;
             failures += ok ? 0 : 1;
-            System.out.printf(Locale.ROOT, "  %-4s adamw n=%d steps=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", n, steps,
-
             System.out.printf(Locale.ROOT, "  %-4s layernorm M=%d C=%d max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL", m, c,
                     err, vsCpu);
         }
         return failures;
     }
-
-    /** param, m, v after the steps. */
-    private static float[][] runAdamW(Backend be, AdamW opt, float[] p0, float[][] g, float[] scale) {
-        int n = p0.length;
-        try (Tensor p = Tensor.of(be, p0, n); Tensor gt = Tensor.empty(be, n); Tensor m = zeros(be, n);
-             Tensor v = zeros(be, n); Tensor s = Tensor.empty(be)) {
-            for (int k = 0; k < g.length; k++) {
-                gt.copyFrom(g[k]);
-                s.copyFrom(new float[] {scale[k]});
-                opt.step(p, gt, m, v, k + 1, s);
-            }
-            return new float[][] {p.toArray(), m.toArray(), v.toArray()};
 
     /** y, mean, rstd, dx, dWeight, dBias of one forward + backward (gradients from zero). */
     private static float[][] runLayerNorm(Backend be, float[] x, float[] w, float[] b, float[] dy, int m, int c) {
@@ -384,14 +412,79 @@ final class SelftestCommand implements Callable<Integer> {
         }
     }
 
-    private static Tensor zeros(Backend be, long... shape) {
-        Tensor t = Tensor.empty(be, shape);
-        return t.copyFrom(new float[Math.toIntExact(t.numel())]);
+    /**
+     * Runs the linear cases (forward with bias and residual where given, backward from zeroed parameter gradients)
+     * and returns how many failed. Shapes {M, K, N, bias, residual}.
+     */
+    private static int linearCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[][] shapes = small ? new int[][] {{1, 1, 1, 1, 1}, {8, 192, 100, 1, 0}, {33, 97, 65, 1, 1}, {7, 13, 5, 0, 0}}
+                : new int[][] {{1, 1, 1, 1, 1}, {8, 192, 1000, 1, 0}, {33, 97, 65, 1, 1}, {7, 13, 5, 0, 0},
+                {396, 192, 576, 1, 0}, {396, 768, 192, 1, 1}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int m = s[0], k = s[1], n = s[2];
+            float[][] in = {normal(rng, m * k), normal(rng, n * k), s[3] == 1 ? normal(rng, n) : null,
+                    s[4] == 1 ? normal(rng, m * n) : null, normal(rng, m * n)};
+            float[][] ours = runLinear(be, in, m, k, n);
+            LinearFloat64.Result ref = LinearFloat64.compute(in[0], in[1], in[2], in[3], in[4], m, k, n);
+            double[][] want = {ref.y(), ref.dx(), ref.dWeight(), ref.dBias()};
+            double err = 0;
+            for (int i = 0; i < want.length; i++) if (want[i] != null) err = Math.max(err, Errors.relative(ours[i], want[i]));
+            String vsCpu = "";
+            if (cpu != null) {
+                float[][] base = runLinear(cpu, in, m, k, n);
+                double e = 0;
+                for (int i = 0; i < base.length; i++) if (base[i] != null) e = Math.max(e, Errors.relative(ours[i], base[i]));
+                err = Math.max(err, e);
+                vsCpu = String.format(Locale.ROOT, "  vs_cpu=%.2e", e);
+            }
+            boolean ok = err <= TOL;
+            failures += ok ? 0 : 1;
+            System.out.printf(Locale.ROOT, "  %-4s linear M=%d K=%d N=%d%s%s max_rel_err=%.2e%s%n", ok ? "ok" : "FAIL",
+                    m, k, n, s[3] == 1 ? " +bias" : "", s[4] == 1 ? " +residual" : "", err, vsCpu);
+        }
+        return failures;
     }
 
-    private static float[] normal(Random rng, int n) {
-        float[] out = new float[n];
-        for (int i = 0; i < n; i++) out[i] = (float) (rng.nextGaussian() * 3);
-        return out;
+    /** y, dx, dWeight, dBias (null without bias) of one forward + backward. */
+    private static float[][] runLinear(Backend be, float[][] in, int m, int k, int n) {
+        try (Tensor x = Tensor.of(be, in[0], m, k); Tensor w = Tensor.of(be, in[1], n, k);
+             Tensor b = in[2] == null ? null : Tensor.of(be, in[2], n);
+             Tensor r = in[3] == null ? null : Tensor.of(be, in[3], m, n); Tensor dy = Tensor.of(be, in[4], m, n);
+             Tensor y = Tensor.empty(be, m, n); Tensor dx = Tensor.empty(be, m, k); Tensor dw = zeros(be, n, k);
+             Tensor db = b == null ? null : zeros(be, n)) {
+            Linear.forward(x, w, b, r, y);
+            Linear.backward(x, w, dy, dx, dw, db);
+            return new float[][] {y.toArray(), dx.toArray(), dw.toArray(), db == null ? null : db.toArray()};
+        }
     }
-}
+
+    /** Token-rows cases (exact copies: any difference fails). Shapes {B, T, D, prefix}. */
+    private static int tokenRowsCases(Backend be, Backend cpu, Random rng, boolean small) {
+        int[][] shapes = {{1, 1, 1, 1}, {3, 7, 5, 2}, {2, 198, 192, 2}, {4, 50, 33, 1}};
+        int failures = 0;
+        for (int[] s : shapes) {
+            int b = s[0], t = s[1], d = s[2], p = s[3];
+            float[] tokens = normal(rng, b * t * d), dRows = normal(rng, p * b * d);
+            double[] wantRows = new double[p * b * d], wantGrad = new double[b * t * d];
+            for (int i = 0; i < p; i++) {
+                for (int j = 0; j < b; j++) {
+                    for (int e = 0; e < d; e++) {
+                        wantRows[(i * b + j) * d + e] = tokens[(j * t + i) * d + e];
+                        wantGrad[(j * t + i) * d + e] = dRows[(i * b + j) * d + e];
+                    }
+                }
+            }
+            try (Tensor x = Tensor.of(be, tokens, b, t, d); Tensor rows = Tensor.empty(be, p, b, d);
+                 Tensor dr = Tensor.of(be, dRows, p, b, d); Tensor dx = Tensor.of(be, normal(rng, b * t * d), b, t, d)) {
+                TokenRows.forward(x, p, rows);
+                TokenRows.backward(dr, p, dx);
+                double err = Math.max(Errors.relative(rows.toArray(), wantRows), Errors.relative(dx.toArray(), wantGrad));
+                boolean ok = err == 0;
+                failures += ok ? 0 : 1;
+                System.out.printf(Locale.ROOT, "  %-4s token-rows B=%d T=%d D=%d prefix=%d max_rel_err=%.2e%n",
+                        ok ? "ok" : "FAIL", b, t, d, p, err);
+            }
+        }
+        return failures;
+    }}
