@@ -20,6 +20,7 @@ import org.distill4j.bench.BenchRow;
 import org.distill4j.bench.KlDivBench;
 import org.distill4j.bench.LinearBench;
 import org.distill4j.bench.PatchEmbedBench;
+import org.distill4j.bench.TrainStepBench;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -42,10 +43,11 @@ final class BenchCommand implements Callable<Integer> {
         m.put("patch-embed", PatchEmbedBench::run);
         m.put("attention", AttentionBench::run);
         m.put("linear", LinearBench::run);
+        m.put("train-step", TrainStepBench::run);
         return Collections.unmodifiableMap(m);
     }
 
-    @Parameters(index = "0", description = "the op: kl, patch-embed, attention, linear, or all")
+    @Parameters(index = "0", description = "the op: kl, patch-embed, attention, linear, train-step, or all")
     String op;
 
     @Option(names = "--backend", defaultValue = "cpu", description = "cpu or cuda (default ${DEFAULT-VALUE})")

@@ -176,7 +176,9 @@ public final class Trainer implements AutoCloseable {
         clsLoss.copyTo(hostLoss);
         double loss = hostLoss[0];
         distLoss.copyTo(hostLoss);
-        loss += hostLoss[0];
+        // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
+        // scales both.
+        loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostLoss[0];
         student.logits().copyTo(hostLogits);
         return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
     }

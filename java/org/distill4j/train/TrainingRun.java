@@ -1,0 +1,141 @@
+package org.distill4j.train;
+
+import java.io.IOException;
+import java.io.PrintStream;
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import org.distill4j.backend.Backend;
+import org.distill4j.data.Augment;
+import org.distill4j.data.BatchLoader;
+import org.distill4j.data.Dataset;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+
+/**
+ * A whole training run: epochs of {@link Trainer} steps over a background {@link BatchLoader}, a progress bar,
+ * evaluation on the test set after every epoch, a checkpoint after every epoch (model, optimizer moments, step,
+ * epoch; written atomically) from which a later run resumes exactly, and the final model.
+ *
+ * <p>Exact resume: an epoch's shuffle and augmentation depend only on (seed, epoch, index), the CPU kernels are
+ * deterministic, and the checkpoint holds every other piece of state; a run resumed from epoch k's checkpoint
+ * produces the same parameters as one that never stopped.
+ */
+public final class TrainingRun {
+    private TrainingRun() {}
+
+    /** What one epoch gave. */
+    public record Epoch(int epoch, double trainLoss, double trainAccuracy, Evaluator.Accuracy test, double seconds,
+                        double imagesPerSecond) {}
+
+    /** The run's outcome: per-epoch results, the final test accuracy, the wall time, and where the teacher's logits came from. */
+    public record Result(String name, VitConfig config, long parameters, List<Epoch> epochs, Evaluator.Accuracy test,
+                         double seconds, String teacherSource) {}
+
+    /** Where the teacher's logits come from during a distillation run. */
+    public interface TeacherLogits {
+        /** The teacher model run on each batch (null when the logits are stored). */
+        VisionTransformer model();
+
+        /** Writes the stored logits of images {@code indices} into {@code out} [indices·classes]; unused with a model. */
+        void copy(int[] indices, float[] out);
+
+        /** How the run reports it, e.g. "teacher model, every batch" or "soft labels from FILE". */
+        String describe();
+    }
+
+    /**
+     * Trains {@code student} (allocated by the caller for {@code options.batch()}) and returns the results.
+     *
+     * @param teacher     the teacher's logits for distillation, or null when {@code options.distillation()} is NONE
+     * @param checkpoint  where to write the checkpoint after every epoch, or null
+     * @param resume      a checkpoint to resume from, or null
+     */
+    public static Result run(String name, VisionTransformer student, TeacherLogits teacher, Dataset train,
+                             Dataset test, TrainOptions options, Path checkpoint, Path resume, PrintStream log) {
+        Objects.requireNonNull(student, "student");
+        Objects.requireNonNull(options, "options");
+        if (options.distillation() != Distillation.NONE && teacher == null) {
+            throw new IllegalArgumentException(options.distillation() + " distillation needs a teacher");
+        }
+        if (train.classes() != student.config().classes()) {
+            throw new IllegalArgumentException("the training set has " + train.classes() + " classes, the model "
+                    + student.config().classes());
+        }
+        Dataset trainSet = options.trainLimit() > 0 && options.trainLimit() < train.size()
+                ? train.head(options.trainLimit()) : train;
+        int b = student.batch();
+        if (trainSet.size() < b) {
+            throw new IllegalArgumentException("the training set has " + trainSet.size()
+                    + " images, fewer than one batch of " + b);
+        }
+        int stepsPerEpoch = trainSet.size() / b;
+        long total = (long) stepsPerEpoch * options.epochs();
+        long t0 = System.nanoTime();
+        List<Epoch> epochs = new ArrayList<>();
+        VisionTransformer teacherModel = teacher == null ? null : teacher.model();
+        try (Trainer trainer = new Trainer(student, teacherModel, options, total)) {
+            int startEpoch = 0;
+            if (resume != null) {
+                Checkpoint.State state = Checkpoint.load(resume, trainer);
+                startEpoch = state.epoch();
+                epochs.addAll(state.history());
+                log.println(name + ": resumed from " + resume + " at epoch " + startEpoch + ", step " + trainer.steps());
+            }
+            Augment augment = options.augment() ? new Augment(options.seed(), 2, true) : Augment.none();
+            float[] teacherLogits = teacher != null && teacherModel == null
+                    ? new float[b * student.config().classes()] : null;
+            if (startEpoch < options.epochs()) {
+                try (BatchLoader loader = BatchLoader.builder(trainSet, b).seed(options.seed()).shuffle(true)
+                        .dropLast(true).augment(augment).start(startEpoch, 0)
+                        .epochs(options.epochs() - startEpoch).build()) {
+                    for (int epoch = startEpoch; epoch < options.epochs(); epoch++) {
+                        long e0 = System.nanoTime();
+                        double lossSum = 0;
+                        long correct = 0, seen = 0;
+                        try (Progress progress = Progress.start(name + " epoch " + (epoch + 1) + "/" + options.epochs(),
+                                stepsPerEpoch)) {
+                            for (int s = 0; s < stepsPerEpoch; s++) {
+                                BatchLoader.Batch batch = loader.next();
+                                if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
+                                Trainer.StepResult r = trainer.step(batch.images(), batch.labelsAsFloat(), teacherLogits);
+                                if (!Double.isFinite(r.loss())) {
+                                    throw new IllegalStateException(name + ": the loss is " + r.loss() + " at step "
+                                            + trainer.steps() + " (lower the learning rate?)");
+                                }
+                                lossSum += r.loss() * batch.size();
+                                correct += r.correct();
+                                seen += batch.size();
+                                progress.step(batch.size(), r.loss(), r.correct() / (double) batch.size());
+                            }
+                        }
+                        double trainSeconds = (System.nanoTime() - e0) / 1e9;
+                        Evaluator.Accuracy acc = Evaluator.evaluate(student, test, options.testLimit());
+                        Epoch e = new Epoch(epoch + 1, lossSum / seen, (double) correct / seen, acc,
+                                (System.nanoTime() - e0) / 1e9, seen / trainSeconds);
+                        epochs.add(e);
+                        log.printf(java.util.Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
+                                name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
+                                e.imagesPerSecond());
+                        if (checkpoint != null) Checkpoint.save(checkpoint, trainer, epoch + 1, epochs);
+                    }
+                }
+            }
+            Evaluator.Accuracy last = epochs.isEmpty() ? Evaluator.evaluate(student, test, options.testLimit())
+                    : epochs.get(epochs.size() - 1).test();
+            return new Result(name, student.config(), student.config().parameterCount(), List.copyOf(epochs), last,
+                    (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe());
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** "92.31% (cls 92.10%, dist 92.25%)" or "92.31%". */
+    public static String format(Evaluator.Accuracy a) {
+        if (Double.isNaN(a.distHead())) return String.format(java.util.Locale.ROOT, "%.2f%%", 100 * a.average());
+        return String.format(java.util.Locale.ROOT, "%.2f%% (cls %.2f%%, dist %.2f%%)", 100 * a.average(),
+                100 * a.classHead(), 100 * a.distHead());
+    }
+}
