@@ -105,6 +105,7 @@ public final class LayerNorm implements AutoCloseable {
         checkRows("y", y);
         checkStats("mean", mean);
         checkStats("rstd", rstd);
+        if (y == x) throw new IllegalArgumentException("layernorm: y must not be the same tensor as x");
         int status = Distill4jNative.d4j_layernorm_forward(backend.kernels(), backend.stream(), x.data(),
                 weight.data(), bias.data(), rows, dim, eps, y.data(), mean.data(), rstd.data());
         backend.check(status, "layernorm forward");

@@ -234,6 +234,8 @@ class LayerNormTest {
             assertMessage(IllegalArgumentException.class, "mean must have 4 elements (one per row), got [5]",
                     () -> op.forward(x, w, w, y, mean5, rstd));
             assertMessage(IllegalArgumentException.class, "y is on", () -> op.forward(x, w, w, elsewhere, mean, rstd));
+            assertMessage(IllegalArgumentException.class, "y must not be the same tensor as x",
+                    () -> op.forward(x, w, w, x, mean, rstd));
             assertMessage(IllegalArgumentException.class, "dx must not be the same tensor as dy",
                     () -> op.backward(x, w, mean, rstd, y, y, w, w));
             assertMessage(IllegalArgumentException.class, "dBias must have shape [8], got [9]",
