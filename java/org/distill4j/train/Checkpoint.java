@@ -1,0 +1,92 @@
+package org.distill4j.train;
+
+import com.google.gson.Gson;
+import com.google.gson.reflect.TypeToken;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.distill4j.Tensor;
+import org.distill4j.io.Safetensors;
+import org.distill4j.io.SafetensorsException;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.Parameter;
+import org.distill4j.nn.VisionTransformer;
+
+/**
+ * A training checkpoint, one safetensors file: the student's parameters under timm's names (so the file is also a
+ * model file), AdamW's moments as {@code optimizer.m.<name>} and {@code optimizer.v.<name>}, and in the metadata
+ * the config, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch): the loader's shuffle
+ * and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is exact.
+ */
+public final class Checkpoint {
+    private static final Gson GSON = new Gson();
+
+    private Checkpoint() {}
+
+    /** What a checkpoint restores beside the tensors. */
+    public record State(int epoch, List<TrainingRun.Epoch> history) {}
+
+    /** Writes the checkpoint atomically (a crash leaves the previous one intact). */
+    public static void save(Path file, Trainer trainer, int epoch, List<TrainingRun.Epoch> history) throws IOException {
+        VisionTransformer model = trainer.student();
+        Map<String, Safetensors.Entry> tensors = ModelFile.entries(model);
+        List<Parameter> params = model.parameters();
+        for (int i = 0; i < params.size(); i++) {
+            Parameter p = params.get(i);
+            tensors.put("optimizer.m." + p.name(), new Safetensors.Entry(p.shape(), trainer.firstMoments().get(i).toArray()));
+            tensors.put("optimizer.v." + p.name(), new Safetensors.Entry(p.shape(), trainer.secondMoments().get(i).toArray()));
+        }
+        Map<String, String> meta = ModelFile.metadata(model.config());
+        meta.put("distill4j.kind", "checkpoint");
+        meta.put("distill4j.step", Long.toString(trainer.steps()));
+        meta.put("distill4j.epoch", Integer.toString(epoch));
+        meta.put("distill4j.history", GSON.toJson(history));
+        Safetensors.write(file, tensors, meta);
+    }
+
+    /**
+     * Loads parameters, moments and the step into {@code trainer} (whose model must have the checkpoint's config).
+     *
+     * @throws SafetensorsException when the file is not a checkpoint of this config, naming the difference
+     */
+    public static State load(Path file, Trainer trainer) throws IOException {
+        Safetensors.Contents c = Safetensors.read(file);
+        VisionTransformer model = trainer.student();
+        Map<String, String> meta = c.metadata();
+        if (!"checkpoint".equals(meta.get("distill4j.kind"))) {
+            throw new SafetensorsException(file, "not a distill4j checkpoint (no optimizer state): a model file "
+                    + "can start a run (--init) but not resume one");
+        }
+        ModelFile.checkConfig(file, meta, model.config());
+        Map<String, long[]> expected = new LinkedHashMap<>(), actual = new LinkedHashMap<>();
+        for (Parameter p : model.parameters()) {
+            expected.put(p.name(), p.shape());
+            expected.put("optimizer.m." + p.name(), p.shape());
+            expected.put("optimizer.v." + p.name(), p.shape());
+        }
+        c.tensors().forEach((k, v) -> actual.put(k, v.shape()));
+        Safetensors.checkNames(file, expected, actual);
+        List<Parameter> params = model.parameters();
+        for (int i = 0; i < params.size(); i++) {
+            Parameter p = params.get(i);
+            p.value().copyFrom(c.tensors().get(p.name()).values());
+            copy(c.tensors().get("optimizer.m." + p.name()), trainer.firstMoments().get(i));
+            copy(c.tensors().get("optimizer.v." + p.name()), trainer.secondMoments().get(i));
+        }
+        try {
+            trainer.restore(Long.parseLong(meta.get("distill4j.step")));
+            int epoch = Integer.parseInt(meta.get("distill4j.epoch"));
+            List<TrainingRun.Epoch> history = GSON.fromJson(meta.get("distill4j.history"),
+                    new TypeToken<List<TrainingRun.Epoch>>() {}.getType());
+            return new State(epoch, history == null ? List.of() : history);
+        } catch (RuntimeException e) {
+            throw new SafetensorsException(file, "damaged checkpoint metadata (step, epoch, history): " + e.getMessage());
+        }
+    }
+
+    private static void copy(Safetensors.Entry e, Tensor t) {
+        t.copyFrom(e.values());
+    }
+}
