@@ -6,7 +6,8 @@ import picocli.CommandLine.Command;
 /** {@code ./distill4j <command>}: the command-line entry point. */
 @Command(name = "distill4j", mixinStandardHelpOptions = true, versionProvider = Version.class,
         description = "Train and distill Vision Transformers with fused CUDA and CPU kernels.",
-        subcommands = {InfoCommand.class, SelftestCommand.class, BenchCommand.class})
+        subcommands = {InfoCommand.class, SelftestCommand.class, BenchCommand.class, TrainCommand.class,
+                DistillCommand.class, EvalCommand.class, DemoCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

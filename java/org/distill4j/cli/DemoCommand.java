@@ -1,0 +1,137 @@
+package org.distill4j.cli;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.train.Distillation;
+import org.distill4j.train.TrainOptions;
+import org.distill4j.train.TrainingRun;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code ./distill4j demo}: the whole workflow on Fashion-MNIST with one budget per student: a teacher, a student from
+ * scratch, and the same student distilled (soft and hard) from the teacher's stored logits; a table, results.json and
+ * accuracy.png. {@code --quick} uses a subset and fewer epochs (a smoke run, not an experiment).
+ */
+@Command(name = "demo", mixinStandardHelpOptions = true,
+        description = "Teacher -> soft labels -> students (scratch, soft, hard) on Fashion-MNIST; table, JSON and chart.")
+final class DemoCommand implements Callable<Integer> {
+    @Option(names = "--quick", description = "a subset and fewer epochs: about 2 minutes on 2 CPU cores")
+    boolean quick;
+
+    @Option(names = "--out", defaultValue = "demo-out", description = "output directory (default ${DEFAULT-VALUE})")
+    Path out;
+
+    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N] or best (default ${DEFAULT-VALUE})")
+    String device;
+
+    @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
+    Path data;
+
+    @Option(names = "--teacher-epochs", description = "teacher epochs (default 3, quick 1)")
+    Integer teacherEpochs;
+
+    @Option(names = "--student-epochs", description = "epochs of each student (default 3, quick 1)")
+    Integer studentEpochs;
+
+    @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
+    Integer trainLimit;
+
+    @Option(names = "--teacher-model", defaultValue = "mnist-teacher", description = "teacher preset (default ${DEFAULT-VALUE})")
+    String teacherModel;
+
+    @Option(names = "--student-model", defaultValue = "mnist-student", description = "student preset (default ${DEFAULT-VALUE})")
+    String studentModel;
+
+    @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")
+    long seed;
+
+    @Override
+    public Integer call() throws Exception {
+        long t0 = System.nanoTime();
+        Path dir = TrainingFlags.writableDir(out);
+        Path dataDir = data != null ? data : ensureDataset();
+        FashionMnist.Split split = FashionMnist.load(dataDir);
+        int te = teacherEpochs != null ? teacherEpochs : quick ? 1 : 3;
+        int se = studentEpochs != null ? studentEpochs : quick ? 1 : 3;
+        int limit = trainLimit != null ? trainLimit : quick ? 6000 : 30000;
+        int testLimit = quick ? 2000 : 0;
+        VitConfig teacherConfig = VitConfig.preset(teacherModel), student = VitConfig.preset(studentModel);
+        if (!student.distilled()) throw new IllegalArgumentException(studentModel + " has no distillation token");
+        // No augmentation: the teacher's logits are computed once and reused by both distilled students.
+        TrainOptions base = new TrainOptions().withBatch(128).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
+                .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
+        List<TrainingRun.Result> runs = new ArrayList<>();
+        Map<String, Object> json = new LinkedHashMap<>();
+        try (Backend backend = Backends.open(Device.parse(device))) {
+            System.out.println("demo on " + backend.device() + ": teacher " + teacherConfig + ", student " + student
+                    + ", " + limit + " training images");
+            Path teacherDir = dir.resolve("teacher");
+            TrainingRun.Result teacher = Runs.train(backend, "teacher", teacherConfig, null, split.train(), split.test(),
+                    base.withEpochs(te), TrainingFlags.writableDir(teacherDir), null, null);
+            runs.add(teacher);
+            json.put("teacher", RunOutputs.json(teacher, backend.device().toString()));
+            Path teacherFile = teacherDir.resolve("model.safetensors");
+            TrainOptions students = base.withEpochs(se);
+            try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
+                ModelFile.load(teacherFile, t);
+                Object[][] plan = {{"student_scratch", Distillation.NONE}, {"student_soft", Distillation.SOFT},
+                        {"student_hard", Distillation.HARD}};
+                for (Object[] p : plan) {
+                    String name = (String) p[0];
+                    TrainOptions o = students.withDistillation((Distillation) p[1], 0.5, 4.0);
+                    var logits = Runs.teacherLogits(t, teacherFile, split.train(), o,
+                            dir.resolve("teacher-logits.safetensors"), 0);
+                    TrainingRun.Result r = Runs.train(backend, name, student, logits, split.train(), split.test(), o,
+                            TrainingFlags.writableDir(dir.resolve(name)), null, null);
+                    runs.add(r);
+                    json.put(name, RunOutputs.json(r, backend.device().toString()));
+                }
+            }
+            double seconds = (System.nanoTime() - t0) / 1e9;
+            json.put("device", backend.device().toString());
+            json.put("seconds", seconds);
+            RunOutputs.writeJson(dir.resolve("results.json"), json);
+            RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch", runs);
+            printTable(runs, backend.device().toString(), seconds);
+            System.out.println("wrote " + dir.resolve("results.json") + " and " + dir.resolve("accuracy.png"));
+        }
+        return 0;
+    }
+
+    private static void printTable(List<TrainingRun.Result> runs, String device, double seconds) {
+        System.out.printf(Locale.ROOT, "%n%-16s %10s %7s %10s %9s%n", "model", "params", "epochs", "test acc", "seconds");
+        for (TrainingRun.Result r : runs) {
+            System.out.printf(Locale.ROOT, "%-16s %10d %7d %9.2f%% %9.0f%n", r.name(), r.parameters(), r.epochs().size(),
+                    100 * r.test().average(), r.seconds());
+        }
+        System.out.printf(Locale.ROOT, "device %s, %.0f s in all%n", device, seconds);
+    }
+
+    /** The Debian dataset directory; installs the package when it is missing and this process may (root). */
+    private static Path ensureDataset() throws IOException, InterruptedException {
+        Path dir = FashionMnist.defaultDir();
+        if (FashionMnist.isPresent(dir)) return dir;
+        boolean root = "root".equals(System.getProperty("user.name"));
+        if (root) {
+            System.out.println("Fashion-MNIST is missing: apt-get install -y dataset-fashion-mnist");
+            Process p = new ProcessBuilder("apt-get", "install", "-y", "-q", "dataset-fashion-mnist").inheritIO().start();
+            if (p.waitFor() == 0 && FashionMnist.isPresent(dir)) return dir;
+        }
+        throw new IOException("Fashion-MNIST not found in " + dir + ": install the Debian package dataset-fashion-mnist "
+                + "(sudo apt-get install dataset-fashion-mnist) or pass --data DIR with the four IDX files");
+    }
+}

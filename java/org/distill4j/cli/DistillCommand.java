@@ -1,0 +1,71 @@
+package org.distill4j.cli;
+
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.train.Distillation;
+import org.distill4j.train.TrainOptions;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+/** {@code ./distill4j distill --teacher FILE}: trains a student with a distillation token from a teacher. */
+@Command(name = "distill", mixinStandardHelpOptions = true,
+        description = "Train a DeiT student from a teacher model file (soft or hard distillation on its distillation token).")
+final class DistillCommand implements Callable<Integer> {
+    @Mixin
+    TrainingFlags flags;
+
+    @Option(names = "--teacher", required = true, description = "teacher model file (safetensors)")
+    Path teacher;
+
+    @Option(names = "--teacher-model", description = "the teacher's preset, for a file that records none (timm)")
+    String teacherModel;
+
+    @Option(names = "--model", defaultValue = "mnist-student", description = "student preset (default ${DEFAULT-VALUE})")
+    String model;
+
+    @Option(names = "--distillation", defaultValue = "soft", description = "soft, hard or none (default ${DEFAULT-VALUE})")
+    String distillation;
+
+    @Option(names = "--alpha", defaultValue = "0.5", description = "weight of the distillation term (default ${DEFAULT-VALUE})")
+    double alpha;
+
+    @Option(names = "--tau", defaultValue = "4", description = "soft distillation temperature (default ${DEFAULT-VALUE})")
+    double tau;
+
+    @Option(names = "--soft-label-topk", defaultValue = "0",
+            description = "store only the top-k teacher classes in the soft-label cache (0: all)")
+    int topk;
+
+    @Option(names = "--resume", description = "resume from this checkpoint")
+    Path resume;
+
+    @Override
+    public Integer call() throws Exception {
+        Path out = flags.outputDir();
+        VitConfig student = VitConfig.preset(model);
+        VitConfig teacherConfig = Runs.configOf(teacher, teacherModel);
+        if (teacherConfig.classes() != student.classes()) {
+            throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the student "
+                    + student.classes());
+        }
+        TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau);
+        FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        try (Backend backend = Backends.open(Device.parse(flags.device));
+             VisionTransformer t = new VisionTransformer(backend, teacherConfig, options.batch(), 0)) {
+            ModelFile.load(teacher, t);
+            var logits = Runs.teacherLogits(t, teacher, data.train(), options, out.resolve("teacher-logits.safetensors"),
+                    topk);
+            Runs.train(backend, model + "-" + distillation, student, logits, data.train(), data.test(), options, out, null,
+                    resume);
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,49 @@
+package org.distill4j.cli;
+
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.train.Evaluator;
+import org.distill4j.train.TrainingRun;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** {@code ./distill4j eval MODEL}: test accuracy of a model file. */
+@Command(name = "eval", mixinStandardHelpOptions = true, description = "Test accuracy of a model file (each head and their average).")
+final class EvalCommand implements Callable<Integer> {
+    @Parameters(index = "0", description = "model or checkpoint file (safetensors)")
+    Path file;
+
+    @Option(names = "--model", description = "preset, for a file that records no config (timm)")
+    String model;
+
+    @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
+    Path data;
+
+    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N] or best (default ${DEFAULT-VALUE})")
+    String device;
+
+    @Option(names = "--batch", defaultValue = "256", description = "batch size (default ${DEFAULT-VALUE})")
+    int batch;
+
+    @Override
+    public Integer call() throws Exception {
+        VitConfig config = Runs.configOf(file, model);
+        var test = FashionMnist.loadTest(data != null ? data : FashionMnist.defaultDir());
+        try (Backend backend = Backends.open(Device.parse(device));
+             VisionTransformer m = new VisionTransformer(backend, config, batch, 0)) {
+            ModelFile.load(file, m);
+            Evaluator.Accuracy a = Evaluator.evaluate(m, test, 0);
+            System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
+                    + " images");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,70 @@
+package org.distill4j.cli;
+
+import com.google.gson.GsonBuilder;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.distill4j.train.AccuracyChart;
+import org.distill4j.train.Evaluator;
+import org.distill4j.train.TrainingRun;
+
+/** Results files of the training commands: results.json and accuracy.png, both written atomically. */
+final class RunOutputs {
+    private RunOutputs() {}
+
+    /** The JSON object of one run. */
+    static Map<String, Object> json(TrainingRun.Result r, String device) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("name", r.name());
+        m.put("model", r.config().toString());
+        m.put("parameters", r.parameters());
+        m.put("epochs", r.epochs().size());
+        m.put("test_acc", r.test().average());
+        m.put("test_acc_cls_head", r.test().classHead());
+        if (!Double.isNaN(r.test().distHead())) m.put("test_acc_dist_head", r.test().distHead());
+        m.put("seconds", r.seconds());
+        m.put("device", device);
+        m.put("teacher", r.teacherSource());
+        List<Map<String, Object>> per = new java.util.ArrayList<>();
+        for (TrainingRun.Epoch e : r.epochs()) {
+            Map<String, Object> x = new LinkedHashMap<>();
+            x.put("epoch", e.epoch());
+            x.put("train_loss", e.trainLoss());
+            x.put("train_acc", e.trainAccuracy());
+            x.put("test_acc", e.test().average());
+            x.put("seconds", e.seconds());
+            x.put("images_per_second", e.imagesPerSecond());
+            per.add(x);
+        }
+        m.put("history", per);
+        return m;
+    }
+
+    /** Writes {@code value} as pretty JSON, atomically. */
+    static void writeJson(Path file, Object value) throws IOException {
+        String text = new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create().toJson(value);
+        Path tmp = Files.createTempFile(file.toAbsolutePath().getParent(), "." + file.getFileName(), ".tmp");
+        try {
+            Files.writeString(tmp, text + "\n", StandardCharsets.UTF_8);
+            Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } finally {
+            Files.deleteIfExists(tmp);
+        }
+    }
+
+    /** Test accuracy per epoch of each run, one line each. */
+    static void writeChart(Path png, String title, List<TrainingRun.Result> runs) throws IOException {
+        Map<String, double[]> series = new LinkedHashMap<>();
+        for (TrainingRun.Result r : runs) {
+            double[] acc = r.epochs().stream().map(TrainingRun.Epoch::test).mapToDouble(Evaluator.Accuracy::average)
+                    .toArray();
+            if (acc.length > 0) series.put(r.name(), acc);
+        }
+        AccuracyChart.write(png, title, series);
+    }
+}

@@ -1,0 +1,93 @@
+package org.distill4j.cli;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import org.distill4j.backend.Backend;
+import org.distill4j.data.Dataset;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.train.Distillation;
+import org.distill4j.train.SoftLabels;
+import org.distill4j.train.TrainOptions;
+import org.distill4j.train.TrainingRun;
+
+/** What train, distill and demo share: one training run with its files, and the teacher's logits. */
+final class Runs {
+    private Runs() {}
+
+    /**
+     * Trains a model of {@code config} into {@code dir}: dir/checkpoint.safetensors after every epoch,
+     * dir/model.safetensors (timm names) at the end, dir/results.json and dir/accuracy.png.
+     */
+    static TrainingRun.Result train(Backend backend, String name, VitConfig config, TrainingRun.TeacherLogits teacher,
+                                    Dataset train, Dataset test, TrainOptions options, Path dir, Path init, Path resume)
+            throws IOException {
+        try (VisionTransformer model = new VisionTransformer(backend, config, options.batch(), options.seed())) {
+            if (init != null) ModelFile.load(init, model);
+            TrainingRun.Result r = TrainingRun.run(name, model, teacher, train, test, options,
+                    dir.resolve("checkpoint.safetensors"), resume, System.out);
+            ModelFile.save(dir.resolve("model.safetensors"), model);
+            RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, backend.device().toString()));
+            RunOutputs.writeChart(dir.resolve("accuracy.png"), name + ": test accuracy", java.util.List.of(r));
+            System.out.println(name + ": test accuracy " + TrainingRun.format(r.test()) + " after " + r.epochs().size()
+                    + " epochs, " + String.format(java.util.Locale.ROOT, "%.0f s", r.seconds()) + "; wrote "
+                    + dir.resolve("model.safetensors"));
+            return r;
+        }
+    }
+
+    /** The config saved in a model file, or {@code fallback} (a preset name) for a file without one. */
+    static VitConfig configOf(Path file, String fallback) throws IOException {
+        if (!Files.isRegularFile(file)) throw new IOException("model file " + file + " does not exist");
+        VitConfig c = ModelFile.config(file);
+        if (c != null) return c;
+        if (fallback == null) {
+            throw new IOException(file + " records no distill4j config (a timm file?): name its shape with --model");
+        }
+        return VitConfig.preset(fallback);
+    }
+
+    /**
+     * The teacher's logits for a distillation run: without augmentation, computed once over the training set and
+     * cached in {@code cache} (reused when it matches the teacher file and dataset); with augmentation, the teacher
+     * model runs on every batch ({@code teacherModel}, allocated by the caller).
+     */
+    static TrainingRun.TeacherLogits teacherLogits(VisionTransformer teacherModel, Path teacherFile, Dataset train,
+                                                   TrainOptions options, Path cache, int topk) throws IOException {
+        if (options.distillation() == Distillation.NONE) return null;
+        if (options.augment()) return SoftLabels.live(teacherModel, teacherFile.toString());
+        Dataset data = options.trainLimit() > 0 && options.trainLimit() < train.size()
+                ? train.head(options.trainLimit()) : train;
+        String teacherKey = sha256(teacherFile), datasetKey = data.name() + ":" + data.size();
+        SoftLabels cached = SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes());
+        if (cached != null) {
+            System.out.println("teacher logits: reusing " + cache);
+            return cached;
+        }
+        long t0 = System.nanoTime();
+        SoftLabels computed = SoftLabels.compute(teacherModel, data, teacherFile.toString());
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        computed.save(cache, teacherKey, datasetKey, topk);
+        System.out.printf(java.util.Locale.ROOT, "teacher logits: computed once for %d images in %.1f s (one teacher "
+                + "forward per image instead of one per image and epoch: %d epochs), cached in %s%n", data.size(),
+                seconds, options.epochs(), cache);
+        return topk > 0 ? SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes()) : computed;
+    }
+
+    static String sha256(Path file) throws IOException {
+        try {
+            MessageDigest md = MessageDigest.getInstance("SHA-256");
+            try (var in = new java.security.DigestInputStream(Files.newInputStream(file), md)) {
+                in.transferTo(java.io.OutputStream.nullOutputStream());
+            }
+            return HexFormat.of().formatHex(md.digest());
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+package org.distill4j.cli;
+
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+import org.distill4j.Device;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
+import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.VitConfig;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+/** {@code ./distill4j train}: trains any model (a teacher, or a student without a teacher) on labels. */
+@Command(name = "train", mixinStandardHelpOptions = true,
+        description = "Train a ViT/DeiT on labels (e.g. a teacher); writes model, checkpoint, results.json, accuracy.png.")
+final class TrainCommand implements Callable<Integer> {
+    @Mixin
+    TrainingFlags flags;
+
+    @Option(names = "--model", defaultValue = "mnist-teacher", description = "preset (default ${DEFAULT-VALUE})")
+    String model;
+
+    @Option(names = "--init", description = "start from the parameters of this model file (safetensors, timm names)")
+    Path init;
+
+    @Option(names = "--resume", description = "resume from this checkpoint (exactly where it stopped)")
+    Path resume;
+
+    @Override
+    public Integer call() throws Exception {
+        Path out = flags.outputDir();
+        VitConfig config = VitConfig.preset(model);
+        FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        try (Backend backend = Backends.open(Device.parse(flags.device))) {
+            Runs.train(backend, model, config, null, data.train(), data.test(), flags.options(), out, init, resume);
+        }
+        return 0;
+    }
+}
