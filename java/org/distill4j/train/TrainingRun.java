@@ -6,6 +6,7 @@ import java.io.UncheckedIOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 import java.util.Objects;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Augment;
@@ -55,6 +56,17 @@ public final class TrainingRun {
      */
     public static Result run(String name, VisionTransformer student, TeacherLogits teacher, Dataset train,
                              Dataset test, TrainOptions options, Path checkpoint, Path resume, PrintStream log) {
+        return run(name, student, teacher, train, test, options, checkpoint, resume, log, Integer.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #run(String, VisionTransformer, TeacherLogits, Dataset, Dataset, TrainOptions, Path, Path,
+     * PrintStream)}, but stops after epoch {@code stopAfter} (the schedule stays that of {@code options.epochs()}): a
+     * run cut short on purpose, to be resumed from its checkpoint.
+     */
+    public static Result run(String name, VisionTransformer student, TeacherLogits teacher, Dataset train,
+                             Dataset test, TrainOptions options, Path checkpoint, Path resume, PrintStream log,
+                             int stopAfter) {
         Objects.requireNonNull(student, "student");
         Objects.requireNonNull(options, "options");
         if (options.distillation() != Distillation.NONE && teacher == null) {
@@ -91,7 +103,7 @@ public final class TrainingRun {
                 try (BatchLoader loader = BatchLoader.builder(trainSet, b).seed(options.seed()).shuffle(true)
                         .dropLast(true).augment(augment).start(startEpoch, 0)
                         .epochs(options.epochs() - startEpoch).build()) {
-                    for (int epoch = startEpoch; epoch < options.epochs(); epoch++) {
+                    for (int epoch = startEpoch; epoch < Math.min(options.epochs(), stopAfter); epoch++) {
                         long e0 = System.nanoTime();
                         double lossSum = 0;
                         long correct = 0, seen = 0;
@@ -116,7 +128,7 @@ public final class TrainingRun {
                         Epoch e = new Epoch(epoch + 1, lossSum / seen, (double) correct / seen, acc,
                                 (System.nanoTime() - e0) / 1e9, seen / trainSeconds);
                         epochs.add(e);
-                        log.printf(java.util.Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
+                        log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
                                 name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
                                 e.imagesPerSecond());
                         if (checkpoint != null) Checkpoint.save(checkpoint, trainer, epoch + 1, epochs);
@@ -134,8 +146,8 @@ public final class TrainingRun {
 
     /** "92.31% (cls 92.10%, dist 92.25%)" or "92.31%". */
     public static String format(Evaluator.Accuracy a) {
-        if (Double.isNaN(a.distHead())) return String.format(java.util.Locale.ROOT, "%.2f%%", 100 * a.average());
-        return String.format(java.util.Locale.ROOT, "%.2f%% (cls %.2f%%, dist %.2f%%)", 100 * a.average(),
+        if (Double.isNaN(a.distHead())) return String.format(Locale.ROOT, "%.2f%%", 100 * a.average());
+        return String.format(Locale.ROOT, "%.2f%% (cls %.2f%%, dist %.2f%%)", 100 * a.average(),
                 100 * a.classHead(), 100 * a.distHead());
     }
 }

@@ -1,0 +1,150 @@
+package org.distill4j.train;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.PrintStream;
+import java.io.OutputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.CpuBackend;
+import org.distill4j.data.Dataset;
+import org.distill4j.data.Synthetic;
+import org.distill4j.io.SafetensorsException;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.Parameter;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.testing.Check;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Training on generated data: the loss falls, distillation runs, resume is exact, bad input is refused. */
+class TrainingTest {
+    private static final VitConfig SMALL = VitConfig.of(16, 4, 1, 4, 64, 1, 2, 2, true);
+    private static final PrintStream QUIET = new PrintStream(OutputStream.nullOutputStream());
+
+    @TempDir
+    Path dir;
+
+    static {
+        System.setProperty("distill4j.progress", "off");
+    }
+
+    private static Dataset data(long seed, int n) {
+        return Synthetic.dataset(seed, n, 4, 16, 16);
+    }
+
+    private static TrainOptions options(int epochs) {
+        return new TrainOptions().withEpochs(epochs).withBatch(16).withLr(3e-3, 1e-4).withWarmupEpochs(0.5)
+                .withAugment(true).withSeed(7);
+    }
+
+    @Test
+    void lossFallsAndTheModelLearnsSyntheticClasses() {
+        long seed = Check.freshSeed();
+        try (Backend be = CpuBackend.open(); VisionTransformer model = new VisionTransformer(be, SMALL, 16, seed)) {
+            TrainingRun.Result r = TrainingRun.run("synthetic", model, null, data(seed, 512), data(seed + 1, 256),
+                    options(6), null, null, QUIET);
+            double first = r.epochs().get(0).trainLoss(), last = r.epochs().get(r.epochs().size() - 1).trainLoss();
+            System.out.println("synthetic run: train loss " + first + " -> " + last + ", test " + r.test().average());
+            assertTrue(last < 0.7 * first, "loss must fall: " + first + " -> " + last + " (seed " + seed + ")");
+            assertTrue(r.test().average() > 0.5, "test accuracy (chance 0.25) " + r.test().average() + " (seed " + seed + ")");
+        }
+    }
+
+    @Test
+    void resumeFromACheckpointIsExact() throws Exception {
+        Dataset train = data(3, 256), test = data(4, 64);
+        float[] straight, resumed;
+        try (Backend be = CpuBackend.open()) {
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+                TrainingRun.run("straight", m, null, train, test, options(3), null, null, QUIET);
+                straight = concat(m);
+            }
+            // Stop after epoch 1: a run of the same options that ends early, then a fresh model resumes it.
+            Path one = dir.resolve("one.safetensors");
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+                TrainOptions o = options(3);
+                // Same schedule length as the 3-epoch run: only the epochs run differ.
+                TrainingRun.run("partial", m, null, train, test, o, one, null, QUIET, 1);
+            }
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 999)) {
+                TrainingRun.Result r = TrainingRun.run("resumed", m, null, train, test, options(3), null, one, QUIET);
+                assertEquals(3, r.epochs().size(), "history restored from the checkpoint plus the new epochs");
+                resumed = concat(m);
+            }
+        }
+        assertArrayEquals(straight, resumed, "parameters after resume must equal an uninterrupted run, bit for bit");
+    }
+
+    @Test
+    void softAndHardDistillationRunAndBadTeachersAreRefused() throws Exception {
+        Dataset train = data(5, 128), test = data(6, 64);
+        try (Backend be = CpuBackend.open();
+             VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1);
+             VisionTransformer student = new VisionTransformer(be, SMALL, 16, 2)) {
+            TrainingRun.run("teacher", teacher, null, train, test, options(2), null, null, QUIET);
+            Path teacherFile = dir.resolve("teacher.safetensors");
+            ModelFile.save(teacherFile, teacher);
+            SoftLabels cached = SoftLabels.compute(teacher, train, "t");
+            Path cache = dir.resolve("soft.safetensors");
+            cached.save(cache, "key", "ds", 0);
+            SoftLabels loaded = SoftLabels.load(cache, "key", "ds", train.size(), 4);
+            float[] a = new float[16 * 4], b = new float[16 * 4];
+            int[] idx = new int[16];
+            for (int i = 0; i < 16; i++) idx[i] = 5 * i;
+            cached.copy(idx, a);
+            loaded.copy(idx, b);
+            assertArrayEquals(a, b);
+            assertEquals(null, SoftLabels.load(cache, "other teacher", "ds", train.size(), 4));
+            for (Distillation mode : new Distillation[] {Distillation.SOFT, Distillation.HARD}) {
+                TrainOptions o = options(2).withAugment(false).withDistillation(mode, 0.5, 3.0);
+                TrainingRun.Result r = TrainingRun.run(mode.toString(), student, cached, train, test, o, null, null, QUIET);
+                assertTrue(Double.isFinite(r.epochs().get(1).trainLoss()));
+                r = TrainingRun.run(mode + "-live", student, SoftLabels.live(teacher, "t"), train, test,
+                        options(1).withDistillation(mode, 0.5, 3.0), null, null, QUIET);
+                assertTrue(Double.isFinite(r.epochs().get(0).trainLoss()));
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> new Trainer(teacher, null, options(1).withDistillation(Distillation.SOFT, 0.5, 2), 10));
+            assertTrue(e.getMessage().contains("needs a student with a distillation token"), e.getMessage());
+            try (VisionTransformer other = new VisionTransformer(be, SMALL.withClasses(5), 16, 3)) {
+                e = assertThrows(IllegalArgumentException.class,
+                        () -> new Trainer(student, other, options(1).withDistillation(Distillation.SOFT, 0.5, 2), 10));
+                assertTrue(e.getMessage().contains("teacher predicts 5 classes, the student 4"), e.getMessage());
+                SafetensorsException se = assertThrows(SafetensorsException.class,
+                        () -> ModelFile.load(teacherFile, other));
+                assertTrue(se.getMessage().contains("saved for"), se.getMessage());
+            }
+            Path ckpt = dir.resolve("c.safetensors");
+            TrainingRun.run("ckpt", student, null, train, test, options(1), ckpt, null, QUIET);
+            try (VisionTransformer wide = new VisionTransformer(be, VitConfig.of(16, 4, 1, 4, 128, 1, 2, 2, true), 16, 1);
+                 Trainer t = new Trainer(wide, null, options(1), 8)) {
+                SafetensorsException se = assertThrows(SafetensorsException.class, () -> Checkpoint.load(ckpt, t));
+                assertTrue(se.getMessage().contains("saved for"), se.getMessage());
+            }
+            try (Trainer t = new Trainer(student, null, options(1), 8)) {
+                SafetensorsException se = assertThrows(SafetensorsException.class, () -> Checkpoint.load(teacherFile, t));
+                assertTrue(se.getMessage().contains("not a distill4j checkpoint"), se.getMessage());
+            }
+            assertTrue(Files.exists(ckpt));
+        }
+    }
+
+    private static float[] concat(VisionTransformer m) {
+        int n = 0;
+        for (Parameter p : m.parameters()) n += (int) p.numel();
+        float[] out = new float[n];
+        int off = 0;
+        for (Parameter p : m.parameters()) {
+            float[] v = p.value().toArray();
+            System.arraycopy(v, 0, out, off, v.length);
+            off += v.length;
+        }
+        return out;
+    }
+}
