@@ -110,18 +110,23 @@ main() {
   fi
 
   # Every check runs whatever the others say; main fails if any does.
-  local kl=PASSED pe=PASSED at=PASSED
+  local kl=PASSED pe=PASSED at=PASSED ls=PASSED
   section "check_kl.py"
   python3 bench/gpu/check_kl.py --lib-dir "$LIB" --json "$JSON" "${PY_ARGS[@]}" || kl=FAILED
   section "check_patch_embed.py"
   python3 bench/gpu/check_patch_embed.py --lib-dir "$LIB" --json "$JSON_PE" "${PY_ARGS[@]}" || pe=FAILED
   section "check_attention.py"
   python3 bench/gpu/check_attention.py --lib-dir "$LIB" --json "$JSON_AT" "${PY_ARGS[@]}" || at=FAILED
+  if [[ $DRY_RUN == 0 ]]; then  # torch on the GPU only: no dry-run mode (cuda_emu CTests cover these kernels)
+    section "check_loss.py"
+    python3 bench/gpu/check_loss.py --lib-dir "$LIB" --json "${JSON%/*}/gpu_loss.json" "${PY_ARGS[@]}" || ls=FAILED
+  fi
   section "summary"
   echo "check_kl.py: $kl"
   echo "check_patch_embed.py: $pe"
   echo "check_attention.py: $at"
-  [[ $kl == PASSED && $pe == PASSED && $at == PASSED ]]
+  echo "check_loss.py: $ls"
+  [[ $kl == PASSED && $pe == PASSED && $at == PASSED && $ls == PASSED ]]
 }
 
 # The pipe keeps the log complete when main fails halfway; PIPESTATUS gives main's own exit status.

@@ -3,11 +3,24 @@
 #include "common.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <vector>
 
 namespace {
+
+// The value the caller wrote: the ABI passes hyper-parameters as float, and 0.999f is 0.99900001287, so 1 - beta2
+// would be off by 1.3e-5 relative from PyTorch's 1 - 0.999 (its scalars are Python floats, i.e. double). The
+// shortest decimal that round-trips the float ("0.999") is what the user typed; read back as a double, it gives
+// torch's scalars.
+double decimal(float f) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf - 1, f);
+    *r.ptr = '\0';
+    return std::strtod(buf, nullptr);
+}
 // Blocks of a fixed size, not "one per thread": the partial sums, hence the bits of the total, do not depend on the
 // thread count. Each block sums in float (8 lanes, vectorised), the blocks in double, in order.
 constexpr int64_t kBlock = 8192;
@@ -56,12 +69,13 @@ D4J_IMPL_API int d4j_impl_adamw(void *, float *param, const float *grad, float *
     if (param == nullptr || grad == nullptr || m == nullptr || v == nullptr || n < 0 || step < 1)
         return d4j::cpu::fail("adamw: null buffer, n < 0 or step < 1");
     // torch.optim.AdamW's scalars, formed in double as Python does and rounded once.
-    const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-    const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-    const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
-    const float step_size = static_cast<float>(lr / bc1), bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-    const float gs = grad_scale != nullptr ? grad_scale[0] : 1.f, b1 = beta1, b2 = beta2, c1 = 1.f - beta1,
-                c2 = 1.f - beta2;
+    const double b1d = decimal(beta1), b2d = decimal(beta2), lrd = decimal(lr);
+    const double bc1 = 1.0 - std::pow(b1d, static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(b2d, static_cast<double>(step));
+    const float decay = static_cast<float>(1.0 - lrd * decimal(weight_decay));
+    const float step_size = static_cast<float>(lrd / bc1), bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+    const float gs = grad_scale != nullptr ? grad_scale[0] : 1.f, b1 = beta1, b2 = beta2,
+                c1 = static_cast<float>(1.0 - b1d), c2 = static_cast<float>(1.0 - b2d);
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
         const float g = grad[i] * gs;

@@ -5,10 +5,23 @@
 #include "launch.cuh"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 
 namespace {
+
+// The value the caller wrote: the ABI passes hyper-parameters as float, and 0.999f is 0.99900001287, so 1 - beta2
+// would be off by 1.3e-5 relative from PyTorch's 1 - 0.999 (its scalars are Python floats, i.e. double). The
+// shortest decimal that round-trips the float ("0.999") is what the user typed; read back as a double, it gives
+// torch's scalars.
+double decimal(float f) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf - 1, f);
+    *r.ptr = '\0';
+    return std::strtod(buf, nullptr);
+}
 
 using namespace d4j::cuda;
 
@@ -91,11 +104,13 @@ D4J_IMPL_API int d4j_impl_adamw(void *stream, float *param, const float *grad, f
         return fail("adamw: null buffer, n < 0 or step < 1");
     if (n == 0) return 0;
     // torch.optim.AdamW's scalars, formed in double on the host as Python does, rounded once to float.
-    const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-    const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+    const double b1d = decimal(beta1), b2d = decimal(beta2), lrd = decimal(lr);
+    const double bc1 = 1.0 - std::pow(b1d, static_cast<double>(step));
+    const double bc2 = 1.0 - std::pow(b2d, static_cast<double>(step));
     const adamw_args a{param, m, v, grad, grad_scale, n,
-                       static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay), beta1, beta2, 1.0f - beta1,
-                       1.0f - beta2, static_cast<float>(lr / bc1), static_cast<float>(std::sqrt(bc2)), eps};
+                       static_cast<float>(1.0 - lrd * decimal(weight_decay)), beta1, beta2,
+                       static_cast<float>(1.0 - b1d), static_cast<float>(1.0 - b2d), static_cast<float>(lrd / bc1),
+                       static_cast<float>(std::sqrt(bc2)), eps};
     const int64_t blocks = std::min<int64_t>((n + kAdamThreads - 1) / kAdamThreads, kAdamMaxBlocks);
     D4J_LAUNCH(adamw_step, dim3(static_cast<unsigned>(blocks)), dim3(kAdamThreads), 0,
                static_cast<cudaStream_t>(stream), a);

@@ -86,7 +86,10 @@ void grad_norm(d4j_backend *emu, std::mt19937_64 &rng) {
     for (buffer *g : gs) delete g;
 }
 
-void adamw_case(d4j_backend *emu, int64_t n, float lr, float wd, bool scaled, std::mt19937_64 &rng) {
+void adamw_case(d4j_backend *emu, int64_t n, double lr_d, double wd_d, bool scaled, std::mt19937_64 &rng) {
+    const float lr = static_cast<float>(lr_d), wd = static_cast<float>(wd_d);
+    // The reference uses the decimals a PyTorch user writes (0.999, not 0.999f widened: 1 - b2 differs by 1.3e-5).
+    const double B1 = 0.9, B2 = 0.999, EPS = 1e-8;
     const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     buffer p(n), g(n), m(n), v(n), s(1);
     p.random(rng);
@@ -97,13 +100,13 @@ void adamw_case(d4j_backend *emu, int64_t n, float lr, float wd, bool scaled, st
         g.random(rng);
         s.p[0] = scaled ? 0.25f + 0.25f * static_cast<float>(step) : 1.0f;
         rc |= d4j_adamw(emu, nullptr, p.p, g.p, m.p, v.p, n, lr, b1, b2, eps, wd, step, scaled ? s.p : nullptr);
-        const double bc1 = 1.0 - std::pow(double(b1), double(step)), bc2 = 1.0 - std::pow(double(b2), double(step));
+        const double bc1 = 1.0 - std::pow(B1, double(step)), bc2 = 1.0 - std::pow(B2, double(step));
         for (int64_t i = 0; i < n; ++i) {
             const double gi = static_cast<double>(g.p[i]) * s.p[0];
-            pr[i] *= 1.0 - double(lr) * wd;
-            mr[i] = b1 * mr[i] + (1.0 - b1) * gi;
-            vr[i] = b2 * vr[i] + (1.0 - b2) * gi * gi;
-            pr[i] -= lr / bc1 * mr[i] / (std::sqrt(vr[i]) / std::sqrt(bc2) + eps);
+            pr[i] *= 1.0 - lr_d * wd_d;
+            mr[i] = B1 * mr[i] + (1.0 - B1) * gi;
+            vr[i] = B2 * vr[i] + (1.0 - B2) * gi * gi;
+            pr[i] -= lr_d / bc1 * mr[i] / (std::sqrt(vr[i]) / std::sqrt(bc2) + EPS);
         }
     }
     const double ep = rel_err(p.p, pr), em = rel_err(m.p, mr), ev = rel_err(v.p, vr);
@@ -125,8 +128,8 @@ int main(int argc, char **argv) {
     std::mt19937_64 rng(d4j_test::test_seed("adamw_emu"));
     grad_norm(emu, rng);
     for (int64_t n : {1, 255, 4099}) {
-        adamw_case(emu, n, 1e-3f, 0.01f, false, rng);
-        adamw_case(emu, n, 1e-2f, 0.1f, true, rng);
+        adamw_case(emu, n, 1e-3, 0.01, false, rng);
+        adamw_case(emu, n, 1e-2, 0.1, true, rng);
     }
     buffer a(4);
     expect(d4j_adamw(emu, nullptr, a.p, a.p, a.p, nullptr, 4, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1, nullptr) != 0,

@@ -287,8 +287,9 @@ final class SelftestCommand implements Callable<Integer> {
             double[][] ref = {new double[n], new double[n], new double[n]};
             for (int i = 0; i < n; i++) ref[0][i] = p0[i];
             for (int k = 0; k < steps; k++) {
-                AdamWFloat64.step(ref[0], g[k], ref[1], ref[2], k + 1, opt.lr(), opt.beta1(), opt.beta2(), opt.eps(),
-                        opt.weightDecay(), scale[k]);
+                AdamWFloat64.step(ref[0], g[k], ref[1], ref[2], k + 1, AdamWFloat64.decimal(opt.lr()),
+                        AdamWFloat64.decimal(opt.beta1()), AdamWFloat64.decimal(opt.beta2()),
+                        AdamWFloat64.decimal(opt.eps()), AdamWFloat64.decimal(opt.weightDecay()), scale[k]);
             }
             float[][] ours = runAdamW(be, opt, p0, g, scale);
             double err = 0;

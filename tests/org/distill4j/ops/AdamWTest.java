@@ -63,13 +63,14 @@ class AdamWTest {
         try (PointerScope ignored = new PointerScope()) {
             org.bytedeco.pytorch.Tensor p = AbstractTensor.create(p0, n).to(ScalarType.Double);
             p.set_requires_grad(true);
-            AdamWOptions o = new AdamWOptions(opt.lr());
+            // The hyper-parameters as a PyTorch user writes them (0.999, not 0.999f widened): see AdamWFloat64.decimal.
+            AdamWOptions o = new AdamWOptions(AdamWFloat64.decimal(opt.lr()));
             DoublePointer betas = o.betas();  // a std::tuple<double, double>: find which slot holds beta1 (0.9)
             int first = betas.get(0) == 0.9 ? 0 : 1;
-            betas.put(first, opt.beta1());
-            betas.put(1 - first, opt.beta2());
-            o.eps().put(opt.eps());
-            o.weight_decay().put(opt.weightDecay());
+            betas.put(first, AdamWFloat64.decimal(opt.beta1()));
+            betas.put(1 - first, AdamWFloat64.decimal(opt.beta2()));
+            o.eps().put(AdamWFloat64.decimal(opt.eps()));
+            o.weight_decay().put(AdamWFloat64.decimal(opt.weightDecay()));
             org.bytedeco.pytorch.AdamW torchOpt = new org.bytedeco.pytorch.AdamW(new TensorVector(p), o);
             for (int k = 0; k < grads.length; k++) {
                 double[] g = new double[n];
@@ -131,7 +132,9 @@ class AdamWTest {
         double[] p = new double[n], m = new double[n], v = new double[n];
         for (int i = 0; i < n; i++) p[i] = p0[i];
         for (int k = 0; k < STEPS; k++) {
-            AdamWFloat64.step(p, g[k], m, v, k + 1, opt.lr(), opt.beta1(), opt.beta2(), opt.eps(), opt.weightDecay(), 0.5);
+            AdamWFloat64.step(p, g[k], m, v, k + 1, AdamWFloat64.decimal(opt.lr()), AdamWFloat64.decimal(opt.beta1()),
+                    AdamWFloat64.decimal(opt.beta2()), AdamWFloat64.decimal(opt.eps()),
+                    AdamWFloat64.decimal(opt.weightDecay()), 0.5);
         }
         float[] half = new float[STEPS];
         java.util.Arrays.fill(half, 0.5f);

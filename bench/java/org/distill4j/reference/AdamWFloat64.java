@@ -7,6 +7,14 @@ package org.distill4j.reference;
 public final class AdamWFloat64 {
     private AdamWFloat64() {}
 
+    /**
+     * The double a float hyper-parameter stands for: its shortest decimal ("0.999" for 0.999f), as a PyTorch user
+     * writes it. 1 − 0.999f is 1.3e-5 away from 1 − 0.999 relatively; the kernels read the floats this way too.
+     */
+    public static double decimal(float f) {
+        return Double.parseDouble(Float.toString(f));
+    }
+
     /** param, m, v updated in place; g = grad · gradScale. */
     public static void step(double[] param, float[] grad, double[] m, double[] v, long step, double lr, double beta1,
                             double beta2, double eps, double weightDecay, double gradScale) {
