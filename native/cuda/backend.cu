@@ -38,10 +38,11 @@ D4J_IMPL_API int d4j_impl_init(int device) {
         return d4j::cuda::fail(cudaGetErrorString(e));
     // The fat binary holds sm_80, 86, 89, 90 and PTX for newer: older cards have no code to run.
     if (prop.major < 8) {
-        char msg[192];
-        std::snprintf(msg, sizeof msg, "CUDA device %d (%s) has compute capability %d.%d; distill4j needs 8.0 or newer",
-                      device, prop.name, prop.major, prop.minor);
-        return d4j::cuda::fail(msg);
+        // prop.name is up to 256 bytes: build the message as a string (a fixed buffer would truncate, and gcc's
+        // -Werror=format-truncation in Release builds says so).
+        return d4j::cuda::fail(("CUDA device " + std::to_string(device) + " (" + prop.name + ") has compute capability " +
+                                std::to_string(prop.major) + "." + std::to_string(prop.minor) +
+                                "; distill4j needs 8.0 or newer").c_str());
     }
     return 0;
 #else
