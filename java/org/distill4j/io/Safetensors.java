@@ -1,329 +1,544 @@
 package org.distill4j.io;
 
-import com.google.gson.Gson;
-import com.google.gson.JsonArray;
-import com.google.gson.JsonElement;
-import com.google.gson.JsonObject;
-import com.google.gson.JsonParseException;
-import com.google.gson.JsonParser;
+import static java.nio.charset.StandardCharsets.UTF_8;
+
+import com.google.gson.Strictness;
+import com.google.gson.stream.JsonReader;
+import com.google.gson.stream.JsonToken;
+import com.google.gson.stream.JsonWriter;
 import java.io.IOException;
-import java.io.OutputStream;
+import java.io.StringReader;
+import java.io.StringWriter;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.CharBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
-import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Collections;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.concurrent.ThreadLocalRandom;
 
 /**
- * Reads and writes the safetensors format (Hugging Face): an 8-byte little-endian header length N, N bytes of
- * UTF-8 JSON {@code {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}}, then the
- * little-endian row-major data, offsets relative to its start.
+ * Reads and writes the safetensors format (huggingface/safetensors): an 8-byte little-endian header length
+ * {@code N}, {@code N} bytes of UTF-8 JSON mapping each tensor name to {@code {"dtype", "shape", "data_offsets"}}
+ * (plus an optional {@code "__metadata__"} string map), then the data buffer, little-endian and row-major, with
+ * offsets relative to its start.
  *
- * <p>Reading accepts F32 and converts F16, BF16 and F64 to float; every inconsistency of a hostile or damaged file
- * (truncation, a header length past the end, non-UTF-8 or malformed JSON, offsets past the end, overlapping or
- * mis-sized ranges, unknown dtypes, negative dims) is a {@link SafetensorsException} naming the file and the tensor,
- * never an out-of-bounds read. Writing is F32, header padded with spaces to a multiple of 8 (as the reference
- * implementation), into a temporary file moved into place: never a half-written file.
+ * <p>Reading accepts exactly what the reference implementation accepts: header at most 100 MB, valid UTF-8,
+ * strict JSON, and tensors whose byte ranges tile the data buffer with no overlap, gap or trailing byte. Every
+ * check runs on the header before a byte of data is read or allocated, so a hostile file yields a
+ * {@link SafetensorsFormatException}, never an out-of-bounds read or an {@link OutOfMemoryError}. The data is
+ * streamed through a 1 MB buffer with positional reads rather than memory-mapped: a mapping lives until the
+ * garbage collector drops it, and on some systems keeps the file locked against the atomic replace that
+ * {@link #write} does when a checkpoint is saved again.
  */
 public final class Safetensors {
-    private static final long MAX_HEADER = 100L << 20;
-    private static final Gson GSON = new Gson();
+    /** Largest header accepted, the reference implementation's limit. */
+    public static final long MAX_HEADER_BYTES = 100_000_000L;
+
+    static final String METADATA_KEY = "__metadata__";
+    private static final int CHUNK_BYTES = 1 << 20; // a multiple of every dtype size: chunks end on elements
+    private static final int MAX_ARRAY = Integer.MAX_VALUE - 8; // the largest float[] a JVM reliably allocates
 
     private Safetensors() {}
 
-    /** One tensor: its shape and its values as floats (row-major). */
-    public record Entry(long[] shape, float[] values) {
-        /** Checks that the values fill the shape. */
-        public Entry {
-            Objects.requireNonNull(shape, "shape");
-            Objects.requireNonNull(values, "values");
-            long n = 1;
-            for (long d : shape) {
-                if (d < 0) throw new IllegalArgumentException("negative dimension in " + Arrays.toString(shape));
-                n = Math.multiplyExact(n, d);
-            }
-            if (n != values.length) {
-                throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " holds " + n
-                        + " values, got " + values.length);
-            }
-        }
-    }
+    // ------------------------------------------------------------------------------------------------ reading
 
-    /** A file's tensors in file order and its {@code __metadata__} (empty when absent). */
-    public record Contents(Map<String, Entry> tensors, Map<String, String> metadata) {}
-
-    /** Reads every tensor of {@code file}. */
-    public static Contents read(Path file) throws IOException {
+    /** The validated header of {@code file}, without reading its data. */
+    public static SafetensorsHeader readHeader(Path file) throws IOException {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
-            long size = ch.size();
-            if (size < 8) throw new SafetensorsException(file, "truncated: " + size + " bytes, not even a header length");
-            ByteBuffer lenBuf = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
-            readFully(ch, lenBuf, 0, file);
-            long headerLen = lenBuf.getLong(0);
-            if (headerLen < 2 || headerLen > MAX_HEADER || headerLen > size - 8) {
-                throw new SafetensorsException(file, "bad header length " + Long.toUnsignedString(headerLen)
-                        + " for a file of " + size + " bytes");
-            }
-            ByteBuffer header = ByteBuffer.allocate((int) headerLen);
-            readFully(ch, header, 8, file);
-            header.flip();
-            String json;
-            try {
-                json = StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
-                        .onUnmappableCharacter(CodingErrorAction.REPORT).decode(header).toString();
-            } catch (CharacterCodingException e) {
-                throw new SafetensorsException(file, "the header is not valid UTF-8");
-            }
-            JsonObject root;
-            try {
-                JsonElement e = JsonParser.parseString(json);
-                if (!e.isJsonObject()) throw new SafetensorsException(file, "the header is not a JSON object");
-                root = e.getAsJsonObject();
-            } catch (JsonParseException | IllegalStateException e) {
-                throw new SafetensorsException(file, "the header is not valid JSON: " + e.getMessage());
-            }
-            long dataStart = 8 + headerLen, dataLen = size - dataStart;
-            Map<String, String> metadata = new LinkedHashMap<>();
-            List<Object[]> specs = new ArrayList<>(); // name, dtype, shape, begin, end
-            for (Map.Entry<String, JsonElement> e : root.entrySet()) {
-                String name = e.getKey();
-                if (name.equals("__metadata__")) {
-                    if (!e.getValue().isJsonObject()) throw new SafetensorsException(file, "__metadata__ is not an object");
-                    for (Map.Entry<String, JsonElement> m : e.getValue().getAsJsonObject().entrySet()) {
-                        if (!m.getValue().isJsonPrimitive()) {
-                            throw new SafetensorsException(file, "__metadata__." + m.getKey() + " is not a string");
-                        }
-                        metadata.put(m.getKey(), m.getValue().getAsString());
-                    }
-                    continue;
-                }
-                specs.add(parseSpec(file, name, e.getValue(), dataLen));
-            }
-            // Ranges must not overlap (the format forbids it; a file that does is damaged or crafted).
-            List<Object[]> sorted = new ArrayList<>(specs);
-            sorted.sort(Comparator.comparingLong(s -> (Long) s[3]));
-            for (int i = 1; i < sorted.size(); i++) {
-                Object[] a = sorted.get(i - 1), b = sorted.get(i);
-                if ((Long) b[3] < (Long) a[4]) {
-                    throw new SafetensorsException(file, "tensors " + a[0] + " and " + b[0] + " overlap in the data");
-                }
-            }
-            Map<String, Entry> tensors = new LinkedHashMap<>();
-            for (Object[] s : specs) {
-                long begin = (Long) s[3], end = (Long) s[4];
-                ByteBuffer raw = ByteBuffer.allocate(Math.toIntExact(end - begin)).order(ByteOrder.LITTLE_ENDIAN);
-                readFully(ch, raw, dataStart + begin, file);
-                raw.flip();
-                tensors.put((String) s[0], new Entry((long[]) s[2], decode((String) s[1], raw)));
-            }
-            return new Contents(Collections.unmodifiableMap(tensors), Collections.unmodifiableMap(metadata));
-        }
-    }
-
-    private static Object[] parseSpec(Path file, String name, JsonElement value, long dataLen)
-            throws SafetensorsException {
-        if (!value.isJsonObject()) throw new SafetensorsException(file, "tensor " + name + ": not an object");
-        JsonObject o = value.getAsJsonObject();
-        JsonElement dt = o.get("dtype"), sh = o.get("shape"), off = o.get("data_offsets");
-        if (dt == null || !dt.isJsonPrimitive() || sh == null || !sh.isJsonArray() || off == null
-                || !off.isJsonArray() || off.getAsJsonArray().size() != 2) {
-            throw new SafetensorsException(file, "tensor " + name + ": needs dtype, shape and data_offsets [begin, end]");
-        }
-        String dtype = dt.getAsString();
-        int width = switch (dtype) {
-            case "F32" -> 4;
-            case "F16", "BF16" -> 2;
-            case "F64" -> 8;
-            default -> throw new SafetensorsException(file, "tensor " + name + ": dtype " + dtype
-                    + " is not supported (F32, F16, BF16, F64)");
-        };
-        JsonArray dims = sh.getAsJsonArray();
-        long[] shape = new long[dims.size()];
-        long n = 1;
-        for (int i = 0; i < shape.length; i++) {
-            shape[i] = integer(file, name, "shape", dims.get(i));
-            if (shape[i] < 0) throw new SafetensorsException(file, "tensor " + name + ": negative dimension " + shape[i]);
-            if (shape[i] > 0 && n > (Integer.MAX_VALUE / 8) / shape[i]) {
-                throw new SafetensorsException(file, "tensor " + name + ": shape " + Arrays.toString(shape)
-                        + " is too large");
-            }
-            n *= shape[i];
-        }
-        long begin = integer(file, name, "data_offsets", off.getAsJsonArray().get(0));
-        long end = integer(file, name, "data_offsets", off.getAsJsonArray().get(1));
-        if (begin < 0 || end < begin || end > dataLen) {
-            throw new SafetensorsException(file, "tensor " + name + ": data_offsets [" + begin + ", " + end
-                    + "] are outside the " + dataLen + " data bytes");
-        }
-        if (end - begin != n * width) {
-            throw new SafetensorsException(file, "tensor " + name + ": " + dtype + " " + Arrays.toString(shape)
-                    + " needs " + n * width + " bytes, data_offsets give " + (end - begin));
-        }
-        return new Object[] {name, dtype, shape, begin, end};
-    }
-
-    private static long integer(Path file, String name, String field, JsonElement e) throws SafetensorsException {
-        try {
-            if (e.isJsonPrimitive() && e.getAsJsonPrimitive().isNumber()) {
-                double d = e.getAsDouble();
-                long v = e.getAsLong();
-                if (d == v) return v;
-            }
-        } catch (NumberFormatException ignored) {
-            // reported below
-        }
-        throw new SafetensorsException(file, "tensor " + name + ": " + field + " holds " + e + ", not an integer");
-    }
-
-    private static float[] decode(String dtype, ByteBuffer raw) {
-        switch (dtype) {
-            case "F32": {
-                float[] out = new float[raw.remaining() / 4];
-                raw.asFloatBuffer().get(out);
-                return out;
-            }
-            case "F64": {
-                float[] out = new float[raw.remaining() / 8];
-                for (int i = 0; i < out.length; i++) out[i] = (float) raw.getDouble(8 * i);
-                return out;
-            }
-            case "BF16": {
-                float[] out = new float[raw.remaining() / 2];
-                // bfloat16 is the top half of a float32: exact.
-                for (int i = 0; i < out.length; i++) out[i] = Float.intBitsToFloat((raw.getShort(2 * i) & 0xffff) << 16);
-                return out;
-            }
-            case "F16": {
-                float[] out = new float[raw.remaining() / 2];
-                for (int i = 0; i < out.length; i++) out[i] = halfToFloat(raw.getShort(2 * i));
-                return out;
-            }
-            default:
-                throw new AssertionError(dtype);
-        }
-    }
-
-    /** IEEE 754 binary16 to float, exactly (Java 17 has no Float.float16ToFloat). */
-    static float halfToFloat(short h) {
-        int sign = (h >>> 15) & 1, exp = (h >>> 10) & 0x1f, mant = h & 0x3ff;
-        float v;
-        if (exp == 0) {
-            v = mant * 0x1p-24f;                      // subnormal: mant · 2^-24
-        } else if (exp == 31) {
-            v = mant == 0 ? Float.POSITIVE_INFINITY : Float.NaN;
-        } else {
-            v = Float.intBitsToFloat(((exp - 15 + 127) << 23) | (mant << 13));
-        }
-        return sign == 1 ? -v : v;
-    }
-
-    /**
-     * Writes {@code tensors} (in map order) as F32 with {@code metadata}, atomically: into a temporary file beside
-     * {@code file}, then moved over it.
-     */
-    public static void write(Path file, Map<String, Entry> tensors, Map<String, String> metadata) throws IOException {
-        Objects.requireNonNull(tensors, "tensors");
-        JsonObject header = new JsonObject();
-        if (metadata != null && !metadata.isEmpty()) {
-            JsonObject m = new JsonObject();
-            metadata.forEach(m::addProperty);
-            header.add("__metadata__", m);
-        }
-        long offset = 0;
-        for (Map.Entry<String, Entry> e : tensors.entrySet()) {
-            if (e.getKey().equals("__metadata__")) throw new IllegalArgumentException("__metadata__ is not a tensor name");
-            JsonObject t = new JsonObject();
-            t.addProperty("dtype", "F32");
-            JsonArray shape = new JsonArray();
-            for (long d : e.getValue().shape()) shape.add(d);
-            t.add("shape", shape);
-            JsonArray off = new JsonArray();
-            long bytes = 4L * e.getValue().values().length;
-            off.add(offset);
-            off.add(offset + bytes);
-            t.add("data_offsets", off);
-            header.add(e.getKey(), t);
-            offset += bytes;
-        }
-        byte[] json = GSON.toJson(header).getBytes(StandardCharsets.UTF_8);
-        int padded = (json.length + 7) / 8 * 8;
-        Path dir = file.toAbsolutePath().getParent();
-        Files.createDirectories(dir);
-        Path tmp = Files.createTempFile(dir, "." + file.getFileName(), ".tmp");
-        try {
-            try (OutputStream out = Files.newOutputStream(tmp, StandardOpenOption.WRITE)) {
-                ByteBuffer len = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(padded);
-                out.write(len.array());
-                out.write(json);
-                for (int i = json.length; i < padded; i++) out.write(' ');
-                ByteBuffer chunk = ByteBuffer.allocate(1 << 16).order(ByteOrder.LITTLE_ENDIAN);
-                for (Entry e : tensors.values()) {
-                    for (float v : e.values()) {
-                        if (!chunk.hasRemaining()) {
-                            out.write(chunk.array(), 0, chunk.position());
-                            chunk.clear();
-                        }
-                        chunk.putFloat(v);
-                    }
-                }
-                out.write(chunk.array(), 0, chunk.position());
-            }
-            Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
+            return readHeader(ch, file);
         }
     }
 
     /**
-     * Compares a file's tensors with what a model expects and throws ONE exception listing every missing,
-     * unexpected and mis-shaped tensor (as PyTorch's {@code load_state_dict(strict=True)} does).
+     * Every tensor of {@code file} as float: F32 as stored, F16 and BF16 converted exactly, F64 rounded to nearest.
+     *
+     * @throws SafetensorsFormatException if the file is not valid safetensors
+     * @throws UnsupportedDtypeException if a tensor has another dtype (checked before any data is read)
      */
-    public static void checkNames(Path file, Map<String, long[]> expected, Map<String, long[]> actual)
-            throws SafetensorsException {
-        List<String> missing = new ArrayList<>(), unexpected = new ArrayList<>(), misshaped = new ArrayList<>();
-        for (Map.Entry<String, long[]> e : expected.entrySet()) {
-            long[] got = actual.get(e.getKey());
-            if (got == null) {
-                missing.add(e.getKey());
-            } else if (!Arrays.equals(got, e.getValue())) {
-                misshaped.add(e.getKey() + " (file " + Arrays.toString(got) + ", model " + Arrays.toString(e.getValue())
+    public static SafetensorsFile read(Path file) throws IOException {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
+            SafetensorsHeader header = readHeader(ch, file);
+            for (TensorInfo t : header.tensors().values()) {
+                if (!t.dtype().readsAsFloat()) throw new UnsupportedDtypeException(file, t.name(), t.dtype());
+                if (t.numel() > MAX_ARRAY) {
+                    throw new SafetensorsFormatException(file, "tensor '" + t.name() + "' has " + t.numel()
+                            + " elements, more than a Java float[] holds");
+                }
+            }
+            ByteBuffer chunk = ByteBuffer.allocate(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            Map<String, TensorData> tensors = new LinkedHashMap<>();
+            for (TensorInfo t : header.tensors().values()) {
+                float[] values = new float[(int) t.numel()];
+                readValues(ch, file, header.dataStart() + t.begin(), t.dtype(), values, chunk);
+                tensors.put(t.name(), new TensorData(t.shape(), values));
+            }
+            return new SafetensorsFile(tensors, header.metadata());
+        }
+    }
+
+    private static SafetensorsHeader readHeader(FileChannel ch, Path file) throws IOException {
+        long size = ch.size();
+        if (size < 8) {
+            throw new SafetensorsFormatException(file, "the file has " + size
+                    + " bytes, fewer than the 8 of the header length");
+        }
+        ByteBuffer lengthBytes = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(ch, file, lengthBytes, 0);
+        long n = lengthBytes.getLong(0); // a u64: negative here means >= 2^63
+        if (n < 0 || n > MAX_HEADER_BYTES) {
+            throw new SafetensorsFormatException(file, "header length " + Long.toUnsignedString(n)
+                    + " exceeds the limit of " + MAX_HEADER_BYTES + " bytes");
+        }
+        if (n > size - 8) {
+            throw new SafetensorsFormatException(file, "header length " + n + " runs past the end of the file ("
+                    + size + " bytes)");
+        }
+        ByteBuffer headerBytes = ByteBuffer.allocate((int) n); // n <= file size: a header cannot claim memory
+        readFully(ch, file, headerBytes, 8);
+        headerBytes.flip();
+        String json;
+        try {
+            json = UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(headerBytes)
+                    .toString();
+        } catch (CharacterCodingException e) {
+            throw new SafetensorsFormatException(file, "the header is not valid UTF-8 (bad byte at offset "
+                    + (8 + headerBytes.position()) + ")", e);
+        }
+        long dataStart = 8 + n;
+        SafetensorsHeader header = parseHeader(json, file, dataStart);
+        checkLayout(header, file, size - dataStart);
+        return header;
+    }
+
+    private static SafetensorsHeader parseHeader(String json, Path file, long dataStart) throws IOException {
+        Map<String, TensorInfo> tensors = new LinkedHashMap<>();
+        Map<String, String> metadata = null;
+        try {
+            JsonReader r = new JsonReader(new StringReader(json));
+            r.setStrictness(Strictness.STRICT);
+            if (r.peek() != JsonToken.BEGIN_OBJECT) {
+                throw new SafetensorsFormatException(file, "the header is not a JSON object (starts with "
+                        + r.peek() + ")");
+            }
+            r.beginObject();
+            while (r.hasNext()) {
+                String name = r.nextName();
+                if (name.equals(METADATA_KEY)) {
+                    if (metadata != null) throw new SafetensorsFormatException(file, "'" + METADATA_KEY + "' twice");
+                    metadata = parseMetadata(r, file);
+                } else {
+                    if (tensors.containsKey(name)) {
+                        throw new SafetensorsFormatException(file, "tensor '" + name + "' appears twice");
+                    }
+                    tensors.put(name, parseEntry(r, file, name));
+                }
+            }
+            r.endObject();
+            if (r.peek() != JsonToken.END_DOCUMENT) {
+                throw new SafetensorsFormatException(file, "content after the header's JSON object");
+            }
+        } catch (SafetensorsFormatException e) {
+            throw e;
+        } catch (IOException | IllegalStateException | NumberFormatException e) {
+            // Gson's MalformedJsonException / EOFException for syntax, IllegalStateException for a wrong token.
+            throw new SafetensorsFormatException(file, "the header is not valid JSON: " + jsonProblem(e), e);
+        }
+        return new SafetensorsHeader(tensors, metadata == null ? Map.of() : metadata, dataStart);
+    }
+
+    /** Gson's message, less its advice to parse leniently and its link: what is wrong, and where. */
+    private static String jsonProblem(Exception e) {
+        String m = String.valueOf(e.getMessage());
+        int newline = m.indexOf('\n');
+        if (newline >= 0) m = m.substring(0, newline);
+        return m.replace("Use JsonReader.setStrictness(Strictness.LENIENT) to accept malformed JSON", "malformed");
+    }
+
+    private static Map<String, String> parseMetadata(JsonReader r, Path file) throws IOException {
+        Map<String, String> m = new LinkedHashMap<>();
+        if (r.peek() == JsonToken.NULL) { // the reference's Option<HashMap<String, String>> accepts null
+            r.nextNull();
+            return m;
+        }
+        if (r.peek() != JsonToken.BEGIN_OBJECT) {
+            throw new SafetensorsFormatException(file, "'" + METADATA_KEY + "' is not an object of strings");
+        }
+        r.beginObject();
+        while (r.hasNext()) {
+            String key = r.nextName();
+            if (r.peek() != JsonToken.STRING) {
+                throw new SafetensorsFormatException(file, "metadata '" + key + "' is not a string");
+            }
+            if (m.put(key, r.nextString()) != null) {
+                throw new SafetensorsFormatException(file, "metadata '" + key + "' appears twice");
+            }
+        }
+        r.endObject();
+        return m;
+    }
+
+    private static TensorInfo parseEntry(JsonReader r, Path file, String name) throws IOException {
+        String where = "tensor '" + name + "'";
+        if (r.peek() != JsonToken.BEGIN_OBJECT) {
+            throw new SafetensorsFormatException(file, where + " is not an object {dtype, shape, data_offsets}");
+        }
+        String dtypeName = null;
+        long[] shape = null;
+        long[] offsets = null;
+        r.beginObject();
+        while (r.hasNext()) {
+            String key = r.nextName();
+            switch (key) {
+                case "dtype" -> {
+                    if (dtypeName != null) throw new SafetensorsFormatException(file, where + ": 'dtype' twice");
+                    if (r.peek() != JsonToken.STRING) {
+                        throw new SafetensorsFormatException(file, where + ": 'dtype' is not a string");
+                    }
+                    dtypeName = r.nextString();
+                }
+                case "shape" -> {
+                    if (shape != null) throw new SafetensorsFormatException(file, where + ": 'shape' twice");
+                    shape = parseNaturals(r, file, where, "shape");
+                }
+                case "data_offsets" -> {
+                    if (offsets != null) {
+                        throw new SafetensorsFormatException(file, where + ": 'data_offsets' twice");
+                    }
+                    offsets = parseNaturals(r, file, where, "data_offsets");
+                }
+                default -> throw new SafetensorsFormatException(file, where + " has an unknown field '" + key + "'");
+            }
+        }
+        r.endObject();
+        if (dtypeName == null) throw new SafetensorsFormatException(file, where + " has no 'dtype'");
+        if (shape == null) throw new SafetensorsFormatException(file, where + " has no 'shape'");
+        if (offsets == null) throw new SafetensorsFormatException(file, where + " has no 'data_offsets'");
+        SafetensorsDtype dtype = SafetensorsDtype.parse(dtypeName);
+        if (dtype == null) {
+            throw new SafetensorsFormatException(file, where + " has unknown dtype '" + dtypeName + "' (known: "
+                    + Arrays.toString(SafetensorsDtype.values()) + ")");
+        }
+        if (offsets.length != 2) {
+            throw new SafetensorsFormatException(file, where + ": 'data_offsets' has " + offsets.length
+                    + " numbers, not 2 (begin, end)");
+        }
+        long begin = offsets[0];
+        long end = offsets[1];
+        if (begin > end) {
+            throw new SafetensorsFormatException(file, where + ": data_offsets begin " + begin + " > end " + end);
+        }
+        long bytes;
+        try {
+            long numel = 1;
+            for (long d : shape) numel = Math.multiplyExact(numel, d);
+            bytes = Math.multiplyExact(numel, (long) dtype.bytes());
+        } catch (ArithmeticException e) {
+            throw new SafetensorsFormatException(file, where + ": shape " + Arrays.toString(shape)
+                    + " has more elements than a 64-bit count holds");
+        }
+        if (bytes != end - begin) {
+            throw new SafetensorsFormatException(file, where + ": shape " + Arrays.toString(shape) + " of " + dtype
+                    + " needs " + bytes + " bytes but data_offsets [" + begin + ", " + end + "] span " + (end - begin));
+        }
+        return new TensorInfo(name, dtype, shape, begin, end);
+    }
+
+    /** A JSON array of integers in [0, 2^63): dims and offsets. */
+    private static long[] parseNaturals(JsonReader r, Path file, String where, String field) throws IOException {
+        if (r.peek() != JsonToken.BEGIN_ARRAY) {
+            throw new SafetensorsFormatException(file, where + ": '" + field + "' is not an array");
+        }
+        long[] a = new long[4];
+        int n = 0;
+        r.beginArray();
+        while (r.hasNext()) {
+            if (r.peek() != JsonToken.NUMBER) {
+                throw new SafetensorsFormatException(file, where + ": '" + field + "' holds a " + r.peek()
+                        + ", not an integer");
+            }
+            String literal = r.nextString(); // the number as written: "2.5" and "1e3" are not integers here
+            long v;
+            try {
+                v = Long.parseLong(literal);
+            } catch (NumberFormatException e) {
+                throw new SafetensorsFormatException(file, where + ": '" + field + "' holds " + literal
+                        + ", not an integer below 2^63");
+            }
+            if (v < 0) {
+                throw new SafetensorsFormatException(file, where + ": '" + field + "' holds the negative number " + v);
+            }
+            if (n == a.length) a = Arrays.copyOf(a, 2 * n);
+            a[n++] = v;
+        }
+        r.endArray();
+        return Arrays.copyOf(a, n);
+    }
+
+    /** The byte ranges must tile [0, dataLength): in bounds, no overlap, no gap, no trailing byte. */
+    private static void checkLayout(SafetensorsHeader header, Path file, long dataLength) throws IOException {
+        List<TensorInfo> byOffset = new ArrayList<>(header.tensors().values());
+        for (TensorInfo t : byOffset) {
+            if (t.end() > dataLength) {
+                throw new SafetensorsFormatException(file, "tensor '" + t.name() + "': data_offsets [" + t.begin()
+                        + ", " + t.end() + "] run past the end of the data buffer (" + dataLength + " bytes)");
+            }
+        }
+        byOffset.sort(Comparator.comparingLong(TensorInfo::begin).thenComparingLong(TensorInfo::end));
+        long covered = 0;
+        TensorInfo previous = null;
+        for (TensorInfo t : byOffset) {
+            if (t.begin() < covered) {
+                throw new SafetensorsFormatException(file, "tensor '" + t.name() + "' [" + t.begin() + ", " + t.end()
+                        + ") overlaps tensor '" + previous.name() + "' [" + previous.begin() + ", " + previous.end()
                         + ")");
             }
+            if (t.begin() > covered) {
+                throw new SafetensorsFormatException(file, "bytes [" + covered + ", " + t.begin()
+                        + ") of the data buffer, before tensor '" + t.name() + "', belong to no tensor");
+            }
+            covered = t.end();
+            previous = t;
         }
-        for (String name : actual.keySet()) if (!expected.containsKey(name)) unexpected.add(name);
-        if (missing.isEmpty() && unexpected.isEmpty() && misshaped.isEmpty()) return;
-        StringBuilder sb = new StringBuilder("does not match the model:");
-        if (!missing.isEmpty()) sb.append(" missing ").append(missing.size()).append(' ').append(missing).append(';');
-        if (!unexpected.isEmpty()) {
-            sb.append(" unexpected ").append(unexpected.size()).append(' ').append(unexpected).append(';');
+        if (covered != dataLength) {
+            throw new SafetensorsFormatException(file, "the data buffer has " + dataLength
+                    + " bytes but the tensors cover only " + covered);
         }
-        if (!misshaped.isEmpty()) {
-            sb.append(" wrong shape ").append(misshaped.size()).append(' ').append(misshaped).append(';');
-        }
-        sb.setLength(sb.length() - 1);
-        throw new SafetensorsException(file, sb.toString());
     }
 
-    private static void readFully(FileChannel ch, ByteBuffer buf, long position, Path file) throws IOException {
-        long pos = position;
+    private static void readValues(FileChannel ch, Path file, long position, SafetensorsDtype dtype, float[] out,
+                                   ByteBuffer chunk) throws IOException {
+        int size = dtype.bytes();
+        int done = 0;
+        while (done < out.length) {
+            int count = Math.min(out.length - done, chunk.capacity() / size);
+            chunk.clear().limit(count * size);
+            readFully(ch, file, chunk, position + (long) done * size);
+            chunk.flip();
+            switch (dtype) {
+                case F32 -> chunk.asFloatBuffer().get(out, done, count);
+                case F64 -> {
+                    for (int i = 0; i < count; i++) out[done + i] = (float) chunk.getDouble();
+                }
+                case F16 -> {
+                    for (int i = 0; i < count; i++) out[done + i] = f16ToFloat(chunk.getShort());
+                }
+                case BF16 -> {
+                    for (int i = 0; i < count; i++) out[done + i] = bf16ToFloat(chunk.getShort());
+                }
+                default -> throw new AssertionError(dtype); // read() rejected it before any data was read
+            }
+            done += count;
+        }
+    }
+
+    private static void readFully(FileChannel ch, Path file, ByteBuffer buf, long position) throws IOException {
+        long p = position;
         while (buf.hasRemaining()) {
-            int n = ch.read(buf, pos);
-            if (n < 0) throw new SafetensorsException(file, "truncated at byte " + pos);
-            pos += n;
+            int n = ch.read(buf, p);
+            if (n < 0) {
+                throw new SafetensorsFormatException(file, "the file ended at byte " + p
+                        + " while reading (truncated while open?)");
+            }
+            p += n;
         }
     }
 
+    /** IEEE 754 binary16 to binary32; exact, since every half is a float (NaN payloads kept). */
+    static float f16ToFloat(short h) {
+        int bits = h & 0xffff;
+        int sign = (bits & 0x8000) << 16;
+        int exponent = (bits >>> 10) & 0x1f;
+        int mantissa = bits & 0x3ff;
+        if (exponent == 0) { // zero or subnormal: mantissa * 2^-24, exact in float
+            float magnitude = Math.scalb((float) mantissa, -24);
+            return sign == 0 ? magnitude : -magnitude;
+        }
+        if (exponent == 0x1f) return Float.intBitsToFloat(sign | 0x7f800000 | (mantissa << 13)); // inf, NaN
+        return Float.intBitsToFloat(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
+    }
+
+    /** bfloat16 is the top half of a binary32. */
+    static float bf16ToFloat(short b) {
+        return Float.intBitsToFloat((b & 0xffff) << 16);
+    }
+
+    // ------------------------------------------------------------------------------------------------ writing
+
+    /** Writes {@code tensors} (in the map's order) as F32, with no metadata. See {@link #write(Path, Map, Map)}. */
+    public static void write(Path file, Map<String, TensorData> tensors) throws IOException {
+        write(file, tensors, Map.of());
+    }
+
+    /**
+     * Writes {@code tensors} as F32 in the map's iteration order, and {@code metadata} as {@code __metadata__}
+     * (omitted when empty). The header is padded with spaces to a multiple of 8 bytes, as the reference
+     * implementation does, so the data starts 8-byte aligned.
+     *
+     * <p>Atomic: the bytes go to a temporary file in the same directory, are forced to disk, and the temporary
+     * file is renamed over {@code file}; a crash leaves either the old file or the new one, never part of one.
+     */
+    public static void write(Path file, Map<String, TensorData> tensors, Map<String, String> metadata)
+            throws IOException {
+        Objects.requireNonNull(file, "file");
+        byte[] header = headerBytes(tensors, metadata);
+        Path target = file.toAbsolutePath();
+        Path dir = target.getParent();
+        // Not Files.createTempFile: it creates the file with mode 0600, which the rename would give the checkpoint.
+        Path tmp = dir.resolve("." + target.getFileName() + "." + Long.toHexString(ThreadLocalRandom.current()
+                .nextLong()) + ".tmp");
+        boolean moved = false;
+        try {
+            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+                ByteBuffer chunk = ByteBuffer.allocate(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+                chunk.putLong(header.length);
+                for (int i = 0; i < header.length; ) {
+                    if (!chunk.hasRemaining()) drain(ch, chunk);
+                    int n = Math.min(chunk.remaining(), header.length - i);
+                    chunk.put(header, i, n);
+                    i += n;
+                }
+                for (TensorData t : tensors.values()) {
+                    float[] v = t.values();
+                    for (int i = 0; i < v.length; ) {
+                        if (chunk.remaining() < Float.BYTES) drain(ch, chunk);
+                        int n = Math.min(chunk.remaining() / Float.BYTES, v.length - i);
+                        chunk.asFloatBuffer().put(v, i, n);
+                        chunk.position(chunk.position() + n * Float.BYTES);
+                        i += n;
+                    }
+                }
+                drain(ch, chunk);
+                ch.force(true); // data on disk before the rename is: else a crash can leave an empty checkpoint
+            }
+            try {
+                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+            } catch (AtomicMoveNotSupportedException e) {
+                throw new IOException("cannot replace " + target + " atomically (" + e.getMessage() + ")", e);
+            }
+            moved = true;
+            syncDirectory(dir);
+        } finally {
+            if (!moved) Files.deleteIfExists(tmp);
+        }
+    }
+
+    private static void drain(FileChannel ch, ByteBuffer chunk) throws IOException {
+        chunk.flip();
+        while (chunk.hasRemaining()) ch.write(chunk);
+        chunk.clear();
+    }
+
+    /** Makes the rename itself durable where the platform allows opening a directory (Linux, macOS). */
+    private static void syncDirectory(Path dir) {
+        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
+            d.force(true);
+        } catch (IOException e) {
+            // Windows cannot open a directory; its rename is already as durable as it gets.
+        }
+    }
+
+    private static byte[] headerBytes(Map<String, TensorData> tensors, Map<String, String> metadata) {
+        Objects.requireNonNull(tensors, "tensors");
+        Objects.requireNonNull(metadata, "metadata");
+        StringWriter json = new StringWriter();
+        try (JsonWriter w = new JsonWriter(json)) {
+            w.beginObject();
+            if (!metadata.isEmpty()) { // first, as the reference writes it
+                w.name(METADATA_KEY).beginObject();
+                for (Map.Entry<String, String> e : metadata.entrySet()) {
+                    w.name(Objects.requireNonNull(e.getKey(), "metadata key"))
+                            .value(Objects.requireNonNull(e.getValue(), () -> "metadata '" + e.getKey() + "'"));
+                }
+                w.endObject();
+            }
+            long offset = 0;
+            for (Map.Entry<String, TensorData> e : tensors.entrySet()) {
+                String name = Objects.requireNonNull(e.getKey(), "tensor name");
+                TensorData t = Objects.requireNonNull(e.getValue(), () -> "tensor '" + name + "'");
+                if (name.equals(METADATA_KEY)) {
+                    throw new IllegalArgumentException("'" + METADATA_KEY + "' is reserved, not a tensor name");
+                }
+                long end = offset + (long) t.numel() * Float.BYTES;
+                w.name(name).beginObject().name("dtype").value("F32").name("shape").beginArray();
+                for (long d : t.shape()) w.value(d);
+                w.endArray().name("data_offsets").beginArray().value(offset).value(end).endArray().endObject();
+                offset = end;
+            }
+            w.endObject();
+        } catch (IOException e) {
+            throw new AssertionError("a StringWriter does not fail", e);
+        }
+        byte[] utf8;
+        try {
+            // REPORT: a name with a lone surrogate would otherwise be written as '?' without a word.
+            ByteBuffer b = UTF_8.newEncoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .encode(CharBuffer.wrap(json.toString()));
+            utf8 = Arrays.copyOf(b.array(), b.limit());
+        } catch (CharacterCodingException e) {
+            throw new IllegalArgumentException("a tensor name or metadata string is not valid Unicode", e);
+        }
+        int padded = (utf8.length + 7) / 8 * 8;
+        if (padded > MAX_HEADER_BYTES) {
+            throw new IllegalArgumentException("the header would take " + padded + " bytes, over the "
+                    + MAX_HEADER_BYTES + " that readers accept");
+        }
+        byte[] header = Arrays.copyOf(utf8, padded);
+        Arrays.fill(header, utf8.length, padded, (byte) ' ');
+        return header;
+    }
+
+    // ------------------------------------------------------------------------------------------ state dicts
+
+    /** Name to shape of {@code tensors}, in their order. */
+    public static Map<String, long[]> shapes(Map<String, TensorData> tensors) {
+        Map<String, long[]> m = new LinkedHashMap<>();
+        tensors.forEach((name, t) -> m.put(name, t.shape()));
+        return m;
+    }
+
+    /**
+     * Checks that {@code actual} (a file's tensors) has exactly the names and shapes of {@code expected} (a
+     * model's), and otherwise throws one exception listing every missing, unexpected and mis-shaped tensor.
+     *
+     * @throws StateDictMismatchException if the two differ in any name or shape
+     */
+    public static void checkNames(Map<String, long[]> expected, Map<String, long[]> actual) {
+        Objects.requireNonNull(expected, "expected");
+        Objects.requireNonNull(actual, "actual");
+        List<String> missing = new ArrayList<>();
+        List<StateDictMismatchException.ShapeMismatch> misShaped = new ArrayList<>();
+        for (Map.Entry<String, long[]> e : expected.entrySet()) {
+            long[] found = actual.get(e.getKey());
+            if (found == null) {
+                missing.add(e.getKey());
+            } else if (!Arrays.equals(e.getValue(), found)) {
+                misShaped.add(new StateDictMismatchException.ShapeMismatch(e.getKey(), e.getValue(), found));
+            }
+        }
+        List<String> unexpected = new ArrayList<>();
+        for (String name : actual.keySet()) {
+            if (!expected.containsKey(name)) unexpected.add(name);
+        }
+        if (!missing.isEmpty() || !unexpected.isEmpty() || !misShaped.isEmpty()) {
+            throw new StateDictMismatchException(missing, unexpected, misShaped);
+        }
+    }
 }

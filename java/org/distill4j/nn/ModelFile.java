@@ -5,7 +5,10 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.distill4j.io.Safetensors;
-import org.distill4j.io.SafetensorsException;
+import org.distill4j.io.SafetensorsFormatException;
+import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.StateDictMismatchException;
+import org.distill4j.io.TensorData;
 
 /**
  * A model's parameters as a safetensors file with timm's names and shapes ({@code patch_embed.proj.weight},
@@ -18,9 +21,9 @@ public final class ModelFile {
     private ModelFile() {}
 
     /** The parameters as safetensors entries (copied to the host), in parameter order. */
-    public static Map<String, Safetensors.Entry> entries(VisionTransformer model) {
-        Map<String, Safetensors.Entry> out = new LinkedHashMap<>();
-        for (Parameter p : model.parameters()) out.put(p.name(), new Safetensors.Entry(p.shape(), p.value().toArray()));
+    public static Map<String, TensorData> entries(VisionTransformer model) {
+        Map<String, TensorData> out = new LinkedHashMap<>();
+        for (Parameter p : model.parameters()) out.put(p.name(), new TensorData(p.shape(), p.value().toArray()));
         return out;
     }
 
@@ -42,9 +45,9 @@ public final class ModelFile {
     /**
      * The config a file was saved with, or null when it has none (a file from timm).
      *
-     * @throws SafetensorsException when the recorded config cannot be parsed
+     * @throws SafetensorsFormatException when the recorded config cannot be parsed
      */
-    public static VitConfig config(Path file, Map<String, String> metadata) throws SafetensorsException {
+    public static VitConfig config(Path file, Map<String, String> metadata) throws SafetensorsFormatException {
         String s = metadata.get("distill4j.config");
         if (s == null) return null;
         try {
@@ -53,20 +56,33 @@ public final class ModelFile {
                     Integer.parseInt(f[3]), Integer.parseInt(f[4]), Integer.parseInt(f[5]), Integer.parseInt(f[6]),
                     Integer.parseInt(f[7]), Boolean.parseBoolean(f[8]));
         } catch (RuntimeException e) {
-            throw new SafetensorsException(file, "unreadable distill4j.config '" + s + "': " + e.getMessage());
+            throw new SafetensorsFormatException(file, "unreadable distill4j.config '" + s + "': " + e.getMessage());
         }
     }
 
     /** Reads only the config of a model or checkpoint file (null for a file without one). */
     public static VitConfig config(Path file) throws IOException {
-        return config(file, Safetensors.read(file).metadata());
+        return config(file, Safetensors.readHeader(file).metadata());
+    }
+
+    /**
+     * Throws ONE exception naming the file and listing every missing, unexpected and mis-shaped tensor (as
+     * PyTorch's {@code load_state_dict(strict=True)}).
+     */
+    public static void checkNames(Path file, Map<String, long[]> expected, Map<String, long[]> actual)
+            throws SafetensorsFormatException {
+        try {
+            Safetensors.checkNames(expected, actual);
+        } catch (StateDictMismatchException e) {
+            throw new SafetensorsFormatException(file, "does not match the model: " + e.getMessage(), e);
+        }
     }
 
     /** Throws unless the file's recorded config (when it has one) is {@code config}. */
-    public static void checkConfig(Path file, Map<String, String> metadata, VitConfig config) throws SafetensorsException {
+    public static void checkConfig(Path file, Map<String, String> metadata, VitConfig config) throws SafetensorsFormatException {
         VitConfig saved = config(file, metadata);
         if (saved != null && !saved.equals(config)) {
-            throw new SafetensorsException(file, "saved for " + saved + ", not for " + config);
+            throw new SafetensorsFormatException(file, "saved for " + saved + ", not for " + config);
         }
     }
 
@@ -75,14 +91,14 @@ public final class ModelFile {
      * nothing else (apart from {@code optimizer.*} entries of a checkpoint); one exception lists all differences.
      */
     public static void load(Path file, VisionTransformer model) throws IOException {
-        Safetensors.Contents c = Safetensors.read(file);
+        SafetensorsFile c = Safetensors.read(file);
         checkConfig(file, c.metadata(), model.config());
         Map<String, long[]> expected = new LinkedHashMap<>(), actual = new LinkedHashMap<>();
         for (Parameter p : model.parameters()) expected.put(p.name(), p.shape());
         c.tensors().forEach((k, v) -> {
             if (!k.startsWith("optimizer.")) actual.put(k, v.shape());
         });
-        Safetensors.checkNames(file, expected, actual);
+        ModelFile.checkNames(file, expected, actual);
         for (Parameter p : model.parameters()) p.value().copyFrom(c.tensors().get(p.name()).values());
     }
 

@@ -9,7 +9,9 @@ import java.util.List;
 import java.util.Map;
 import org.distill4j.Tensor;
 import org.distill4j.io.Safetensors;
-import org.distill4j.io.SafetensorsException;
+import org.distill4j.io.SafetensorsFormatException;
+import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.TensorData;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
@@ -31,12 +33,12 @@ public final class Checkpoint {
     /** Writes the checkpoint atomically (a crash leaves the previous one intact). */
     public static void save(Path file, Trainer trainer, int epoch, List<TrainingRun.Epoch> history) throws IOException {
         VisionTransformer model = trainer.student();
-        Map<String, Safetensors.Entry> tensors = ModelFile.entries(model);
+        Map<String, TensorData> tensors = ModelFile.entries(model);
         List<Parameter> params = model.parameters();
         for (int i = 0; i < params.size(); i++) {
             Parameter p = params.get(i);
-            tensors.put("optimizer.m." + p.name(), new Safetensors.Entry(p.shape(), trainer.firstMoments().get(i).toArray()));
-            tensors.put("optimizer.v." + p.name(), new Safetensors.Entry(p.shape(), trainer.secondMoments().get(i).toArray()));
+            tensors.put("optimizer.m." + p.name(), new TensorData(p.shape(), trainer.firstMoments().get(i).toArray()));
+            tensors.put("optimizer.v." + p.name(), new TensorData(p.shape(), trainer.secondMoments().get(i).toArray()));
         }
         Map<String, String> meta = ModelFile.metadata(model.config());
         meta.put("distill4j.kind", "checkpoint");
@@ -49,14 +51,14 @@ public final class Checkpoint {
     /**
      * Loads parameters, moments and the step into {@code trainer} (whose model must have the checkpoint's config).
      *
-     * @throws SafetensorsException when the file is not a checkpoint of this config, naming the difference
+     * @throws SafetensorsFormatException when the file is not a checkpoint of this config, naming the difference
      */
     public static State load(Path file, Trainer trainer) throws IOException {
-        Safetensors.Contents c = Safetensors.read(file);
+        SafetensorsFile c = Safetensors.read(file);
         VisionTransformer model = trainer.student();
         Map<String, String> meta = c.metadata();
         if (!"checkpoint".equals(meta.get("distill4j.kind"))) {
-            throw new SafetensorsException(file, "not a distill4j checkpoint (no optimizer state): a model file "
+            throw new SafetensorsFormatException(file, "not a distill4j checkpoint (no optimizer state): a model file "
                     + "can start a run (--init) but not resume one");
         }
         ModelFile.checkConfig(file, meta, model.config());
@@ -67,7 +69,7 @@ public final class Checkpoint {
             expected.put("optimizer.v." + p.name(), p.shape());
         }
         c.tensors().forEach((k, v) -> actual.put(k, v.shape()));
-        Safetensors.checkNames(file, expected, actual);
+        ModelFile.checkNames(file, expected, actual);
         List<Parameter> params = model.parameters();
         for (int i = 0; i < params.size(); i++) {
             Parameter p = params.get(i);
@@ -82,11 +84,11 @@ public final class Checkpoint {
                     new TypeToken<List<TrainingRun.Epoch>>() {}.getType());
             return new State(epoch, history == null ? List.of() : history);
         } catch (RuntimeException e) {
-            throw new SafetensorsException(file, "damaged checkpoint metadata (step, epoch, history): " + e.getMessage());
+            throw new SafetensorsFormatException(file, "damaged checkpoint metadata (step, epoch, history): " + e.getMessage());
         }
     }
 
-    private static void copy(Safetensors.Entry e, Tensor t) {
+    private static void copy(TensorData e, Tensor t) {
         t.copyFrom(e.values());
     }
 }

@@ -7,7 +7,9 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import org.distill4j.data.Dataset;
 import org.distill4j.io.Safetensors;
-import org.distill4j.io.SafetensorsException;
+import org.distill4j.io.SafetensorsFormatException;
+import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.TensorData;
 import org.distill4j.nn.VisionTransformer;
 
 /**
@@ -47,13 +49,13 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     /** Writes the logits (all classes when {@code topk} is 0 or &ge; C). */
     public void save(Path file, String teacherKey, String datasetKey, int topk) throws IOException {
         int n = logits.length / classes;
-        Map<String, Safetensors.Entry> t = new LinkedHashMap<>();
+        Map<String, TensorData> t = new LinkedHashMap<>();
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("distill4j.kind", "soft-labels");
         meta.put("teacher", teacherKey);
         meta.put("dataset", datasetKey);
         if (topk <= 0 || topk >= classes) {
-            t.put("logits", new Safetensors.Entry(new long[] {n, classes}, logits));
+            t.put("logits", new TensorData(new long[] {n, classes}, logits));
         } else {
             float[] lp = new float[n * topk], cls = new float[n * topk];
             for (int i = 0; i < n; i++) {
@@ -70,8 +72,8 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     cls[i * topk + k] = order[k];
                 }
             }
-            t.put("topk_logprobs", new Safetensors.Entry(new long[] {n, topk}, lp));
-            t.put("topk_classes", new Safetensors.Entry(new long[] {n, topk}, cls));
+            t.put("topk_logprobs", new TensorData(new long[] {n, topk}, lp));
+            t.put("topk_classes", new TensorData(new long[] {n, topk}, cls));
         }
         Safetensors.write(file, t, meta);
     }
@@ -83,22 +85,22 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     public static SoftLabels load(Path file, String teacherKey, String datasetKey, int n, int classes)
             throws IOException {
         if (!java.nio.file.Files.exists(file)) return null;
-        Safetensors.Contents c = Safetensors.read(file);
+        SafetensorsFile c = Safetensors.read(file);
         if (!teacherKey.equals(c.metadata().get("teacher")) || !datasetKey.equals(c.metadata().get("dataset"))) {
             return null;
         }
-        Safetensors.Entry full = c.tensors().get("logits");
+        TensorData full = c.tensors().get("logits");
         if (full != null) {
             if (full.shape().length != 2 || full.shape()[0] != n || full.shape()[1] != classes) {
-                throw new SafetensorsException(file, "logits " + Arrays.toString(full.shape()) + ", expected [" + n + ", "
+                throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape()) + ", expected [" + n + ", "
                         + classes + "]");
             }
             return new SoftLabels(full.values(), classes, "soft labels from " + file);
         }
-        Safetensors.Entry lp = c.tensors().get("topk_logprobs"), cls = c.tensors().get("topk_classes");
+        TensorData lp = c.tensors().get("topk_logprobs"), cls = c.tensors().get("topk_classes");
         if (lp == null || cls == null || lp.shape().length != 2 || lp.shape()[0] != n
                 || !Arrays.equals(lp.shape(), cls.shape()) || lp.shape()[1] >= classes) {
-            throw new SafetensorsException(file, "neither logits [" + n + ", " + classes + "] nor top-k entries");
+            throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes + "] nor top-k entries");
         }
         int k = (int) lp.shape()[1];
         float[] out = new float[n * classes];
@@ -109,7 +111,7 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             Arrays.fill(out, i * classes, (i + 1) * classes, rest);
             for (int j = 0; j < k; j++) {
                 int cl = (int) cls.values()[i * k + j];
-                if (cl < 0 || cl >= classes) throw new SafetensorsException(file, "class index " + cl + " out of range");
+                if (cl < 0 || cl >= classes) throw new SafetensorsFormatException(file, "class index " + cl + " out of range");
                 out[i * classes + cl] = lp.values()[i * k + j];
             }
         }

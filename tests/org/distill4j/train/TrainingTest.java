@@ -13,7 +13,9 @@ import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.Synthetic;
-import org.distill4j.io.SafetensorsException;
+import org.distill4j.io.SafetensorsFormatException;
+import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.TensorData;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
@@ -116,7 +118,7 @@ class TrainingTest {
                 e = assertThrows(IllegalArgumentException.class,
                         () -> new Trainer(student, other, options(1).withDistillation(Distillation.SOFT, 0.5, 2), 10));
                 assertTrue(e.getMessage().contains("teacher predicts 5 classes, the student 4"), e.getMessage());
-                SafetensorsException se = assertThrows(SafetensorsException.class,
+                SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class,
                         () -> ModelFile.load(teacherFile, other));
                 assertTrue(se.getMessage().contains("saved for"), se.getMessage());
             }
@@ -124,11 +126,11 @@ class TrainingTest {
             TrainingRun.run("ckpt", student, null, train, test, options(1), ckpt, null, QUIET);
             try (VisionTransformer wide = new VisionTransformer(be, VitConfig.of(16, 4, 1, 4, 128, 1, 2, 2, true), 16, 1);
                  Trainer t = new Trainer(wide, null, options(1), 8)) {
-                SafetensorsException se = assertThrows(SafetensorsException.class, () -> Checkpoint.load(ckpt, t));
+                SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class, () -> Checkpoint.load(ckpt, t));
                 assertTrue(se.getMessage().contains("saved for"), se.getMessage());
             }
             try (Trainer t = new Trainer(student, null, options(1), 8)) {
-                SafetensorsException se = assertThrows(SafetensorsException.class, () -> Checkpoint.load(teacherFile, t));
+                SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class, () -> Checkpoint.load(teacherFile, t));
                 assertTrue(se.getMessage().contains("not a distill4j checkpoint"), se.getMessage());
             }
             assertTrue(Files.exists(ckpt));
