@@ -71,7 +71,8 @@ final class DemoCommand implements Callable<Integer> {
         int testLimit = quick ? 2000 : 0;
         VitConfig teacherConfig = VitConfig.preset(teacherModel), student = VitConfig.preset(studentModel);
         if (!student.distilled()) throw new IllegalArgumentException(studentModel + " has no distillation token");
-        // No augmentation: the teacher's logits are computed once and reused by both distilled students.
+        // The teacher trains with augmentation (crop, flip); the students without, so the teacher's logits are
+        // computed once and reused by both distilled students (and all three students see the same inputs).
         TrainOptions base = new TrainOptions().withBatch(128).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
                 .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
         List<TrainingRun.Result> runs = new ArrayList<>();
@@ -81,7 +82,7 @@ final class DemoCommand implements Callable<Integer> {
                     + ", " + limit + " training images");
             Path teacherDir = dir.resolve("teacher");
             TrainingRun.Result teacher = Runs.train(backend, "teacher", teacherConfig, null, split.train(), split.test(),
-                    base.withEpochs(te), TrainingFlags.writableDir(teacherDir), null, null);
+                    base.withEpochs(te).withAugment(true), TrainingFlags.writableDir(teacherDir), null, null);
             runs.add(teacher);
             json.put("teacher", RunOutputs.json(teacher, backend.device().toString()));
             Path teacherFile = teacherDir.resolve("model.safetensors");

@@ -23,7 +23,8 @@ import org.distill4j.nn.VisionTransformer;
  * and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is exact.
  */
 public final class Checkpoint {
-    private static final Gson GSON = new Gson();
+    // NaN: the distillation-head accuracy of a model without one (metadata only, read back by Gson itself).
+    private static final Gson GSON = new com.google.gson.GsonBuilder().serializeSpecialFloatingPointValues().create();
 
     private Checkpoint() {}
 
