@@ -18,14 +18,22 @@ public final class Main implements Runnable {
         if (System.getProperty("java.util.logging.SimpleFormatter.format") == null) {
             System.setProperty("java.util.logging.SimpleFormatter.format", "%5$s%6$s%n");
         }
+        System.exit(commandLine().execute(args));
+    }
+
+    /**
+     * The command line with distill4j's error handling: an exception becomes one line on stderr
+     * ({@code distill4j: <message>}, the stack trace only with {@code -Ddistill4j.stacktrace=true}) and exit status 2.
+     */
+    public static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new Main());
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
-            // A clear one-line message; the stack trace only when asked for.
-            cmd.getErr().println("distill4j: " + e.getMessage());
+            String message = e.getMessage() != null ? e.getMessage() : e.toString();
+            cmd.getErr().println("distill4j: " + message);
             if (Boolean.getBoolean("distill4j.stacktrace")) e.printStackTrace(cmd.getErr());
             return 2;
         });
-        System.exit(cli.execute(args));
+        return cli;
     }
 
     @Override

@@ -1,0 +1,102 @@
+package org.distill4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.zip.GZIPOutputStream;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
+
+/** Bad input to the training commands: one line on stderr, a non-zero exit, no stack trace, nothing half-written. */
+class CliTest {
+    @TempDir
+    Path dir;
+
+    static {
+        System.setProperty("distill4j.progress", "off");
+    }
+
+    private record Run(int status, String err) {}
+
+    private static Run run(String... args) {
+        CommandLine cli = Main.commandLine();
+        StringWriter err = new StringWriter();
+        cli.setErr(new PrintWriter(err));
+        cli.setOut(new PrintWriter(new StringWriter()));
+        int status = cli.execute(args);
+        return new Run(status, err.toString());
+    }
+
+    private static void assertOneLine(Run r, String expected) {
+        assertTrue(r.status != 0, "non-zero exit");
+        assertTrue(r.err.contains(expected), "stderr: " + r.err);
+        assertFalse(r.err.contains("\tat "), "no stack trace: " + r.err);
+    }
+
+    /** An IDX file per the format: magic, dims, unsigned bytes; gzip. */
+    private static void idx(Path file, int magic, int[] dims, byte[] data) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(4 + 4 * dims.length + data.length);
+        b.putInt(magic);
+        for (int d : dims) b.putInt(d);
+        b.put(data);
+        try (GZIPOutputStream out = new GZIPOutputStream(Files.newOutputStream(file))) {
+            out.write(b.array());
+        }
+    }
+
+    @Test
+    void missingDatasetIsOneLine() {
+        Run r = run("train", "--data", dir.resolve("nowhere").toString(), "--out", dir.resolve("o").toString(),
+                "--device", "cpu");
+        assertOneLine(r, "nowhere");
+    }
+
+    @Test
+    void corruptDatasetIsOneLine() throws IOException {
+        Path d = Files.createDirectories(dir.resolve("idx"));
+        idx(d.resolve("train-images-idx3-ubyte.gz"), 0x803, new int[] {2, 28, 28}, new byte[2 * 784]);
+        idx(d.resolve("train-labels-idx1-ubyte.gz"), 0x801, new int[] {3}, new byte[3]); // 3 labels, 2 images
+        idx(d.resolve("t10k-images-idx3-ubyte.gz"), 0x801, new int[] {1, 28, 28}, new byte[784]); // wrong magic
+        idx(d.resolve("t10k-labels-idx1-ubyte.gz"), 0x801, new int[] {1}, new byte[1]);
+        Run r = run("train", "--data", d.toString(), "--out", dir.resolve("o").toString(), "--device", "cpu");
+        assertOneLine(r, "idx");
+    }
+
+    @Test
+    void unwritableOutputIsRefusedBeforeAnyWork() throws IOException {
+        Path file = Files.writeString(dir.resolve("a-file"), "x");
+        Run r = run("train", "--out", file.resolve("sub").toString(), "--device", "cpu");
+        assertOneLine(r, "output directory");
+    }
+
+    @Test
+    void badTeacherFilesAreOneLine() throws IOException {
+        Run r = run("distill", "--teacher", dir.resolve("missing.safetensors").toString(), "--out",
+                dir.resolve("o").toString(), "--device", "cpu");
+        assertOneLine(r, "missing.safetensors does not exist");
+        Path junk = Files.write(dir.resolve("junk.safetensors"), new byte[] {1, 2, 3, 4, 5, 6, 7, 8, 9});
+        r = run("distill", "--teacher", junk.toString(), "--out", dir.resolve("o").toString(), "--device", "cpu");
+        assertOneLine(r, "junk.safetensors");
+        r = run("eval", junk.toString(), "--device", "cpu");
+        assertOneLine(r, "junk.safetensors");
+    }
+
+    @Test
+    void unknownPresetAndBadOptionsAreOneLine() {
+        assertOneLine(run("train", "--model", "vit-huge", "--out", dir.resolve("o").toString(), "--device", "cpu"),
+                "unknown ViT preset 'vit-huge'");
+        assertOneLine(run("train", "--epochs", "0", "--out", dir.resolve("o").toString(), "--device", "cpu"),
+                "epochs must be >= 1");
+        assertOneLine(run("distill", "--teacher", "x", "--distillation", "warm", "--out", dir.resolve("o").toString()),
+                "x does not exist");
+        assertEquals(0, run("train", "--help").status);
+    }
+}
