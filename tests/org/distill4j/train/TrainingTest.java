@@ -137,6 +137,24 @@ class TrainingTest {
         }
     }
 
+    @Test
+    void memoryStaysFlatOver200Steps() {
+        Dataset train = data(8, 64);
+        float[] images = new float[16 * 256], labels = new float[16], teacher = new float[16 * 4];
+        for (int i = 0; i < 16; i++) {
+            train.copyImage(i, images, i * 256);
+            labels[i] = train.label(i);
+        }
+        try (Backend be = CpuBackend.open();
+             VisionTransformer student = new VisionTransformer(be, SMALL, 16, 4);
+             Trainer trainer = new Trainer(student, null, options(1).withDistillation(Distillation.SOFT, 0.5, 2), 200)) {
+            trainer.step(images, labels, teacher);
+            long live = be.liveAllocations();
+            for (int i = 0; i < 200; i++) trainer.step(images, labels, teacher);
+            assertEquals(live, be.liveAllocations(), "200 training steps must allocate nothing on the backend");
+        }
+    }
+
     private static float[] concat(VisionTransformer m) {
         int n = 0;
         for (Parameter p : m.parameters()) n += (int) p.numel();
