@@ -509,6 +509,10 @@ def open_torch_impl(torch, args):
               f"under test: the emulated CUDA library")
         return load_impl("cuda-emu", args.lib_dir, "libdistill4j_cudaemu.so"), None, "cpu"
     environment_torch(torch)
+    if torch.cuda.is_available():
+        # torch's cuBLAS (the nvidia-cublas wheel's libcublas.so.13) loaded first: our library's
+        # dlopen("libcublas.so.13") then finds it in the process even where the toolkit's is not on the path.
+        torch.ones(2, 2, device="cuda") @ torch.ones(2, 2, device="cuda")
     impl, stream = open_cuda(torch, args.lib_dir)
     return impl, stream, "cuda"
 
