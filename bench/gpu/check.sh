@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # One-shot GPU check of the native kernels (DESIGN.md, "Testing", 4). Run once on a lent GPU machine, from the
 # repository root:
-#   bash bench/gpu/check.sh             build with CMake (nvcc), then on the GPU bench/gpu/check_kl.py,
-#                                       bench/gpu/check_patch_embed.py and bench/gpu/check_attention.py (each runs
-#                                       whatever the others say)
-#   bash bench/gpu/check.sh --dry-run   no GPU, no torch: emulated CUDA library vs CPU library vs numpy
-# Other arguments go to every script (e.g. --seed N, --skip-timing). When $OUT is set, the full log goes to
-# $OUT/check.log, the build log (with nvcc's --resource-usage) to $OUT/build.log and the rows to
-# $OUT/gpu_kl.json, $OUT/gpu_patch_embed.json and $OUT/gpu_attention.json (5 files in all). The last line is
-# always "GPU CHECK PASSED" (the build and all three checks passed) or "GPU CHECK FAILED".
+#   bash bench/gpu/check.sh             build with CMake (nvcc, for the GPU's own architecture only, e.g. 90-real
+#                                       on an H100: D4J_CUDA_ARCHITECTURES=... overrides), then on the GPU
+#                                       bench/gpu/check_{kl,patch_embed,attention,linear,loss,norm,model}.py (each
+#                                       runs whatever the others say)
+#   bash bench/gpu/check.sh --dry-run   no GPU: emulated CUDA library vs CPU library vs numpy; the checks that need
+#                                       torch (linear, loss, norm, model) run on torch CPU tensors when $PYTHON
+#                                       has torch, and say SKIPPED otherwise, e.g.
+#                                       PYTHON=/path/to/venv/bin/python bash bench/gpu/check.sh --dry-run
+# Other arguments go to every script (e.g. --seed N, --skip-timing). $PYTHON (default python3) runs the scripts.
+# When $OUT is set, the full log goes to $OUT/check.log, the build log (with nvcc's --resource-usage) to
+# $OUT/build.log, every script's JSON rows to one file $OUT/gpu_checks.json ({"gpu_kl.json": [rows], ...}; the
+# device tool brings back at most 8 files) and check_model.py's reference logits of timm's deit_tiny_distilled to
+# $OUT/deit_tiny_distilled_logits.json (4 files in all). The last line is always "GPU CHECK PASSED" (the build
+# and every check passed) or "GPU CHECK FAILED".
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ beside the scripts in the work tree
@@ -25,20 +31,21 @@ for arg in "$@"; do
   PY_ARGS+=("$arg")
 done
 
+PY=${PYTHON:-python3}
+JSON_DIR=$BUILD/json  # one file per script; merged into $OUT/gpu_checks.json at the end
+CHECKS=(kl patch_embed attention linear loss norm model)
 OUT_DIR=${OUT:-}
 if [[ -n $OUT_DIR ]]; then
   mkdir -p "$OUT_DIR"
   LOG=$OUT_DIR/check.log
   BUILD_LOG=$OUT_DIR/build.log
-  JSON=$OUT_DIR/gpu_kl.json
-  JSON_PE=$OUT_DIR/gpu_patch_embed.json
-  JSON_AT=$OUT_DIR/gpu_attention.json
+  MERGED=$OUT_DIR/gpu_checks.json
+  REF_JSON=$OUT_DIR/deit_tiny_distilled_logits.json
 else
   LOG=/dev/null
   BUILD_LOG=$BUILD/build.log
-  JSON=$BUILD/gpu_kl.json
-  JSON_PE=$BUILD/gpu_patch_embed.json
-  JSON_AT=$BUILD/gpu_attention.json
+  MERGED=$BUILD/gpu_checks.json
+  REF_JSON=$BUILD/deit_tiny_distilled_logits.json
 fi
 
 section() { printf '\n===== %s (%s, +%ds) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
@@ -56,7 +63,9 @@ main() {
   local have_nvcc=0
   if command -v nvcc >/dev/null 2>&1; then have_nvcc=1; nvcc --version | tail -n 2; else echo "nvcc: not found"; fi
   cmake --version | head -n 1
-  echo "python3: $(command -v python3) $(python3 --version 2>&1)"
+  echo "python: $(command -v "$PY") $("$PY" --version 2>&1)"
+  "$PY" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null || echo "torch: not importable"
+  "$PY" -c 'import timm; print("timm", timm.__version__)' 2>/dev/null || echo "timm: not importable"
   if [[ $DRY_RUN == 0 ]]; then
     if command -v nvidia-smi >/dev/null 2>&1; then
       nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit,temperature.gpu,utilization.gpu \
@@ -65,7 +74,7 @@ main() {
     else
       echo "nvidia-smi: not found"
     fi
-    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+    "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
   fi
 
   section "build"
@@ -84,10 +93,21 @@ main() {
     rm -rf "$BUILD"
   fi
   mkdir -p "$BUILD"
+  # Only the GPU's own architecture on the GPU run (one arch instead of five: minutes of nvcc saved); the
+  # five-arch build is CI's compile check. D4J_CUDA_ARCHITECTURES in the environment overrides.
+  local arch_flag=()
+  local archs=${D4J_CUDA_ARCHITECTURES:-}
+  if [[ -z $archs && $DRY_RUN == 0 ]] && command -v nvidia-smi >/dev/null 2>&1; then
+    local cc
+    cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .' || true)
+    if [[ $cc =~ ^[0-9]+$ ]]; then archs="${cc}-real"; fi
+  fi
+  if [[ -n $archs ]]; then arch_flag=(-DD4J_CUDA_ARCHITECTURES="$archs"); fi
+  echo "CUDA architectures: ${archs:-the CMakeLists default}"
   local rc=0
   {
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DD4J_NATIVE_TESTS=OFF -DD4J_OUTPUT_DIR="$LIB" \
-      -DD4J_CUDA=$cuda_flag &&
+      -DD4J_CUDA=$cuda_flag "${arch_flag[@]}" &&
       cmake --build "$BUILD" -j
   } >"$BUILD_LOG" 2>&1 || rc=$?
   if [[ $rc != 0 ]]; then
@@ -110,23 +130,44 @@ main() {
   fi
 
   # Every check runs whatever the others say; main fails if any does.
-  local kl=PASSED pe=PASSED at=PASSED ls=PASSED
-  section "check_kl.py"
-  python3 bench/gpu/check_kl.py --lib-dir "$LIB" --json "$JSON" "${PY_ARGS[@]}" || kl=FAILED
-  section "check_patch_embed.py"
-  python3 bench/gpu/check_patch_embed.py --lib-dir "$LIB" --json "$JSON_PE" "${PY_ARGS[@]}" || pe=FAILED
-  section "check_attention.py"
-  python3 bench/gpu/check_attention.py --lib-dir "$LIB" --json "$JSON_AT" "${PY_ARGS[@]}" || at=FAILED
-  if [[ $DRY_RUN == 0 ]]; then  # torch on the GPU only: no dry-run mode (cuda_emu CTests cover these kernels)
-    section "check_loss.py"
-    python3 bench/gpu/check_loss.py --lib-dir "$LIB" --json "${JSON%/*}/gpu_loss.json" "${PY_ARGS[@]}" || ls=FAILED
-  fi
+  rm -rf "$JSON_DIR"
+  mkdir -p "$JSON_DIR"
+  local name all=0
+  declare -A verdict
+  for name in "${CHECKS[@]}"; do
+    section "check_$name.py"
+    local extra=()
+    if [[ $name == model ]]; then extra=(--logits-json "$REF_JSON"); fi
+    local t0=$SECONDS rc=0
+    "$PY" "bench/gpu/check_$name.py" --lib-dir "$LIB" --json "$JSON_DIR/gpu_$name.json" "${extra[@]}" \
+      "${PY_ARGS[@]}" || rc=$?
+    if [[ $rc == 0 ]]; then
+      verdict[$name]="PASSED ($((SECONDS - t0))s)"
+    elif [[ $rc == 75 && $DRY_RUN == 1 ]]; then
+      verdict[$name]="SKIPPED (no torch in $PY)"
+    else
+      verdict[$name]="FAILED (exit $rc, $((SECONDS - t0))s)"
+      all=1
+    fi
+  done
   section "summary"
-  echo "check_kl.py: $kl"
-  echo "check_patch_embed.py: $pe"
-  echo "check_attention.py: $at"
-  echo "check_loss.py: $ls"
-  [[ $kl == PASSED && $pe == PASSED && $at == PASSED && $ls == PASSED ]]
+  # One JSON file for all scripts (the device tool brings back at most 8 files).
+  "$PY" - "$JSON_DIR" "$MERGED" <<'PYEOF' || true
+import json, os, sys
+src, dst = sys.argv[1], sys.argv[2]
+merged = {}
+for f in sorted(os.listdir(src)):
+    with open(os.path.join(src, f)) as fh:
+        merged[f] = json.load(fh)
+with open(dst, "w") as fh:
+    json.dump(merged, fh, indent=1)
+    fh.write("\n")
+print(f"merged {len(merged)} JSON files ({', '.join(merged)}) into {dst}")
+PYEOF
+  for name in "${CHECKS[@]}"; do
+    echo "check_$name.py: ${verdict[$name]}"
+  done
+  return $all
 }
 
 # The pipe keeps the log complete when main fails halfway; PIPESTATUS gives main's own exit status.

@@ -7,18 +7,18 @@ current stream, against PyTorch float64 on the GPU (F.cross_entropy with label s
 torch.argmax, torch.linalg.vector_norm, torch.optim.AdamW in float64, foreach=False), with ||ours - ref|| / ||ref||
 <= --tol; the deterministic outputs (loss, sum of squares) must give the same bits on a second run. Then timed
 against PyTorch fp32 (F.cross_entropy forward + backward; vector_norm over the list; AdamW single-tensor and fused).
-Exit status 1 if any check fails.
+--dry-run / --torch-cpu: the same code on torch CPU tensors with libdistill4j_cudaemu, small sizes, a short
+timing run only to exercise the code. Exit status 1 if any check fails.
 """
 
 import ctypes
 import math
 import sys
 
-import torch
-import torch.nn.functional as F
+from gpucheck_common import (Timer, arg_parser, import_torch_or_skip, median_alternating, open_torch_impl,
+                             print_table, seed_and_json, set_tf32, write_json)
 
-from gpucheck_common import (Timer, arg_parser, environment_torch, median_alternating, open_cuda, print_table,
-                             seed_and_json, write_json)
+torch = F = None  # imported in main (the dry run may have no torch)
 
 vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
@@ -29,6 +29,14 @@ SIGNATURES = {
     "d4j_impl_adamw": [vp, vp, vp, vp, vp, i64, f32, f32, f32, f32, f32, i64, vp],
 }
 CE_SHAPES = [(1, 1), (7, 10), (256, 1000), (64, 32001), (33, 32000), (4096, 10), (8192, 32000)]
+# Sizes per device: (CE cases, large-logit cases, argmax cases, sum_squares sizes, adamw sizes, timed CE, adamw n)
+SIZES = {
+    "cuda": (CE_SHAPES, [(256, 1000), (64, 32001)], [(1, 1), (9, 7), (4096, 10), (333, 1000), (64, 32000)],
+             [1, 192 * 768, 37, 5_000_000, 4099, 192], (1, 1001, 1 << 22), [(256, 1000), (4096, 1000), (8192, 32000)],
+             5_700_000),  # DeiT-Ti's parameter count
+    "cpu": ([(1, 1), (7, 10), (33, 1000), (3, 2049)], [(16, 1000)], [(1, 1), (9, 7), (33, 1000)],
+            [1, 64 * 96, 37, 20_000, 4099, 192], (1, 1001, 20_000), [(16, 1000)], 50_000),
+}
 failures = 0
 
 
@@ -47,9 +55,13 @@ def report(ok, text):
 def main():
     ap = arg_parser(__doc__, "gpu_loss.json")
     args = ap.parse_args()
+    global torch, F
+    torch = import_torch_or_skip(args, "check_loss.py")
+    import torch.nn.functional as F
     seed, json_path = seed_and_json(args, "gpu_loss.json")
-    environment_torch(torch)
-    impl, stream = open_cuda(torch, args.lib_dir)
+    set_tf32(torch, False)
+    impl, stream, dev = open_torch_impl(torch, args)
+    ce_shapes, big_shapes, argmax_shapes, sizes, adam_sizes, timed_ce, adam_n = SIZES[dev]
     lib = impl.lib
     for name, types in SIGNATURES.items():
         getattr(lib, name).argtypes = types
@@ -59,8 +71,7 @@ def main():
     def call(name, *a):
         impl._check(getattr(lib, name)(s, *a), name)
 
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    dev = "cuda"
+    gen = torch.Generator(device=dev).manual_seed(seed)
     tol = args.tol
 
     def ce(x, y, eps, scale, rows, loss, grad):
@@ -69,7 +80,7 @@ def main():
              loss.data_ptr() if loss is not None else None, grad.data_ptr() if grad is not None else None)
 
     print("\n== cross_entropy vs F.cross_entropy (float64 autograd) ==")
-    for (B, C) in CE_SHAPES:
+    for (B, C) in ce_shapes:
         for eps in (0.0, 0.1):
             x = torch.randn(B, C, generator=gen, device=dev) * 3.0
             y = torch.randint(0, C, (B,), generator=gen, device=dev)
@@ -89,7 +100,7 @@ def main():
             report(er <= tol and el <= tol and eg <= tol and same,
                    f"B={B:<5} C={C:<6} eps={eps} err rows {er:.1e} loss {el:.1e} grad {eg:.1e} same_bits={same}")
             del x64, r64, l64, grad
-    for (B, C) in [(256, 1000), (64, 32001)]:
+    for (B, C) in big_shapes:
         x = (torch.rand(B, C, generator=gen, device=dev) * 2 - 1) * 1e4
         y = torch.randint(0, C, (B,), generator=gen, device=dev)
         rows, loss, grad = torch.empty(B, device=dev), torch.empty(1, device=dev), torch.empty(B, C, device=dev)
@@ -101,7 +112,7 @@ def main():
         report(el <= tol and eg <= tol, f"logits +-1e4 B={B} C={C} err loss {el:.1e} grad {eg:.1e}")
 
     print("\n== argmax vs torch.argmax (ties, NaN) ==")
-    for (B, C) in [(1, 1), (9, 7), (4096, 10), (333, 1000), (64, 32000)]:
+    for (B, C) in argmax_shapes:
         x = torch.randint(0, 4, (B, C), generator=gen, device=dev).float()
         x[::3, C // 2] = float("nan")
         idx = torch.full((B,), -1.0, device=dev)
@@ -110,7 +121,6 @@ def main():
         report(ok, f"argmax B={B} C={C}")
 
     print("\n== sum_squares + clip_scale vs torch.linalg.vector_norm (float64) ==")
-    sizes = [1, 192 * 768, 37, 5_000_000, 4099, 192]
     grads = [torch.randn(n, generator=gen, device=dev) * (0.01 + i) for i, n in enumerate(sizes)]
     grads[2] = torch.randn(38, generator=gen, device=dev)[1:]  # misaligned start: the scalar path
 
@@ -133,8 +143,10 @@ def main():
         report(en <= tol and es <= tol, f"clip_scale max_norm={max_norm:.4g}: norm err {en:.1e} scale err {es:.1e}")
 
     print("\n== adamw vs torch.optim.AdamW (float64, foreach=False), 5 steps, grad scale on device ==")
-    for n in (1, 1001, 1 << 22):
-        lr, wd, b1, b2, eps = 1e-2, 0.1, 0.9, 0.999, 1e-8
+    for n in adam_sizes:
+        # The ABI takes fp32 hyperparameters: the reference gets the same fp32-rounded values (1 - fp32(0.999) is
+        # 1.3e-5 off 0.001 in relative terms, which v would otherwise show as an error).
+        lr, wd, b1, b2, eps = (float(torch.tensor(v, dtype=torch.float32)) for v in (1e-2, 0.1, 0.9, 0.999, 1e-8))
         p = torch.randn(n, generator=gen, device=dev)
         m, v = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
         p64 = p.double().clone().requires_grad_()
@@ -152,9 +164,10 @@ def main():
 
     rows_out = []
     if not args.skip_timing:
-        print("\n== timing (median ms, CUDA events) ==")
-        timer = Timer(torch, "cuda")
-        for (B, C) in [(256, 1000), (4096, 1000), (8192, 32000)]:
+        print(f"\n== timing ({dev}: median ms{', CUDA events' if dev == 'cuda' else ', wall clock, emulated'}) ==")
+        timer = Timer(torch, dev)
+        reps, inner = (args.reps, 10) if dev == "cuda" else (3, 1)
+        for (B, C) in timed_ce:
             x = torch.randn(B, C, generator=gen, device=dev)
             y = torch.randint(0, C, (B,), generator=gen, device=dev)
             yf = y.float()
@@ -168,12 +181,12 @@ def main():
                 xr.grad = None
                 F.cross_entropy(xr, y, label_smoothing=0.1).backward()
 
-            t_o, t_r = median_alternating(timer, [ours, ref], args.reps, 10)
+            t_o, t_r = median_alternating(timer, [ours, ref], reps, inner)
             err = rel(grad, torch.func.grad(lambda z: F.cross_entropy(z, y, label_smoothing=0.1))(x.double()))
-            rows_out.append(dict(op="cross_entropy", backend="cuda", shape=f"B={B} C={C}", ours_ms=t_o,
+            rows_out.append(dict(op="cross_entropy", backend=impl.name, shape=f"B={B} C={C}", ours_ms=t_o,
                                  reference="torch F.cross_entropy fwd+bwd fp32", reference_ms=t_r,
                                  speedup=t_r / t_o, max_rel_err=err))
-        n = 5_700_000  # DeiT-Ti's parameter count
+        n = adam_n
         p, g = torch.randn(n, device=dev), torch.randn(n, device=dev)
         m, v = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
         pr = p.clone().requires_grad_()
@@ -181,17 +194,18 @@ def main():
         pf = p.clone().requires_grad_()
         pf.grad = g.clone()
         single = torch.optim.AdamW([pr], lr=1e-3, foreach=False)
-        fused = torch.optim.AdamW([pf], lr=1e-3, fused=True)
+        fused = torch.optim.AdamW([pf], lr=1e-3, fused=True) if dev == "cuda" else \
+            torch.optim.AdamW([pf], lr=1e-3, foreach=True)
         sc = torch.ones(1, device=dev)
 
         def ours_adam():
             call("d4j_impl_adamw", p.data_ptr(), g.data_ptr(), m.data_ptr(), v.data_ptr(), n, 1e-3, 0.9, 0.999,
                  1e-8, 0.01, 10, sc.data_ptr())
 
-        t_o, t_s, t_f = median_alternating(timer, [ours_adam, single.step, fused.step], args.reps, 10)
-        for name, t in (("torch AdamW foreach=False", t_s), ("torch AdamW fused=True", t_f)):
-            rows_out.append(dict(op="adamw", backend="cuda", shape=f"n={n}", ours_ms=t_o, reference=name,
-                                 reference_ms=t, speedup=t / t_o, max_rel_err=float("nan")))
+        t_o, t_s, t_f = median_alternating(timer, [ours_adam, single.step, fused.step], reps, inner)
+        for name, t in (("torch AdamW foreach=False", t_s), ("torch AdamW fused=True" if dev == "cuda" else "torch AdamW foreach=True", t_f)):
+            rows_out.append(dict(op="adamw", backend=impl.name, shape=f"n={n}", ours_ms=t_o, reference=name,
+                                 reference_ms=t, speedup=t / t_o, max_rel_err=None))
         out = torch.empty(1, device=dev)
 
         def ours_norm():
@@ -200,10 +214,10 @@ def main():
         def ref_norm_fn():
             torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
-        t_o, t_r = median_alternating(timer, [ours_norm, ref_norm_fn], args.reps, 10)
-        rows_out.append(dict(op="sum_squares", backend="cuda", shape=f"{len(grads)} tensors, {sum(sizes)} el",
+        t_o, t_r = median_alternating(timer, [ours_norm, ref_norm_fn], reps, inner)
+        rows_out.append(dict(op="sum_squares", backend=impl.name, shape=f"{len(grads)} tensors, {sum(sizes)} el",
                              ours_ms=t_o, reference="torch vector_norm per tensor + norm of norms", reference_ms=t_r,
-                             speedup=t_r / t_o, max_rel_err=float("nan")))
+                             speedup=t_r / t_o, max_rel_err=None))
         print_table(rows_out)
         if json_path:
             write_json(rows_out, json_path)

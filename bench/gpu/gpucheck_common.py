@@ -28,6 +28,26 @@ class ImplError(RuntimeError):
     """A d4j_impl_* entry returned nonzero; the message is d4j_impl_last_error()."""
 
 
+_vp, _i64, _f32, _int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+# The other entries of distill4j_impl.h, for Impl.call (check_linear, check_loss, check_norm, check_model).
+MORE_SIGNATURES = {
+    "d4j_impl_linear_forward": [_vp] * 5 + [_i64] * 3 + [_vp],
+    "d4j_impl_linear_backward": [_vp] * 4 + [_i64] * 3 + [_vp] * 3,
+    "d4j_impl_layernorm_workspace": [_i64, _i64],
+    "d4j_impl_layernorm_forward": [_vp] * 4 + [_i64, _i64, _f32] + [_vp] * 3,
+    "d4j_impl_layernorm_backward": [_vp] * 6 + [_i64, _i64] + [_vp] * 4,
+    "d4j_impl_gelu_forward": [_vp, _vp, _i64, _vp],
+    "d4j_impl_gelu_backward": [_vp, _vp, _vp, _i64, _vp],
+    "d4j_impl_cross_entropy": [_vp, _vp, _vp, _i64, _i64, _f32, _f32, _vp, _vp, _vp],
+    "d4j_impl_argmax": [_vp, _vp, _i64, _i64, _vp],
+    "d4j_impl_sum_squares": [_vp, _vp, _i64, _int, _vp],
+    "d4j_impl_clip_scale": [_vp, _vp, _f32, _vp, _vp],
+    "d4j_impl_adamw": [_vp, _vp, _vp, _vp, _vp, _i64, _f32, _f32, _f32, _f32, _f32, _i64, _vp],
+    "d4j_impl_token_rows_forward": [_vp, _vp] + [_i64] * 4 + [_vp],
+    "d4j_impl_token_rows_backward": [_vp, _vp] + [_i64] * 4 + [_vp],
+}
+
+
 class Impl:
     """One implementation library (cpu, cuda, cuda-emu) behind its own ctypes handle."""
 
@@ -63,6 +83,22 @@ class Impl:
         lib.d4j_impl_attention_forward.restype = ctypes.c_int
         lib.d4j_impl_attention_backward.argtypes = [vp] + [vp] * 4 + att + [ctypes.c_float, vp, vp]
         lib.d4j_impl_attention_backward.restype = ctypes.c_int
+        for name, types in MORE_SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes = types
+            fn.restype = i64 if name.endswith("_workspace") else ctypes.c_int
+
+    def call(self, name, *args):
+        """d4j_impl_<name>(*args) for the entries of MORE_SIGNATURES (raw addresses, int or None for NULL);
+        raises ImplError with d4j_impl_last_error() when it fails."""
+        fn = getattr(self.lib, "d4j_impl_" + name)
+        rc = fn(*args)
+        if name.endswith("_workspace"):
+            if rc < 0:
+                self._check(rc, "d4j_impl_" + name)
+            return rc
+        self._check(rc, "d4j_impl_" + name)
+        return 0
 
     def _check(self, rc, what):
         if rc != 0:
@@ -423,6 +459,62 @@ def open_cuda(torch, lib_dir):
     if len(copies) > 1:
         print("WARNING: more than one CUDA runtime is loaded (DESIGN.md wants one per process)")
     return impl, stream or None
+
+
+SKIPPED_STATUS = 75  # a dry-run check that cannot run here (no torch)
+
+
+def import_torch_or_skip(args, script):
+    """torch for the checks that need it (check_linear, check_loss, check_norm, check_model). Under --dry-run
+    without torch the check is skipped: one line, exit status SKIPPED_STATUS (check.sh reports it as SKIPPED);
+    check.sh --dry-run runs them with torch when its PYTHON has it."""
+    try:
+        import torch
+    except ImportError:
+        if args.dry_run:
+            print(f"{script}: SKIPPED in the dry run: this python ({sys.executable}) has no torch "
+                  f"(run check.sh with PYTHON=<a python with torch> to test the torch path on the CPU)")
+            sys.exit(SKIPPED_STATUS)
+        raise
+    return torch
+
+
+def preload_openblas():
+    """The emulated library's linear layer calls the host's OpenBLAS, which the process must already have loaded
+    (the JVM has it from the bytedeco preset): load one globally. $D4J_OPENBLAS first, then the system's, then the
+    JavaCPP cache's."""
+    import glob
+    candidates = [os.environ.get("D4J_OPENBLAS", ""), "libopenblas_nolapack.so.0", "libopenblas.so.0"]
+    candidates += sorted(glob.glob(os.path.expanduser("~/.javacpp/cache/openblas-*/org/bytedeco/openblas/*/"
+                                                      "libopenblas_nolapack.so.0")))
+    for c in candidates:
+        if not c:
+            continue
+        try:
+            ctypes.CDLL(c, mode=ctypes.RTLD_GLOBAL)
+            print(f"note: loaded {c} for the emulated library's GEMMs")
+            return True
+        except OSError:
+            continue
+    print("note: no OpenBLAS found (set D4J_OPENBLAS=/path/libopenblas.so.0); the emulated linear layer will fail")
+    return False
+
+
+def open_torch_impl(torch, args):
+    """(impl, stream, device) for the torch checks: libdistill4j_cuda on torch's device and current stream, or
+    with --dry-run / --torch-cpu libdistill4j_cudaemu (the CUDA sources on the CPU) on torch CPU tensors."""
+    if args.dry_run or args.torch_cpu:
+        preload_openblas()
+        print(f"torch-cpu mode: python {platform.python_version()}, torch {torch.__version__} on the CPU; kernel "
+              f"under test: the emulated CUDA library")
+        return load_impl("cuda-emu", args.lib_dir, "libdistill4j_cudaemu.so"), None, "cpu"
+    environment_torch(torch)
+    if torch.cuda.is_available():
+        # torch's cuBLAS (the nvidia-cublas wheel's libcublas.so.13) loaded first: our library's
+        # dlopen("libcublas.so.13") then finds it in the process even where the toolkit's is not on the path.
+        torch.ones(2, 2, device="cuda") @ torch.ones(2, 2, device="cuda")
+    impl, stream = open_cuda(torch, args.lib_dir)
+    return impl, stream, "cuda"
 
 
 def environment_torch(torch):

@@ -1,0 +1,543 @@
+#!/usr/bin/env python3
+"""One-shot check of the whole DeiT (distilled ViT) built from our C entries, on a lent GPU.
+
+Run by bench/gpu/check.sh. The model is driven through libdistill4j_cuda in exactly the order of
+java/org/distill4j/nn/VisionTransformer.java (forward: patch_embed_forward; per block layernorm, qkv linear,
+attention, proj linear with the residual fused, layernorm, fc1, gelu, fc2 with the residual fused; token_rows,
+final layernorm on the prefix rows, head on the cls row, head_dist on the dist row; backward in reverse, as there),
+its buffers torch CUDA tensors. Three parts:
+
+1. Correctness: logits and every parameter gradient (random upstream gradients on both heads) against timm's own
+   model (timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False), its weights copied in) in float64,
+   or, without timm, a functional torch re-implementation of the same model. Passes when each tensor's
+   ||ours - ref|| / ||ref|| <= max(--model-tol, 10 x the same error of torch fp32 on the same model). A second
+   forward + backward must give the same bits (reported; cuBLAS may legitimately differ, so it does not fail).
+2. Timing: one training step (zero grads, forward, CE on the cls head + soft KL on the dist head through our
+   cross_entropy and kl_div entries, backward, AdamW over every parameter) against timm's model + F.cross_entropy
+   + F.kl_div + torch.optim.AdamW (foreach, and fused), fp32, TF32 off, at B=8 and B=64.
+3. With --save-model DIR: timm's deit_tiny_distilled state dict (random init, torch.manual_seed(--init-seed)) as
+   DIR/deit_tiny_distilled.safetensors, a fixed input (torch.manual_seed(--input-seed); torch.randn(2,3,224,224))
+   as DIR/deit_tiny_distilled_input.safetensors ("input"), and DIR/deit_tiny_distilled_logits.json: the fp64 CPU
+   logits of model.eval() (the averaged heads) and of both heads, with the seeds and the files' sha256. Without
+   --save-model only the JSON (with the sha256s) is written, to --logits-json (default $OUT/...): the files
+   themselves are CPU-only and reproducible from the seeds.
+
+--dry-run / --torch-cpu: parts 1 and 2 with libdistill4j_cudaemu on torch CPU tensors at a tiny config (image 28,
+patch 7, dim 64, depth 1, heads 2, 10 classes, batch 2; the emulator runs one OS thread per CUDA thread); part 3
+as on the GPU. Exit status 1 if any check fails.
+"""
+
+import hashlib
+import json
+import math
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+
+from gpucheck_common import (Timer, arg_parser, finish, import_torch_or_skip, open_torch_impl, seed_and_json,
+                             set_tf32, timed_rows)
+
+JSON_NAME = "gpu_model.json"
+EPS = 1e-6
+DEIT_TINY = dict(name="deit_tiny_distilled_patch16_224", img=224, patch=16, chans=3, dim=192, depth=12, heads=3,
+                 mlp=4, classes=1000)
+DRY = dict(name="vit_dry_distilled", img=28, patch=7, chans=3, dim=64, depth=1, heads=2, mlp=4, classes=10)
+torch = F = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference models: timm's, or a functional one with timm's names
+# ---------------------------------------------------------------------------------------------------------
+
+def try_timm():
+    try:
+        import timm  # noqa: F401
+        from timm.models.deit import VisionTransformerDistilled  # noqa: F401
+        return timm
+    except Exception as e:  # ImportError, or a broken dependency
+        print(f"timm not usable ({type(e).__name__}: {e}); the reference is a functional torch model")
+        return None
+
+
+def make_state(cfg, timm, seed):
+    """(state dict fp32 on the CPU in timm's order, timm model or None), initialised from torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
+    if timm is not None:
+        if cfg is DEIT_TINY:
+            model = timm.create_model(cfg["name"], pretrained=False)
+        else:
+            from timm.models.deit import VisionTransformerDistilled
+            model = VisionTransformerDistilled(img_size=cfg["img"], patch_size=cfg["patch"], in_chans=cfg["chans"],
+                                               num_classes=cfg["classes"], embed_dim=cfg["dim"], depth=cfg["depth"],
+                                               num_heads=cfg["heads"], mlp_ratio=cfg["mlp"])
+        # timm zero-initialises the heads and some biases; random values make every gradient path visible.
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}, model
+    D, T, Hd, C = cfg["dim"], tokens(cfg), cfg["dim"] * cfg["mlp"], cfg["classes"]
+    P, ch = cfg["patch"], cfg["chans"]
+    s = {"cls_token": (1, 1, D), "pos_embed": (1, T, D), "dist_token": (1, 1, D),
+         "patch_embed.proj.weight": (D, ch, P, P), "patch_embed.proj.bias": (D,)}
+    for l in range(cfg["depth"]):
+        n = f"blocks.{l}."
+        s.update({n + "norm1.weight": (D,), n + "norm1.bias": (D,), n + "attn.qkv.weight": (3 * D, D),
+                  n + "attn.qkv.bias": (3 * D,), n + "attn.proj.weight": (D, D), n + "attn.proj.bias": (D,),
+                  n + "norm2.weight": (D,), n + "norm2.bias": (D,), n + "mlp.fc1.weight": (Hd, D),
+                  n + "mlp.fc1.bias": (Hd,), n + "mlp.fc2.weight": (D, Hd), n + "mlp.fc2.bias": (D,)})
+    s.update({"norm.weight": (D,), "norm.bias": (D,), "head.weight": (C, D), "head.bias": (C,),
+              "head_dist.weight": (C, D), "head_dist.bias": (C,)})
+    out = {}
+    for k, shape in s.items():
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "norm.weight":
+            out[k] = torch.ones(shape)
+        else:
+            out[k] = torch.randn(shape) * 0.02
+    return out, None
+
+
+def tokens(cfg):
+    return (cfg["img"] // cfg["patch"]) ** 2 + 2
+
+
+def functional_heads(st, x, cfg):
+    """timm's VisionTransformerDistilled forward, written out: (cls logits, dist logits)."""
+    B, D, Hh = x.shape[0], cfg["dim"], cfg["heads"]
+    t = F.conv2d(x, st["patch_embed.proj.weight"], st["patch_embed.proj.bias"], stride=cfg["patch"])
+    t = t.flatten(2).transpose(1, 2)
+    t = torch.cat([st["cls_token"].expand(B, -1, -1), st["dist_token"].expand(B, -1, -1), t], 1) + st["pos_embed"]
+    N = t.shape[1]
+    for l in range(cfg["depth"]):
+        n = f"blocks.{l}."
+        h = F.layer_norm(t, (D,), st[n + "norm1.weight"], st[n + "norm1.bias"], EPS)
+        qkv = F.linear(h, st[n + "attn.qkv.weight"], st[n + "attn.qkv.bias"])
+        q, k, v = qkv.reshape(B, N, 3, Hh, D // Hh).permute(2, 0, 3, 1, 4).unbind(0)
+        a = torch.softmax(q @ k.transpose(-2, -1) * (D // Hh) ** -0.5, -1) @ v
+        t = t + F.linear(a.transpose(1, 2).reshape(B, N, D), st[n + "attn.proj.weight"], st[n + "attn.proj.bias"])
+        h = F.layer_norm(t, (D,), st[n + "norm2.weight"], st[n + "norm2.bias"], EPS)
+        h = F.gelu(F.linear(h, st[n + "mlp.fc1.weight"], st[n + "mlp.fc1.bias"]))
+        t = t + F.linear(h, st[n + "mlp.fc2.weight"], st[n + "mlp.fc2.bias"])
+    t = F.layer_norm(t, (D,), st["norm.weight"], st["norm.bias"], EPS)
+    return (F.linear(t[:, 0], st["head.weight"], st["head.bias"]),
+            F.linear(t[:, 1], st["head_dist.weight"], st["head_dist.bias"]))
+
+
+class Reference:
+    """timm's model (or the functional one) on `device` in `dtype`, from a state dict."""
+
+    def __init__(self, cfg, state, timm_model, device, dtype):
+        import copy
+        self.cfg = cfg
+        if timm_model is not None:
+            self.model = copy.deepcopy(timm_model).to(device=device, dtype=dtype)
+            self.model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
+            self.model.train()  # no dropout / drop-path in the config: train = eval numerically
+            self.params = dict(self.model.named_parameters())
+        else:
+            self.model = None
+            self.params = {k: v.to(device=device, dtype=dtype).clone().requires_grad_() for k, v in state.items()}
+
+    def heads(self, x):
+        if self.model is not None:
+            feats = self.model.forward_features(x)  # timm's own code: patch embed, pos, blocks, norm
+            return self.model.head(feats[:, 0]), self.model.head_dist(feats[:, 1])
+        return functional_heads(self.params, x, self.cfg)
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def grads(self):
+        return {k: p.grad for k, p in self.params.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ours: VisionTransformer.java's forward and backward through the C entries
+# ---------------------------------------------------------------------------------------------------------
+
+class Ours:
+    def __init__(self, impl, stream, dev, cfg, B, state):
+        self.impl, self.s, self.cfg, self.B = impl, stream, cfg, B
+        D, T, Hd, C = cfg["dim"], tokens(cfg), cfg["dim"] * cfg["mlp"], cfg["classes"]
+        self.D, self.T, self.Hd, self.C, self.P = D, T, Hd, C, 2
+        self.Dh = D // cfg["heads"]
+        self.scale = float(np.float32(1.0) / np.sqrt(np.float32(self.Dh)))  # what Attention.java passes
+        z = lambda *shape: torch.zeros(shape, device=dev)  # noqa: E731
+        self.w = {k: v.to(dev).contiguous().clone() for k, v in state.items()}
+        self.g = {k: torch.zeros_like(v) for k, v in self.w.items()}
+        self.decay = {k: (k.endswith(".weight") and self.w[k].dim() > 1) for k in self.w}
+        self.m = {k: torch.zeros_like(v) for k, v in self.w.items()}
+        self.v = {k: torch.zeros_like(v) for k, v in self.w.items()}
+        self.step_count = 0
+        M = B * T
+        self.images = z(B, cfg["chans"], cfg["img"], cfg["img"])
+        self.x = [z(B, T, D) for _ in range(cfg["depth"] + 1)]
+        self.blk = [dict(ln1=z(B, T, D), mean1=z(M), rstd1=z(M), qkv=z(B, T, 3 * D), attn=z(B, T, D),
+                         lse=z(B, cfg["heads"], T), mid=z(B, T, D), ln2=z(B, T, D), mean2=z(M), rstd2=z(M),
+                         fc1=z(B, T, Hd), act=z(B, T, Hd)) for _ in range(cfg["depth"])]
+        self.rows, self.rows_n = z(2, B, D), z(2, B, D)
+        self.rows_mean, self.rows_rstd = z(2 * B), z(2 * B)
+        self.logits, self.dist_logits = z(B, C), z(B, C)
+        self.g_stream, self.g_ln, self.g_attn = z(B, T, D), z(B, T, D), z(B, T, D)
+        self.g_qkv, self.g_hidden = z(B, T, 3 * D), z(B, T, Hd)
+        self.g_rows, self.g_rows_n = z(2, B, D), z(2, B, D)
+        self.g_logits, self.g_dist = z(B, C), z(B, C)
+        u8 = lambda n: torch.zeros(max(1, int(n)), dtype=torch.uint8, device=dev)  # noqa: E731
+        self.ws_ln = u8(max(impl.call("layernorm_workspace", M, D), impl.call("layernorm_workspace", 2 * B, D)))
+        self.pe_shape = (B, cfg["chans"], cfg["img"], cfg["img"], cfg["patch"], D)
+        self.ws_pe = u8(impl.patch_embed_workspace(*self.pe_shape))
+        self.att_shape = (B, T, cfg["heads"], self.Dh)
+        self.ws_att = u8(impl.attention_workspace(*self.att_shape))
+        # the trainer's loss buffers
+        self.labels, self.teacher = z(B), z(B, C)
+        self.ce_rows, self.ce_loss, self.kl_rows, self.kl_loss = z(B), z(1), z(B), z(1)
+        self.alpha = z(1)
+
+    # short names for the entries, as Kernels.java
+    def ln(self, x, w, b, M, y, mean, rstd):
+        self.impl.call("layernorm_forward", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(), M, self.D, EPS,
+                       y.data_ptr(), mean.data_ptr(), rstd.data_ptr())
+
+    def ln_b(self, x, w, mean, rstd, dy, M, dx, dw, db):
+        self.impl.call("layernorm_backward", self.s, x.data_ptr(), w.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+                       dy.data_ptr(), M, self.D, dx.data_ptr(), dw.data_ptr(), db.data_ptr(), self.ws_ln.data_ptr())
+
+    def lin(self, x, w, b, r, M, K, N, y):
+        self.impl.call("linear_forward", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(),
+                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr())
+
+    def lin_b(self, x, w, dy, M, K, N, dx, dw, db):
+        self.impl.call("linear_backward", self.s, x.data_ptr(), w.data_ptr(), dy.data_ptr(), M, K, N, dx.data_ptr(),
+                       dw.data_ptr(), db.data_ptr())
+
+    def forward(self):
+        w, B, T, D, Hd, C = self.w, self.B, self.T, self.D, self.Hd, self.C
+        M = B * T
+        self.impl.patch_embed_forward(self.s, self.images.data_ptr(), *self.pe_shape,
+                                      w["patch_embed.proj.weight"].data_ptr(), w["patch_embed.proj.bias"].data_ptr(),
+                                      w["pos_embed"].data_ptr(), w["cls_token"].data_ptr(),
+                                      w["dist_token"].data_ptr(), self.x[0].data_ptr(), self.ws_pe.data_ptr())
+        for l, k in enumerate(self.blk):
+            n = f"blocks.{l}."
+            self.ln(self.x[l], w[n + "norm1.weight"], w[n + "norm1.bias"], M, k["ln1"], k["mean1"], k["rstd1"])
+            self.lin(k["ln1"], w[n + "attn.qkv.weight"], w[n + "attn.qkv.bias"], None, M, D, 3 * D, k["qkv"])
+            self.impl.attention_forward(self.s, k["qkv"].data_ptr(), *self.att_shape, self.scale,
+                                        k["attn"].data_ptr(), k["lse"].data_ptr(), self.ws_att.data_ptr())
+            self.lin(k["attn"], w[n + "attn.proj.weight"], w[n + "attn.proj.bias"], self.x[l], M, D, D, k["mid"])
+            self.ln(k["mid"], w[n + "norm2.weight"], w[n + "norm2.bias"], M, k["ln2"], k["mean2"], k["rstd2"])
+            self.lin(k["ln2"], w[n + "mlp.fc1.weight"], w[n + "mlp.fc1.bias"], None, M, D, Hd, k["fc1"])
+            self.impl.call("gelu_forward", self.s, k["fc1"].data_ptr(), M * Hd, k["act"].data_ptr())
+            self.lin(k["act"], w[n + "mlp.fc2.weight"], w[n + "mlp.fc2.bias"], k["mid"], M, Hd, D, self.x[l + 1])
+        self.impl.call("token_rows_forward", self.s, self.x[-1].data_ptr(), B, T, D, self.P, self.rows.data_ptr())
+        self.ln(self.rows, w["norm.weight"], w["norm.bias"], self.P * B, self.rows_n, self.rows_mean, self.rows_rstd)
+        self.lin(self.rows_n[0], w["head.weight"], w["head.bias"], None, B, D, C, self.logits)
+        self.lin(self.rows_n[1], w["head_dist.weight"], w["head_dist.bias"], None, B, D, C, self.dist_logits)
+
+    def backward(self):
+        w, g, B, T, D, Hd, C = self.w, self.g, self.B, self.T, self.D, self.Hd, self.C
+        M = B * T
+        self.lin_b(self.rows_n[0], w["head.weight"], self.g_logits, B, D, C, self.g_rows_n[0], g["head.weight"],
+                   g["head.bias"])
+        self.lin_b(self.rows_n[1], w["head_dist.weight"], self.g_dist, B, D, C, self.g_rows_n[1],
+                   g["head_dist.weight"], g["head_dist.bias"])
+        self.g_rows.zero_()  # LayerNorm's backward accumulates into dx
+        self.ln_b(self.rows, w["norm.weight"], self.rows_mean, self.rows_rstd, self.g_rows_n, self.P * B, self.g_rows,
+                  g["norm.weight"], g["norm.bias"])
+        self.impl.call("token_rows_backward", self.s, self.g_rows.data_ptr(), B, T, D, self.P,
+                       self.g_stream.data_ptr())
+        for l in range(len(self.blk) - 1, -1, -1):
+            k, n = self.blk[l], f"blocks.{l}."
+            self.lin_b(k["act"], w[n + "mlp.fc2.weight"], self.g_stream, M, Hd, D, self.g_hidden,
+                       g[n + "mlp.fc2.weight"], g[n + "mlp.fc2.bias"])
+            self.impl.call("gelu_backward", self.s, k["fc1"].data_ptr(), self.g_hidden.data_ptr(), M * Hd,
+                           self.g_hidden.data_ptr())
+            self.lin_b(k["ln2"], w[n + "mlp.fc1.weight"], self.g_hidden, M, D, Hd, self.g_ln, g[n + "mlp.fc1.weight"],
+                       g[n + "mlp.fc1.bias"])
+            self.ln_b(k["mid"], w[n + "norm2.weight"], k["mean2"], k["rstd2"], self.g_ln, M, self.g_stream,
+                      g[n + "norm2.weight"], g[n + "norm2.bias"])
+            self.lin_b(k["attn"], w[n + "attn.proj.weight"], self.g_stream, M, D, D, self.g_attn,
+                       g[n + "attn.proj.weight"], g[n + "attn.proj.bias"])
+            self.impl.attention_backward(self.s, k["qkv"].data_ptr(), k["attn"].data_ptr(), k["lse"].data_ptr(),
+                                         self.g_attn.data_ptr(), *self.att_shape, self.scale, self.g_qkv.data_ptr(),
+                                         self.ws_att.data_ptr())
+            self.lin_b(k["ln1"], w[n + "attn.qkv.weight"], self.g_qkv, M, D, 3 * D, self.g_ln,
+                       g[n + "attn.qkv.weight"], g[n + "attn.qkv.bias"])
+            self.ln_b(self.x[l], w[n + "norm1.weight"], k["mean1"], k["rstd1"], self.g_ln, M, self.g_stream,
+                      g[n + "norm1.weight"], g[n + "norm1.bias"])
+        self.impl.patch_embed_backward(self.s, self.images.data_ptr(), *self.pe_shape,
+                                       w["patch_embed.proj.weight"].data_ptr(), self.g_stream.data_ptr(),
+                                       g["patch_embed.proj.weight"].data_ptr(), g["patch_embed.proj.bias"].data_ptr(),
+                                       g["pos_embed"].data_ptr(), g["cls_token"].data_ptr(),
+                                       g["dist_token"].data_ptr(), None, self.ws_pe.data_ptr())
+
+    def zero_grad(self):
+        for t in self.g.values():
+            t.zero_()
+
+    def train_step(self, alpha, T, lr, wd):
+        """Trainer.step's device work (soft distillation, teacher logits given, no clipping): zero grads, forward,
+        (1 - alpha) CE on the cls head, KL (T^2, batchmean, upstream alpha) on the dist head, backward, AdamW."""
+        B, C = self.B, self.C
+        self.zero_grad()
+        self.forward()
+        self.impl.call("cross_entropy", self.s, self.logits.data_ptr(), self.labels.data_ptr(), B, C, 0.0,
+                       1.0 - alpha, self.ce_rows.data_ptr(), self.ce_loss.data_ptr(), self.g_logits.data_ptr())
+        self.impl.kl_div(self.s, self.dist_logits.data_ptr(), self.teacher.data_ptr(), B, C, T, 1, 0, T * T,
+                         self.alpha.data_ptr(), self.kl_rows.data_ptr(), self.kl_loss.data_ptr(),
+                         self.g_dist.data_ptr())
+        self.backward()
+        self.step_count += 1
+        for k, p in self.w.items():
+            self.impl.call("adamw", self.s, p.data_ptr(), self.g[k].data_ptr(), self.m[k].data_ptr(),
+                           self.v[k].data_ptr(), p.numel(), lr, 0.9, 0.999, 1e-8, wd if self.decay[k] else 0.0,
+                           self.step_count, None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parts
+# ---------------------------------------------------------------------------------------------------------
+
+def rel(a, ref):
+    a, ref = a.detach().double().reshape(-1), ref.detach().double().reshape(-1).to(a.device)
+    if not bool(torch.isfinite(a).all()):
+        return math.inf
+    d, r = (a - ref).norm().item(), ref.norm().item()
+    return d / r if r > 0 else d
+
+
+def correctness(impl, stream, dev, cfg, timm, B, seed, model_tol):
+    state, timm_model = make_state(cfg, timm, seed)
+    # Random biases, LayerNorm affines and heads (timm zero-initialises several): every gradient path is exercised.
+    g = torch.Generator().manual_seed(seed + 1)
+    for k, v in state.items():
+        if v.dim() == 1:
+            state[k] = v + torch.randn(v.shape, generator=g) * 0.1
+        elif k.startswith("head"):
+            state[k] = torch.randn(v.shape, generator=g) * 0.05
+    kind = "timm " + type(timm_model).__name__ if timm_model is not None else "functional torch model"
+    print(f"\n== whole model vs {kind} ({cfg['name']}, B={B}; float64 reference on {dev}; torch fp32 for scale) ==")
+    images = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g)
+    g_cls = torch.randn(B, cfg["classes"], generator=g) / B
+    g_dist = torch.randn(B, cfg["classes"], generator=g) / B
+    ours = Ours(impl, stream, dev, cfg, B, state)
+    ours.images.copy_(images)
+    results = []
+    for _ in range(2):
+        ours.zero_grad()
+        ours.forward()
+        ours.g_logits.copy_(g_cls)
+        ours.g_dist.copy_(g_dist)
+        ours.backward()
+        impl.synchronize(stream)
+        results.append((ours.logits.clone(), ours.dist_logits.clone(), {k: v.clone() for k, v in ours.g.items()}))
+    refs = {}
+    for name, dtype in (("fp64", torch.float64), ("fp32", torch.float32)):
+        ref = Reference(cfg, state, timm_model, dev, dtype)
+        cls, dist = ref.heads(images.to(dev, dtype))
+        ((cls * g_cls.to(dev, dtype)).sum() + (dist * g_dist.to(dev, dtype)).sum()).backward()
+        refs[name] = (cls.detach(), dist.detach(), {k: v.detach() for k, v in ref.grads().items()})
+        del ref
+    lo, do, go = results[0]
+    checks = [("logits (cls head)", lo, refs["fp64"][0], refs["fp32"][0]),
+              ("logits (dist head)", do, refs["fp64"][1], refs["fp32"][1])]
+    checks += [(f"grad {k}", go[k], refs["fp64"][2][k], refs["fp32"][2][k]) for k in state]
+    ok, worst, rows = True, 0.0, []
+    for what, a, r64, r32 in checks:
+        e, e32 = rel(a, r64), rel(r32, r64)
+        limit = max(model_tol, 10 * e32)
+        good = e <= limit
+        ok &= good
+        worst = max(worst, e)
+        if not good or what.startswith("logits") or "blocks" not in what or what.startswith("grad blocks.0."):
+            print(f"  {'ok  ' if good else 'FAIL'} {what:34s} ours {e:.2e}  torch fp32 {e32:.2e}  (limit {limit:.1e})")
+    print(f"  ({len(checks)} tensors compared; the lines of blocks 1.. are printed only when they fail)")
+    bits = all(torch.equal(a, b) for a, b in zip(results[0][:2], results[1][:2])) and \
+        all(torch.equal(results[0][2][k], results[1][2][k]) for k in state)
+    print(f"  second forward + backward: {'same bits' if bits else 'DIFFERENT BITS (reported, not failed)'}")
+    print(f"  => {'ok' if ok else 'FAIL'}: worst rel err vs float64 {worst:.2e}")
+    rows.append(dict(op="deit_fwd_bwd", backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=None,
+                     reference=f"{kind} float64 (logits + every parameter gradient)", reference_ms=None,
+                     speedup=None, max_rel_err=worst))
+    return ok, rows, state, timm_model
+
+
+def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed):
+    set_tf32(torch, False)
+    timer = Timer(torch, dev)
+    alpha, T, lr, wd = 0.5, 3.0, 5e-4, 0.05
+    rows = []
+    g = torch.Generator().manual_seed(seed + 2)
+    for B in batches:
+        ours = Ours(impl, stream, dev, cfg, B, state)
+        images = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g).to(dev)
+        labels = torch.randint(0, cfg["classes"], (B,), generator=g).to(dev)
+        teacher = (torch.randn(B, cfg["classes"], generator=g) * 2).to(dev)
+        ours.images.copy_(images)
+        ours.labels.copy_(labels.float())
+        ours.teacher.copy_(teacher)
+        ours.alpha.fill_(alpha)
+        refs = []
+        for variant in ("foreach", "fused") if dev == "cuda" else ("foreach",):
+            ref = Reference(cfg, state, timm_model, dev, torch.float32)
+            decay = [p for k, p in ref.params.items() if k.endswith(".weight") and p.dim() > 1]
+            other = [p for k, p in ref.params.items() if not (k.endswith(".weight") and p.dim() > 1)]
+            opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=other, weight_decay=0.0)],
+                                    lr=lr, **({"fused": True} if variant == "fused" else {"foreach": True}))
+            refs.append((variant, ref, opt))
+
+        def ours_step():
+            ours.train_step(alpha, T, lr, wd)
+
+        def ref_step_fn(ref, opt):
+            def step():
+                opt.zero_grad(set_to_none=True)
+                cls, dist = ref.heads(images)
+                loss = (1 - alpha) * F.cross_entropy(cls, labels) + alpha * T * T * F.kl_div(
+                    F.log_softmax(dist / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean", log_target=True)
+                loss.backward()
+                opt.step()
+                return loss
+            return step
+
+        # The loss of the first step, from identical weights: ours vs the fp32 reference.
+        ours_step()
+        impl.synchronize(stream)
+        our_loss = (ours.ce_loss + alpha * ours.kl_loss).item()
+        ref_loss = ref_step_fn(refs[0][1], refs[0][2])().item()
+        loss_err = abs(our_loss - ref_loss) / abs(ref_loss)
+        fns = [ours_step] + [ref_step_fn(r, o) for _, r, o in refs]
+        warm = 3 if dev == "cuda" else 1
+        for f in fns:
+            for _ in range(warm):
+                f()
+        n_reps, inner = (reps, 3) if dev == "cuda" else (2, 1)
+        samples = [[] for _ in fns]
+        for _ in range(n_reps):
+            for i, f in enumerate(fns):
+                samples[i].append(timer(f, inner))
+        med = [sorted(s)[len(s) // 2] for s in samples]
+        print(f"\n== training step ({cfg['name']}, B={B}, {dev}, fp32, TF32 off; median of {n_reps} x {inner}) ==")
+        print(f"  first-step loss: ours {our_loss:.6f}  torch {ref_loss:.6f}  rel diff {loss_err:.1e}")
+        print(f"  ours {med[0]:.3f} ms ({B / med[0] * 1e3:.0f} img/s)")
+        for (variant, _, _), t in zip(refs, med[1:]):
+            print(f"  torch ({'timm' if timm_model is not None else 'functional'} + AdamW {variant}) {t:.3f} ms "
+                  f"({B / t * 1e3:.0f} img/s)  speedup {t / med[0]:.2f}x")
+            rows.append(dict(op="train_step", backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=med[0],
+                             reference=f"{'timm' if timm_model is not None else 'functional torch'} model + "
+                                       f"F.cross_entropy + F.kl_div + AdamW({variant}) fp32 ({dev}, TF32 off)",
+                             reference_ms=t, speedup=t / med[0], max_rel_err=loss_err))
+        del ours, refs
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def write_safetensors(path, tensors, metadata):
+    """safetensors by hand (u64 LE header length, JSON header, 8-byte padded, raw little-endian data), or with the
+    package when it is importable."""
+    try:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+        return "safetensors package"
+    except ImportError:
+        pass
+    header, blobs, off = {"__metadata__": metadata}, [], 0
+    for k, v in tensors.items():
+        b = v.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    return "written by hand"
+
+
+def save_reference(timm, save_dir, json_path, init_seed, input_seed):
+    cfg = DEIT_TINY
+    state, model = make_state(cfg, timm, init_seed)
+    torch.manual_seed(input_seed)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        if model is not None:
+            m64 = Reference(cfg, state, model, "cpu", torch.float64).model.eval()
+            avg = m64(x.double())
+            feats = m64.forward_features(x.double())
+            cls, dist = m64.head(feats[:, 0]), m64.head_dist(feats[:, 1])
+        else:
+            st64 = {k: v.double() for k, v in state.items()}
+            cls, dist = functional_heads(st64, x.double(), cfg)
+            avg = (cls + dist) / 2
+    meta = {"format": "pt"}
+    out = dict(model=cfg["name"], source=("timm " + timm.__version__) if model is not None else "functional init",
+               init="torch.manual_seed(init_seed) then timm.create_model(model, pretrained=False)",
+               init_seed=init_seed, input="torch.manual_seed(input_seed); torch.randn(2, 3, 224, 224) (float32, CPU)",
+               input_seed=input_seed, torch=torch.__version__, dtype="logits in float64 on the CPU, model.eval()",
+               config=dict(cfg), layer_norm_eps=EPS, logits=avg.tolist(), logits_cls=cls.tolist(),
+               logits_dist=dist.tolist())
+    out["sha256_input_f32"] = hashlib.sha256(x.numpy().astype("<f4").tobytes()).hexdigest()
+    h = hashlib.sha256()
+    for k, v in state.items():
+        h.update(k.encode())
+        h.update(v.numpy().astype("<f4").tobytes())
+    out["sha256_state_names_and_f32"] = h.hexdigest()
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        mp = os.path.join(save_dir, cfg["name"].split("_patch")[0] + ".safetensors")
+        how = write_safetensors(mp, state, meta)
+        ip = os.path.join(save_dir, cfg["name"].split("_patch")[0] + "_input.safetensors")
+        write_safetensors(ip, {"input": x}, meta)
+        out["files"] = {os.path.basename(mp): hashlib.sha256(open(mp, "rb").read()).hexdigest(),
+                        os.path.basename(ip): hashlib.sha256(open(ip, "rb").read()).hexdigest()}
+        print(f"wrote {mp} ({os.path.getsize(mp)} bytes, {how}) and {ip}")
+        json_path = json_path or os.path.join(save_dir, "deit_tiny_distilled_logits.json")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+        print(f"wrote {json_path}: logits of input 0, first 5 classes: avg {[round(v, 6) for v in out['logits'][0][:5]]}")
+
+
+def main():
+    global torch, F
+    ap = arg_parser(__doc__, JSON_NAME)
+    ap.add_argument("--model-tol", type=float, default=1e-4, help="whole-model tolerance (or 10 x torch fp32's)")
+    ap.add_argument("--batches", default="8,64", help="training-step batch sizes timed on the GPU")
+    ap.add_argument("--save-model", default=None, help="folder for the safetensors files and the logits JSON")
+    ap.add_argument("--logits-json", default=None, help="default: $OUT/deit_tiny_distilled_logits.json")
+    ap.add_argument("--init-seed", type=int, default=0)
+    ap.add_argument("--input-seed", type=int, default=1234)
+    ap.add_argument("--skip-reference-file", action="store_true")
+    args = ap.parse_args()
+    torch = import_torch_or_skip(args, "check_model.py")
+    import torch.nn.functional as F
+    seed, json_path = seed_and_json(args, JSON_NAME)
+    t_start = time.time()
+    set_tf32(torch, False)
+    impl, stream, dev = open_torch_impl(torch, args)
+    timm = try_timm()
+    if timm is not None:
+        print(f"timm {timm.__version__}")
+    cfg, B, batches = (DRY, 2, [2]) if dev == "cpu" else (DEIT_TINY, 2, [int(b) for b in args.batches.split(",")])
+    ok, rows, state, timm_model = correctness(impl, stream, dev, cfg, timm, B, seed, args.model_tol)
+    if not args.skip_timing:
+        timing_ok, t_rows = timed_rows(lambda: timing(impl, stream, dev, cfg, timm, state, timm_model, batches,
+                                                      max(10, min(args.reps, 15)), seed))
+        ok &= timing_ok
+        rows += t_rows
+    if not args.skip_reference_file:
+        lj = args.logits_json or (os.path.join(os.environ["OUT"], "deit_tiny_distilled_logits.json")
+                                  if os.environ.get("OUT") else None)
+        try:
+            save_reference(timm, args.save_model, lj, args.init_seed, args.input_seed)
+        except Exception as e:
+            print(f"REFERENCE FILE FAILED: {type(e).__name__}: {e}")
+            ok = False
+    return finish("check_model.py", rows, json_path, ok, t_start, seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
