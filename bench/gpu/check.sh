@@ -33,7 +33,7 @@ done
 
 PY=${PYTHON:-python3}
 JSON_DIR=$BUILD/json  # one file per script; merged into $OUT/gpu_checks.json at the end
-CHECKS=(kl patch_embed attention linear loss norm model)
+CHECKS=(model norm linear attention patch_embed kl loss)  # most informative first: a cut-short run keeps them
 OUT_DIR=${OUT:-}
 if [[ -n $OUT_DIR ]]; then
   mkdir -p "$OUT_DIR"
