@@ -34,6 +34,7 @@ done
 PY=${PYTHON:-python3}
 JSON_DIR=$BUILD/json  # one file per script; merged into $OUT/gpu_checks.json at the end
 CHECKS=(model norm linear attention patch_embed kl loss)  # most informative first: a cut-short run keeps them
+if [[ -n ${D4J_CHECKS:-} ]]; then read -r -a CHECKS <<<"$D4J_CHECKS"; fi  # e.g. D4J_CHECKS="norm loss"
 OUT_DIR=${OUT:-}
 if [[ -n $OUT_DIR ]]; then
   mkdir -p "$OUT_DIR"
