@@ -92,9 +92,11 @@ def main():
                 "dx": rel(dx, dx0.double() + xd.grad), "dW": rel(dw, dw0.double() + wd.grad),
                 "db": rel(db, db0.double() + bd.grad)}
         if C == 1:
-            # One column: the true d(x) is 0 and both sides hold rounding noise of order rstd * ulp (a relative
-            # error of ~1 about nothing); dx must then stay at its start, to rounding.
-            errs["dx"] = rel(dx, dx0.double())
+            # One column: the true d(x) is 0, but rstd = 1/sqrt(eps) = 1e3 multiplies the rounding of w*dy minus its
+            # mean (an FMA keeps the product's rounding error): dx may move from its start by a few rstd * ulp(w*dy).
+            # Measured on an H100: 9.4e-5 relative to the start. Checked as that bound, in units of the start.
+            bound = 4 * (1 / EPS ** 0.5) * 2.0 ** -23 * (w.double() * dy.double()).abs().max()
+            errs["dx"] = ((dx.double() - dx0.double()).abs().max() / bound).item() * args.tol
         bits = all(same(a, b2) for a, b2 in zip(outs[0], outs[1]))
         good = max(errs.values()) <= args.tol and bits
         ok_all &= good
