@@ -138,62 +138,77 @@ public final class TrainOptions {
         return o;
     }
 
+    /** Passes over the training set. */
     public int epochs() {
         return epochs;
     }
 
+    /** Images per step. */
     public int batch() {
         return batch;
     }
 
+    /** Peak learning rate. */
     public double lr() {
         return lr;
     }
 
+    /** Learning rate at the end of the cosine. */
     public double minLr() {
         return minLr;
     }
 
+    /** AdamW weight decay of weight matrices. */
     public double weightDecay() {
         return weightDecay;
     }
 
+    /** Warm-up length in epochs. */
     public double warmupEpochs() {
         return warmupEpochs;
     }
 
+    /** Gradient norm clip (0: off). */
     public double clipNorm() {
         return clipNorm;
     }
 
+    /** Label smoothing of the true-label cross-entropy. */
     public double labelSmoothing() {
         return labelSmoothing;
     }
 
+    /** The distillation mode. */
     public Distillation distillation() {
         return distillation;
     }
 
+    /** Weight α of the distillation term. */
     public double alpha() {
         return alpha;
     }
 
+    /** Soft distillation temperature T. */
     public double temperature() {
         return temperature;
     }
 
+    /** Whether training images are cropped and flipped. */
     public boolean augment() {
         return augment;
     }
 
+    /** Seed of init, shuffling and augmentation. */
     public long seed() {
         return seed;
     }
 
+    /** Training images used (0: all). */
     public int trainLimit() {
         return trainLimit;
     }
 
+    /** Test images used (0: all). */
     public int testLimit() {
         return testLimit;
     }
