@@ -41,10 +41,10 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
     Path data;
 
-    @Option(names = "--teacher-epochs", description = "teacher epochs (default 3, quick 1)")
+    @Option(names = "--teacher-epochs", description = "teacher epochs (default 3, quick 2)")
     Integer teacherEpochs;
 
-    @Option(names = "--student-epochs", description = "epochs of each student (default 3, quick 1)")
+    @Option(names = "--student-epochs", description = "epochs of each student (default 3, quick 2)")
     Integer studentEpochs;
 
     @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
@@ -65,8 +65,8 @@ final class DemoCommand implements Callable<Integer> {
         Path dir = TrainingFlags.writableDir(out);
         Path dataDir = data != null ? data : ensureDataset();
         FashionMnist.Split split = FashionMnist.load(dataDir);
-        int te = teacherEpochs != null ? teacherEpochs : quick ? 1 : 3;
-        int se = studentEpochs != null ? studentEpochs : quick ? 1 : 3;
+        int te = teacherEpochs != null ? teacherEpochs : quick ? 2 : 3;
+        int se = studentEpochs != null ? studentEpochs : quick ? 2 : 3;
         int limit = trainLimit != null ? trainLimit : quick ? 6000 : 30000;
         int testLimit = quick ? 2000 : 0;
         VitConfig teacherConfig = VitConfig.preset(teacherModel), student = VitConfig.preset(studentModel);
