@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) layernorm_bwd_rows(const float *x, c
         const float mu = mean[row], r = rstd[row];
         float sg = 0.0f, sgx = 0.0f;
         for (int64_t i = lane; i < C; i += 32) {
-            const float xhat = (xr[i] - mu) * r, d = dyr[i], g = d * w[i];
+            const float xhat = (xr[i] - mu) * r, d = dyr[i], g = __fmul_rn(d, w[i]);
             sg += g;
             sgx = fmaf(g, xhat, sgx);
             pw[i] = fmaf(d, xhat, pw[i]);
@@ -65,7 +65,9 @@ __global__ void __launch_bounds__(kThreads) layernorm_bwd_rows(const float *x, c
         const float mg = group_sum<32>(sg, nullptr) * inv_c, mgx = group_sum<32>(sgx, nullptr) * inv_c;
         float *dxr = dx + row * C;
         for (int64_t i = lane; i < C; i += 32) {
-            const float xhat = (xr[i] - mu) * r, g = dyr[i] * w[i];
+            // __fmul_rn: g rounded as in the sum above. A fused g - mg would leave the product's rounding error, which
+            // rstd (up to 1/sqrt(eps)) magnifies where the row is nearly constant.
+            const float xhat = (xr[i] - mu) * r, g = __fmul_rn(dyr[i], w[i]);
             dxr[i] = fmaf(r, (g - mg) - xhat * mgx, dxr[i]);
         }
     }

@@ -11,8 +11,13 @@ import org.junit.jupiter.api.Assumptions;
 public final class Check {
     private Check() {}
 
-    /** A fresh seed per call (printed by the tests that use it, so a failure can be replayed). */
+    /**
+     * A fresh seed per call (printed by the tests that use it), or the one given by the system property
+     * {@code distill4j.test.seed}, to replay a failure: {@code mvn test -Dtest=X -Ddistill4j.test.seed=N}.
+     */
     public static long freshSeed() {
+        String fixed = System.getProperty("distill4j.test.seed");
+        if (fixed != null) return Long.parseLong(fixed.trim());
         return System.nanoTime() ^ Thread.currentThread().getId() * 0x9E3779B97F4A7C15L;
     }
 
