@@ -1,6 +1,7 @@
 package org.distill4j.cli;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -59,6 +60,10 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")
     long seed;
 
+    @Option(names = "--resume", description = "continue an interrupted demo in --out (run it with the same flags): "
+            + "each run resumes from its checkpoint there, a finished one is only evaluated")
+    boolean resume;
+
     @Override
     public Integer call() throws Exception {
         long t0 = System.nanoTime();
@@ -76,14 +81,18 @@ final class DemoCommand implements Callable<Integer> {
         TrainOptions base = new TrainOptions().withBatch(128).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
                 .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
         List<TrainingRun.Result> runs = new ArrayList<>();
+        double earlier = 0;  // with --resume: the time the interrupted runs had already spent
         Map<String, Object> json = new LinkedHashMap<>();
         try (Backend backend = Backends.open(Device.parse(device))) {
             System.out.println("demo on " + backend.device() + ": teacher " + teacherConfig + ", student " + student
                     + ", " + limit + " training images");
             Path teacherDir = dir.resolve("teacher");
+            long c0 = System.nanoTime();
             TrainingRun.Result teacher = Runs.train(backend, "teacher", teacherConfig, null, split.train(), split.test(),
-                    base.withEpochs(te).withAugment(true), TrainingFlags.writableDir(teacherDir), null, null);
+                    base.withEpochs(te).withAugment(true), TrainingFlags.writableDir(teacherDir), null,
+                    resumeFrom(teacherDir));
             runs.add(teacher);
+            earlier += earlierSeconds(teacher, c0);
             json.put("teacher", RunOutputs.json(teacher, backend.device().toString()));
             Path teacherFile = teacherDir.resolve("model.safetensors");
             TrainOptions students = base.withEpochs(se);
@@ -96,13 +105,16 @@ final class DemoCommand implements Callable<Integer> {
                     TrainOptions o = students.withDistillation((Distillation) p[1], 0.5, 4.0);
                     var logits = Runs.teacherLogits(t, teacherFile, split.train(), o,
                             dir.resolve("teacher-logits.safetensors"), 0);
+                    Path runDir = dir.resolve(name);
+                    c0 = System.nanoTime();
                     TrainingRun.Result r = Runs.train(backend, name, student, logits, split.train(), split.test(), o,
-                            TrainingFlags.writableDir(dir.resolve(name)), null, null);
+                            TrainingFlags.writableDir(runDir), null, resumeFrom(runDir));
                     runs.add(r);
+                    earlier += earlierSeconds(r, c0);
                     json.put(name, RunOutputs.json(r, backend.device().toString()));
                 }
             }
-            double seconds = (System.nanoTime() - t0) / 1e9;
+            double seconds = earlier + (System.nanoTime() - t0) / 1e9;
             json.put("device", backend.device().toString());
             json.put("seconds", seconds);
             RunOutputs.writeJson(dir.resolve("results.json"), json);
@@ -111,6 +123,17 @@ final class DemoCommand implements Callable<Integer> {
             System.out.println("wrote " + dir.resolve("results.json") + " and " + dir.resolve("accuracy.png"));
         }
         return 0;
+    }
+
+    /** The part of a run's wall time spent before this process (its epochs before an interruption). */
+    private static double earlierSeconds(TrainingRun.Result r, long callStart) {
+        return Math.max(0, r.seconds() - (System.nanoTime() - callStart) / 1e9);
+    }
+
+    /** With --resume, the checkpoint a run left in its directory (null: start afresh). */
+    private Path resumeFrom(Path runDir) {
+        Path checkpoint = runDir.resolve("checkpoint.safetensors");
+        return resume && Files.isRegularFile(checkpoint) ? checkpoint : null;
     }
 
     private static void printTable(List<TrainingRun.Result> runs, String device, double seconds) {

@@ -19,7 +19,7 @@ import org.distill4j.nn.VisionTransformer;
 /**
  * A training checkpoint, one safetensors file: the student's parameters under timm's names (so the file is also a
  * model file), AdamW's moments as {@code optimizer.m.<name>} and {@code optimizer.v.<name>}, and in the metadata
- * the config, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch): the loader's shuffle
+ * the config, the training settings, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch): the loader's shuffle
  * and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is exact.
  */
 public final class Checkpoint {
@@ -28,11 +28,23 @@ public final class Checkpoint {
 
     private Checkpoint() {}
 
-    /** What a checkpoint restores beside the tensors. */
-    public record State(int epoch, List<TrainingRun.Epoch> history) {}
+    /**
+     * What a checkpoint restores beside the tensors; {@code settings} is {@link #settings(TrainOptions)} of the run
+     * that wrote it (null in checkpoints of distill4j 0.1.0 before it was recorded).
+     */
+    public record State(int epoch, List<TrainingRun.Epoch> history, String settings) {}
+
+    /**
+     * The training settings a resumed run must share with the run that wrote the checkpoint: everything that shapes
+     * the schedule, the loss or the data order ({@code options} less the test-set limit, which only changes evaluation).
+     */
+    public static String settings(TrainOptions options) {
+        return options + ", training images " + (options.trainLimit() == 0 ? "all" : options.trainLimit());
+    }
 
     /** Writes the checkpoint atomically (a crash leaves the previous one intact). */
-    public static void save(Path file, Trainer trainer, int epoch, List<TrainingRun.Epoch> history) throws IOException {
+    public static void save(Path file, Trainer trainer, TrainOptions options, int epoch, List<TrainingRun.Epoch> history)
+            throws IOException {
         VisionTransformer model = trainer.student();
         Map<String, TensorData> tensors = ModelFile.entries(model);
         List<Parameter> params = model.parameters();
@@ -43,6 +55,7 @@ public final class Checkpoint {
         }
         Map<String, String> meta = ModelFile.metadata(model.config());
         meta.put("distill4j.kind", "checkpoint");
+        meta.put("distill4j.settings", settings(options));
         meta.put("distill4j.step", Long.toString(trainer.steps()));
         meta.put("distill4j.epoch", Integer.toString(epoch));
         meta.put("distill4j.history", GSON.toJson(history));
@@ -83,7 +96,7 @@ public final class Checkpoint {
             int epoch = Integer.parseInt(meta.get("distill4j.epoch"));
             List<TrainingRun.Epoch> history = GSON.fromJson(meta.get("distill4j.history"),
                     new TypeToken<List<TrainingRun.Epoch>>() {}.getType());
-            return new State(epoch, history == null ? List.of() : history);
+            return new State(epoch, history == null ? List.of() : history, meta.get("distill4j.settings"));
         } catch (RuntimeException e) {
             throw new SafetensorsFormatException(file, "damaged checkpoint metadata (step, epoch, history): " + e.getMessage());
         }

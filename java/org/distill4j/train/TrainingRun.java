@@ -31,7 +31,10 @@ public final class TrainingRun {
     public record Epoch(int epoch, double trainLoss, double trainAccuracy, Evaluator.Accuracy test, double seconds,
                         double imagesPerSecond) {}
 
-    /** The run's outcome: per-epoch results, the final test accuracy, the wall time, and where the teacher's logits came from. */
+    /**
+     * The run's outcome: per-epoch results, the final test accuracy, the wall time (a resumed run's includes the
+     * epochs before the interruption), and where the teacher's logits came from.
+     */
     public record Result(String name, VitConfig config, long parameters, List<Epoch> epochs, Evaluator.Accuracy test,
                          double seconds, String teacherSource) {}
 
@@ -90,10 +93,17 @@ public final class TrainingRun {
         VisionTransformer teacherModel = teacher == null ? null : teacher.model();
         try (Trainer trainer = new Trainer(student, teacherModel, options, total)) {
             int startEpoch = 0;
+            double earlierSeconds = 0;  // a resumed run's wall time counts the epochs before the interruption
             if (resume != null) {
                 Checkpoint.State state = Checkpoint.load(resume, trainer);
+                String now = Checkpoint.settings(options);
+                if (state.settings() != null && !state.settings().equals(now)) {
+                    throw new IllegalArgumentException("cannot resume from " + resume + ": it was written with "
+                            + state.settings() + "; this run has " + now + " (resume with the same settings)");
+                }
                 startEpoch = state.epoch();
                 epochs.addAll(state.history());
+                for (Epoch e : state.history()) earlierSeconds += e.seconds();
                 log.println(name + ": resumed from " + resume + " at epoch " + startEpoch + ", step " + trainer.steps());
             }
             Augment augment = options.augment() ? new Augment(options.seed(), 2, true) : Augment.none();
@@ -131,14 +141,14 @@ public final class TrainingRun {
                         log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
                                 name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
                                 e.imagesPerSecond());
-                        if (checkpoint != null) Checkpoint.save(checkpoint, trainer, epoch + 1, epochs);
+                        if (checkpoint != null) Checkpoint.save(checkpoint, trainer, options, epoch + 1, epochs);
                     }
                 }
             }
             Evaluator.Accuracy last = epochs.isEmpty() ? Evaluator.evaluate(student, test, options.testLimit())
                     : epochs.get(epochs.size() - 1).test();
             return new Result(name, student.config(), student.config().parameterCount(), List.copyOf(epochs), last,
-                    (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe());
+                    earlierSeconds + (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe());
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }

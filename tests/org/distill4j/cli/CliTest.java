@@ -1,5 +1,6 @@
 package org.distill4j.cli;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -87,6 +88,49 @@ class CliTest {
         assertOneLine(r, "junk.safetensors");
         r = run("eval", junk.toString(), "--device", "cpu");
         assertOneLine(r, "junk.safetensors");
+    }
+
+    /** Random images and labels in Fashion-MNIST's four files (n training images, 64 test images). */
+    private Path randomIdxDir(int n) throws IOException {
+        Path d = Files.createDirectories(dir.resolve("random-idx"));
+        java.util.Random rng = new java.util.Random(n);
+        for (String[] split : new String[][] {{"train", Integer.toString(n)}, {"t10k", "64"}}) {
+            int m = Integer.parseInt(split[1]);
+            byte[] images = new byte[m * 784], labels = new byte[m];
+            rng.nextBytes(images);
+            for (int i = 0; i < m; i++) labels[i] = (byte) rng.nextInt(10);
+            idx(d.resolve(split[0] + "-images-idx3-ubyte.gz"), 0x803, new int[] {m, 28, 28}, images);
+            idx(d.resolve(split[0] + "-labels-idx1-ubyte.gz"), 0x801, new int[] {m}, labels);
+        }
+        return d;
+    }
+
+    @Test
+    void demoResumesFromItsCheckpointsAndRefusesOtherSettings() throws IOException {
+        Path data = randomIdxDir(256), out = dir.resolve("demo");
+        String[] args = {"demo", "--data", data.toString(), "--out", out.toString(), "--device", "cpu",
+                "--teacher-model", "mnist-tiny", "--student-model", "mnist-tiny", "--train-limit", "256",
+                "--teacher-epochs", "1", "--student-epochs", "1"};
+        assertEquals(0, run(args).status);
+        String first = Files.readString(out.resolve("results.json"));
+        byte[] teacher = Files.readAllBytes(out.resolve("teacher/model.safetensors"));
+        String[] resume = java.util.Arrays.copyOf(args, args.length + 1);
+        resume[args.length] = "--resume";
+        assertEquals(0, run(resume).status);
+        // Every run was finished: the resumed demo trains nothing, so the models and accuracies are the same.
+        assertArrayEquals(teacher, Files.readAllBytes(out.resolve("teacher/model.safetensors")));
+        com.google.gson.JsonObject a = com.google.gson.JsonParser.parseString(first).getAsJsonObject(),
+                b = com.google.gson.JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject();
+        for (String run : new String[] {"teacher", "student_scratch", "student_soft", "student_hard"}) {
+            assertEquals(a.getAsJsonObject(run).get("test_acc"), b.getAsJsonObject(run).get("test_acc"), run);
+            // The wall time of a resumed run counts the epochs before the interruption.
+            double epochSeconds = a.getAsJsonObject(run).getAsJsonArray("history").get(0).getAsJsonObject()
+                    .get("seconds").getAsDouble();
+            assertTrue(b.getAsJsonObject(run).get("seconds").getAsDouble() > epochSeconds, run);
+        }
+        String[] longer = resume.clone();
+        longer[java.util.Arrays.asList(args).indexOf("--student-epochs") + 1] = "2";
+        assertOneLine(run(longer), "cannot resume from");
     }
 
     @Test

@@ -79,6 +79,12 @@ class TrainingTest {
                 assertEquals(3, r.epochs().size(), "history restored from the checkpoint plus the new epochs");
                 resumed = concat(m);
             }
+            // Another schedule length (or any other setting) would not continue the same run: refused, naming both.
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> TrainingRun.run("other", m, null, train, test, options(4), null, one, QUIET));
+                assertTrue(e.getMessage().contains("epochs 3,") && e.getMessage().contains("epochs 4,"), e.getMessage());
+            }
         }
         assertArrayEquals(straight, resumed, "parameters after resume must equal an uninterrupted run, bit for bit");
     }
