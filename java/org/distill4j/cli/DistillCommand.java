@@ -9,6 +9,7 @@ import org.distill4j.data.FashionMnist;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
+import org.distill4j.ops.Reduction;
 import org.distill4j.train.Distillation;
 import org.distill4j.train.TrainOptions;
 import picocli.CommandLine.Command;
@@ -40,6 +41,10 @@ final class DistillCommand implements Callable<Integer> {
     @Option(names = "--tau", defaultValue = "4", description = "soft distillation temperature (default ${DEFAULT-VALUE})")
     double tau;
 
+    @Option(names = "--kl-reduction", defaultValue = "batchmean", description = "soft loss over the batch: batchmean "
+            + "(KL per image) or mean (divided by batch x classes, as DeiT's code) (default ${DEFAULT-VALUE})")
+    String klReduction;
+
     @Option(names = "--soft-label-topk", defaultValue = "0",
             description = "store only the top-k teacher classes in the soft-label cache (0: all)")
     int topk;
@@ -56,7 +61,8 @@ final class DistillCommand implements Callable<Integer> {
             throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the student "
                     + student.classes());
         }
-        TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau);
+        TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau)
+                .withSoftReduction(Reduction.parse(klReduction));
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer t = new VisionTransformer(backend, teacherConfig, options.batch(), 0)) {

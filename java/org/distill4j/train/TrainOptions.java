@@ -1,6 +1,7 @@
 package org.distill4j.train;
 
 import java.util.Objects;
+import org.distill4j.ops.Reduction;
 
 /**
  * Hyper-parameters of one training run, with DeiT-like defaults scaled for small data: AdamW (lr 1e-3, weight
@@ -12,6 +13,7 @@ public final class TrainOptions {
     private double lr = 1e-3, minLr = 1e-5, weightDecay = 0.05, warmupEpochs = 1, clipNorm = 1.0;
     private double labelSmoothing = 0.0, alpha = 0.5, temperature = 4.0;
     private Distillation distillation = Distillation.NONE;
+    private Reduction softReduction = Reduction.BATCHMEAN;
     private boolean augment = true;
     private long seed = 0;
     private int trainLimit = 0, testLimit = 0;
@@ -32,6 +34,7 @@ public final class TrainOptions {
         o.alpha = alpha;
         o.temperature = temperature;
         o.distillation = distillation;
+        o.softReduction = softReduction;
         o.augment = augment;
         o.seed = seed;
         o.trainLimit = trainLimit;
@@ -115,6 +118,22 @@ public final class TrainOptions {
         return o;
     }
 
+    /**
+     * How the soft distillation loss is reduced over the batch: {@link Reduction#BATCHMEAN} (the default: the KL
+     * divergence per image, PyTorch's recommended form) or {@link Reduction#MEAN} (divided by batch·classes as DeiT's
+     * code does, which weighs the soft term 1/classes as much against the cross-entropy).
+     */
+    public TrainOptions withSoftReduction(Reduction r) {
+        Objects.requireNonNull(r, "reduction");
+        if (r != Reduction.BATCHMEAN && r != Reduction.MEAN) {
+            throw new IllegalArgumentException("the soft distillation loss is reduced by batchmean or mean, not "
+                    + r.torchName());
+        }
+        TrainOptions o = copy();
+        o.softReduction = r;
+        return o;
+    }
+
     /** Random crop (padding 2) and horizontal flip of training images. */
     public TrainOptions withAugment(boolean a) {
         TrainOptions o = copy();
@@ -193,6 +212,11 @@ public final class TrainOptions {
         return temperature;
     }
 
+    /** How the soft distillation loss is reduced over the batch. */
+    public Reduction softReduction() {
+        return softReduction;
+    }
+
     /** Whether training images are cropped and flipped. */
     public boolean augment() {
         return augment;
@@ -218,7 +242,7 @@ public final class TrainOptions {
         return "epochs " + epochs + ", batch " + batch + ", lr " + lr + " -> " + minLr + ", wd " + weightDecay
                 + ", warm-up " + warmupEpochs + " epochs, clip " + clipNorm + ", label smoothing " + labelSmoothing
                 + ", distillation " + distillation + (distillation == Distillation.NONE ? ""
-                : " (alpha " + alpha + (distillation == Distillation.SOFT ? ", T " + temperature : "") + ")")
+                : " (alpha " + alpha + (distillation == Distillation.SOFT ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
                 + ", augment " + augment + ", seed " + seed;
     }
 }

@@ -11,7 +11,6 @@ import org.distill4j.ops.AdamW;
 import org.distill4j.ops.CrossEntropy;
 import org.distill4j.ops.GradNorm;
 import org.distill4j.ops.KlDiv;
-import org.distill4j.ops.Reduction;
 
 /**
  * One training step on device memory, DeiT's recipe: the teacher's forward (no gradient, its own buffers) or
@@ -85,7 +84,7 @@ public final class Trainer implements AutoCloseable {
         this.distCe = mode == Distillation.NONE
                 ? CrossEntropy.builder().labelSmoothing((float) options.labelSmoothing()).lossScale(0.5f).build()
                 : CrossEntropy.builder().lossScale((float) options.alpha()).build();
-        this.kl = KlDiv.builder().temperature((float) options.temperature()).reduction(Reduction.BATCHMEAN).build();
+        this.kl = KlDiv.builder().temperature((float) options.temperature()).reduction(options.softReduction()).build();
         this.adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
         boolean ok = false;
         GradNorm gn = null;

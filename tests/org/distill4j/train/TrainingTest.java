@@ -9,6 +9,7 @@ import java.io.PrintStream;
 import java.io.OutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Random;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Dataset;
@@ -20,6 +21,7 @@ import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
+import org.distill4j.ops.Reduction;
 import org.distill4j.testing.Check;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -141,6 +143,32 @@ class TrainingTest {
             }
             assertTrue(Files.exists(ckpt));
         }
+    }
+
+    @Test
+    void softLossReductionDividesByClassesForMean() {
+        Dataset train = data(9, 16);
+        float[] images = new float[16 * 256], labels = new float[16];
+        for (int i = 0; i < 16; i++) {
+            train.copyImage(i, images, i * 256);
+            labels[i] = train.label(i);
+        }
+        float[] teacher = Check.normal(new Random(Check.freshSeed()), 16 * 4, 3);
+        double[] loss = new double[2];
+        Reduction[] reductions = {Reduction.BATCHMEAN, Reduction.MEAN};
+        try (Backend be = CpuBackend.open()) {
+            for (int k = 0; k < 2; k++) {
+                // alpha 1: the step's loss is the soft term alone, from the same initial parameters.
+                TrainOptions o = options(1).withDistillation(Distillation.SOFT, 1.0, 2).withSoftReduction(reductions[k]);
+                try (VisionTransformer student = new VisionTransformer(be, SMALL, 16, 4);
+                     Trainer trainer = new Trainer(student, null, o, 10)) {
+                    loss[k] = trainer.step(images, labels, teacher).loss();
+                }
+            }
+        }
+        assertTrue(loss[0] > 0, "soft loss " + loss[0]);
+        assertEquals(loss[0] / 4, loss[1], 1e-5 * loss[0], "mean = batchmean / classes (4)");
+        assertThrows(IllegalArgumentException.class, () -> new TrainOptions().withSoftReduction(Reduction.SUM));
     }
 
     @Test
