@@ -49,11 +49,12 @@ _BH = [(1, 1), (4, 3), (1, 6), (4, 6), (4, 1), (1, 3)]
 GPU_CASES = [(_BH[(i + j) % 6][0], N, _BH[(i + j) % 6][1], Dh, 0.0, 0.0)
              for i, N in enumerate((1, 7, 50, 197, 198, 257)) for j, Dh in enumerate((32, 64))]
 GPU_CASES += [(4, 198, 3, 64, 80.0, 0.0), (2, 257, 6, 32, 80.0, 0.0), (2, 67, 3, 64, 80.0, 0.0),
-              (1, 7, 1, 64, 80.0, 0.0), (1, 50, 3, 32, 40.0, 0.0), (2, 197, 3, 64, 0.0, 0.3)]
+              (1, 7, 1, 64, 80.0, 0.0), (1, 50, 3, 32, 40.0, 0.0), (2, 197, 3, 64, 0.0, 0.3),
+              (1, 1, 1, 32, 80.0, 0.0)]  # N = 1: P is exactly 1, a recomputed score off by rounding shows in dV
 # The emulator runs one OS thread per CUDA thread: 128 threads per 64 queries forward, one block per 32 keys
 # backward, per (b, h). Keep each launch to a few dozen blocks.
 DRY_CASES = [(1, 1, 1, 32, 0.0, 0.0), (1, 7, 3, 64, 0.0, 0.0), (2, 50, 1, 32, 0.0, 0.0), (1, 67, 3, 64, 0.0, 0.0),
-             (1, 7, 1, 64, 80.0, 0.0), (1, 50, 1, 32, 80.0, 0.3)]
+             (1, 7, 1, 64, 80.0, 0.0), (1, 50, 1, 32, 80.0, 0.3), (1, 1, 1, 32, 80.0, 0.0)]
 TIMING_SHAPE = (32, 198, 3, 64)  # DeiT-Tiny: 196 patches + cls + dist, 3 heads of 64
 
 

@@ -59,15 +59,15 @@ float ce_row(const float *x, int64_t y, float *g, int64_t C, float eps, float k)
 #ifdef __AVX2__
     {
         const __m256 vm = _mm256_set1_ps(s.max);
-        __m256 vs = _mm256_setzero_ps(), vx = _mm256_setzero_ps();
+        blocked_sum vs, vx;
         for (; i + 8 <= C; i += 8) {
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm);
             const __m256 e = exp_ps(d);
-            vs = _mm256_add_ps(vs, e);
-            vx = _mm256_add_ps(vx, d);
+            vs.add(e);
+            vx.add(d);
             if (GRAD) _mm256_storeu_ps(g + i, e);
         }
-        sum = hsum(vs), shifted = hsum(vx);
+        sum = vs.value(), shifted = vx.value();
     }
 #endif
     for (; i < C; ++i) {

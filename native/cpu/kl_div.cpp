@@ -80,14 +80,14 @@ float kl_row(const float *s, const float *t, float *g, int64_t C, float inv_T, f
     {
         const __m256 vms = _mm256_set1_ps(m.ms), vmt = _mm256_set1_ps(mt), vinv = _mm256_set1_ps(inv_T),
                      vbs = _mm256_set1_ps(bscale);
-        __m256 vds = _mm256_setzero_ps(), vdt = _mm256_setzero_ps();
+        blocked_sum vds, vdt;
         for (; i + 8 <= C; i += 8) {
             const __m256 es = exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + i), vms), vinv));
-            vds = _mm256_add_ps(vds, es);
-            vdt = _mm256_add_ps(vdt, exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), vmt), vbs)));
+            vds.add(es);
+            vdt.add(exp_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), vmt), vbs)));
             if (GRAD) _mm256_storeu_ps(g + i, es);  // stash exp(a) for the gradient
         }
-        ds = hsum(vds), dt = hsum(vdt);
+        ds = vds.value(), dt = vdt.value();
     }
 #endif
     for (; i < C; ++i) {
@@ -108,7 +108,7 @@ float kl_row(const float *s, const float *t, float *g, int64_t C, float inv_T, f
                      vbs = _mm256_set1_ps(bscale), vlp = _mm256_set1_ps(lp_off), vlq = _mm256_set1_ps(lq_off),
                      vqn = _mm256_set1_ps(q_norm), vkp = _mm256_set1_ps(kp), vkq = _mm256_set1_ps(kq),
                      zero = _mm256_setzero_ps();
-        __m256 vloss = zero;
+        blocked_sum vloss;
         for (; i + 8 <= C; i += 8) {
             const __m256 b = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(t + i), vmt), vbs);
             const __m256 e = exp_ps(b);
@@ -117,10 +117,10 @@ float kl_row(const float *s, const float *t, float *g, int64_t C, float inv_T, f
             // 0 * log 0 = 0 (xlogy): the mask also clears the NaN of (-inf) - (-inf).
             const __m256 live = _mm256_cmp_ps(q, zero, _CMP_GT_OQ);
             const __m256 term = _mm256_mul_ps(q, _mm256_sub_ps(_mm256_sub_ps(b, vlq), lp));
-            vloss = _mm256_add_ps(vloss, _mm256_and_ps(live, term));
+            vloss.add(_mm256_and_ps(live, term));
             if (GRAD) _mm256_storeu_ps(g + i, _mm256_fmsub_ps(vkp, _mm256_loadu_ps(g + i), _mm256_mul_ps(vkq, e)));
         }
-        loss = hsum(vloss);
+        loss = vloss.value();
     }
 #endif
     for (; i < C; ++i) {

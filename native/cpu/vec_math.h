@@ -61,6 +61,20 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+// A long sum of __m256 terms, in blocks of 32 vectors: each lane's rounding error grows with 32 + n/256 additions
+// instead of n/8. A plain running sum over a 32000-class row (4000 additions a lane) drifts by ~1e-5 relative,
+// the whole budget of a test against float64.
+struct blocked_sum {
+    __m256 total = _mm256_setzero_ps(), part = _mm256_setzero_ps();
+    int n = 0;
+
+    void add(__m256 v) {
+        part = _mm256_add_ps(part, v);
+        if (++n == 32) total = _mm256_add_ps(total, part), part = _mm256_setzero_ps(), n = 0;
+    }
+    float value() const { return hsum(_mm256_add_ps(total, part)); }
+};
+
 inline float hmax(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));

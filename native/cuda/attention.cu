@@ -16,7 +16,7 @@
 // written exactly once with a fixed order of additions: same inputs, same bits.
 //
 // Layout: the rows of one head are Dh contiguous floats at a stride of 3*H*Dh (qkv) or H*Dh (out, dout), so tiles
-// are loaded with float4s, 16 (Dh = 64) or 8 (Dh = 32) threads per row. Scores are kept in base 2: Q (or S) is
+// are loaded with float4s, 16 (Dh = 64) or 8 (Dh = 32) threads per row. Scores are kept in base 2: S is
 // multiplied by scale * log2(e) and exp2f is used; lse is stored in natural log as the ABI says.
 //
 // Micro-tiles (128 threads, 4 warps): in the forward a thread owns 4 query rows x 4 keys of S and the same 4 rows x
@@ -100,7 +100,10 @@ __global__ void __launch_bounds__(kThreads) attn_fwd(const float *qkv, dims g, f
     const int64_t stride = int64_t{3} * g.H * DH;
     const float *q_src = qkv + int64_t{b} * g.N * stride + h * DH, *k_src = q_src + g.H * DH,
                 *v_src = k_src + g.H * DH;
-    stage_rows<DH, BR>(sQ, q_src + q0 * stride, stride, g.N - q0, scale_log2);
+    // Q unscaled: S = (Q K^T) * scale_log2 rounds as attn_bwd recomputes it, so that P = exp2(S - lse) there is the P
+    // of this pass. Pre-scaled Q would round each product differently, an error of u * sum |q k| in S (not u * |S|)
+    // that large, cancelling scores turn into a visibly wrong P (1 - 2.5e-4 at N = 1, where P is exactly 1).
+    stage_rows<DH, BR>(sQ, q_src + q0 * stride, stride, g.N - q0, 1.0f);
 
     // Thread (tr, tc) owns query rows tr + 16 i, keys tc + 8 j of each tile, O columns tc * 4 + 32 q (+0..3).
     float m[4], l[4];
@@ -131,6 +134,10 @@ __global__ void __launch_bounds__(kThreads) attn_fwd(const float *qkv, dims g, f
 #pragma unroll
                 for (int j = 0; j < 4; ++j) s[i][j] = dot4(s[i][j], qv[i], kv[j]);
         }
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) s[i][j] = __fmul_rn(s[i][j], scale_log2);  // never fused into a later add
 #pragma unroll
         for (int j = 0; j < 4; ++j)
             if (k0 + tc + 8 * j >= g.N)
@@ -279,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd(const float *qkv, const flo
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 const int c = tc + 16 * j;
-                const float p = k0 + c < g.N ? exp2f(fmaf(s[i][j], scale_log2, -lr)) : 0.0f;  // one rounding
+                const float p = k0 + c < g.N ? exp2f(__fmul_rn(s[i][j], scale_log2) - lr) : 0.0f;  // S as attn_fwd rounds it
                 sP[r * kLdP + c] = p;
                 sdS[r * kLdP + c] = p * (dp[i][j] - dr) * scale;
             }
