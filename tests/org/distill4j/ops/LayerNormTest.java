@@ -11,6 +11,7 @@ import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.natives.Distill4jNative;
+import org.distill4j.reference.Errors;
 import org.distill4j.reference.TorchLayerNorm;
 import org.distill4j.testing.Check;
 import org.junit.jupiter.api.AfterAll;
@@ -67,11 +68,30 @@ class LayerNormTest {
 
     static final String[] NAMES = {"y", "mean", "rstd", "dx", "dWeight", "dBias"};
 
-    /** libtorch's answer, plus the pre-filled gradients (the kernels accumulate). */
-    static double[][] reference(Inputs in, float eps) {
+    /**
+     * libtorch's float64 answer plus the pre-filled gradients (the kernels accumulate), and per output the tolerance:
+     * TOL, or 4× the error of libtorch's own float32 answer where that is larger. A nearly constant row (C = 2 with
+     * two close values) has a large rstd that magnifies fp32 rounding in x − mean and g − mean(g) into dx in every
+     * fp32 implementation; such inputs are not ours to refuse, only to handle no worse than PyTorch does.
+     */
+    record Reference(double[][] want, double[] tol) {}
+
+    static Reference reference(Inputs in, float eps) {
         TorchLayerNorm.Result r = TorchLayerNorm.compute(in.x(), in.w(), in.b(), in.dy(), in.rows(), in.dim(), eps);
-        return new double[][] {r.y(), r.mean(), r.rstd(), plus(r.dx(), in.dx0()), plus(r.dWeight(), in.dw0()),
+        double[][] want = {r.y(), r.mean(), r.rstd(), plus(r.dx(), in.dx0()), plus(r.dWeight(), in.dw0()),
                 plus(r.dBias(), in.db0())};
+        TorchLayerNorm.Result f = TorchLayerNorm.compute(in.x(), in.w(), in.b(), in.dy(), in.rows(), in.dim(), eps, false);
+        double[][] fp32 = {f.y(), f.mean(), f.rstd(), plus(f.dx(), in.dx0()), plus(f.dWeight(), in.dw0()),
+                plus(f.dBias(), in.db0())};
+        double[] tol = new double[want.length];
+        for (int i = 0; i < want.length; i++) tol[i] = Math.max(TOL, 4 * Errors.relative(toFloat(fp32[i]), want[i]));
+        return new Reference(want, tol);
+    }
+
+    static float[] toFloat(double[] a) {
+        float[] out = new float[a.length];
+        for (int i = 0; i < a.length; i++) out[i] = (float) a[i];
+        return out;
     }
 
     static double[] plus(double[] a, float[] b) {
@@ -80,10 +100,11 @@ class LayerNormTest {
         return out;
     }
 
-    static void assertClose(float[][] got, double[][] want, String what) {
-        for (int i = 0; i < want.length; i++) {
-            double err = Check.relErr(got[i], want[i]);
-            assertTrue(err <= TOL, what + ": " + NAMES[i] + " rel err " + err);
+    static void assertClose(float[][] got, Reference ref, String what) {
+        for (int i = 0; i < ref.want().length; i++) {
+            double err = Check.relErr(got[i], ref.want()[i]);
+            assertTrue(err <= ref.tol()[i], what + ": " + NAMES[i] + " rel err " + err + " (tolerance " + ref.tol()[i]
+                    + ")");
         }
     }
 
@@ -98,8 +119,8 @@ class LayerNormTest {
     /**
      * C = 1: every xhat is 0, so y = bias and the true dx is 0 (dx keeps its pre-fill). Not compared with libtorch
      * here: its float64 backward forms dx as a·g + b·x + c with b ∝ rstd³ = 1e9, whose rounding leaves ~1e-5 where
-     * the answer is 0. Ours leaves rstd · ulp(g) (g − mean(g) with g = dy·w, the compiler may fuse the product into
-     * the subtraction), rstd = 1/√eps = 1000 here.
+     * the answer is 0. Ours is exact: x − mean = 0, and g = dy·w is rounded before g − mean(g) (never fused into
+     * it, which would leave rstd · ulp(g), rstd = 1/√eps = 1000 here).
      */
     @Test
     void rowsOfOneFeature() {
@@ -110,8 +131,7 @@ class LayerNormTest {
             assertEquals(in.b()[0], r[0][m], "y = bias, seed=" + seed);
             assertEquals(in.x()[m], r[1][m], "mean = x");
             assertEquals(1000f, r[2][m], 1e-2f, "rstd = 1/sqrt(eps)");
-            float g = in.dy()[m] * in.w()[0];
-            assertEquals(in.dx0()[m], r[3][m], 1000 * Math.ulp(g) * 2, "dx += 0");
+            assertEquals(in.dx0()[m], r[3][m], "dx += 0 exactly, seed=" + seed);
         }
         double db = in.db0()[0];
         for (float d : in.dy()) db += d;
@@ -155,8 +175,8 @@ class LayerNormTest {
              Tensor y = Tensor.empty(cpu, 2, 5, 24); Tensor mean = Tensor.empty(cpu, 2, 5);
              Tensor rstd = Tensor.empty(cpu, 2, 5)) {
             op.forward(x, w, b, y, mean, rstd);
-            double[][] want = reference(in, 1e-6f);
-            assertTrue(Check.relErr(y.toArray(), want[0]) <= TOL, "seed=" + seed);
+            Reference want = reference(in, 1e-6f);
+            assertTrue(Check.relErr(y.toArray(), want.want()[0]) <= want.tol()[0], "seed=" + seed);
         }
     }
 

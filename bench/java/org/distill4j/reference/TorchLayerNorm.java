@@ -22,29 +22,38 @@ public final class TorchLayerNorm {
 
     /** Forward and backward of rows M of C features (float inputs widened exactly to float64). */
     public static Result compute(float[] x, float[] weight, float[] bias, float[] dy, int rows, int dim, double eps) {
+        return compute(x, weight, bias, dy, rows, dim, eps, true);
+    }
+
+    /**
+     * As {@link #compute(float[], float[], float[], float[], int, int, double)}, in float64 or, with {@code float64}
+     * false, in libtorch's own float32: how far an fp32 implementation lands on inputs that fp32 conditions badly.
+     */
+    public static Result compute(float[] x, float[] weight, float[] bias, float[] dy, int rows, int dim, double eps,
+                                 boolean float64) {
         TorchTensors.checkLength("x", x, (long) rows * dim);
         TorchTensors.checkLength("dy", dy, (long) rows * dim);
         TorchTensors.checkLength("weight", weight, dim);
         TorchTensors.checkLength("bias", bias, dim);
         try (PointerScope ignored = new PointerScope()) {
-            Tensor xt = leaf(x, rows, dim), wt = leaf(weight, dim), bt = leaf(bias, dim);
+            Tensor xt = leaf(x, float64, rows, dim), wt = leaf(weight, float64, dim), bt = leaf(bias, float64, dim);
             T_TensorTensorTensor_T out = torch.native_layer_norm(xt, new long[] {dim}, new TensorOptional(wt),
                     new TensorOptional(bt), eps);
             Tensor y = out.get0();
-            y.backward(TorchTensors.toDtype(AbstractTensor.create(dy, rows, dim), true), new BoolOptional(), false,
+            y.backward(TorchTensors.toDtype(AbstractTensor.create(dy, rows, dim), float64), new BoolOptional(), false,
                     new TensorArrayRefOptional());
-            return new Result(copy(y), copy(out.get1()), copy(out.get2()), copy(xt.grad()), copy(wt.grad()),
-                    copy(bt.grad()));
+            return new Result(copy(y, float64), copy(out.get1(), float64), copy(out.get2(), float64),
+                    copy(xt.grad(), float64), copy(wt.grad(), float64), copy(bt.grad(), float64));
         }
     }
 
-    private static Tensor leaf(float[] values, long... shape) {
-        Tensor t = TorchTensors.toDtype(AbstractTensor.create(values, shape), true).contiguous();
+    private static Tensor leaf(float[] values, boolean float64, long... shape) {
+        Tensor t = TorchTensors.toDtype(AbstractTensor.create(values, shape), float64).contiguous();
         t.set_requires_grad(true);
         return t;
     }
 
-    private static double[] copy(Tensor t) {
-        return TorchTensors.copyOut(t.detach(), true);
+    private static double[] copy(Tensor t, boolean float64) {
+        return TorchTensors.copyOut(t.detach(), float64);
     }
 }
