@@ -84,14 +84,8 @@ class LayerNormTest {
         double[][] fp32 = {f.y(), f.mean(), f.rstd(), plus(f.dx(), in.dx0()), plus(f.dWeight(), in.dw0()),
                 plus(f.dBias(), in.db0())};
         double[] tol = new double[want.length];
-        for (int i = 0; i < want.length; i++) tol[i] = Math.max(TOL, 4 * Errors.relative(toFloat(fp32[i]), want[i]));
+        for (int i = 0; i < want.length; i++) tol[i] = Math.max(TOL, 4 * Errors.relative(fp32[i], want[i]));
         return new Reference(want, tol);
-    }
-
-    static float[] toFloat(double[] a) {
-        float[] out = new float[a.length];
-        for (int i = 0; i < a.length; i++) out[i] = (float) a[i];
-        return out;
     }
 
     static double[] plus(double[] a, float[] b) {

@@ -112,7 +112,7 @@ class LinearTest {
         double[][] want = torch(s, in, inputGrad, times, true), fp32 = torch(s, in, inputGrad, times, false);
         double[] tol = new double[want.length];
         for (int i = 0; i < want.length; i++) {
-            tol[i] = want[i] == null ? TOL : Math.max(TOL, 4 * Errors.relative(toFloat(fp32[i]), want[i]));
+            tol[i] = want[i] == null ? TOL : Math.max(TOL, 4 * Errors.relative(fp32[i], want[i]));
         }
         return new Reference(want, tol);
     }
@@ -124,12 +124,6 @@ class LinearTest {
             return new double[][] {r.y(), inputGrad ? r.dx() : null, accumulated(in.dWeight0(), r.dWeight(), times),
                     s.bias() ? accumulated(in.dBias0(), r.dBias(), times) : null};
         }
-    }
-
-    static float[] toFloat(double[] a) {
-        float[] out = new float[a.length];
-        for (int i = 0; i < a.length; i++) out[i] = (float) a[i];
-        return out;
     }
 
     static double[] accumulated(float[] initial, double[] grad, int times) {

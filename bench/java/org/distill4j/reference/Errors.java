@@ -9,18 +9,28 @@ public final class Errors {
      * NaN must face NaN and an infinity the same infinity, else the error is infinite.
      */
     public static double relative(float[] got, double[] ref) {
-        if (got.length != ref.length) {
-            throw new IllegalArgumentException("length " + got.length + " vs reference " + ref.length);
+        return relative(got.length, i -> got[i], ref);
+    }
+
+    /** {@link #relative(float[], double[])} of a result held in doubles (e.g. libtorch's float32 answer, widened). */
+    public static double relative(double[] got, double[] ref) {
+        return relative(got.length, i -> got[i], ref);
+    }
+
+    private static double relative(int n, java.util.function.IntToDoubleFunction got, double[] ref) {
+        if (n != ref.length) {
+            throw new IllegalArgumentException("length " + n + " vs reference " + ref.length);
         }
         double diff = 0, norm = 0;
-        for (int i = 0; i < got.length; i++) {
-            boolean finite = Double.isFinite(got[i]) && Double.isFinite(ref[i]);
+        for (int i = 0; i < n; i++) {
+            double g = got.applyAsDouble(i);
+            boolean finite = Double.isFinite(g) && Double.isFinite(ref[i]);
             if (!finite) {
-                boolean same = Double.isNaN(got[i]) ? Double.isNaN(ref[i]) : got[i] == ref[i];
+                boolean same = Double.isNaN(g) ? Double.isNaN(ref[i]) : g == ref[i];
                 if (!same) return Double.POSITIVE_INFINITY;
                 continue;
             }
-            double d = got[i] - ref[i];
+            double d = g - ref[i];
             diff += d * d;
             norm += ref[i] * ref[i];
         }
