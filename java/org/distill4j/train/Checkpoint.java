@@ -19,8 +19,9 @@ import org.distill4j.nn.VisionTransformer;
 /**
  * A training checkpoint, one safetensors file: the student's parameters under timm's names (so the file is also a
  * model file), AdamW's moments as {@code optimizer.m.<name>} and {@code optimizer.v.<name>}, and in the metadata
- * the config, the training settings, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch): the loader's shuffle
- * and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is exact.
+ * the config, the training settings, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch):
+ * the loader's shuffle and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is
+ * exact.
  */
 public final class Checkpoint {
     // NaN: the distillation-head accuracy of a model without one (metadata only, read back by Gson itself).

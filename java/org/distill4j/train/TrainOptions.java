@@ -242,7 +242,8 @@ public final class TrainOptions {
         return "epochs " + epochs + ", batch " + batch + ", lr " + lr + " -> " + minLr + ", wd " + weightDecay
                 + ", warm-up " + warmupEpochs + " epochs, clip " + clipNorm + ", label smoothing " + labelSmoothing
                 + ", distillation " + distillation + (distillation == Distillation.NONE ? ""
-                : " (alpha " + alpha + (distillation == Distillation.SOFT ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
+                : " (alpha " + alpha + (distillation == Distillation.SOFT
+                        ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
                 + ", augment " + augment + ", seed " + seed;
     }
 }
