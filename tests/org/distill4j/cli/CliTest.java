@@ -134,6 +134,23 @@ class CliTest {
     }
 
     @Test
+    void evalTakesATimmFileWithItsPresetAndRefusesAWrongOne() throws IOException {
+        Path data = randomIdxDir(128), file = dir.resolve("timm.safetensors");
+        // As timm writes it: the tensors under their names, no distill4j config in the metadata.
+        try (org.distill4j.backend.Backend be = org.distill4j.backend.CpuBackend.open();
+             org.distill4j.nn.VisionTransformer m = new org.distill4j.nn.VisionTransformer(be,
+                     org.distill4j.nn.VitConfig.preset("mnist-tiny"), 8, 5)) {
+            org.distill4j.io.Safetensors.write(file, org.distill4j.nn.ModelFile.entries(m));
+        }
+        assertOneLine(run("eval", file.toString(), "--data", data.toString(), "--device", "cpu"), "--model");
+        assertEquals(0, run("eval", file.toString(), "--model", "mnist-tiny", "--data", data.toString(), "--device",
+                "cpu").status);
+        // mnist-student has other shapes (patch 4, depth 4): every mismatch in one line, no stack trace.
+        assertOneLine(run("eval", file.toString(), "--model", "mnist-student", "--data", data.toString(), "--device",
+                "cpu"), "missing");
+    }
+
+    @Test
     void unknownPresetAndBadOptionsAreOneLine() {
         assertOneLine(run("train", "--model", "vit-huge", "--out", dir.resolve("o").toString(), "--device", "cpu"),
                 "unknown ViT preset 'vit-huge'");
