@@ -7,8 +7,9 @@
 // Fresh random inputs every run (D4J_SEED=<seed> repeats one). sum_squares: several tensors accumulated in order,
 // aligned and misaligned (float4 and scalar paths), n = 0, 1, 3, 4099, 70001; the same bits on a second run.
 // clip_scale: clipping and no clipping. AdamW: several steps with weight decay and a device-side gradient scale,
-// param, m and v against float64 with ||x - ref|| / ||ref|| <= 1e-5; n not a multiple of the block. Then the
-// argument checks. Exit 1 if anything fails.
+// param, m and v against float64 with ||x - ref|| / ||ref|| <= 1e-5 (m against the norm of its terms' magnitudes:
+// at n = 1 random steps can nearly cancel m, which no fp32 sum then holds to 1e-5 of itself); n not a multiple of
+// the block. Then the argument checks. Exit 1 if anything fails.
 #include "distill4j.h"
 #include "harness.h"
 
@@ -32,12 +33,13 @@ void expect(bool ok, const char *what) {
     std::printf("%-72s | %s\n", what, ok ? "ok" : "FAILED");
 }
 
-double rel_err(const float *x, const std::vector<double> &ref) {
+// ||x - ref|| / ||scale||, scale = ref unless given.
+double rel_err(const float *x, const std::vector<double> &ref, const std::vector<double> *scale = nullptr) {
     double d = 0.0, r = 0.0;
     for (size_t i = 0; i < ref.size(); ++i) {
-        const double diff = static_cast<double>(x[i]) - ref[i];
+        const double diff = static_cast<double>(x[i]) - ref[i], si = scale != nullptr ? (*scale)[i] : ref[i];
         d += diff * diff;
-        r += ref[i] * ref[i];
+        r += si * si;
     }
     return r > 0.0 ? std::sqrt(d / r) : std::sqrt(d);
 }
@@ -94,7 +96,7 @@ void adamw_case(d4j_backend *emu, int64_t n, double lr_d, double wd_d, bool scal
     buffer p(n), g(n), m(n), v(n), s(1);
     p.random(rng);
     m.fill(0.0f), v.fill(0.0f);
-    std::vector<double> pr(p.p, p.p + n), mr(n, 0.0), vr(n, 0.0);
+    std::vector<double> pr(p.p, p.p + n), mr(n, 0.0), vr(n, 0.0), m_mag(n, 0.0);
     int rc = 0;
     for (int64_t step = 1; step <= 4; ++step) {
         g.random(rng);
@@ -105,11 +107,12 @@ void adamw_case(d4j_backend *emu, int64_t n, double lr_d, double wd_d, bool scal
             const double gi = static_cast<double>(g.p[i]) * s.p[0];
             pr[i] *= 1.0 - lr_d * wd_d;
             mr[i] = B1 * mr[i] + (1.0 - B1) * gi;
+            m_mag[i] = B1 * m_mag[i] + (1.0 - B1) * std::fabs(gi);
             vr[i] = B2 * vr[i] + (1.0 - B2) * gi * gi;
             pr[i] -= lr_d / bc1 * mr[i] / (std::sqrt(vr[i]) / std::sqrt(bc2) + EPS);
         }
     }
-    const double ep = rel_err(p.p, pr), em = rel_err(m.p, mr), ev = rel_err(v.p, vr);
+    const double ep = rel_err(p.p, pr), em = rel_err(m.p, mr, &m_mag), ev = rel_err(v.p, vr);
     char what[128];
     std::snprintf(what, sizeof what, "adamw n=%lld lr=%g wd=%g %s: err p %.1e m %.1e v %.1e",
                   static_cast<long long>(n), lr, wd, scaled ? "scaled" : "      ", ep, em, ev);
