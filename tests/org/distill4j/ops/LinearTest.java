@@ -10,9 +10,9 @@ import java.util.stream.Stream;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
-import org.distill4j.reference.Errors;
 import org.distill4j.reference.TorchLinear;
 import org.distill4j.testing.Check;
+import org.distill4j.testing.Float64Reference;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -102,19 +102,10 @@ class LinearTest {
         }
     }
 
-    /**
-     * libtorch's float64 answer, and per output the tolerance: TOL, or 4× libtorch's own float32 error where that is
-     * larger (y = x·w + b + r of one element can cancel to near 0, where any fp32 sum has a large relative error).
-     */
-    record Reference(double[][] want, double[] tol) {}
-
-    static Reference reference(Shape s, Inputs in, boolean inputGrad, int times) {
-        double[][] want = torch(s, in, inputGrad, times, true), fp32 = torch(s, in, inputGrad, times, false);
-        double[] tol = new double[want.length];
-        for (int i = 0; i < want.length; i++) {
-            tol[i] = want[i] == null ? TOL : Math.max(TOL, 4 * Errors.relative(fp32[i], want[i]));
-        }
-        return new Reference(want, tol);
+    /** libtorch's float64 answer, tolerances from its fp32 one (y of one element can cancel to near 0). */
+    static Float64Reference reference(Shape s, Inputs in, boolean inputGrad, int times) {
+        return Float64Reference.of(NAMES, torch(s, in, inputGrad, times, true), torch(s, in, inputGrad, times, false),
+                TOL);
     }
 
     private static double[][] torch(Shape s, Inputs in, boolean inputGrad, int times, boolean float64) {
@@ -134,16 +125,6 @@ class LinearTest {
 
     static final String[] NAMES = {"y", "dx", "dWeight", "dBias"};
 
-    static void assertClose(float[][] got, Reference ref, String what) {
-        double[][] want = ref.want();
-        for (int i = 0; i < NAMES.length; i++) {
-            assertEquals(want[i] == null, got[i] == null, what + ": " + NAMES[i] + " presence");
-            if (want[i] == null) continue;
-            double err = Check.relErr(got[i], want[i]);
-            assertTrue(err <= ref.tol()[i], what + ": " + NAMES[i] + " rel err " + err + " (tolerance " + ref.tol()[i]
-                    + ")");
-        }
-    }
 
     static void assertClose(float[][] got, float[][] want, String what) {
         for (int i = 0; i < NAMES.length; i++) {
@@ -171,7 +152,7 @@ class LinearTest {
         long seed = Check.freshSeed();
         System.out.println("LinearTest seed=" + seed + " " + s);
         Inputs in = Inputs.random(s, new Random(seed));
-        assertClose(run(cpu, s, in, true, 1), reference(s, in, true, 1), "seed=" + seed + " " + s);
+        reference(s, in, true, 1).assertClose(run(cpu, s, in, true, 1), "seed=" + seed + " " + s);
     }
 
     @Test
@@ -181,9 +162,9 @@ class LinearTest {
         for (Shape s : new Shape[] {shape(37, 24, 40, true, false), shape(5, 64, 3, true, true)}) {
             Inputs in = Inputs.random(s, rng);
             // Two backwards: dWeight, dBias = initial + 2 grad; dx (prefilled with noise) = 1 grad.
-            assertClose(run(cpu, s, in, true, 2), reference(s, in, true, 2), "seed=" + seed + " two backwards " + s);
+            reference(s, in, true, 2).assertClose(run(cpu, s, in, true, 2), "seed=" + seed + " two backwards " + s);
             // dx null: the parameter gradients alone.
-            assertClose(run(cpu, s, in, false, 1), reference(s, in, false, 1), "seed=" + seed + " dx null " + s);
+            reference(s, in, false, 1).assertClose(run(cpu, s, in, false, 1), "seed=" + seed + " dx null " + s);
         }
     }
 
@@ -203,8 +184,8 @@ class LinearTest {
         String what = "seed=" + seed + " " + s;
         float[][] onEmu = run(emu, s, in, true, 2);
         assertClose(onEmu, run(cpu, s, in, true, 2), what + " emu vs cpu");
-        assertClose(onEmu, reference(s, in, true, 2), what + " emu vs libtorch");
-        assertClose(run(emu, s, in, false, 1), reference(s, in, false, 1), what + " emu, dx null");
+        reference(s, in, true, 2).assertClose(onEmu, what + " emu vs libtorch");
+        reference(s, in, false, 1).assertClose(run(emu, s, in, false, 1), what + " emu, dx null");
     }
 
     @Test
@@ -216,7 +197,7 @@ class LinearTest {
                     shape(6528, 96, 288, true, false), shape(8, 192, 1000, true, false), shape(7, 13, 5, false, true)}) {
                 Inputs in = Inputs.random(s, rng);
                 assertClose(run(cuda, s, in, true, 2), run(cpu, s, in, true, 2), "seed=" + seed + " cuda " + s);
-                assertClose(run(cuda, s, in, false, 1), reference(s, in, false, 1), "seed=" + seed + " cuda dx null " + s);
+                reference(s, in, false, 1).assertClose(run(cuda, s, in, false, 1), "seed=" + seed + " cuda dx null " + s);
             }
         }
     }
