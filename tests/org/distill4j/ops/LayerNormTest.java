@@ -86,7 +86,6 @@ class LayerNormTest {
         return out;
     }
 
-
     @ParameterizedTest(name = "M={0} C={1}")
     @CsvSource({"1, 2", "1, 192", "3, 7", "5, 33", "17, 96", "64, 100", "197, 192", "1584, 384", "300, 1000"})
     void matchesLibtorchWithAutograd(int rows, int dim) {

@@ -125,7 +125,6 @@ class LinearTest {
 
     static final String[] NAMES = {"y", "dx", "dWeight", "dBias"};
 
-
     static void assertClose(float[][] got, float[][] want, String what) {
         for (int i = 0; i < NAMES.length; i++) {
             assertEquals(want[i] == null, got[i] == null, what + ": " + NAMES[i] + " presence");
