@@ -75,11 +75,8 @@ final class BenchCommand implements Callable<Integer> {
         if (device.kind() == Device.Kind.CUDA_EMU) {
             throw new IllegalArgumentException("the emulated CUDA backend is for correctness, not timing: use cpu or cuda");
         }
-        try {
-            Class.forName("org.bytedeco.pytorch.global.torch");
-        } catch (ClassNotFoundException e) {
-            throw new IllegalStateException("bench needs libtorch (org.bytedeco:pytorch) on the classpath");
-        }
+        String noTorch = Libtorch.unavailableReason();
+        if (noTorch != null) throw new IllegalStateException("bench needs libtorch: " + noTorch);
         System.out.println(BenchRow.header());
         List<BenchRow> rows = new ArrayList<>();
         try (Backend be = Backends.open(device)) {

@@ -34,11 +34,7 @@ final class InfoCommand implements Callable<Integer> {
     }
 
     private static String libtorch() {
-        try {
-            Class.forName("org.bytedeco.pytorch.global.torch");
-            return "on the classpath (benchmark reference)";
-        } catch (ClassNotFoundException e) {
-            return "not on the classpath: `bench` needs org.bytedeco:pytorch";
-        }
+        String why = Libtorch.unavailableReason();
+        return why == null ? "ok (the reference of bench and selftest --op vit)" : "unavailable: " + why;
     }
 }

@@ -73,6 +73,8 @@ final class SelftestCommand implements Callable<Integer> {
             throw new IllegalArgumentException("unknown op '" + op + "': expected one of "
                     + String.join(", ", new TreeSet<>(OPS.keySet())));
         }
+        String noTorch = op.equals("vit") ? Libtorch.unavailableReason() : null;
+        if (noTorch != null) throw new IllegalStateException("selftest --op vit needs libtorch: " + noTorch);
         long s = seed != null ? seed : System.nanoTime();
         System.out.println("selftest op=" + op + " backend=" + device + " seed=" + s);
         try (Backend be = Backends.open(device);

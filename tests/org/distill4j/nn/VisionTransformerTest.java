@@ -47,6 +47,60 @@ class VisionTransformerTest {
         compareWithLibtorch(VitConfig.of(28, 7, 1, 10, 64, 2, 2, 4, true), 3, Check.cudaOrSkip());
     }
 
+    @Test
+    void emulatedCudaMatchesCpuBackend() {
+        try (Backend cpu = CpuBackend.open(); Backend emu = CpuBackend.openCudaEmulator()) {
+            compareBackends(VitConfig.of(28, 7, 1, 10, 64, 1, 2, 2, true), 2, cpu, emu);
+        }
+    }
+
+    /** Needs no libtorch: what the GPU check runs from Java ({@code bench/gpu/check_java.sh}). */
+    @Test
+    void cudaMatchesCpuBackend() {
+        try (Backend cuda = Check.cudaOrSkip(); Backend cpu = CpuBackend.open()) {
+            compareBackends(VitConfig.of(28, 7, 1, 10, 64, 2, 2, 4, true), 3, cpu, cuda);
+            compareBackends(VitConfig.of(32, 8, 3, 7, 64, 2, 2, 4, false), 3, cpu, cuda);
+        }
+    }
+
+    /**
+     * The same parameters (copied from the model on {@code a}) and batch on two backends: logits and every parameter
+     * gradient agree within {@link #TOL}, relative. Both sides are fp32 with their own summation orders.
+     */
+    static void compareBackends(VitConfig config, int batch, Backend a, Backend b) {
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        float[] images = Check.normal(rng, batch * config.channels() * config.imageSize() * config.imageSize(), 1.0);
+        float[] dLogits = Check.normal(rng, batch * config.classes(), 1.0);
+        float[] dDist = Check.normal(rng, batch * config.classes(), 1.0);
+        try (VisionTransformer ma = new VisionTransformer(a, config, batch, seed);
+             VisionTransformer mb = new VisionTransformer(b, config, batch, seed + 1)) {
+            for (Parameter p : ma.parameters()) mb.parameter(p.name()).value().copyFrom(p.value().toArray());
+            for (VisionTransformer m : new VisionTransformer[] {ma, mb}) {
+                m.zeroGrad();
+                m.forward(images);
+                m.logitsGrad().copyFrom(dLogits);
+                if (config.distilled()) m.distLogitsGrad().copyFrom(dDist);
+                m.backward();
+            }
+            String what = config + " B=" + batch + " " + b.device() + " vs " + a.device() + " (seed " + seed + ")";
+            double worst = Check.relErr(mb.logits().toArray(), ma.logits().toArray());
+            assertTrue(worst <= TOL, "logits: rel err " + worst + ", " + what);
+            if (config.distilled()) {
+                double e = Check.relErr(mb.distLogits().toArray(), ma.distLogits().toArray());
+                assertTrue(e <= TOL, "dist logits: rel err " + e + ", " + what);
+                worst = Math.max(worst, e);
+            }
+            for (Parameter p : ma.parameters()) {
+                double e = Check.relErr(mb.parameter(p.name()).grad().toArray(), p.grad().toArray());
+                assertTrue(e <= TOL, p.name() + " grad: rel err " + e + ", " + what);
+                worst = Math.max(worst, e);
+            }
+            System.out.println("VisionTransformerTest " + what + ": max rel err " + worst + " over logits and "
+                    + ma.parameters().size() + " gradients");
+        }
+    }
+
     /** Forward + backward on {@code backend} (closed here) against libtorch float64 on the same parameters. */
     static void compareWithLibtorch(VitConfig config, int batch, Backend backend) {
         long seed = Check.freshSeed();
