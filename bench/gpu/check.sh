@@ -49,7 +49,7 @@ else
   REF_JSON=$BUILD/deit_tiny_distilled_logits.json
 fi
 
-section() { printf '\n===== %s (%s, +%ds) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
+source bench/gpu/check_lib.sh
 
 main() {
   # main runs as a pipeline element with the caller's `set +e`: turn errexit back on for its own steps.
@@ -171,16 +171,6 @@ PYEOF
   return $all
 }
 
-# The pipe keeps the log complete when main fails halfway; PIPESTATUS gives main's own exit status.
-set +e
-main 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-set -e
-if [[ $status == 0 ]]; then verdict="GPU CHECK PASSED"; else verdict="GPU CHECK FAILED"; fi
-{
-  echo
-  if [[ $DRY_RUN == 1 ]]; then echo "(dry run: emulated CUDA and CPU libraries, no GPU)"; fi
-  echo "check.sh: exit status $status after ${SECONDS}s"
-  echo "$verdict"
-} | tee -a "$LOG"
-exit "$status"
+dry_note=""
+if [[ $DRY_RUN == 1 ]]; then dry_note="(dry run: emulated CUDA and CPU libraries, no GPU)"; fi
+finish_check "$LOG" "GPU CHECK" "$dry_note"

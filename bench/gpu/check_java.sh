@@ -35,7 +35,7 @@ JUNIT_METHODS=(org.distill4j.nn.VisionTransformerTest#cudaMatchesCpuBackend
   org.distill4j.ops.CrossEntropyTest#cudaKernelMatchesCpuKernel org.distill4j.ops.GradNormTest#cudaKernelMatchesCpuKernel
   org.distill4j.ops.AdamWTest#cudaKernelMatchesCpuKernel)
 
-section() { printf '\n===== %s (%s, +%ds) =====\n' "$1" "$(date -u +%H:%M:%S)" "$SECONDS"; }
+source bench/gpu/check_lib.sh
 
 # The directory of the first file named $1 under PyTorch's nvidia wheels or the CUDA toolkit (empty: none).
 find_lib() {
@@ -162,16 +162,6 @@ main() {
   return $all
 }
 
-# The pipe keeps the log complete when main fails halfway; PIPESTATUS gives main's own exit status.
-set +e
-main 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-set -e
-if [[ $status == 0 ]]; then verdict="JAVA GPU CHECK PASSED"; else verdict="JAVA GPU CHECK FAILED"; fi
-{
-  echo
-  if [[ $DRY_RUN == 1 ]]; then echo "(dry run: cuda-emu and cpu, no GPU)"; fi
-  echo "check_java.sh: exit status $status after ${SECONDS}s"
-  echo "$verdict"
-} | tee -a "$LOG"
-exit "$status"
+dry_note=""
+if [[ $DRY_RUN == 1 ]]; then dry_note="(dry run: cuda-emu and cpu, no GPU)"; fi
+finish_check "$LOG" "JAVA GPU CHECK" "$dry_note"
