@@ -26,6 +26,11 @@ import org.distill4j.ops.KlDiv;
  *   <li>{@link Distillation#HARD}: distill = CE(dist head, argmax teacher).</li>
  * </ul>
  * The teacher's logits are its class head. Label smoothing applies to the true labels only.
+ *
+ * <p>Before AdamW touches anything, each step reads the loss and the global gradient norm (computed even without
+ * clipping): when either is not finite the step throws {@link NonFiniteException} and leaves the parameters, the
+ * moments and the step count as they were, so the caller still holds the last good model (as PyTorch's
+ * {@code clip_grad_norm_(…, error_if_nonfinite=True)}, which also refuses before the optimizer runs).
  */
 public final class Trainer implements AutoCloseable {
     private final VisionTransformer student, teacher;
@@ -39,8 +44,9 @@ public final class Trainer implements AutoCloseable {
     private final CrossEntropy clsCe, distCe;
     private final KlDiv kl;
     private final AdamW adamw;
-    private final GradNorm clip;
-    private final float[] hostLogits, hostLoss = new float[1];
+    private final GradNorm norm;
+    private final boolean clipping;
+    private final float[] hostLogits, hostScalar = new float[1];
     private long step;
     private boolean closed;
 
@@ -102,12 +108,14 @@ public final class Trainer implements AutoCloseable {
                 m.add(tensor(p.shape()).zero());
                 v.add(tensor(p.shape()).zero());
             }
-            gn = options.clipNorm() > 0 ? new GradNorm(backend, (float) options.clipNorm()) : null;
+            // Without clipping the norm is still formed (maxNorm +inf): it is how a non-finite gradient is caught.
+            gn = new GradNorm(backend, options.clipNorm() > 0 ? (float) options.clipNorm() : Float.POSITIVE_INFINITY);
             ok = true;
         } finally {
             if (!ok) owned.forEach(Tensor::close);
         }
-        this.clip = gn;
+        this.norm = gn;
+        this.clipping = options.clipNorm() > 0;
         this.hostLogits = new float[b * c];
     }
 
@@ -124,6 +132,7 @@ public final class Trainer implements AutoCloseable {
      * @param batchLabels   [B] class indices (as floats, the device format)
      * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
      *                      runs, or there is no distillation)
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
      */
     public StepResult step(float[] images, float[] batchLabels, float[] batchTeacher) {
         checkOpen();
@@ -163,21 +172,27 @@ public final class Trainer implements AutoCloseable {
             }
         }
         student.backward();
-        if (clip != null) clip.compute(grads);
+        norm.compute(grads);
+        // One host round trip a step, before the update: the losses, the gradient norm and the class-head logits.
+        clsLoss.copyTo(hostScalar);
+        double loss = hostScalar[0];
+        distLoss.copyTo(hostScalar);
+        // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
+        // scales both.
+        loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
+        norm.norm().copyTo(hostScalar);
+        double gradNorm = hostScalar[0];
+        if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
+            throw new NonFiniteException(step + 1, loss, gradNorm);
+        }
         step++;
         float lr = (float) schedule.at(step - 1);
         float wd = (float) options.weightDecay();
         for (int i = 0; i < params.size(); i++) {
             Parameter p = params.get(i);
             adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
-                    clip == null ? null : clip.scale());
+                    clipping ? norm.scale() : null);
         }
-        clsLoss.copyTo(hostLoss);
-        double loss = hostLoss[0];
-        distLoss.copyTo(hostLoss);
-        // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
-        // scales both.
-        loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostLoss[0];
         student.logits().copyTo(hostLogits);
         return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
     }
@@ -219,7 +234,7 @@ public final class Trainer implements AutoCloseable {
         if (closed) return;
         closed = true;
         owned.forEach(Tensor::close);
-        if (clip != null) clip.close();
+        norm.close();
     }
 
     private void checkOpen() {

@@ -106,6 +106,9 @@ public final class TrainingRun {
                 for (Epoch e : state.history()) earlierSeconds += e.seconds();
                 log.println(name + ": resumed from " + resume + " at epoch " + startEpoch + ", step " + trainer.steps());
             }
+            // What a user falls back on when a step fails: the newest checkpoint on disk.
+            String lastGood = resume != null ? "the checkpoint it resumed from is intact: " + resume
+                    : "no checkpoint was written yet";
             Augment augment = options.augment() ? new Augment(options.seed(), 2, true) : Augment.none();
             float[] teacherLogits = teacher != null && teacherModel == null
                     ? new float[b * student.config().classes()] : null;
@@ -122,10 +125,12 @@ public final class TrainingRun {
                             for (int s = 0; s < stepsPerEpoch; s++) {
                                 BatchLoader.Batch batch = loader.next();
                                 if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
-                                Trainer.StepResult r = trainer.step(batch.images(), batch.labelsAsFloat(), teacherLogits);
-                                if (!Double.isFinite(r.loss())) {
-                                    throw new IllegalStateException(name + ": the loss is " + r.loss() + " at step "
-                                            + trainer.steps() + " (lower the learning rate?)");
+                                Trainer.StepResult r;
+                                try {
+                                    r = trainer.step(batch.images(), batch.labelsAsFloat(), teacherLogits);
+                                } catch (NonFiniteException e) {
+                                    throw e.withContext(name + ", epoch " + (epoch + 1) + ", ", "; " + lastGood
+                                            + " (a lower learning rate or clipping may help; check the data)");
                                 }
                                 lossSum += r.loss() * batch.size();
                                 correct += r.correct();
@@ -141,7 +146,10 @@ public final class TrainingRun {
                         log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
                                 name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
                                 e.imagesPerSecond());
-                        if (checkpoint != null) Checkpoint.save(checkpoint, trainer, options, epoch + 1, epochs);
+                        if (checkpoint != null) {
+                            Checkpoint.save(checkpoint, trainer, options, epoch + 1, epochs);
+                            lastGood = "the checkpoint of epoch " + (epoch + 1) + " is intact: " + checkpoint;
+                        }
                     }
                 }
             }

@@ -189,6 +189,71 @@ class TrainingTest {
         }
     }
 
+    /**
+     * A head weight of 1e20 keeps the loss finite (a softmax of huge logits is still a probability) but sends
+     * gradients of ~1e20 back through the blocks, whose squares overflow float: the norm is +inf. The step must
+     * refuse before AdamW (whose clip scale would be 0 and whose moments would take the inf), leaving parameters,
+     * moments and the step count as they were, and say that it was the gradient norm.
+     */
+    @Test
+    void aNonFiniteGradientNormStopsTheStepBeforeTheUpdate() {
+        Dataset train = data(12, 16);
+        float[] images = new float[16 * 256], labels = new float[16];
+        for (int i = 0; i < 16; i++) {
+            train.copyImage(i, images, i * 256);
+            labels[i] = train.label(i);
+        }
+        for (double clip : new double[] {1.0, 0.0}) { // the norm is checked with and without clipping
+            try (Backend be = CpuBackend.open();
+                 VisionTransformer student = new VisionTransformer(be, SMALL, 16, 4);
+                 Trainer trainer = new Trainer(student, null, options(1).withClipNorm(clip), 10)) {
+                trainer.step(images, labels, null);
+                Parameter head = student.parameters().stream().filter(p -> p.name().equals("head.weight"))
+                        .findFirst().orElseThrow();
+                float[] huge = Check.normal(new Random(Check.freshSeed()), (int) head.numel(), 1e20f);
+                head.value().copyFrom(huge);
+                float[] before = concat(student);
+                float[] m0 = trainer.firstMoments().get(0).toArray(), v0 = trainer.secondMoments().get(0).toArray();
+                NonFiniteException e = assertThrows(NonFiniteException.class, () -> trainer.step(images, labels, null));
+                assertTrue(e.getMessage().contains("step 2: the gradient norm is not finite"), e.getMessage());
+                assertTrue(Double.isFinite(e.loss()) && e.gradNorm() == Double.POSITIVE_INFINITY, e.getMessage());
+                assertEquals(2, e.step());
+                assertEquals(1, trainer.steps(), "the failed step is not counted");
+                assertArrayEquals(before, concat(student), "parameters untouched");
+                assertArrayEquals(m0, trainer.firstMoments().get(0).toArray(), "first moments untouched");
+                assertArrayEquals(v0, trainer.secondMoments().get(0).toArray(), "second moments untouched");
+            }
+        }
+    }
+
+    /**
+     * A NaN image in epoch 2 of a resumed run: the run stops at the first step of that epoch, naming the run, the
+     * step and the checkpoint to fall back on, and the checkpoint on disk is byte for byte what epoch 1 wrote.
+     */
+    @Test
+    void aNonFiniteLossStopsTheRunAndLeavesTheLastCheckpointIntact() throws Exception {
+        Dataset train = data(3, 64), test = data(4, 32);
+        float[] poisoned = train.images().clone();
+        java.util.Arrays.fill(poisoned, Float.NaN);
+        Dataset bad = new Dataset("poisoned", poisoned, train.labels(), 1, 16, 16, 4, 0f, 1f);
+        Path ckpt = dir.resolve("ckpt.safetensors");
+        try (Backend be = CpuBackend.open()) {
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+                TrainingRun.run("partial", m, null, train, test, options(3), ckpt, null, QUIET, 1);
+            }
+            byte[] written = Files.readAllBytes(ckpt);
+            try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+                NonFiniteException e = assertThrows(NonFiniteException.class,
+                        () -> TrainingRun.run("resumed", m, null, bad, test, options(3), ckpt, ckpt, QUIET));
+                assertEquals(64 / 16 + 1, e.step(), "the first step of epoch 2");
+                assertTrue(e.getMessage().startsWith("resumed, epoch 2, step 5: the loss is not finite"),
+                        e.getMessage());
+                assertTrue(e.getMessage().contains("the checkpoint it resumed from is intact: " + ckpt), e.getMessage());
+            }
+            assertArrayEquals(written, Files.readAllBytes(ckpt), "the checkpoint is untouched");
+        }
+    }
+
     private static float[] concat(VisionTransformer m) {
         int n = 0;
         for (Parameter p : m.parameters()) n += (int) p.numel();
