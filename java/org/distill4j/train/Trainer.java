@@ -173,7 +173,7 @@ public final class Trainer implements AutoCloseable {
         }
         student.backward();
         norm.compute(grads);
-        // One host round trip a step, before the update: the losses, the gradient norm and the class-head logits.
+        // Read before the update (the step's one wait for the device): the losses and the gradient norm.
         clsLoss.copyTo(hostScalar);
         double loss = hostScalar[0];
         distLoss.copyTo(hostScalar);
