@@ -173,7 +173,7 @@ public final class Trainer implements AutoCloseable {
         }
         student.backward();
         norm.compute(grads);
-        // Read before the update (the step's one wait for the device): the losses and the gradient norm.
+        // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
         clsLoss.copyTo(hostScalar);
         double loss = hostScalar[0];
         distLoss.copyTo(hostScalar);
@@ -182,6 +182,7 @@ public final class Trainer implements AutoCloseable {
         loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
         norm.norm().copyTo(hostScalar);
         double gradNorm = hostScalar[0];
+        student.logits().copyTo(hostLogits);
         if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
             throw new NonFiniteException(step + 1, loss, gradNorm);
         }
@@ -193,7 +194,6 @@ public final class Trainer implements AutoCloseable {
             adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
                     clipping ? norm.scale() : null);
         }
-        student.logits().copyTo(hostLogits);
         return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
     }
 
