@@ -64,10 +64,17 @@ final class DemoCommand implements Callable<Integer> {
             + "each run resumes from its checkpoint there, a finished one is only evaluated")
     boolean resume;
 
+    @Option(names = "--force", description = "replace the demo in --out: the files its runs wrote there are deleted "
+            + "when training starts (the cached teacher logits and other files stay)")
+    boolean force;
+
+    /** The runs, each in its subdirectory of --out. */
+    private static final List<String> RUNS = List.of("teacher", "student_scratch", "student_soft", "student_hard");
+
     @Override
     public Integer call() throws Exception {
         long t0 = System.nanoTime();
-        Path dir = TrainingFlags.writableDir(out);
+        OutputDirectory output = OutputDirectory.check(out, resume, force, RUNS);
         Path dataDir = data != null ? data : ensureDataset();
         FashionMnist.Split split = FashionMnist.load(dataDir);
         int te = teacherEpochs != null ? teacherEpochs : quick ? 2 : 3;
@@ -80,49 +87,62 @@ final class DemoCommand implements Callable<Integer> {
         // computed once and reused by both distilled students (and all three students see the same inputs).
         TrainOptions base = new TrainOptions().withBatch(128).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
                 .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
-        List<TrainingRun.Result> runs = new ArrayList<>();
-        double earlier = 0;  // with --resume: the time the interrupted runs had already spent
-        Map<String, Object> json = new LinkedHashMap<>();
         try (Backend backend = Backends.open(Device.parse(device))) {
             System.out.println("demo on " + backend.device() + ": teacher " + teacherConfig + ", student " + student
                     + ", " + limit + " training images");
-            Path teacherDir = dir.resolve("teacher");
-            long c0 = System.nanoTime();
-            TrainingRun.Result teacher = Runs.train(backend, "teacher", teacherConfig, null, split.train(), split.test(),
-                    base.withEpochs(te).withAugment(true), TrainingFlags.writableDir(teacherDir), null,
-                    resumeFrom(teacherDir));
-            runs.add(teacher);
-            earlier += earlierSeconds(teacher, c0);
-            json.put("teacher", RunOutputs.json(teacher, backend.device().toString()));
-            Path teacherFile = teacherDir.resolve("model.safetensors");
-            TrainOptions students = base.withEpochs(se);
-            try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
-                ModelFile.load(teacherFile, t);
-                Object[][] plan = {{"student_scratch", Distillation.NONE}, {"student_soft", Distillation.SOFT},
-                        {"student_hard", Distillation.HARD}};
-                for (Object[] p : plan) {
-                    String name = (String) p[0];
-                    TrainOptions o = students.withDistillation((Distillation) p[1], 0.5, 4.0);
-                    var logits = Runs.teacherLogits(t, teacherFile, split.train(), o,
-                            dir.resolve("teacher-logits.safetensors"), 0);
-                    Path runDir = dir.resolve(name);
-                    c0 = System.nanoTime();
-                    TrainingRun.Result r = Runs.train(backend, name, student, logits, split.train(), split.test(), o,
-                            TrainingFlags.writableDir(runDir), null, resumeFrom(runDir));
-                    runs.add(r);
-                    earlier += earlierSeconds(r, c0);
-                    json.put(name, RunOutputs.json(r, backend.device().toString()));
-                }
-            }
-            double seconds = earlier + (System.nanoTime() - t0) / 1e9;
-            json.put("device", backend.device().toString());
-            json.put("seconds", seconds);
-            RunOutputs.writeJson(dir.resolve("results.json"), json);
-            RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch", runs);
-            printTable(runs, backend.device().toString(), seconds);
-            System.out.println("wrote " + dir.resolve("results.json") + " and " + dir.resolve("accuracy.png"));
+            output.use(dir -> run(backend, dir, split, teacherConfig, student, base, te, se, t0));
         }
         return 0;
+    }
+
+    /** The four runs in {@code dir} (created), then the table, results.json and the chart. */
+    private Void run(Backend backend, Path dir, FashionMnist.Split split, VitConfig teacherConfig, VitConfig student,
+                     TrainOptions base, int te, int se, long t0) throws IOException {
+        List<TrainingRun.Result> runs = new ArrayList<>();
+        double earlier = 0;  // with --resume: the time the interrupted runs had already spent
+        Map<String, Object> json = new LinkedHashMap<>();
+        String device = backend.device().toString();
+        Path teacherDir = dir.resolve(RUNS.get(0));
+        long c0 = System.nanoTime();
+        TrainOptions teacherOptions = base.withEpochs(te).withAugment(true);
+        TrainingRun.Result teacher;
+        try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), base.seed())) {
+            teacher = Runs.train(t, RUNS.get(0), null, split.train(), split.test(), teacherOptions, teacherDir,
+                    resumeFrom(teacherDir));
+        }
+        runs.add(teacher);
+        earlier += earlierSeconds(teacher, c0);
+        json.put("teacher", RunOutputs.json(teacher, device));
+        Path teacherFile = teacherDir.resolve("model.safetensors");
+        TrainOptions students = base.withEpochs(se);
+        Distillation[] modes = {Distillation.NONE, Distillation.SOFT, Distillation.HARD};
+        try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
+            ModelFile.load(teacherFile, t);
+            for (int k = 0; k < modes.length; k++) {
+                String name = RUNS.get(k + 1);
+                TrainOptions o = students.withDistillation(modes[k], 0.5, 4.0);
+                var logits = Runs.teacherLogits(t, teacherFile, split.train(), o,
+                        dir.resolve("teacher-logits.safetensors"), 0);
+                Path runDir = dir.resolve(name);
+                c0 = System.nanoTime();
+                TrainingRun.Result r;
+                try (VisionTransformer m = new VisionTransformer(backend, student, o.batch(), o.seed())) {
+                    r = Runs.train(m, name, logits, split.train(), split.test(), o, runDir, resumeFrom(runDir));
+                }
+                runs.add(r);
+                earlier += earlierSeconds(r, c0);
+                json.put(name, RunOutputs.json(r, device));
+            }
+        }
+        double seconds = earlier + (System.nanoTime() - t0) / 1e9;
+        json.put("device", device);
+        json.put("seconds", seconds);
+        RunOutputs.writeJson(dir.resolve("results.json"), json);
+        boolean chart = RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch",
+                runs);
+        printTable(runs, device, seconds);
+        System.out.println("wrote " + dir.resolve("results.json") + (chart ? " and " + dir.resolve("accuracy.png") : ""));
+        return null;
     }
 
     /** The part of a run's wall time spent before this process (its epochs before an interruption). */

@@ -54,9 +54,10 @@ final class DistillCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Path out = flags.outputDir();
+        OutputDirectory out = flags.output(resume != null);
         VitConfig student = VitConfig.preset(model);
-        VitConfig teacherConfig = Runs.configOf(teacher, teacherModel);
+        if (resume != null) Inputs.file(resume, "--resume");
+        VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
         if (teacherConfig.classes() != student.classes()) {
             throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the student "
                     + student.classes());
@@ -65,12 +66,14 @@ final class DistillCommand implements Callable<Integer> {
                 .withSoftReduction(Reduction.parse(klReduction));
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
         try (Backend backend = Backends.open(Device.parse(flags.device));
-             VisionTransformer t = new VisionTransformer(backend, teacherConfig, options.batch(), 0)) {
+             VisionTransformer t = new VisionTransformer(backend, teacherConfig, options.batch(), 0);
+             VisionTransformer s = new VisionTransformer(backend, student, options.batch(), options.seed())) {
             ModelFile.load(teacher, t);
-            var logits = Runs.teacherLogits(t, teacher, data.train(), options, out.resolve("teacher-logits.safetensors"),
-                    topk);
-            Runs.train(backend, model + "-" + distillation, student, logits, data.train(), data.test(), options, out, null,
-                    resume);
+            out.use(dir -> {
+                var logits = Runs.teacherLogits(t, teacher, data.train(), options,
+                        dir.resolve("teacher-logits.safetensors"), topk);
+                return Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir, resume);
+            });
         }
         return 0;
     }

@@ -18,18 +18,27 @@ public final class Main implements Runnable {
         if (System.getProperty("java.util.logging.SimpleFormatter.format") == null) {
             System.setProperty("java.util.logging.SimpleFormatter.format", "%5$s%6$s%n");
         }
-        System.exit(commandLine().execute(args));
+        int status;
+        try {
+            status = commandLine().execute(args);
+        } catch (OutOfMemoryError | LinkageError e) {
+            // Errors pass picocli's handler; these two are the user's environment, not a bug of the command.
+            System.err.println("distill4j: " + Messages.of(e));
+            if (Boolean.getBoolean("distill4j.stacktrace")) e.printStackTrace();
+            status = 2;
+        }
+        System.exit(status);
     }
 
     /**
      * The command line with distill4j's error handling: an exception becomes one line on stderr
-     * ({@code distill4j: <message>}, the stack trace only with {@code -Ddistill4j.stacktrace=true}) and exit status 2.
+     * ({@code distill4j: <message>}, a sentence without Java class names: {@link Messages}; the stack trace only with
+     * {@code -Ddistill4j.stacktrace=true}) and exit status 2.
      */
     public static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new Main());
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
-            String message = e.getMessage() != null ? e.getMessage() : e.toString();
-            cmd.getErr().println("distill4j: " + message);
+            cmd.getErr().println("distill4j: " + Messages.of(e));
             if (Boolean.getBoolean("distill4j.stacktrace")) e.printStackTrace(cmd.getErr());
             return 2;
         });

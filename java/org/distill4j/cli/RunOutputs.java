@@ -3,12 +3,11 @@ package org.distill4j.cli;
 import com.google.gson.GsonBuilder;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import org.distill4j.io.AtomicFile;
 import org.distill4j.train.AccuracyChart;
 import org.distill4j.train.Evaluator;
 import org.distill4j.train.TrainingRun;
@@ -48,23 +47,28 @@ final class RunOutputs {
     /** Writes {@code value} as pretty JSON, atomically. */
     static void writeJson(Path file, Object value) throws IOException {
         String text = new GsonBuilder().setPrettyPrinting().serializeSpecialFloatingPointValues().create().toJson(value);
-        Path tmp = Files.createTempFile(file.toAbsolutePath().getParent(), "." + file.getFileName(), ".tmp");
-        try {
-            Files.writeString(tmp, text + "\n", StandardCharsets.UTF_8);
-            Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        AtomicFile.write(file, (text + "\n").getBytes(StandardCharsets.UTF_8));
     }
 
-    /** Test accuracy per epoch of each run, one line each. */
-    static void writeChart(Path png, String title, List<TrainingRun.Result> runs) throws IOException {
+    /**
+     * Test accuracy per epoch of each run, one line each. A chart is never worth a run: when it cannot be drawn
+     * (a machine without fonts or font libraries, a full disk) this prints a warning naming what is missing and
+     * returns false.
+     */
+    static boolean writeChart(Path png, String title, List<TrainingRun.Result> runs) {
         Map<String, double[]> series = new LinkedHashMap<>();
         for (TrainingRun.Result r : runs) {
             double[] acc = r.epochs().stream().map(TrainingRun.Epoch::test).mapToDouble(Evaluator.Accuracy::average)
                     .toArray();
             if (acc.length > 0) series.put(r.name(), acc);
         }
-        AccuracyChart.write(png, title, series);
+        if (series.isEmpty()) return false;
+        try {
+            AccuracyChart.write(png, title, series);
+            return true;
+        } catch (IOException e) {
+            System.err.println("warning: " + png + " not written: " + Messages.of(e));
+            return false;
+        }
     }
 }

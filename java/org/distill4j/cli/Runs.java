@@ -21,30 +21,28 @@ final class Runs {
     private Runs() {}
 
     /**
-     * Trains a model of {@code config} into {@code dir}: dir/checkpoint.safetensors after every epoch,
-     * dir/model.safetensors (timm names) at the end, dir/results.json and dir/accuracy.png.
+     * Trains {@code model} (allocated for {@code options.batch()}, initialised by the caller) in {@code dir}:
+     * dir/checkpoint.safetensors after every epoch, dir/model.safetensors (timm names) at the end, dir/results.json
+     * and dir/accuracy.png (a chart that cannot be drawn here is a warning).
      */
-    static TrainingRun.Result train(Backend backend, String name, VitConfig config, TrainingRun.TeacherLogits teacher,
-                                    Dataset train, Dataset test, TrainOptions options, Path dir, Path init, Path resume)
+    static TrainingRun.Result train(VisionTransformer model, String name, TrainingRun.TeacherLogits teacher,
+                                    Dataset train, Dataset test, TrainOptions options, Path dir, Path resume)
             throws IOException {
-        try (VisionTransformer model = new VisionTransformer(backend, config, options.batch(), options.seed())) {
-            if (init != null) ModelFile.load(init, model);
-            TrainingRun.Result r = TrainingRun.run(name, model, teacher, train, test, options,
-                    dir.resolve("checkpoint.safetensors"), resume, System.out);
-            ModelFile.save(dir.resolve("model.safetensors"), model);
-            RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, backend.device().toString()));
-            RunOutputs.writeChart(dir.resolve("accuracy.png"), name + ": test accuracy", java.util.List.of(r));
-            System.out.println(name + ": test accuracy " + TrainingRun.format(r.test()) + " after " + r.epochs().size()
-                    + " epochs, " + String.format(java.util.Locale.ROOT, "%.0f s", r.seconds()) + "; wrote "
-                    + dir.resolve("model.safetensors"));
-            return r;
-        }
+        TrainingRun.Result r = TrainingRun.run(name, model, teacher, train, test, options,
+                dir.resolve("checkpoint.safetensors"), resume, System.out);
+        ModelFile.save(dir.resolve("model.safetensors"), model);
+        String device = model.backend().device().toString();
+        RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, device));
+        RunOutputs.writeChart(dir.resolve("accuracy.png"), name + ": test accuracy", java.util.List.of(r));
+        System.out.println(name + ": test accuracy " + TrainingRun.format(r.test()) + " after " + r.epochs().size()
+                + (r.epochs().size() == 1 ? " epoch, " : " epochs, ") + String.format(java.util.Locale.ROOT, "%.0f s",
+                r.seconds()) + "; wrote " + dir.resolve("model.safetensors"));
+        return r;
     }
 
     /** The config saved in a model file, or {@code fallback} (a preset name) for a file without one. */
     static VitConfig configOf(Path file, String fallback) throws IOException {
-        if (!Files.isRegularFile(file)) throw new IOException("model file " + file + " does not exist");
-        VitConfig c = ModelFile.config(file);
+        VitConfig c = ModelFile.config(Inputs.file(file, "model file"));
         if (c != null) return c;
         if (fallback == null) {
             throw new IOException(file + " records no distill4j config (a timm file?): name its shape with --model");
@@ -72,11 +70,20 @@ final class Runs {
         long t0 = System.nanoTime();
         SoftLabels computed = SoftLabels.compute(teacherModel, data, teacherFile.toString());
         double seconds = (System.nanoTime() - t0) / 1e9;
-        computed.save(cache, teacherKey, datasetKey, topk);
         System.out.printf(java.util.Locale.ROOT, "teacher logits: computed once for %d images in %.1f s (one teacher "
-                + "forward per image instead of one per image and epoch: %d epochs), cached in %s%n", data.size(),
-                seconds, options.epochs(), cache);
-        return topk > 0 ? SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes()) : computed;
+                + "forward per image instead of one per image and epoch: %d epochs)%n", data.size(), seconds,
+                options.epochs());
+        if (topk > 0) { // the top-k form exists only as the file: it must be written
+            computed.save(cache, teacherKey, datasetKey, topk);
+            return SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes());
+        }
+        try {
+            computed.save(cache, teacherKey, datasetKey, 0);
+            System.out.println("teacher logits: cached in " + cache);
+        } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
+            System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");
+        }
+        return computed;
     }
 
     static String sha256(Path file) throws IOException {

@@ -6,7 +6,10 @@ import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
+import org.distill4j.train.TrainOptions;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -29,11 +32,16 @@ final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Path out = flags.outputDir();
+        OutputDirectory out = flags.output(resume != null);
         VitConfig config = VitConfig.preset(model);
+        if (init != null) Inputs.file(init, "--init");
+        if (resume != null) Inputs.file(resume, "--resume");
+        TrainOptions options = flags.options();
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
-        try (Backend backend = Backends.open(Device.parse(flags.device))) {
-            Runs.train(backend, model, config, null, data.train(), data.test(), flags.options(), out, init, resume);
+        try (Backend backend = Backends.open(Device.parse(flags.device));
+             VisionTransformer m = new VisionTransformer(backend, config, options.batch(), options.seed())) {
+            if (init != null) ModelFile.load(init, m);
+            out.use(dir -> Runs.train(m, model, null, data.train(), data.test(), options, dir, resume));
         }
         return 0;
     }

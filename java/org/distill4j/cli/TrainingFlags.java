@@ -1,7 +1,6 @@
 package org.distill4j.cli;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import org.distill4j.data.FashionMnist;
 import org.distill4j.train.TrainOptions;
@@ -52,8 +51,13 @@ final class TrainingFlags {
     @Option(names = "--test-limit", defaultValue = "0", description = "use the first N test images (0: all)")
     int testLimit;
 
-    @Option(names = "--out", required = true, description = "output directory (created; must be writable)")
+    @Option(names = "--out", required = true, description = "output directory: new or empty (created), or the run "
+            + "to continue with --resume or to replace with --force")
     Path out;
+
+    @Option(names = "--force", description = "replace the run in --out: its model, checkpoint, results.json and "
+            + "accuracy.png are deleted when training starts (other files stay)")
+    boolean force;
 
     /** The options as {@link TrainOptions} (distillation set by the caller). */
     TrainOptions options() {
@@ -68,20 +72,12 @@ final class TrainingFlags {
         return data != null ? data : FashionMnist.defaultDir();
     }
 
-    /** Creates the output directory and checks it is writable, before any work. */
-    Path outputDir() throws IOException {
-        return writableDir(out);
-    }
-
-    static Path writableDir(Path dir) throws IOException {
-        try {
-            Files.createDirectories(dir);
-        } catch (IOException e) {
-            throw new IOException("cannot create output directory " + dir + ": " + e.getMessage());
-        }
-        if (!Files.isDirectory(dir) || !Files.isWritable(dir)) {
-            throw new IOException("output directory " + dir + " is not writable");
-        }
-        return dir;
+    /**
+     * The output directory, checked and not yet created.
+     *
+     * @param resuming whether the command continues a run ({@code --resume} given)
+     */
+    OutputDirectory output(boolean resuming) throws IOException {
+        return OutputDirectory.check(out, resuming, force, java.util.List.of());
     }
 }

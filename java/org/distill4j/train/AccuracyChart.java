@@ -2,12 +2,12 @@ package org.distill4j.train;
 
 import java.awt.BasicStroke;
 import java.awt.Color;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.OutputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.Map;
+import org.distill4j.io.AtomicFile;
 import org.knowm.xchart.BitmapEncoder;
 import org.knowm.xchart.BitmapEncoder.BitmapFormat;
 import org.knowm.xchart.XYChart;
@@ -21,8 +21,9 @@ import org.knowm.xchart.style.markers.SeriesMarkers;
  * student), drawn with XChart.
  *
  * <p>Runs headless: {@code java.awt.headless} is set to true before AWT loads unless the user set it, so it works on
- * servers and CI without a display. The file is written to a temporary file beside the target and moved over it
- * atomically, so a reader (a browser refreshing the chart during training) never sees a half-written PNG.
+ * servers and CI without a display. It still needs a font and Java's font libraries; without them {@link #write}
+ * throws an {@link IOException} saying so. The file is written atomically ({@link AtomicFile}), so a reader (a
+ * browser refreshing the chart during training) never sees a half-written PNG.
  */
 public final class AccuracyChart {
     public static final int DEFAULT_WIDTH = 800;
@@ -46,22 +47,38 @@ public final class AccuracyChart {
         write(png, title, seriesPerEpoch, DEFAULT_WIDTH, DEFAULT_HEIGHT);
     }
 
-    /** As {@link #write(Path, String, Map)}, with the image size in pixels. */
+    /**
+     * As {@link #write(Path, String, Map)}, with the image size in pixels.
+     *
+     * @throws IOException when the file cannot be written, or when Java cannot draw text on this machine (no font
+     *     library such as libfreetype/libharfbuzz, or no font: slim container images), with what is missing
+     */
     public static void write(Path png, String title, Map<String, double[]> seriesPerEpoch, int width, int height)
             throws IOException {
         XYChart chart = chart(title, seriesPerEpoch, width, height);
-        Path target = png.toAbsolutePath();
-        Path dir = target.getParent();
-        Files.createDirectories(dir);
-        Path tmp = Files.createTempFile(dir, "." + target.getFileName(), ".tmp");
+        byte[] bytes;
         try {
-            try (OutputStream out = Files.newOutputStream(tmp)) {
-                BitmapEncoder.saveBitmap(chart, out, BitmapFormat.PNG);
-            }
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } finally {
-            Files.deleteIfExists(tmp);
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            BitmapEncoder.saveBitmap(chart, out, BitmapFormat.PNG);
+            bytes = out.toByteArray();
+        } catch (OutOfMemoryError | StackOverflowError e) {
+            throw e;
+        } catch (RuntimeException | Error e) {
+            // Java2D's font setup fails with errors, not exceptions: UnsatisfiedLinkError (libfontmanager.so cannot
+            // load libfreetype/libharfbuzz), an Error "Fontconfig head is null" (no font), NoClassDefFoundError on
+            // every later try. None of them is a reason to stop a caller that was only drawing a chart.
+            throw new IOException("Java cannot draw text on this machine (" + reason(e) + "); install a font and its "
+                    + "libraries (Debian: fontconfig fonts-dejavu-core libfreetype6 libharfbuzz0b)", e);
         }
+        Files.createDirectories(png.toAbsolutePath().getParent());
+        AtomicFile.write(png, bytes);
+    }
+
+    private static String reason(Throwable e) {
+        Throwable root = e;
+        while (root.getCause() != null && root.getCause() != root) root = root.getCause();
+        String m = root.getMessage();
+        return m == null || m.isBlank() ? root.getClass().getSimpleName() : m;
     }
 
     /** The chart itself, for callers who want another format or to display it. */

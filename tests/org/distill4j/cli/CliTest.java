@@ -36,10 +36,15 @@ class CliTest {
         return new Run(status, err.toString());
     }
 
+    // A Java class name as Throwable.toString writes it ("java.nio.file.NoSuchFileException", "org.x.FooError").
+    private static final java.util.regex.Pattern CLASS_NAME =
+            java.util.regex.Pattern.compile("\\b(?:[a-z_][a-z0-9_]*\\.)+[A-Z]\\w*(?:Exception|Error)\\b");
+
     private static void assertOneLine(Run r, String expected) {
         assertTrue(r.status != 0, "non-zero exit");
         assertTrue(r.err.contains(expected), "stderr: " + r.err);
         assertFalse(r.err.contains("\tat "), "no stack trace: " + r.err);
+        assertFalse(CLASS_NAME.matcher(r.err).find(), "no Java class name: " + r.err);
     }
 
     /** An IDX file per the format: magic, dims, unsigned bytes; gzip. */
@@ -75,14 +80,15 @@ class CliTest {
     void unwritableOutputIsRefusedBeforeAnyWork() throws IOException {
         Path file = Files.writeString(dir.resolve("a-file"), "x");
         Run r = run("train", "--out", file.resolve("sub").toString(), "--device", "cpu");
-        assertOneLine(r, "output directory");
+        assertOneLine(r, "cannot create --out " + file.resolve("sub") + ": " + file + " is not a directory");
+        assertOneLine(run("train", "--out", file.toString(), "--device", "cpu"), "--out " + file + " is a file");
     }
 
     @Test
     void badTeacherFilesAreOneLine() throws IOException {
         Run r = run("distill", "--teacher", dir.resolve("missing.safetensors").toString(), "--out",
                 dir.resolve("o").toString(), "--device", "cpu");
-        assertOneLine(r, "missing.safetensors does not exist");
+        assertOneLine(r, "--teacher " + dir.resolve("missing.safetensors") + ": no such file");
         Path junk = Files.write(dir.resolve("junk.safetensors"), new byte[] {1, 2, 3, 4, 5, 6, 7, 8, 9});
         r = run("distill", "--teacher", junk.toString(), "--out", dir.resolve("o").toString(), "--device", "cpu");
         assertOneLine(r, "junk.safetensors");
@@ -157,7 +163,95 @@ class CliTest {
         assertOneLine(run("train", "--epochs", "0", "--out", dir.resolve("o").toString(), "--device", "cpu"),
                 "epochs must be >= 1");
         assertOneLine(run("distill", "--teacher", "x", "--distillation", "warm", "--out", dir.resolve("o").toString()),
-                "x does not exist");
+                "--teacher x: no such file");
         assertEquals(0, run("train", "--help").status);
+    }
+
+    /** The arguments of a one-epoch mnist-tiny training run on {@code data} into {@code out}, then {@code more}. */
+    private static String[] tinyTrain(Path data, Path out, String... more) {
+        String[] base = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
+                "--device", "cpu", "--epochs", "1", "--batch", "32", "--no-augment"};
+        String[] all = java.util.Arrays.copyOf(base, base.length + more.length);
+        System.arraycopy(more, 0, all, base.length, more.length);
+        return all;
+    }
+
+    @Test
+    void aFinishedRunIsNeverOverwrittenWithoutResumeOrForce() throws IOException {
+        Path data = randomIdxDir(64), out = dir.resolve("run");
+        assertEquals(0, run(tinyTrain(data, out)).status);
+        Path model = out.resolve("model.safetensors");
+        byte[] first = Files.readAllBytes(model);
+        Files.writeString(out.resolve("notes.txt"), "the user's own file");
+
+        assertOneLine(run(tinyTrain(data, out, "--seed", "1")), "--out " + out + " is not empty (it holds "
+                + "accuracy.png, checkpoint.safetensors, model.safetensors, notes.txt and 1 more): give a new or empty "
+                + "directory, continue the run there with --resume, or replace it with --force");
+        assertArrayEquals(first, Files.readAllBytes(model), "the finished run is untouched");
+        assertOneLine(run(tinyTrain(data, out, "--force", "--resume", out.resolve("checkpoint.safetensors").toString())),
+                "--resume continues the run in --out and --force replaces it: give one");
+
+        assertEquals(0, run(tinyTrain(data, out, "--seed", "1", "--force")).status);
+        assertFalse(java.util.Arrays.equals(first, Files.readAllBytes(model)), "--force replaced the model");
+        assertEquals("the user's own file", Files.readString(out.resolve("notes.txt")), "--force deletes only ours");
+        for (String f : OutputDirectory.RUN_FILES) assertTrue(Files.isRegularFile(out.resolve(f)), f);
+    }
+
+    /** Refused before any work, or failing inside the run: either way no --out directory is left behind. */
+    @Test
+    void aRejectedCommandLeavesNoOutputDirectory() throws IOException {
+        Path data = randomIdxDir(64), junk = Files.write(dir.resolve("junk.safetensors"), new byte[16]);
+        Path out = dir.resolve("never");
+        assertOneLine(run("train", "--model", "vit-huge", "--out", out.toString(), "--device", "cpu"), "vit-huge");
+        assertOneLine(run("train", "--epochs", "0", "--out", out.toString(), "--device", "cpu"), "epochs");
+        assertOneLine(run("train", "--data", dir.resolve("nowhere").toString(), "--out", out.toString()), "nowhere");
+        assertOneLine(run(tinyTrain(data, out, "--init", junk.toString())), "junk.safetensors");
+        assertOneLine(run(tinyTrain(data, out, "--resume", dir.resolve("none.ckpt").toString())),
+                "--resume " + dir.resolve("none.ckpt") + ": no such file");
+        assertOneLine(run("distill", "--teacher", junk.toString(), "--data", data.toString(), "--out", out.toString(),
+                "--device", "cpu"), "junk.safetensors");
+        // Past every check, failing in the run itself (64 images, a batch of 128): the created directory goes again.
+        assertOneLine(run("train", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
+                "--device", "cpu", "--epochs", "1"), "fewer than one batch");
+        // A checkpoint that is not one: read inside the run, its error unwrapped to the file's own sentence.
+        assertOneLine(run(tinyTrain(data, out, "--resume", junk.toString())), "junk.safetensors");
+        assertFalse(Files.exists(out), "no --out directory after rejected commands");
+    }
+
+    @Test
+    void filesThatAreDirectoriesOrMissingAreNamedAsSuch() throws IOException {
+        Path data = randomIdxDir(64);
+        assertOneLine(run("eval", dir.toString(), "--device", "cpu"), "model file " + dir + " is a directory, not a file");
+        assertOneLine(run("eval", dir.resolve("absent.safetensors").toString(), "--device", "cpu"),
+                "model file " + dir.resolve("absent.safetensors") + ": no such file");
+        assertOneLine(run(tinyTrain(data, dir.resolve("o"), "--init", dir.toString())),
+                "--init " + dir + " is a directory, not a file");
+    }
+
+    /** A run killed while writing leaves .NAME.HEX.tmp files: the next run in that directory removes ours only. */
+    @Test
+    void staleTemporaryFilesOfOursAreRemovedWhenARunStarts() throws IOException {
+        Path data = randomIdxDir(64), out = Files.createDirectories(dir.resolve("killed"));
+        Path ours = Files.write(out.resolve(".checkpoint.safetensors.5f3a9c01d2e4b687.tmp"), new byte[100]);
+        Path old = Files.write(out.resolve(".results.json8231907761.tmp"), new byte[10]); // distill4j 0.1.0's form
+        assertEquals(0, run(tinyTrain(data, out)).status, "a directory holding only our leftovers counts as empty");
+        assertFalse(Files.exists(ours));
+        assertFalse(Files.exists(old));
+        Path theirs = Files.write(out.resolve(".notes.tmp"), new byte[1]);
+        Path again = Files.write(out.resolve(".model.safetensors.0123456789abcdef.tmp"), new byte[1]);
+        assertEquals(0, run(tinyTrain(data, out, "--force")).status);
+        assertFalse(Files.exists(again));
+        assertTrue(Files.exists(theirs), "not ours: kept");
+    }
+
+    /** results.json and accuracy.png get the umask's permissions, as the model files and any file the user makes. */
+    @Test
+    void outputFilesGetTheUsersUmask() throws IOException {
+        Path data = randomIdxDir(64), out = dir.resolve("perm");
+        assertEquals(0, run(tinyTrain(data, out)).status);
+        var expected = Files.getPosixFilePermissions(Files.write(dir.resolve("reference"), new byte[1]));
+        for (String f : OutputDirectory.RUN_FILES) {
+            assertEquals(expected, Files.getPosixFilePermissions(out.resolve(f)), f);
+        }
     }
 }
