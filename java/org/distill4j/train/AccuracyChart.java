@@ -74,11 +74,16 @@ public final class AccuracyChart {
         AtomicFile.write(png, bytes);
     }
 
+    /**
+     * What went wrong, without Java's wrapping: a second try after a failed font setup is a NoClassDefFoundError
+     * whose message is {@code Exception java.lang.UnsatisfiedLinkError: <the first failure> [in thread "main"]}.
+     */
     private static String reason(Throwable e) {
         Throwable root = e;
         while (root.getCause() != null && root.getCause() != root) root = root.getCause();
         String m = root.getMessage();
-        return m == null || m.isBlank() ? root.getClass().getSimpleName() : m;
+        if (m == null || m.isBlank()) return "no usable font";
+        return m.replaceFirst("^Exception (?:[\\w$]+\\.)+[\\w$]+: ", "").replaceFirst(" \\[in thread \"[^\"]*\"\\]$", "");
     }
 
     /** The chart itself, for callers who want another format or to display it. */

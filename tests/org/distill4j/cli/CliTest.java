@@ -8,10 +8,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.io.StringWriter;
-import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.zip.GZIPOutputStream;
+import org.distill4j.testing.IdxFiles;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
@@ -47,17 +46,6 @@ class CliTest {
         assertFalse(CLASS_NAME.matcher(r.err).find(), "no Java class name: " + r.err);
     }
 
-    /** An IDX file per the format: magic, dims, unsigned bytes; gzip. */
-    private static void idx(Path file, int magic, int[] dims, byte[] data) throws IOException {
-        ByteBuffer b = ByteBuffer.allocate(4 + 4 * dims.length + data.length);
-        b.putInt(magic);
-        for (int d : dims) b.putInt(d);
-        b.put(data);
-        try (GZIPOutputStream out = new GZIPOutputStream(Files.newOutputStream(file))) {
-            out.write(b.array());
-        }
-    }
-
     @Test
     void missingDatasetIsOneLine() {
         Run r = run("train", "--data", dir.resolve("nowhere").toString(), "--out", dir.resolve("o").toString(),
@@ -68,10 +56,11 @@ class CliTest {
     @Test
     void corruptDatasetIsOneLine() throws IOException {
         Path d = Files.createDirectories(dir.resolve("idx"));
-        idx(d.resolve("train-images-idx3-ubyte.gz"), 0x803, new int[] {2, 28, 28}, new byte[2 * 784]);
-        idx(d.resolve("train-labels-idx1-ubyte.gz"), 0x801, new int[] {3}, new byte[3]); // 3 labels, 2 images
-        idx(d.resolve("t10k-images-idx3-ubyte.gz"), 0x801, new int[] {1, 28, 28}, new byte[784]); // wrong magic
-        idx(d.resolve("t10k-labels-idx1-ubyte.gz"), 0x801, new int[] {1}, new byte[1]);
+        IdxFiles.write(d.resolve("train-images-idx3-ubyte.gz"), 0x803, new int[] {2, 28, 28}, new byte[2 * 784]);
+        // 3 labels for 2 images; then test images with the labels' magic.
+        IdxFiles.write(d.resolve("train-labels-idx1-ubyte.gz"), 0x801, new int[] {3}, new byte[3]);
+        IdxFiles.write(d.resolve("t10k-images-idx3-ubyte.gz"), 0x801, new int[] {1, 28, 28}, new byte[784]);
+        IdxFiles.write(d.resolve("t10k-labels-idx1-ubyte.gz"), 0x801, new int[] {1}, new byte[1]);
         Run r = run("train", "--data", d.toString(), "--out", dir.resolve("o").toString(), "--device", "cpu");
         assertOneLine(r, "idx");
     }
@@ -98,17 +87,7 @@ class CliTest {
 
     /** Random images and labels in Fashion-MNIST's four files (n training images, 64 test images). */
     private Path randomIdxDir(int n) throws IOException {
-        Path d = Files.createDirectories(dir.resolve("random-idx"));
-        java.util.Random rng = new java.util.Random(n);
-        for (String[] split : new String[][] {{"train", Integer.toString(n)}, {"t10k", "64"}}) {
-            int m = Integer.parseInt(split[1]);
-            byte[] images = new byte[m * 784], labels = new byte[m];
-            rng.nextBytes(images);
-            for (int i = 0; i < m; i++) labels[i] = (byte) rng.nextInt(10);
-            idx(d.resolve(split[0] + "-images-idx3-ubyte.gz"), 0x803, new int[] {m, 28, 28}, images);
-            idx(d.resolve(split[0] + "-labels-idx1-ubyte.gz"), 0x801, new int[] {m}, labels);
-        }
-        return d;
+        return IdxFiles.randomFashionMnist(dir.resolve("random-idx"), n);
     }
 
     @Test
