@@ -14,8 +14,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="$(cd "${1:-$root/target}" && pwd)"
 natives_jar=$(ls "$target"/distill4j-*-linux-x86_64.jar)
-min=$(sed -n 's/^natives\.glibc=//p' "$target/classes/org/distill4j/version.properties")
-[[ "$min" =~ ^2\.[0-9]+$ ]] || { echo "FAIL: no natives.glibc=2.N in $target/classes/org/distill4j/version.properties"; exit 1; }
+props="$target/classes/org/distill4j/version.properties"
+min=$(sed -n 's/^natives\.glibc=//p' "$props")
+[[ "$min" =~ ^2\.[0-9]+$ ]] || { echo "FAIL: no natives.glibc=2.N in $props"; exit 1; }
 
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -37,7 +38,7 @@ for lib in "${libs[@]}"; do
     fail "$name needs $newest > natives.glibc $min: $too_new"
   fi
   if grep -qE 'GLIBC_PRIVATE|GLIBCXX_|CXXABI_' <<<"$versions"; then
-    fail "$name needs $(grep -oE 'GLIBC_PRIVATE|GLIBCXX_[0-9.]+|CXXABI_[0-9.]+' <<<"$versions" | sort -uV | tr '\n' ' ')"
+    fail "$name needs" $(grep -oE 'GLIBC_PRIVATE|GLIBCXX_[0-9.]+|CXXABI_[0-9.]+' <<<"$versions" | sort -uV)
   fi
   paths=$(strings -a "$lib" | grep -F -e "$root/" -e /tmp/ -e /root/ | sort -u | head -3 | tr '\n' ' ' || true)
   [ -z "$paths" ] || fail "$name embeds build paths: $paths"

@@ -3,11 +3,12 @@
  * every translation unit of libdistill4j, libdistill4j_cpu, libdistill4j_cuda and the JNI glue).
  *
  * A library built against glibc 2.36 asks for the newest version of each symbol it calls: dlopen@GLIBC_2.34 (when
- * libdl moved into libc), pow@GLIBC_2.29 and logf@GLIBC_2.27 (new error handling, same results), and a glibc
- * older than that refuses to load it. The old versions are still in every newer glibc, so naming them costs
- * nothing but lets the libraries load down to glibc 2.18 (pom.xml d4j.glibc.min; the floor is
- * __cxa_thread_atexit_impl, which thread_local strings need; tests/check-natives.sh holds every library to it). On a glibc older than 2.34 the dl*
- * functions live in libdl.so.2, which the libraries therefore name as a dependency (D4J_PORTABLE).
+ * libdl moved into libc), pow@GLIBC_2.29 and logf@GLIBC_2.27 (new error handling), and a glibc older than that
+ * refuses to load it. The old versions are still in every newer glibc and give the same results: the math ones
+ * are wrappers around the same code, 5 instructions more per call (kernels call them per row, not per element).
+ * With them the libraries load down to glibc 2.18 (pom.xml d4j.glibc.min; the floor is __cxa_thread_atexit_impl,
+ * which thread_local strings need; tests/check-natives.sh holds every library to it). On a glibc older than 2.34
+ * the dl* functions live in libdl.so.2, which the libraries therefore name as a dependency (D4J_PORTABLE).
  *
  * Symbols referenced from static archives (libstdc++.a) cannot be pinned here: see glibc_compat.c.
  * A symbol missing from this list shows up as a too-new version in tests/check-natives.sh: add it here.

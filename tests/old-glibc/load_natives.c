@@ -71,7 +71,8 @@ int main(int argc, char **argv) {
     if (dispatch == NULL) return 1;
     d4j_backend *(*backend_open)(const char *, int, char *, int) =
         (d4j_backend *(*)(const char *, int, char *, int))dlsym(dispatch, "d4j_backend_open");
-    const char *(*last_error)(d4j_backend *) = (const char *(*)(d4j_backend *))dlsym(dispatch, "d4j_backend_last_error");
+    const char *(*last_error)(d4j_backend *) =
+        (const char *(*)(d4j_backend *))dlsym(dispatch, "d4j_backend_last_error");
     int (*kl_div)(d4j_backend *, void *, const float *, const float *, int64_t, int64_t, float, int, int, float,
                   const float *, float *, float *, float *) =
         (int (*)(d4j_backend *, void *, const float *, const float *, int64_t, int64_t, float, int, int, float,
@@ -91,7 +92,8 @@ int main(int argc, char **argv) {
             t[i] = (float)cos(0.11 * i) * 2.0f;
         }
         float loss = NAN;
-        const int rc = kl_div(cpu, NULL, s, t, B, C, 2.0f, D4J_REDUCTION_BATCHMEAN, 0, 4.0f, NULL, row_loss, &loss, grad);
+        const int rc =
+            kl_div(cpu, NULL, s, t, B, C, 2.0f, D4J_REDUCTION_BATCHMEAN, 0, 4.0f, NULL, row_loss, &loss, grad);
         const double ref = kl_reference(s, t, B, C, 2.0), err_rel = fabs(loss - ref) / fabs(ref);
         char detail[160];
         snprintf(detail, sizeof detail, "rc %d, loss %.7g, float64 reference %.7g, relative error %.2g", rc, loss, ref,
