@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). Everything CI checks, in order:
 #   1. mvn -B install: native libraries (CPU, CUDA with -Werror and spills as errors, emulated CUDA), JNI glue,
-#      the JUnit suite (libtorch references, CPU vs emulated CUDA), the three artifacts into ~/.m2.
+#      the JUnit suite (libtorch references, CPU vs emulated CUDA), the three artifacts into ~/.m2; then what the
+#      natives jar ships (tests/check-natives.sh: glibc symbol versions, no build paths, RUNPATH, libgomp).
 #   2. CTest: the emulated CUDA kernels against the CPU kernels, natively, then under ThreadSanitizer and
 #      AddressSanitizer, including the planted bugs the sanitizers must catch.
 #   3. tests/consumer: a separate project that depends on distill4j-platform only and calls the KL op.
@@ -24,14 +25,8 @@ if [ "$(id -u)" = 0 ]; then
   [ -f "$report" ] && ! grep -q '<skipped' "$report" || { echo "FAIL: HeadlessNoFontTest did not run as root"; exit 1; }
 fi
 
-# What ships must not point into a build directory: every RUNPATH is $ORIGIN, and libgomp travels with the CPU library.
-natives=target/classes/org/distill4j/natives/linux-x86_64
-for lib in "$natives"/*.so*; do
-  runpath=$(readelf -d "$lib" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
-  case "$runpath" in ""|'$ORIGIN'|'$ORIGIN/') ;; *) echo "FAIL: $lib has RUNPATH $runpath"; exit 1 ;; esac
-done
-jar tf target/distill4j-*-linux-x86_64.jar | grep -q 'linux-x86_64/libgomp.so.1' || { echo "FAIL: libgomp.so.1 not bundled"; exit 1; }
-echo "natives: every RUNPATH is \$ORIGIN, libgomp.so.1 bundled"
+# What ships loads on the oldest glibc the README states and points into no build directory (RUNPATH, paths).
+bash tests/check-natives.sh target
 
 echo "== 2/3 native tests (CTest): emulated CUDA kernels, then sanitizers"
 cmake -S . -B build/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD4J_CUDA=OFF -DD4J_NATIVE_TESTS=ON >/dev/null

@@ -16,6 +16,7 @@ final class InfoCommand implements Callable<Integer> {
         System.out.println("java      " + System.getProperty("java.version") + " (" + System.getProperty("java.vm.name") + ")");
         System.out.println("javacpp   " + Loader.class.getPackage().getImplementationVersion() + ", platform "
                 + Loader.getPlatform());
+        System.out.println("natives   need glibc >= " + Version.nativesGlibc() + " (libstdc++ linked in)");
         System.out.println("cores     " + Runtime.getRuntime().availableProcessors());
         System.out.println("backends:");
         for (Device d : new Device[] {Device.cpu(), Device.cudaEmu(), Device.cuda(0)}) {
