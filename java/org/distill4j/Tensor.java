@@ -22,12 +22,25 @@ public final class Tensor implements AutoCloseable {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.shape = shape.clone();
         long n = 1;
+        boolean empty = false, tooLarge = false;
         for (long d : shape) {
             if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
-            n = Math.multiplyExact(n, d);
+            if (d == 0) {
+                empty = true;
+            } else if (n > Long.MAX_VALUE / Float.BYTES / d) {
+                tooLarge = true;
+            } else {
+                n *= d;
+            }
+        }
+        if (empty) {
+            n = 0;
+        } else if (tooLarge) {
+            throw new MemoryLimitException("a tensor of shape " + Arrays.toString(shape)
+                    + " would need more than 2^63 bytes", Long.MAX_VALUE, Long.MAX_VALUE);
         }
         this.numel = n;
-        FloatPointer p = new FloatPointer(backend.allocate(Math.multiplyExact(n, (long) Float.BYTES)));
+        FloatPointer p = new FloatPointer(backend.allocate(n * Float.BYTES));
         this.data = p.capacity(n).limit(n);
     }
 
@@ -106,6 +119,31 @@ public final class Tensor implements AutoCloseable {
         } else {
             try (FloatPointer staging = new FloatPointer(values)) {
                 backend.copyFromHost(staging, dst, numel * Float.BYTES);
+            }
+        }
+        return this;
+    }
+
+    /**
+     * Overwrites elements {@code [offset, offset + count)} with {@code values[from, from + count)}: a part at a time,
+     * so a tensor larger than a Java array (or than the heap) can be filled from a file or a generator. A device
+     * tensor receives them through a host staging buffer of {@code count} floats.
+     */
+    public Tensor copyFrom(long offset, float[] values, int from, int count) {
+        Objects.requireNonNull(values, "values");
+        Objects.checkFromIndexSize(from, count, values.length);
+        if (count == 0) return this;
+        if (offset < 0 || offset > numel - count) {
+            throw new IllegalArgumentException("elements [" + offset + ", " + offset + " + " + count
+                    + ") are not all in tensor " + Arrays.toString(shape) + " (" + numel + " elements)");
+        }
+        FloatPointer dst = new FloatPointer(data()).position(offset);
+        if (backend.isHostMemory()) {
+            dst.put(values, from, count);
+        } else {
+            try (FloatPointer staging = new FloatPointer(count)) {
+                staging.put(values, from, count);
+                backend.copyFromHost(staging, dst, (long) count * Float.BYTES);
             }
         }
         return this;

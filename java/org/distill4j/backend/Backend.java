@@ -17,7 +17,21 @@ public interface Backend extends AutoCloseable {
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 
-    /** Allocates {@code bytes} of this backend's memory, uninitialised, and counts it live. */
+    /**
+     * Bytes of this backend's memory free now: for cpu the host's available memory (Linux {@code MemAvailable},
+     * within the container's cgroup limit; swap not counted), for cuda the device's free memory
+     * ({@code cudaMemGetInfo}); {@link Long#MAX_VALUE} when the system does not say. Models check their size
+     * against it before allocating anything.
+     */
+    long availableBytes();
+
+    /**
+     * Allocates {@code bytes} of this backend's memory, uninitialised, and counts it live.
+     *
+     * @throws org.distill4j.MemoryLimitException when the memory is not there (a large host allocation is checked
+     *     against {@link #availableBytes()} first, since Linux's overcommit would let it succeed and kill the
+     *     process later)
+     */
     Pointer allocate(long bytes);
 
     /** Frees memory from {@link #allocate}. */

@@ -4,6 +4,7 @@ import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.openblas.global.openblas_nolapack;
 import org.distill4j.Device;
+import org.distill4j.MemoryLimitException;
 import org.distill4j.natives.Distill4jNative;
 
 /**
@@ -12,6 +13,8 @@ import org.distill4j.natives.Distill4jNative;
  * deterministically.
  */
 public final class CpuBackend extends NativeBackend {
+    // Smaller allocations are not worth reading /proc/meminfo for: a model checks its total before it allocates.
+    private static final long CHECKED_ALLOCATION = 64L << 20;
     private final Pointer noStream = new Pointer();
 
     private CpuBackend(Device device, String library) {
@@ -42,10 +45,26 @@ public final class CpuBackend extends NativeBackend {
     }
 
     @Override
+    public long availableBytes() {
+        return HostMemory.available();
+    }
+
+    @Override
     public Pointer allocate(long bytes) {
         if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
+        if (bytes >= CHECKED_ALLOCATION) {
+            long available = availableBytes();
+            if (bytes > available) {
+                throw new MemoryLimitException("a tensor of " + MemoryLimitException.formatBytes(bytes)
+                        + " does not fit the " + MemoryLimitException.formatBytes(available)
+                        + " of host memory available", bytes, available);
+            }
+        }
         Pointer p = Distill4jNative.d4j_host_alloc(bytes);
-        if (p == null || p.isNull()) throw new OutOfMemoryError("host allocation of " + bytes + " bytes failed");
+        if (p == null || p.isNull()) {
+            throw new MemoryLimitException("host allocation of " + MemoryLimitException.formatBytes(bytes)
+                    + " failed", bytes, availableBytes());
+        }
         allocated();
         return p.capacity(bytes).limit(bytes);
     }

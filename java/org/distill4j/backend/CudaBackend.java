@@ -4,6 +4,7 @@ import static org.bytedeco.cuda.global.cudart.cudaFree;
 import static org.bytedeco.cuda.global.cudart.cudaGetDeviceCount;
 import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
 import static org.bytedeco.cuda.global.cudart.cudaMalloc;
+import static org.bytedeco.cuda.global.cudart.cudaMemGetInfo;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyAsync;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToDevice;
 import static org.bytedeco.cuda.global.cudart.cudaMemcpyDeviceToHost;
@@ -18,7 +19,9 @@ import org.bytedeco.cuda.cudart.CUstream_st;
 import org.bytedeco.cuda.global.cudart;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.SizeTPointer;
 import org.distill4j.Device;
+import org.distill4j.MemoryLimitException;
 
 /**
  * Device memory and one stream through the {@code org.bytedeco:cuda} preset, kernels from libdistill4j_cuda.
@@ -75,14 +78,28 @@ public final class CudaBackend extends NativeBackend {
         return false;
     }
 
+    /** The device's free memory (cudaMemGetInfo: one driver call, no synchronisation). */
+    @Override
+    public long availableBytes() {
+        try (SizeTPointer free = new SizeTPointer(1); SizeTPointer total = new SizeTPointer(1)) {
+            checkCuda(cudaMemGetInfo(free, total), "cudaMemGetInfo");
+            return free.get();
+        }
+    }
+
     @Override
     public Pointer allocate(long bytes) {
         if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
         Pointer p = new Pointer();
         int status = cudaMalloc(p, Math.max(bytes, 1));
         if (status != 0) {
-            throw new OutOfMemoryError("cudaMalloc of " + bytes + " bytes on " + device() + ": "
-                    + cudaGetErrorString(status).getString());
+            // cudaMalloc fails cleanly (no overcommit on a GPU): report what was asked and what was free.
+            String why = cudaGetErrorString(status).getString();
+            cudart.cudaGetLastError(); // clears the sticky error of a failed allocation for later calls
+            long free = availableBytes();
+            throw new MemoryLimitException("cudaMalloc of " + MemoryLimitException.formatBytes(bytes) + " on "
+                    + device() + " failed (" + why + "); " + MemoryLimitException.formatBytes(free) + " free",
+                    bytes, free);
         }
         allocated();
         return p.capacity(bytes).limit(bytes);

@@ -6,7 +6,6 @@ import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.data.FashionMnist;
-import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
@@ -22,6 +21,9 @@ import picocli.CommandLine.Option;
 final class DistillCommand implements Callable<Integer> {
     @Mixin
     TrainingFlags flags;
+
+    @Mixin
+    ModelFileFlags teacherFlags;
 
     @Option(names = "--teacher", required = true, description = "teacher model file (safetensors)")
     Path teacher;
@@ -66,9 +68,8 @@ final class DistillCommand implements Callable<Integer> {
                 .withSoftReduction(Reduction.parse(klReduction));
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
         try (Backend backend = Backends.open(Device.parse(flags.device));
-             VisionTransformer t = new VisionTransformer(backend, teacherConfig, options.batch(), 0);
+             VisionTransformer t = teacherFlags.load(backend, teacher, teacherConfig, options.batch());
              VisionTransformer s = new VisionTransformer(backend, student, options.batch(), options.seed())) {
-            ModelFile.load(teacher, t);
             out.use(dir -> {
                 var logits = Runs.teacherLogits(t, teacher, data.train(), options,
                         dir.resolve("teacher-logits.safetensors"), topk);

@@ -6,12 +6,12 @@ import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.data.FashionMnist;
-import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.train.Evaluator;
 import org.distill4j.train.TrainingRun;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -33,13 +33,15 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--batch", defaultValue = "256", description = "batch size (default ${DEFAULT-VALUE})")
     int batch;
 
+    @Mixin
+    ModelFileFlags modelFlags;
+
     @Override
     public Integer call() throws Exception {
         VitConfig config = Runs.configOf(file, model);
         var test = FashionMnist.loadTest(data != null ? data : FashionMnist.defaultDir());
         try (Backend backend = Backends.open(Device.parse(device));
-             VisionTransformer m = new VisionTransformer(backend, config, batch, 0)) {
-            ModelFile.load(file, m);
+             VisionTransformer m = modelFlags.load(backend, file, config, batch)) {
             Evaluator.Accuracy a = Evaluator.evaluate(m, test, 0);
             System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
                     + " images");

@@ -20,6 +20,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import org.distill4j.MemoryLimitException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -35,21 +36,27 @@ import java.util.concurrent.ThreadLocalRandom;
  * (plus an optional {@code "__metadata__"} string map), then the data buffer, little-endian and row-major, with
  * offsets relative to its start.
  *
- * <p>Reading accepts exactly what the reference implementation accepts: header at most 100 MB, valid UTF-8,
- * strict JSON, and tensors whose byte ranges tile the data buffer with no overlap, gap or trailing byte. Every
- * check runs on the header before a byte of data is read or allocated, so a hostile file yields a
- * {@link SafetensorsFormatException}, never an out-of-bounds read or an {@link OutOfMemoryError}. The data is
- * streamed through a 1 MB buffer with positional reads rather than memory-mapped: a mapping lives until the
- * garbage collector drops it, and on some systems keeps the file locked against the atomic replace that
- * {@link #write} does when a checkpoint is saved again.
+ * <p>Reading accepts what the reference implementation accepts: header at most 100 MB, valid UTF-8, strict JSON,
+ * and tensors whose byte ranges tile the data buffer with no overlap, gap or trailing byte; in addition, shapes of at
+ * most {@value #MAX_RANK} dimensions. Every check runs on the header before a byte of data is read or allocated, so
+ * a hostile file yields a {@link SafetensorsFormatException}, never an out-of-bounds read or an
+ * {@link OutOfMemoryError}. The data is streamed through a 1 MB buffer with positional reads rather than
+ * memory-mapped ({@link SafetensorsReader}): a mapping lives until the garbage collector drops it, and on some
+ * systems keeps the file locked against the atomic replace that {@link #write} does when a checkpoint is saved again.
  */
 public final class Safetensors {
     /** Largest header accepted, the reference implementation's limit. */
     public static final long MAX_HEADER_BYTES = 100_000_000L;
 
     static final String METADATA_KEY = "__metadata__";
-    private static final int CHUNK_BYTES = 1 << 20; // a multiple of every dtype size: chunks end on elements
-    private static final int MAX_ARRAY = Integer.MAX_VALUE - 8; // the largest float[] a JVM reliably allocates
+    /**
+     * Most dimensions a shape may have. The format sets none; a bound keeps a 100 MB header from holding one shape
+     * of millions of numbers, which would take gigabytes as arrays and in messages; no model comes near 64.
+     */
+    public static final int MAX_RANK = 64;
+
+    static final int MAX_ARRAY = Integer.MAX_VALUE - 8; // the largest float[] a JVM reliably allocates
+    private static final int CHUNK_BYTES = 1 << 20;
 
     private Safetensors() {}
 
@@ -64,32 +71,60 @@ public final class Safetensors {
 
     /**
      * Every tensor of {@code file} as float: F32 as stored, F16 and BF16 converted exactly, F64 rounded to nearest.
+     * For files small enough to hold on the Java heap (test data, soft-label caches); a model or checkpoint is read
+     * tensor by tensor into its own memory with a {@link SafetensorsReader}.
      *
      * @throws SafetensorsFormatException if the file is not valid safetensors
      * @throws UnsupportedDtypeException if a tensor has another dtype (checked before any data is read)
+     * @throws MemoryLimitException if the arrays would not fit the free Java heap (checked before any is allocated)
      */
     public static SafetensorsFile read(Path file) throws IOException {
-        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
-            SafetensorsHeader header = readHeader(ch, file);
-            for (TensorInfo t : header.tensors().values()) {
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            long bytes = 0;
+            for (TensorInfo t : reader.header().tensors().values()) {
                 if (!t.dtype().readsAsFloat()) throw new UnsupportedDtypeException(file, t.name(), t.dtype());
-                if (t.numel() > MAX_ARRAY) {
-                    throw new SafetensorsFormatException(file, "tensor '" + t.name() + "' has " + t.numel()
-                            + " elements, more than a Java float[] holds");
-                }
+                bytes = t.numel() > MAX_ARRAY || bytes > Long.MAX_VALUE - 4 * t.numel()
+                        ? Long.MAX_VALUE : bytes + 4 * t.numel();
             }
-            ByteBuffer chunk = ByteBuffer.allocate(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            checkHeap(file, bytes, "its tensors");
             Map<String, TensorData> tensors = new LinkedHashMap<>();
-            for (TensorInfo t : header.tensors().values()) {
-                float[] values = new float[(int) t.numel()];
-                readValues(ch, file, header.dataStart() + t.begin(), t.dtype(), values, chunk);
-                tensors.put(t.name(), new TensorData(t.shape(), values));
+            for (TensorInfo t : reader.header().tensors().values()) {
+                tensors.put(t.name(), new TensorData(t.shape(), reader.readFloats(t.name())));
             }
-            return new SafetensorsFile(tensors, header.metadata());
+            return new SafetensorsFile(tensors, reader.header().metadata());
         }
     }
 
-    private static SafetensorsHeader readHeader(FileChannel ch, Path file) throws IOException {
+    /**
+     * Refuses, before anything is allocated, {@code bytes} of float arrays that would not fit the free Java heap
+     * (or a tensor past a Java array's 2^31 elements, passed as {@link Long#MAX_VALUE}).
+     */
+    static void checkHeap(Path file, long bytes, String what) {
+        Runtime rt = Runtime.getRuntime();
+        long free = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+        if (bytes == Long.MAX_VALUE) {
+            throw new MemoryLimitException(file + ": " + what + " would not fit a Java float array (2^31 elements)",
+                    bytes, (long) MAX_ARRAY * Float.BYTES);
+        }
+        if (bytes > free) {
+            throw new MemoryLimitException(file + ": " + what + " as float arrays need "
+                    + MemoryLimitException.formatBytes(bytes) + " of Java heap, more than the "
+                    + MemoryLimitException.formatBytes(free) + " free (the heap's maximum is "
+                    + MemoryLimitException.formatBytes(rt.maxMemory()) + ", -Xmx)", bytes, free);
+        }
+    }
+
+    /** A name or string read from a file, in quotes and cut to 200 characters: for messages about it. */
+    public static String quote(String s) {
+        return "'" + shorten(s) + "'";
+    }
+
+    /** A string from a file cut to 200 characters: a message about it stays one readable line. */
+    static String shorten(String s) {
+        return s.length() <= 200 ? s : s.substring(0, 200) + "... (" + s.length() + " characters)";
+    }
+
+    static SafetensorsHeader readHeader(FileChannel ch, Path file) throws IOException {
         long size = ch.size();
         if (size < 8) {
             throw new SafetensorsFormatException(file, "the file has " + size
@@ -144,7 +179,7 @@ public final class Safetensors {
                     metadata = parseMetadata(r, file);
                 } else {
                     if (tensors.containsKey(name)) {
-                        throw new SafetensorsFormatException(file, "tensor '" + name + "' appears twice");
+                        throw new SafetensorsFormatException(file, "tensor " + quote(name) + " appears twice");
                     }
                     tensors.put(name, parseEntry(r, file, name));
                 }
@@ -167,7 +202,8 @@ public final class Safetensors {
         String m = String.valueOf(e.getMessage());
         int newline = m.indexOf('\n');
         if (newline >= 0) m = m.substring(0, newline);
-        return m.replace("Use JsonReader.setStrictness(Strictness.LENIENT) to accept malformed JSON", "malformed");
+        m = m.replace("Use JsonReader.setStrictness(Strictness.LENIENT) to accept malformed JSON", "malformed");
+        return m.length() <= 300 ? m : m.substring(0, 300) + "..."; // its JSON path holds names of any length
     }
 
     private static Map<String, String> parseMetadata(JsonReader r, Path file) throws IOException {
@@ -183,10 +219,10 @@ public final class Safetensors {
         while (r.hasNext()) {
             String key = r.nextName();
             if (r.peek() != JsonToken.STRING) {
-                throw new SafetensorsFormatException(file, "metadata '" + key + "' is not a string");
+                throw new SafetensorsFormatException(file, "metadata " + quote(key) + " is not a string");
             }
             if (m.put(key, r.nextString()) != null) {
-                throw new SafetensorsFormatException(file, "metadata '" + key + "' appears twice");
+                throw new SafetensorsFormatException(file, "metadata " + quote(key) + " appears twice");
             }
         }
         r.endObject();
@@ -194,7 +230,7 @@ public final class Safetensors {
     }
 
     private static TensorInfo parseEntry(JsonReader r, Path file, String name) throws IOException {
-        String where = "tensor '" + name + "'";
+        String where = "tensor " + quote(name);
         if (r.peek() != JsonToken.BEGIN_OBJECT) {
             throw new SafetensorsFormatException(file, where + " is not an object {dtype, shape, data_offsets}");
         }
@@ -222,7 +258,7 @@ public final class Safetensors {
                     }
                     offsets = parseNaturals(r, file, where, "data_offsets");
                 }
-                default -> throw new SafetensorsFormatException(file, where + " has an unknown field '" + key + "'");
+                default -> throw new SafetensorsFormatException(file, where + " has an unknown field " + quote(key));
             }
         }
         r.endObject();
@@ -231,7 +267,7 @@ public final class Safetensors {
         if (offsets == null) throw new SafetensorsFormatException(file, where + " has no 'data_offsets'");
         SafetensorsDtype dtype = SafetensorsDtype.parse(dtypeName);
         if (dtype == null) {
-            throw new SafetensorsFormatException(file, where + " has unknown dtype '" + dtypeName + "' (known: "
+            throw new SafetensorsFormatException(file, where + " has unknown dtype " + quote(dtypeName) + " (known: "
                     + Arrays.toString(SafetensorsDtype.values()) + ")");
         }
         if (offsets.length != 2) {
@@ -268,6 +304,10 @@ public final class Safetensors {
         int n = 0;
         r.beginArray();
         while (r.hasNext()) {
+            if (n == MAX_RANK) {
+                throw new SafetensorsFormatException(file, where + ": '" + field + "' has more than " + MAX_RANK
+                        + " numbers");
+            }
             if (r.peek() != JsonToken.NUMBER) {
                 throw new SafetensorsFormatException(file, where + ": '" + field + "' holds a " + r.peek()
                         + ", not an integer");
@@ -277,7 +317,7 @@ public final class Safetensors {
             try {
                 v = Long.parseLong(literal);
             } catch (NumberFormatException e) {
-                throw new SafetensorsFormatException(file, where + ": '" + field + "' holds " + literal
+                throw new SafetensorsFormatException(file, where + ": '" + field + "' holds " + shorten(literal)
                         + ", not an integer below 2^63");
             }
             if (v < 0) {
@@ -295,7 +335,7 @@ public final class Safetensors {
         List<TensorInfo> byOffset = new ArrayList<>(header.tensors().values());
         for (TensorInfo t : byOffset) {
             if (t.end() > dataLength) {
-                throw new SafetensorsFormatException(file, "tensor '" + t.name() + "': data_offsets [" + t.begin()
+                throw new SafetensorsFormatException(file, "tensor " + quote(t.name()) + ": data_offsets [" + t.begin()
                         + ", " + t.end() + "] run past the end of the data buffer (" + dataLength + " bytes)");
             }
         }
@@ -304,13 +344,13 @@ public final class Safetensors {
         TensorInfo previous = null;
         for (TensorInfo t : byOffset) {
             if (t.begin() < covered) {
-                throw new SafetensorsFormatException(file, "tensor '" + t.name() + "' [" + t.begin() + ", " + t.end()
-                        + ") overlaps tensor '" + previous.name() + "' [" + previous.begin() + ", " + previous.end()
-                        + ")");
+                throw new SafetensorsFormatException(file, "tensor " + quote(t.name()) + " [" + t.begin() + ", "
+                        + t.end() + ") overlaps tensor " + quote(previous.name()) + " [" + previous.begin() + ", "
+                        + previous.end() + ")");
             }
             if (t.begin() > covered) {
                 throw new SafetensorsFormatException(file, "bytes [" + covered + ", " + t.begin()
-                        + ") of the data buffer, before tensor '" + t.name() + "', belong to no tensor");
+                        + ") of the data buffer, before tensor " + quote(t.name()) + ", belong to no tensor");
             }
             covered = t.end();
             previous = t;
@@ -321,33 +361,7 @@ public final class Safetensors {
         }
     }
 
-    private static void readValues(FileChannel ch, Path file, long position, SafetensorsDtype dtype, float[] out,
-                                   ByteBuffer chunk) throws IOException {
-        int size = dtype.bytes();
-        int done = 0;
-        while (done < out.length) {
-            int count = Math.min(out.length - done, chunk.capacity() / size);
-            chunk.clear().limit(count * size);
-            readFully(ch, file, chunk, position + (long) done * size);
-            chunk.flip();
-            switch (dtype) {
-                case F32 -> chunk.asFloatBuffer().get(out, done, count);
-                case F64 -> {
-                    for (int i = 0; i < count; i++) out[done + i] = (float) chunk.getDouble();
-                }
-                case F16 -> {
-                    for (int i = 0; i < count; i++) out[done + i] = f16ToFloat(chunk.getShort());
-                }
-                case BF16 -> {
-                    for (int i = 0; i < count; i++) out[done + i] = bf16ToFloat(chunk.getShort());
-                }
-                default -> throw new AssertionError(dtype); // read() rejected it before any data was read
-            }
-            done += count;
-        }
-    }
-
-    private static void readFully(FileChannel ch, Path file, ByteBuffer buf, long position) throws IOException {
+    static void readFully(FileChannel ch, Path file, ByteBuffer buf, long position) throws IOException {
         long p = position;
         while (buf.hasRemaining()) {
             int n = ch.read(buf, p);

@@ -9,6 +9,7 @@ import java.util.List;
  */
 public final class StateDictMismatchException extends IllegalArgumentException {
     private static final long serialVersionUID = 1L;
+    private static final int LISTED = 20;
 
     /** A tensor present on both sides with different shapes. */
     public record ShapeMismatch(String name, long[] expected, long[] actual) {
@@ -71,12 +72,22 @@ public final class StateDictMismatchException extends IllegalArgumentException {
     }
 
     private static String message(List<String> missing, List<String> unexpected, List<ShapeMismatch> misShaped) {
-        StringBuilder sb = new StringBuilder("state dict does not match the model:");
-        if (!missing.isEmpty()) sb.append("\n  ").append(missing.size()).append(" missing: ").append(missing);
-        if (!unexpected.isEmpty()) {
-            sb.append("\n  ").append(unexpected.size()).append(" unexpected: ").append(unexpected);
+        // One line: a command-line error is one line on stderr.
+        List<String> parts = new java.util.ArrayList<>();
+        if (!missing.isEmpty()) parts.add(missing.size() + " missing: " + first(missing));
+        if (!unexpected.isEmpty()) parts.add(unexpected.size() + " unexpected: " + first(unexpected));
+        if (!misShaped.isEmpty()) parts.add(misShaped.size() + " mis-shaped: " + first(misShaped));
+        return "state dict does not match the model: " + String.join("; ", parts);
+    }
+
+    /** The first {@value #LISTED} items (the accessors have all): a file of a million tensors gives a short message. */
+    private static String first(List<?> items) {
+        StringBuilder sb = new StringBuilder("[");
+        for (int i = 0; i < Math.min(LISTED, items.size()); i++) {
+            Object item = items.get(i);
+            sb.append(i == 0 ? "" : ", ").append(Safetensors.shorten(String.valueOf(item)));
         }
-        if (!misShaped.isEmpty()) sb.append("\n  ").append(misShaped.size()).append(" mis-shaped: ").append(misShaped);
-        return sb.toString();
+        if (items.size() > LISTED) sb.append(", ... ").append(items.size() - LISTED).append(" more");
+        return sb.append(']').toString();
     }
 }

@@ -15,7 +15,7 @@ public final class UnsupportedDtypeException extends IOException {
     private final SafetensorsDtype dtype;
 
     public UnsupportedDtypeException(Path file, String tensor, SafetensorsDtype dtype) {
-        super(file + ": tensor '" + tensor + "' has dtype " + dtype
+        super(file + ": tensor " + Safetensors.quote(tensor) + " has dtype " + dtype
                 + ", which is not read as float (supported: F32, F16, BF16, F64)");
         this.file = file;
         this.tensor = tensor;

@@ -8,8 +8,10 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import org.bytedeco.javacpp.FloatPointer;
+import org.distill4j.MemoryLimitException;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
+import org.distill4j.natives.Distill4jNative;
 import org.distill4j.ops.Attention;
 import org.distill4j.ops.PatchEmbed;
 
@@ -29,6 +31,9 @@ import org.distill4j.ops.PatchEmbed;
  * <p>Not thread-safe: one training loop drives a model, as one stream orders its kernels.
  */
 public final class VisionTransformer implements AutoCloseable {
+    /** Java heap a block's objects take, with margin (measured: 6.6 KB with its 24 tensors and 12 parameters). */
+    static final long HEAP_PER_BLOCK = 16 << 10;
+    private static final int INIT_CHUNK = 1 << 16;
     private final VitConfig config;
     private final int batch;
     private final Backend backend;
@@ -69,11 +74,14 @@ public final class VisionTransformer implements AutoCloseable {
      * biases 0, LayerNorms 1/0, the patch-embedding convolution PyTorch's default (uniform ±1/√fan_in).
      *
      * @throws IllegalArgumentException when {@code batch < 1}
+     * @throws MemoryLimitException before allocating anything, when the model does not fit the backend's free memory
+     *     or the Java heap (see {@link #checkMemory})
      */
     public VisionTransformer(Backend backend, VitConfig config, int batch, long seed) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.config = Objects.requireNonNull(config, "config");
         if (batch < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batch);
+        checkMemory(backend, config, batch, Long.MAX_VALUE);
         this.batch = batch;
         this.kernels = new Kernels(backend);
         final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
@@ -88,27 +96,34 @@ public final class VisionTransformer implements AutoCloseable {
             patchEmbed = pe;
             attention = at;
 
-            patchWeight = param("patch_embed.proj.weight", true, d, ch, p, p);
-            patchBias = param("patch_embed.proj.bias", false, d);
-            clsToken = param("cls_token", false, 1, 1, d);
-            distToken = config.distilled() ? param("dist_token", false, 1, 1, d) : null;
-            posEmbed = param("pos_embed", false, 1, t, d);
+            parameterShapes(config).forEach((name, shape) -> {
+                Parameter q = new Parameter(backend, name, decays(name), shape);
+                owned.add(q.value());
+                owned.add(q.grad());
+                parameters.add(q);
+                byName.put(name, q);
+            });
+            patchWeight = byName.get("patch_embed.proj.weight");
+            patchBias = byName.get("patch_embed.proj.bias");
+            clsToken = byName.get("cls_token");
+            distToken = byName.get("dist_token");
+            posEmbed = byName.get("pos_embed");
             blocks = new Block[config.depth()];
             for (int l = 0; l < blocks.length; l++) {
                 Block k = new Block();
                 String n = "blocks." + l + ".";
-                k.norm1Weight = param(n + "norm1.weight", false, d);
-                k.norm1Bias = param(n + "norm1.bias", false, d);
-                k.qkvWeight = param(n + "attn.qkv.weight", true, 3 * d, d);
-                k.qkvBias = param(n + "attn.qkv.bias", false, 3 * d);
-                k.projWeight = param(n + "attn.proj.weight", true, d, d);
-                k.projBias = param(n + "attn.proj.bias", false, d);
-                k.norm2Weight = param(n + "norm2.weight", false, d);
-                k.norm2Bias = param(n + "norm2.bias", false, d);
-                k.fc1Weight = param(n + "mlp.fc1.weight", true, h, d);
-                k.fc1Bias = param(n + "mlp.fc1.bias", false, h);
-                k.fc2Weight = param(n + "mlp.fc2.weight", true, d, h);
-                k.fc2Bias = param(n + "mlp.fc2.bias", false, d);
+                k.norm1Weight = byName.get(n + "norm1.weight");
+                k.norm1Bias = byName.get(n + "norm1.bias");
+                k.qkvWeight = byName.get(n + "attn.qkv.weight");
+                k.qkvBias = byName.get(n + "attn.qkv.bias");
+                k.projWeight = byName.get(n + "attn.proj.weight");
+                k.projBias = byName.get(n + "attn.proj.bias");
+                k.norm2Weight = byName.get(n + "norm2.weight");
+                k.norm2Bias = byName.get(n + "norm2.bias");
+                k.fc1Weight = byName.get(n + "mlp.fc1.weight");
+                k.fc1Bias = byName.get(n + "mlp.fc1.bias");
+                k.fc2Weight = byName.get(n + "mlp.fc2.weight");
+                k.fc2Bias = byName.get(n + "mlp.fc2.bias");
                 k.ln1 = tensor(b, t, d);
                 k.mean1 = tensor(b * t);
                 k.rstd1 = tensor(b * t);
@@ -123,12 +138,12 @@ public final class VisionTransformer implements AutoCloseable {
                 k.act = tensor(b, t, h);
                 blocks[l] = k;
             }
-            normWeight = param("norm.weight", false, d);
-            normBias = param("norm.bias", false, d);
-            headWeight = param("head.weight", true, c, d);
-            headBias = param("head.bias", false, c);
-            headDistWeight = config.distilled() ? param("head_dist.weight", true, c, d) : null;
-            headDistBias = config.distilled() ? param("head_dist.bias", false, c) : null;
+            normWeight = byName.get("norm.weight");
+            normBias = byName.get("norm.bias");
+            headWeight = byName.get("head.weight");
+            headBias = byName.get("head.bias");
+            headDistWeight = byName.get("head_dist.weight");
+            headDistBias = byName.get("head_dist.bias");
 
             images = tensor(b, ch, s, s);
             x = new Tensor[config.depth() + 1];
@@ -163,13 +178,136 @@ public final class VisionTransformer implements AutoCloseable {
         }
     }
 
-    private Parameter param(String name, boolean decay, long... shape) {
-        Parameter p = new Parameter(backend, name, decay, shape);
-        owned.add(p.value());
-        owned.add(p.grad());
-        parameters.add(p);
-        byName.put(name, p);
-        return p;
+    /**
+     * The parameters a model of {@code config} has, in timm's state-dict order, names and shapes, without allocating
+     * them: what a file must hold to load into such a model.
+     */
+    public static Map<String, long[]> parameterShapes(VitConfig config) {
+        final long t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long p = config.patch(), ch = config.channels();
+        Map<String, long[]> m = new LinkedHashMap<>();
+        m.put("patch_embed.proj.weight", new long[] {d, ch, p, p});
+        m.put("patch_embed.proj.bias", new long[] {d});
+        m.put("cls_token", new long[] {1, 1, d});
+        if (config.distilled()) m.put("dist_token", new long[] {1, 1, d});
+        m.put("pos_embed", new long[] {1, t, d});
+        for (int l = 0; l < config.depth(); l++) {
+            String n = "blocks." + l + ".";
+            m.put(n + "norm1.weight", new long[] {d});
+            m.put(n + "norm1.bias", new long[] {d});
+            m.put(n + "attn.qkv.weight", new long[] {3 * d, d});
+            m.put(n + "attn.qkv.bias", new long[] {3 * d});
+            m.put(n + "attn.proj.weight", new long[] {d, d});
+            m.put(n + "attn.proj.bias", new long[] {d});
+            m.put(n + "norm2.weight", new long[] {d});
+            m.put(n + "norm2.bias", new long[] {d});
+            m.put(n + "mlp.fc1.weight", new long[] {h, d});
+            m.put(n + "mlp.fc1.bias", new long[] {h});
+            m.put(n + "mlp.fc2.weight", new long[] {d, h});
+            m.put(n + "mlp.fc2.bias", new long[] {d});
+        }
+        m.put("norm.weight", new long[] {d});
+        m.put("norm.bias", new long[] {d});
+        m.put("head.weight", new long[] {c, d});
+        m.put("head.bias", new long[] {c});
+        if (config.distilled()) {
+            m.put("head_dist.weight", new long[] {c, d});
+            m.put("head_dist.bias", new long[] {c});
+        }
+        return m;
+    }
+
+    /** How many tensors {@link #parameterShapes} lists, without listing them. */
+    public static long parameterTensors(VitConfig config) {
+        return 2 + 1 + 1 + 12L * config.depth() + 2 + 2 + (config.distilled() ? 3 : 0);
+    }
+
+    /** timm decays weight matrices and the patch-embedding kernel, not biases, norms, tokens or pos_embed. */
+    private static boolean decays(String name) {
+        return name.endsWith(".weight") && !name.contains("norm");
+    }
+
+    /**
+     * The bytes of backend memory a model of {@code config} allocates for batches of {@code batch}: parameters,
+     * gradients, every activation and the ops' workspaces, counted in 64 bits without allocating anything (the
+     * workspaces come from the kernel library of {@code backend}). Exact below 2^50 bytes; beyond, where no
+     * machine has the memory, the count without workspaces, or {@link Long#MAX_VALUE} when it does not fit 64 bits.
+     */
+    public static long bytesNeeded(Backend backend, VitConfig config, int batch) {
+        Objects.requireNonNull(backend, "backend");
+        if (batch < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batch);
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long prefix = config.prefix(), heads = config.heads(), dist = config.distilled() ? 1 : 0;
+        final long s = config.imageSize(), ch = config.channels();
+        // Per block: ln1, qkv (3), attn, mid, ln2 [b, t, d]; mean/rstd of both norms [b·t]; lse [b, heads, t];
+        // fc1, act [b, t, h].
+        long block = add(add(mul(7, b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(2, b, t, h)));
+        long floats = mul(2, config.parameterCount());                       // values and gradients
+        floats = add(floats, mul(config.depth(), block));
+        floats = add(floats, mul(b, ch, s, s));                               // input
+        floats = add(floats, mul(config.depth() + 1L, b, t, d));              // residual stream
+        floats = add(floats, add(mul(4, prefix, b, d), mul(2, prefix, b)));  // rows, normed, grads; mean, rstd
+        floats = add(floats, mul(2 + 2 * dist, b, c));                        // logits and their gradients
+        floats = add(floats, add(mul(6, b, t, d), mul(b, t, h)));            // stream, ln, attn, qkv (3), hidden grads
+        long bytes = mul(floats, Float.BYTES);
+        if (bytes >= 1L << 50) return bytes; // native size arithmetic is not meant for such shapes
+        Kernels k = new Kernels(backend);
+        long ln = Math.max(k.layerNormWorkspace(b * t, d), k.layerNormWorkspace(prefix * b, d));
+        long pe = Distill4jNative.d4j_patch_embed_workspace(backend.kernels(), b, ch, s, s, config.patch(), d);
+        long at = Distill4jNative.d4j_attention_workspace(backend.kernels(), b, t, heads, config.headDim());
+        if (pe < 0) backend.check(1, "patch_embed workspace");
+        if (at < 0) backend.check(1, "attention workspace");
+        for (long ws : new long[] {ln, pe, at}) {
+            bytes = add(bytes, Math.max(1, (ws + Float.BYTES - 1) / Float.BYTES) * Float.BYTES); // as the ops round
+        }
+        return bytes;
+    }
+
+    /**
+     * Throws unless a model of {@code config} for batches of {@code batch} fits: its {@linkplain #bytesNeeded bytes}
+     * within {@code maxBytes} and within the backend's {@linkplain Backend#availableBytes() free memory}, and its
+     * Java objects (about {@value #HEAP_PER_BLOCK} bytes a block) within the free Java heap. The constructor runs
+     * it with no limit of its own; a caller building a model from a file's config runs it first with the user's.
+     *
+     * @param maxBytes the caller's limit ({@link Long#MAX_VALUE}: none, only the free memory)
+     * @throws MemoryLimitException naming the bytes needed and the limit
+     */
+    public static void checkMemory(Backend backend, VitConfig config, int batch, long maxBytes) {
+        if (maxBytes < 1) throw new IllegalArgumentException("a memory limit must be >= 1 byte, got " + maxBytes);
+        long bytes = bytesNeeded(backend, config, batch);
+        String memory = backend.isHostMemory() ? "host" : backend.device().toString();
+        String what = "a model " + config + " for batches of " + batch + " needs "
+                + MemoryLimitException.formatBytes(bytes) + " of " + memory
+                + " memory (parameters, gradients, activations)";
+        if (bytes > maxBytes) {
+            throw new MemoryLimitException(what + ", more than the limit of "
+                    + MemoryLimitException.formatBytes(maxBytes), bytes, maxBytes);
+        }
+        long available = backend.availableBytes();
+        if (bytes > available) {
+            throw new MemoryLimitException(what + ", more than the " + MemoryLimitException.formatBytes(available)
+                    + " available", bytes, available);
+        }
+        Runtime rt = Runtime.getRuntime();
+        long heap = add(mul(config.depth(), HEAP_PER_BLOCK), 1L << 20);
+        long freeHeap = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+        if (heap > freeHeap) {
+            throw new MemoryLimitException("a model " + config + " needs about "
+                    + MemoryLimitException.formatBytes(heap) + " of Java heap for the objects of its " + config.depth()
+                    + " blocks, more than the " + MemoryLimitException.formatBytes(freeHeap) + " free (raise -Xmx)",
+                    heap, freeHeap);
+        }
+    }
+
+    /** Saturating products and sums: a size past 2^63 stays {@link Long#MAX_VALUE}, never wraps. */
+    private static long mul(long... factors) {
+        long r = 1;
+        for (long f : factors) r = f != 0 && r > Long.MAX_VALUE / f ? Long.MAX_VALUE : r * f;
+        return r;
+    }
+
+    private static long add(long a, long b) {
+        return a > Long.MAX_VALUE - b ? Long.MAX_VALUE : a + b;
     }
 
     private Tensor tensor(long... shape) {
@@ -178,21 +316,29 @@ public final class VisionTransformer implements AutoCloseable {
         return t;
     }
 
-    /** timm's init (see the constructor), drawn in parameter order from one seeded stream. */
+    /**
+     * timm's init (see the constructor), drawn in parameter order from one seeded stream, a chunk at a time: the
+     * Java heap it takes does not grow with the model.
+     */
     private void initialise(long seed) {
         SplittableRandom rng = new SplittableRandom(seed);
+        float[] v = new float[INIT_CHUNK];
+        double bound = 1.0 / Math.sqrt((double) config.channels() * config.patch() * config.patch());
         for (Parameter p : parameters) {
-            float[] v = new float[Math.toIntExact(p.numel())];
             String n = p.name();
-            if (p == patchWeight || p == patchBias) {
-                double bound = 1.0 / Math.sqrt((double) config.channels() * config.patch() * config.patch());
-                for (int i = 0; i < v.length; i++) v[i] = (float) ((rng.nextDouble() * 2 - 1) * bound);
-            } else if (n.endsWith("norm1.weight") || n.endsWith("norm2.weight") || n.equals("norm.weight")) {
-                java.util.Arrays.fill(v, 1f);
-            } else if (p.weightDecay() || p == clsToken || p == distToken || p == posEmbed) {
-                for (int i = 0; i < v.length; i++) v[i] = (float) truncatedNormal(rng, 0.02, 2.0);
-            } // biases stay 0
-            p.value().copyFrom(v);
+            for (long done = 0; done < p.numel(); done += INIT_CHUNK) {
+                int count = (int) Math.min(INIT_CHUNK, p.numel() - done);
+                if (p == patchWeight || p == patchBias) {
+                    for (int i = 0; i < count; i++) v[i] = (float) ((rng.nextDouble() * 2 - 1) * bound);
+                } else if (n.endsWith("norm1.weight") || n.endsWith("norm2.weight") || n.equals("norm.weight")) {
+                    java.util.Arrays.fill(v, 0, count, 1f);
+                } else if (p.weightDecay() || p == clsToken || p == distToken || p == posEmbed) {
+                    for (int i = 0; i < count; i++) v[i] = (float) truncatedNormal(rng, 0.02, 2.0);
+                } else {
+                    java.util.Arrays.fill(v, 0, count, 0f); // biases
+                }
+                p.value().copyFrom(done, v, 0, count);
+            }
         }
     }
 

@@ -14,6 +14,8 @@ import java.util.Objects;
  * sizes the attention kernels support).
  */
 public final class VitConfig {
+    /** The most elements of one parameter tensor: the largest Java array. */
+    static final long MAX_TENSOR = Integer.MAX_VALUE - 8;
     private static final Map<String, VitConfig> PRESETS = new LinkedHashMap<>();
 
     static {
@@ -55,7 +57,16 @@ public final class VitConfig {
                     + headDim + "; the attention kernels support 32 and 64");
         }
         if ((long) imageSize * imageSize * channels > Integer.MAX_VALUE / 4 || (long) dim * mlpRatio > 1 << 16) {
-            throw new IllegalArgumentException("ViT config " + name + ": too large");
+            throw new IllegalArgumentException("ViT config " + name + ": too large (image size² × channels must be "
+                    + "below 2^29 and dim × mlp ratio at most 65536)");
+        }
+        long side = imageSize / patch, tokens = side * side + (distilled ? 2 : 1), d = dim;
+        long largest = Math.max(Math.max(d * channels * patch * patch, tokens * d),
+                Math.max(Math.max(3 * d * d, d * dim * mlpRatio), (long) classes * d));
+        if (largest > MAX_TENSOR) {
+            // Parameters pass through Java arrays when a model is saved: each must fit one.
+            throw new IllegalArgumentException("ViT config " + name + ": a parameter tensor would hold " + largest
+                    + " elements, more than the " + MAX_TENSOR + " a Java array holds");
         }
         this.imageSize = imageSize;
         this.patch = patch;
@@ -72,7 +83,8 @@ public final class VitConfig {
      * A custom configuration.
      *
      * @throws IllegalArgumentException naming the problem: a size below 1, an image size the patch does not divide,
-     *     heads that do not divide dim, a head dim other than 32 or 64
+     *     heads that do not divide dim, a head dim other than 32 or 64, an image of 2^29 values or more, an MLP
+     *     wider than 65536, a parameter tensor of 2^31 − 8 elements or more (a Java array's limit)
      */
     public static VitConfig of(int imageSize, int patch, int channels, int classes, int dim, int depth, int heads,
                                int mlpRatio, boolean distilled) {
@@ -185,12 +197,16 @@ public final class VitConfig {
         return prefix() + patches();
     }
 
-    /** Number of trainable scalars. */
+    /**
+     * Number of trainable scalars. Every tensor is below 2^31 elements, so only {@code depth} copies of a block can
+     * reach 2^63: the count saturates at {@link Long#MAX_VALUE} there.
+     */
     public long parameterCount() {
         long d = dim, h = hidden(), k = (long) channels * patch * patch;
         long block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (h * d + h) + (d * h + d);
         long heads = (d * classes + classes) * (distilled ? 2 : 1);
-        return d * k + d + prefix() * d + (long) tokens() * d + depth * block + 2 * d + heads;
+        long rest = d * k + d + prefix() * d + (long) tokens() * d + 2 * d + heads;
+        return block > (Long.MAX_VALUE - rest) / depth ? Long.MAX_VALUE : depth * block + rest;
     }
 
     @Override

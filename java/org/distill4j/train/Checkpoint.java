@@ -4,13 +4,16 @@ import com.google.gson.Gson;
 import com.google.gson.reflect.TypeToken;
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import org.distill4j.Tensor;
+import org.distill4j.io.NonFiniteValuesException;
 import org.distill4j.io.Safetensors;
 import org.distill4j.io.SafetensorsFormatException;
-import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.SafetensorsReader;
 import org.distill4j.io.TensorData;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
@@ -63,47 +66,72 @@ public final class Checkpoint {
         Safetensors.write(file, tensors, meta);
     }
 
+    /** {@link #load(Path, Trainer, ModelFile.NonFinite)} refusing NaN and infinite values. */
+    public static State load(Path file, Trainer trainer) throws IOException {
+        return load(file, trainer, ModelFile.NonFinite.REFUSE);
+    }
+
     /**
      * Loads parameters, moments and the step into {@code trainer} (whose model must have the checkpoint's config).
+     * The header is checked against the model before any value is read; then each tensor is copied straight into
+     * the model's or the optimizer's memory. When it throws after that (NaN or infinite values, a file truncated
+     * meanwhile) the trainer's state has been partly overwritten.
      *
+     * @param nonFinite whether NaN or infinite parameters or moments are refused (the default) or loaded
      * @throws SafetensorsFormatException when the file is not a checkpoint of this config, naming the difference
+     * @throws NonFiniteValuesException when values are NaN or infinite and {@code nonFinite} refuses them
      */
-    public static State load(Path file, Trainer trainer) throws IOException {
-        SafetensorsFile c = Safetensors.read(file);
-        VisionTransformer model = trainer.student();
-        Map<String, String> meta = c.metadata();
-        if (!"checkpoint".equals(meta.get("distill4j.kind"))) {
-            throw new SafetensorsFormatException(file, "not a distill4j checkpoint (no optimizer state): a model file "
-                    + "can start a run (--init) but not resume one");
-        }
-        ModelFile.checkConfig(file, meta, model.config());
-        Map<String, long[]> expected = new LinkedHashMap<>(), actual = new LinkedHashMap<>();
-        for (Parameter p : model.parameters()) {
-            expected.put(p.name(), p.shape());
-            expected.put("optimizer.m." + p.name(), p.shape());
-            expected.put("optimizer.v." + p.name(), p.shape());
-        }
-        c.tensors().forEach((k, v) -> actual.put(k, v.shape()));
-        ModelFile.checkNames(file, expected, actual);
-        List<Parameter> params = model.parameters();
-        for (int i = 0; i < params.size(); i++) {
-            Parameter p = params.get(i);
-            p.value().copyFrom(c.tensors().get(p.name()).values());
-            copy(c.tensors().get("optimizer.m." + p.name()), trainer.firstMoments().get(i));
-            copy(c.tensors().get("optimizer.v." + p.name()), trainer.secondMoments().get(i));
-        }
-        try {
-            trainer.restore(Long.parseLong(meta.get("distill4j.step")));
-            int epoch = Integer.parseInt(meta.get("distill4j.epoch"));
-            List<TrainingRun.Epoch> history = GSON.fromJson(meta.get("distill4j.history"),
-                    new TypeToken<List<TrainingRun.Epoch>>() {}.getType());
+    public static State load(Path file, Trainer trainer, ModelFile.NonFinite nonFinite) throws IOException {
+        Objects.requireNonNull(nonFinite, "nonFinite");
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            VisionTransformer model = trainer.student();
+            Map<String, String> meta = reader.header().metadata();
+            if (!"checkpoint".equals(meta.get("distill4j.kind"))) {
+                throw new SafetensorsFormatException(file, "not a distill4j checkpoint (no optimizer state): a model "
+                        + "file can start a run (--init) but not resume one");
+            }
+            ModelFile.checkConfig(file, meta, model.config());
+            Map<String, long[]> expected = new LinkedHashMap<>();
+            for (Parameter p : model.parameters()) {
+                expected.put(p.name(), p.shape());
+                expected.put("optimizer.m." + p.name(), p.shape());
+                expected.put("optimizer.v." + p.name(), p.shape());
+            }
+            ModelFile.checkTensors(file, reader.header(), expected);
+            long step;
+            int epoch;
+            List<TrainingRun.Epoch> history;
+            try { // the metadata first: a damaged checkpoint is refused before the trainer is touched
+                step = Long.parseLong(meta.get("distill4j.step"));
+                epoch = Integer.parseInt(meta.get("distill4j.epoch"));
+                history = GSON.fromJson(meta.get("distill4j.history"),
+                        new TypeToken<List<TrainingRun.Epoch>>() {}.getType());
+                if (step < 0 || epoch < 0) {
+                    throw new IllegalArgumentException("negative step " + step + " or epoch " + epoch);
+                }
+            } catch (RuntimeException e) {
+                throw new SafetensorsFormatException(file, "damaged checkpoint metadata (step, epoch, history): "
+                        + Safetensors.quote(String.valueOf(e.getMessage())));
+            }
+            List<NonFiniteValuesException.Count> bad = new ArrayList<>();
+            List<Parameter> params = model.parameters();
+            for (int i = 0; i < params.size(); i++) {
+                Parameter p = params.get(i);
+                copy(reader, p.name(), p.value(), bad);
+                copy(reader, "optimizer.m." + p.name(), trainer.firstMoments().get(i), bad);
+                copy(reader, "optimizer.v." + p.name(), trainer.secondMoments().get(i), bad);
+            }
+            if (!bad.isEmpty() && nonFinite == ModelFile.NonFinite.REFUSE) {
+                throw new NonFiniteValuesException(file, bad);
+            }
+            trainer.restore(step);
             return new State(epoch, history == null ? List.of() : history, meta.get("distill4j.settings"));
-        } catch (RuntimeException e) {
-            throw new SafetensorsFormatException(file, "damaged checkpoint metadata (step, epoch, history): " + e.getMessage());
         }
     }
 
-    private static void copy(TensorData e, Tensor t) {
-        t.copyFrom(e.values());
+    private static void copy(SafetensorsReader reader, String name, Tensor t, List<NonFiniteValuesException.Count> bad)
+            throws IOException {
+        long n = reader.copyTo(name, t);
+        if (n > 0) bad.add(new NonFiniteValuesException.Count(name, n, t.numel()));
     }
 }

@@ -8,8 +8,9 @@ import java.util.Map;
 import org.distill4j.data.Dataset;
 import org.distill4j.io.Safetensors;
 import org.distill4j.io.SafetensorsFormatException;
-import org.distill4j.io.SafetensorsFile;
+import org.distill4j.io.SafetensorsReader;
 import org.distill4j.io.TensorData;
+import org.distill4j.io.TensorInfo;
 import org.distill4j.nn.VisionTransformer;
 
 /**
@@ -80,42 +81,48 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
 
     /**
      * Loads a cache written by {@link #save} for this teacher and dataset, or returns null when the file is absent
-     * or was made for another pair (the caller recomputes it).
+     * or was made for another pair (the caller recomputes it). The shapes are checked on the header before anything
+     * is read, so only the tensors expected, of the size expected, reach the Java heap.
      */
     public static SoftLabels load(Path file, String teacherKey, String datasetKey, int n, int classes)
             throws IOException {
         if (!java.nio.file.Files.exists(file)) return null;
-        SafetensorsFile c = Safetensors.read(file);
-        if (!teacherKey.equals(c.metadata().get("teacher")) || !datasetKey.equals(c.metadata().get("dataset"))) {
-            return null;
-        }
-        TensorData full = c.tensors().get("logits");
-        if (full != null) {
-            if (full.shape().length != 2 || full.shape()[0] != n || full.shape()[1] != classes) {
-                throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape()) + ", expected [" + n + ", "
-                        + classes + "]");
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            Map<String, String> meta = reader.header().metadata();
+            if (!teacherKey.equals(meta.get("teacher")) || !datasetKey.equals(meta.get("dataset"))) return null;
+            Map<String, TensorInfo> tensors = reader.header().tensors();
+            TensorInfo full = tensors.get("logits");
+            if (full != null) {
+                if (!Arrays.equals(full.shape(), new long[] {n, classes})) {
+                    throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape())
+                            + ", expected [" + n + ", " + classes + "]");
+                }
+                return new SoftLabels(reader.readFloats("logits"), classes, "soft labels from " + file);
             }
-            return new SoftLabels(full.values(), classes, "soft labels from " + file);
-        }
-        TensorData lp = c.tensors().get("topk_logprobs"), cls = c.tensors().get("topk_classes");
-        if (lp == null || cls == null || lp.shape().length != 2 || lp.shape()[0] != n
-                || !Arrays.equals(lp.shape(), cls.shape()) || lp.shape()[1] >= classes) {
-            throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes + "] nor top-k entries");
-        }
-        int k = (int) lp.shape()[1];
-        float[] out = new float[n * classes];
-        for (int i = 0; i < n; i++) {
-            double mass = 0;
-            for (int j = 0; j < k; j++) mass += Math.exp(lp.values()[i * k + j]);
-            float rest = (float) Math.log(Math.max(1e-12, (1 - mass) / (classes - k)));
-            Arrays.fill(out, i * classes, (i + 1) * classes, rest);
-            for (int j = 0; j < k; j++) {
-                int cl = (int) cls.values()[i * k + j];
-                if (cl < 0 || cl >= classes) throw new SafetensorsFormatException(file, "class index " + cl + " out of range");
-                out[i * classes + cl] = lp.values()[i * k + j];
+            TensorInfo lpInfo = tensors.get("topk_logprobs"), clsInfo = tensors.get("topk_classes");
+            if (lpInfo == null || clsInfo == null || lpInfo.shape().length != 2 || lpInfo.shape()[0] != n
+                    || !Arrays.equals(lpInfo.shape(), clsInfo.shape()) || lpInfo.shape()[1] >= classes) {
+                throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes
+                        + "] nor top-k entries");
             }
+            int k = (int) lpInfo.shape()[1];
+            float[] lp = reader.readFloats("topk_logprobs"), cls = reader.readFloats("topk_classes");
+            float[] out = new float[n * classes];
+            for (int i = 0; i < n; i++) {
+                double mass = 0;
+                for (int j = 0; j < k; j++) mass += Math.exp(lp[i * k + j]);
+                float rest = (float) Math.log(Math.max(1e-12, (1 - mass) / (classes - k)));
+                Arrays.fill(out, i * classes, (i + 1) * classes, rest);
+                for (int j = 0; j < k; j++) {
+                    float cl = cls[i * k + j];
+                    if (!(cl >= 0 && cl < classes) || cl != (int) cl) {
+                        throw new SafetensorsFormatException(file, "class index " + cl + " out of range");
+                    }
+                    out[i * classes + (int) cl] = lp[i * k + j];
+                }
+            }
+            return new SoftLabels(out, classes, "top-" + k + " soft labels from " + file);
         }
-        return new SoftLabels(out, classes, "top-" + k + " soft labels from " + file);
     }
 
     @Override
