@@ -35,6 +35,19 @@ public final class MemoryLimitException extends RuntimeException {
         return limit;
     }
 
+    /**
+     * The Java heap free now for an allocation of {@code wanted} bytes: the maximum heap less what is in use, and
+     * when that is less than wanted, measured again after a collection (garbage counts as in use until then), as the
+     * JDK does before it refuses a direct buffer.
+     */
+    public static long freeHeap(long wanted) {
+        Runtime rt = Runtime.getRuntime();
+        long free = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+        if (free >= wanted || wanted > rt.maxMemory()) return free;
+        System.gc();
+        return rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+    }
+
     /** "1.50 GiB (1610612736 bytes)"; "more than 2^63 bytes" for {@link Long#MAX_VALUE} (a saturated count). */
     public static String formatBytes(long bytes) {
         if (bytes == Long.MAX_VALUE) return "more than 2^63 bytes";

@@ -68,6 +68,21 @@ class TensorTest {
     }
 
     @Test
+    void aPartIsCopiedIntoItsRangeAndARangeOutsideIsRefused() {
+        try (Backend cpu = Backends.open(Device.cpu()); Tensor t = Tensor.empty(cpu, 2, 5).zero()) {
+            t.copyFrom(3, new float[] {9, 1, 2, 8}, 1, 2);
+            t.copyFrom(8, new float[] {7, 6}, 0, 2);
+            t.copyFrom(10, new float[0], 0, 0);
+            assertArrayEquals(new float[] {0, 0, 0, 1, 2, 0, 0, 0, 7, 6}, t.toArray());
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> t.copyFrom(9, new float[2], 0, 2));
+            assertTrue(e.getMessage().contains("[9, 9 + 2)") && e.getMessage().contains("[2, 5]"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> t.copyFrom(-1, new float[2], 0, 1));
+            assertThrows(IndexOutOfBoundsException.class, () -> t.copyFrom(0, new float[2], 1, 2));
+        }
+    }
+
+    @Test
     void scopeClosesWhatItTracksAndKeepsWhatItReleases() {
         try (Backend cpu = Backends.open(Device.cpu())) {
             long before = cpu.liveAllocations();

@@ -88,8 +88,12 @@ public final class SafetensorsReader implements AutoCloseable {
      */
     public float[] readFloats(String name) throws IOException {
         TensorInfo t = floatTensor(name);
-        Safetensors.checkHeap(file, Safetensors.MAX_ARRAY < t.numel() ? Long.MAX_VALUE : t.numel() * Float.BYTES,
-                "tensor " + Safetensors.quote(name));
+        if (t.numel() > Safetensors.MAX_ARRAY) {
+            throw new MemoryLimitException(file + ": tensor " + Safetensors.quote(name) + " has " + t.numel()
+                    + " elements, more than a Java array holds", Math.min(t.numel(), Long.MAX_VALUE / 4) * 4,
+                    (long) Safetensors.MAX_ARRAY * Float.BYTES);
+        }
+        Safetensors.checkHeap(file, t.numel() * Float.BYTES, "tensor " + Safetensors.quote(name) + " as a float array");
         float[] out = new float[(int) t.numel()];
         read(t, (offset, count) -> System.arraycopy(values, 0, out, (int) offset, count));
         return out;

@@ -288,9 +288,8 @@ public final class VisionTransformer implements AutoCloseable {
             throw new MemoryLimitException(what + ", more than the " + MemoryLimitException.formatBytes(available)
                     + " available", bytes, available);
         }
-        Runtime rt = Runtime.getRuntime();
         long heap = add(mul(config.depth(), HEAP_PER_BLOCK), 1L << 20);
-        long freeHeap = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
+        long freeHeap = MemoryLimitException.freeHeap(heap);
         if (heap > freeHeap) {
             throw new MemoryLimitException("a model " + config + " needs about "
                     + MemoryLimitException.formatBytes(heap) + " of Java heap for the objects of its " + config.depth()

@@ -188,6 +188,25 @@ class ModelFileCliTest {
                 "cpu").status);
     }
 
+    @Test
+    void aHeaderTooLargeForTheHeapIsOneLine() throws Exception {
+        // 165,000 empty tensors: a valid 9.9 MB header that takes about 8 times its size once parsed. In a JVM of
+        // 48 MB of heap it is refused before it is parsed (it used to end in an OutOfMemoryError).
+        StringBuilder json = new StringBuilder("{");
+        for (int i = 0; i < 165_000; i++) {
+            json.append(i == 0 ? "" : ",").append(String.format("\"t%07d\":{\"dtype\":\"F32\",\"shape\":[0],"
+                    + "\"data_offsets\":[0,0]}", i));
+        }
+        Path file = headerOnly("wide.safetensors", json.append('}').toString());
+        Path java = Path.of(System.getProperty("java.home"), "bin", "java");
+        Process p = new ProcessBuilder(java.toString(), "-Xmx48m", "-cp", System.getProperty("java.class.path"),
+                Main.class.getName(), "eval", file.toString(), "--model", "mnist-tiny", "--device", "cpu", "--data",
+                randomIdxDir().toString()).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        String err = new String(p.getErrorStream().readAllBytes(), UTF_8);
+        assertOneLine(new Run(p.waitFor(), err), "wide.safetensors", "its header of 9900001 bytes, parsed, would need",
+                "of Java heap");
+    }
+
     private static String[] concat(String[] a, String... b) {
         String[] out = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, out, a.length, b.length);

@@ -71,7 +71,8 @@ class SafetensorsFuzzTest {
         "head.weight ", "__metadata__x", "a".repeat(300), "logits", "topk_classes", "dist_token"};
     private static final String[] FIELDS = {"0", "-1", "1", "2", "3", "4", "7", "8", "16", "31", "32", "64", "1000000",
         "2147483647", "2147483648", "", "x", "1e3", " 8", "true", "false", "TRUE", "08"};
-    private static final String[] CONFIGS = {"28,4,1,10,64,1000000,2,2,true", "8,4,1,3,32,1,1,1,false",
+    private static final String[] CONFIGS = {"28,4,1,10,64,1000000,2,2,true", "28,4,1,10,64,2147483647,2,2,true",
+        "8,4,1,3,32,1,1,1,false",
         "8,4,1,3,32,2,1,1,true", "8,4,1,1000000000,32,1,1,1,true", "23170,2,1,3,64,1,1,1,true",
         "8,4,1,3,32,1,1,1,true,true", "8,4,1,3,32,1,1,1", ",,,,,,,,", "8,4,1,3,32,1,1,1,true"};
     private static final String[] META_KEYS = {"distill4j.kind", "distill4j.step", "distill4j.epoch",

@@ -52,6 +52,10 @@ class ModelFileTest {
         SafetensorsFormatException e = assertThrows(SafetensorsFormatException.class, () -> ModelFile.config(million));
         assertTrue(e.getMessage().contains("depth 1000000") && e.getMessage().contains("12000011 parameter tensors, "
                 + "but holds 0"), e.getMessage());
+        // 2^31 - 1 blocks: listing their names would take hundreds of gigabytes; the counts are compared first.
+        Path deepest = headerOnly("deepest.safetensors", Map.of("distill4j.config", "28,4,1,10,64,2147483647,2,2,true"));
+        e = assertThrows(SafetensorsFormatException.class, () -> ModelFile.config(deepest));
+        assertTrue(e.getMessage().contains("25769803775 parameter tensors, but holds 0"), e.getMessage());
         // Each field is parsed strictly and checked by VitConfig.
         Map<String, String> bad = new LinkedHashMap<>();
         bad.put("28,4,1,10,64,2,2,2", "has 8 fields, not the 9");
@@ -111,7 +115,8 @@ class ModelFileTest {
                 Map.of("w", new long[] {3_000_000_000L}));
         try (SafetensorsReader r = SafetensorsReader.open(huge)) {
             e = assertThrows(MemoryLimitException.class, () -> r.readFloats("w"));
-            assertTrue(e.getMessage().contains("'w' would not fit a Java float array"), e.getMessage());
+            assertTrue(e.getMessage().contains("'w' has 3000000000 elements, more than a Java array holds"),
+                    e.getMessage());
         }
     }
 
