@@ -55,7 +55,7 @@ public final class CpuBackend extends NativeBackend {
         if (bytes >= CHECKED_ALLOCATION) {
             long available = availableBytes();
             if (bytes > available) {
-                throw new MemoryLimitException("a tensor of " + MemoryLimitException.formatBytes(bytes)
+                throw new MemoryLimitException("an allocation of " + MemoryLimitException.formatBytes(bytes)
                         + " does not fit the " + MemoryLimitException.formatBytes(available)
                         + " of host memory available", bytes, available);
             }

@@ -35,7 +35,7 @@ public final class NonFiniteValuesException extends IOException {
         return file;
     }
 
-    /** The tensors holding NaN or infinite values, in the file's order. */
+    /** The tensors holding NaN or infinite values, in the order they were read. */
     public List<Count> counts() {
         return counts;
     }

@@ -20,7 +20,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
-import org.distill4j.MemoryLimitException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
@@ -29,6 +28,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.ThreadLocalRandom;
+import org.distill4j.MemoryLimitException;
 
 /**
  * Reads and writes the safetensors format (huggingface/safetensors): an 8-byte little-endian header length
@@ -114,7 +114,7 @@ public final class Safetensors {
     }
 
     /** A string from a file cut to 200 characters: a message about it stays one readable line. */
-    static String shorten(String s) {
+    public static String shorten(String s) {
         return s.length() <= 200 ? s : s.substring(0, 200) + "... (" + s.length() + " characters)";
     }
 
@@ -136,7 +136,7 @@ public final class Safetensors {
                     + size + " bytes)");
         }
         // Parsed, a header takes up to about 8 times its size on the heap (a million tiny entries: names, shapes,
-        // maps, and their copies for the name checks); measured 768 MB enough for 99 MB, 512 MB too little.
+        // maps, and their copies for the name checks; 768 MB was enough for 99 MB, 512 MB too little): 10 times.
         checkHeap(file, HEADER_HEAP_FACTOR * n, "its header of " + n + " bytes, parsed,");
         ByteBuffer headerBytes = ByteBuffer.allocate((int) n); // n <= file size: a header cannot claim memory
         readFully(ch, file, headerBytes, 8);

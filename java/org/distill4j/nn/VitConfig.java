@@ -84,7 +84,7 @@ public final class VitConfig {
      *
      * @throws IllegalArgumentException naming the problem: a size below 1, an image size the patch does not divide,
      *     heads that do not divide dim, a head dim other than 32 or 64, an image of 2^29 values or more, an MLP
-     *     wider than 65536, a parameter tensor of 2^31 − 8 elements or more (a Java array's limit)
+     *     wider than 65536, a parameter tensor of more elements than a Java array holds (2^31 − 9)
      */
     public static VitConfig of(int imageSize, int patch, int channels, int classes, int dim, int depth, int heads,
                                int mlpRatio, boolean distilled) {

@@ -111,7 +111,7 @@ public final class Checkpoint {
                 }
             } catch (RuntimeException e) {
                 throw new SafetensorsFormatException(file, "damaged checkpoint metadata (step, epoch, history): "
-                        + Safetensors.quote(String.valueOf(e.getMessage())));
+                        + Safetensors.shorten(String.valueOf(e.getMessage())));
             }
             List<NonFiniteValuesException.Count> bad = new ArrayList<>();
             List<Parameter> params = model.parameters();
