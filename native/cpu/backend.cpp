@@ -3,9 +3,6 @@
 #include "common.h"
 
 #include <dlfcn.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <string>
 
 namespace {
@@ -30,7 +27,7 @@ d4j::cpu::sgemm_fn find_sgemm() {
 int d4j::cpu::gemm_workers() {
     if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();
 #ifdef _OPENMP
-    if (blas_get_num_threads != nullptr && blas_get_num_threads() == 1) return omp_get_max_threads();
+    if (blas_get_num_threads != nullptr && blas_get_num_threads() == 1) return team();
 #endif
     return 1;
 }

@@ -2,6 +2,9 @@
 #ifndef D4J_CPU_COMMON_H
 #define D4J_CPU_COMMON_H
 
+#include "threads.h"
+
+#include <algorithm>
 #include <cstdint>
 
 namespace d4j::cpu {
@@ -20,8 +23,48 @@ sgemm_fn sgemm();
 // cores fight: after an OpenMP region its workers spin-wait, and after an sgemm OpenBLAS's own workers spin, each
 // stealing the cores the other pool needs next (2 cores: patch_embed backward 30 ms with one pool, 60-140 ms with
 // both). So when OpenBLAS runs single-threaded (the CPU backend sets it so) the kernels spread their GEMMs over our
-// OpenMP threads (the answer is the OpenMP thread count); otherwise 1: one call at a time, threaded by OpenBLAS.
+// OpenMP threads (the answer is team(), threads.h); otherwise 1: one call at a time, threaded by OpenBLAS.
 int gemm_workers();
+
+// Threads for a parallel region that touches about `work` floats: the team (threads.h). Below kSerialWork (~10 us of work) the region
+// runs on the calling thread alone: a team costs a wake-up and a barrier, which on a busy machine means waiting for
+// a descheduled thread for a scheduler time slice (milliseconds), for microseconds of work. AdamW on a bias, the
+// losses at batch 8 and the like stay serial.
+constexpr int64_t kSerialWork = 32768;
+inline int threads_for(int64_t work) { return work < kSerialWork ? 1 : team(); }
+
+// Iterations per dynamic chunk of a loop over n independent rows: 32 chunks, whatever the thread count, so that a
+// descheduled thread holds back at most one small chunk. Each row is written by whichever thread takes it, with the
+// same arithmetic: the schedule never changes a result.
+inline int64_t row_chunk(int64_t n) { return std::max<int64_t>(1, n / 32); }
+
+// The GEMM splits. A product is cut into blocks along one output dimension, each block one single-threaded sgemm
+// call, handed to the threads dynamically: a thread that is descheduled (another process on its core) takes fewer
+// blocks instead of holding the others at the barrier. The blocks depend on the shape only, never on the thread
+// count or the load, so every output element comes from the same call with the same operands: the same bits with
+// 1, 2 or 64 threads. A power of two of them, so that 2, 4 or 8 threads share them evenly on a quiet machine; at
+// least kGemmMinRows rows each, as a call packs the whole other operand; boundaries on multiples of kGemmAlign,
+// OpenBLAS's AVX2 micro-tile.
+constexpr int64_t kGemmAlign = 16, kGemmMinRows = 64, kGemmMaxBlocks = 8;
+
+inline int64_t gemm_blocks(int64_t n) {
+    const int64_t fit = std::min(kGemmMaxBlocks, std::max<int64_t>(1, n / kGemmMinRows));
+    int64_t count = 1;
+    while (count * 2 <= fit) count *= 2;
+    return count;
+}
+
+// [begin, end) of block i of `count` over n items, in units of kGemmAlign (the last block takes the remainder).
+inline void gemm_block(int64_t n, int64_t count, int64_t i, int64_t &begin, int64_t &end) {
+    const int64_t units = (n + kGemmAlign - 1) / kGemmAlign;
+    begin = std::min(n, units * i / count * kGemmAlign);
+    end = std::min(n, units * (i + 1) / count * kGemmAlign);
+}
+
+// Threads for `blocks` GEMM blocks of `macs` multiply-adds in all: no more than blocks, one below ~10 us of work.
+inline int gemm_threads(int64_t blocks, double macs) {
+    return macs < 64.0 * kSerialWork ? 1 : static_cast<int>(std::min<int64_t>(gemm_workers(), blocks));
+}
 
 // Row-major sgemm with int64 sizes (callers check that they fit an int).
 inline void sgemm_rm(sgemm_fn gemm, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
