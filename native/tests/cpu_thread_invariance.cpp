@@ -160,7 +160,8 @@ int main(int argc, char **argv) {
                          std::string(line).find(want_threads) != std::string::npos;
         if (threads == 1) first = ran ? std::string(line, 21) : "";
         const bool same = ran && !first.empty() && std::string(line, 21) == first;
-        std::printf("  %-4s OMP_NUM_THREADS=%d: %s\n", same ? "ok" : "FAIL", threads, ran ? line : "the child failed");
+        std::printf("  %-4s OMP_NUM_THREADS=%d: %s%s\n", same ? "ok" : "FAIL", threads,
+                    read ? line : "the child failed", read && !ran ? " (not the thread count asked for)" : "");
         failures += !same;
     }
     std::printf("cpu_thread_invariance: %s\n", failures == 0 ? "the same bits with 1, 2, 3 and 4 threads" : "FAILED");
