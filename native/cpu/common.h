@@ -23,8 +23,10 @@ sgemm_fn sgemm();
 // cores fight: after an OpenMP region its workers spin-wait, and after an sgemm OpenBLAS's own workers spin, each
 // stealing the cores the other pool needs next (2 cores: patch_embed backward 30 ms with one pool, 60-140 ms with
 // both). So when OpenBLAS runs single-threaded (the CPU backend sets it so) the kernels spread their GEMMs over our
-// OpenMP threads (the answer is team(), threads.h); otherwise 1: one call at a time, threaded by OpenBLAS.
+// OpenMP threads: gemm_workers() is team() (threads.h), gemm_max_workers() threads(); otherwise both are 1, one
+// call at a time, threaded by OpenBLAS.
 int gemm_workers();
+int gemm_max_workers();
 
 // Threads for a parallel region that touches about `work` floats: the team (threads.h). Below kSerialWork (~10 us of work) the region
 // runs on the calling thread alone: a team costs a wake-up and a barrier, which on a busy machine means waiting for
@@ -40,18 +42,17 @@ inline int64_t row_chunk(int64_t n) { return std::max<int64_t>(1, n / 32); }
 
 // The GEMM splits. A product is cut into blocks along one output dimension, each block one single-threaded sgemm
 // call, handed to the threads dynamically: a thread that is descheduled (another process on its core) takes fewer
-// blocks instead of holding the others at the barrier. The blocks depend on the shape only, never on the thread
-// count or the load, so every output element comes from the same call with the same operands: the same bits with
-// 1, 2 or 64 threads. A power of two of them, so that 2, 4 or 8 threads share them evenly on a quiet machine; at
-// least kGemmMinRows rows each, as a call packs the whole other operand; boundaries on multiples of kGemmAlign,
-// OpenBLAS's AVX2 micro-tile.
-constexpr int64_t kGemmAlign = 16, kGemmMinRows = 64, kGemmMaxBlocks = 8;
+// blocks instead of holding the others at the barrier. Two blocks per thread of threads(), the process's fixed
+// count, never per thread of the team, which follows the load: every output element comes from the same call with
+// the same operands whichever thread runs it and however many run, so the load changes no bit. (Blocks fixed by the
+// shape alone would also make the bits independent of threads(), but each call packs the whole other operand: 8
+// blocks on 2 cores cost the DeiT-Ti step about 5 %, 2 per thread are within the noise of 1.) At least kGemmMinRows
+// rows each; boundaries on multiples of kGemmAlign, OpenBLAS's AVX2 micro-tile.
+constexpr int64_t kGemmAlign = 16, kGemmMinRows = 64;
 
+inline int64_t gemm_max_blocks() { return gemm_max_workers() == 1 ? 1 : 2 * int64_t{gemm_max_workers()}; }
 inline int64_t gemm_blocks(int64_t n) {
-    const int64_t fit = std::min(kGemmMaxBlocks, std::max<int64_t>(1, n / kGemmMinRows));
-    int64_t count = 1;
-    while (count * 2 <= fit) count *= 2;
-    return count;
+    return std::min(gemm_max_blocks(), std::max<int64_t>(1, n / kGemmMinRows));
 }
 
 // [begin, end) of block i of `count` over n items, in units of kGemmAlign (the last block takes the remainder).

@@ -2,9 +2,9 @@
 // over the OpenMP threads. See distill4j_impl.h.
 //
 // Threading. OpenBLAS runs single-threaded in the CPU backend (see gemm_workers in common.h), so each OpenMP
-// thread makes sgemm calls on blocks of the output (gemm_blocks: fixed by the shape, taken dynamically). Blocks are
-// split along an output dimension, never along the reduction: every output element is one single-threaded dot
-// product in a call that does not depend on the thread count, the same bits run to run and machine to machine.
+// thread makes sgemm calls on blocks of the output (gemm_blocks: two per thread of threads(), taken dynamically).
+// Blocks are split along an output dimension, never along the reduction: every output element is one
+// single-threaded dot product in a call that does not depend on the team size, the same bits run to run.
 //   forward   y [M, N]:   row blocks of M (column blocks of N when M is too short to share, e.g. the heads, M = B)
 //   backward  dx [M, K]:  the same choice over [M, K]
 //             dW [N, K]:  row blocks of N (the reduction runs over M); db in column blocks of dy, each owned by
@@ -26,7 +26,7 @@ namespace {
 using namespace d4j::cpu;
 
 // Rows when there are at least as many as columns or enough for every block, columns otherwise.
-bool split_rows(int64_t rows, int64_t cols) { return rows >= cols || rows >= kGemmMinRows * kGemmMaxBlocks; }
+bool split_rows(int64_t rows, int64_t cols) { return rows >= cols || gemm_blocks(rows) == gemm_max_blocks(); }
 
 const char *check_sizes(int64_t M, int64_t K, int64_t N) {
     if (M <= 0 || K <= 0 || N <= 0) return "linear: M, K and N must be positive";

@@ -11,8 +11,8 @@
 // time slice (milliseconds) for it: on 2 cores beside one busy process the DeiT-Ti step went from 0.5 to 1.5 s on
 // 2 threads. So every kLoadWindowMs the team is resized to the CPUs that other processes leave free (/proc/stat's
 // busy time on our CPUs, minus our own CPU time): 1 thread beside one busy process on 2 cores, all of them again
-// once it stops. The kernels split their work by shape, never by thread count (common.h), so the team size changes
-// no result.
+// once it stops. The kernels split their work by threads() and the shape, never by the team (common.h), so the
+// team size changes no result.
 #include "threads.h"
 #include "distill4j_impl.h"
 
@@ -238,7 +238,7 @@ class load_monitor {
             next_ns_.store(std::numeric_limits<int64_t>::max(), std::memory_order_relaxed);  // no /proc: all threads
             return;
         }
-        if (total > total_) {
+        if (total_ != 0 && total > total_) {  // the first sample only sets the baseline
             // Ticks per CPU in the window; ours in ticks from the process's CPU clock (every thread of it).
             const double window = static_cast<double>(total - total_) / cpus_;
             const double ours = static_cast<double>(process - process_ns_) * ticks_per_ns_;
@@ -262,12 +262,19 @@ class load_monitor {
 
 }  // namespace
 
+namespace {
+std::atomic<int> forced_team{0};
+}
+
 int d4j::cpu::team() {
     static const bool fixed = parse_omp_num_threads(std::getenv("OMP_NUM_THREADS")) > 0;
     const int max = threads();
+    if (const int forced = forced_team.load(std::memory_order_relaxed); forced > 0) return std::min(forced, max);
     if (fixed || max == 1) return max;
     static load_monitor monitor(max);
     return monitor.team();
 }
+
+D4J_IMPL_API void d4j_impl_force_team(int n) { forced_team.store(std::max(0, n), std::memory_order_relaxed); }
 
 D4J_IMPL_API int d4j_impl_threads(void) { return d4j::cpu::threads(); }

@@ -15,6 +15,8 @@ int threads();
 // OMP_NUM_THREADS is set: the user's count is kept as given.
 int team();
 constexpr int kLoadWindowMs = 100;
+// For tests, exported as d4j_impl_force_team(n): from now on team() is min(n, threads()) whatever the load; 0 gives
+// the choice back to the load monitor. cpu_thread_invariance runs every op on every team size with it.
 
 // The team for `max` threads on `cpus` CPUs of which other processes kept `others` busy on average: the CPUs
 // they leave free, rounded to the nearest, at least 1 and at most max.

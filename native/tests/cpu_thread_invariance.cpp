@@ -1,8 +1,10 @@
-// The CPU kernels give the same bits whatever their thread count: exact checkpoint resume relies on it, and the
-// dynamic schedules that let a busy machine's threads share the work unevenly must not change any sum. This
-// program runs itself with OMP_NUM_THREADS = 1, 2, 3 and 4 on the same inputs, every op forward and backward at
-// ViT shapes (the GEMM splits, attention, the LayerNorm and bias reductions, AdamW, the losses), and compares a
-// hash of every output.
+// The CPU kernels give the same bits whatever team of threads runs them: exact checkpoint resume relies on it, and
+// the team shrinks and grows with the machine's load (native/cpu/threads.h) while dynamic schedules hand the work
+// to whichever thread is free. This program runs itself with OMP_NUM_THREADS = 1, 2, 3 and 4 and, for each, every
+// team size from 1 to that count (d4j_impl_force_team), on the same inputs: every op forward and backward at ViT
+// shapes (the GEMM splits, attention, the LayerNorm and bias reductions, AdamW, the losses). The hash of every
+// output must not depend on the team. (The GEMM blocks follow OMP_NUM_THREADS, as the kernels always did, so bits
+// may differ between thread counts; the output says whether they did.)
 //
 //   cpu_thread_invariance <libdistill4j_cpu.so> <libopenblas.so.0 | "">
 #include "distill4j.h"
@@ -38,10 +40,18 @@ bool ok(d4j_backend *be, int status, const char *what) {
     return status == 0;
 }
 
-// Runs every op once on inputs drawn from `seed` and prints "hash <hex> threads <n>".
-int child(const char *cpu_library, uint64_t seed) {
+// Runs every op once on a team of `team` threads, on inputs drawn from `seed`; prints "hash <hex> threads <n>".
+int child(const char *cpu_library, uint64_t seed, int team) {
     d4j_backend *be = d4j_test::open_backend(cpu_library);
     if (be == nullptr) return 2;
+    void *lib = dlopen(cpu_library, RTLD_NOW | RTLD_NOLOAD);
+    auto force_team = lib != nullptr ? reinterpret_cast<void (*)(int)>(dlsym(lib, "d4j_impl_force_team")) : nullptr;
+    auto threads = lib != nullptr ? reinterpret_cast<int (*)()>(dlsym(lib, "d4j_impl_threads")) : nullptr;
+    if (force_team == nullptr || threads == nullptr) {
+        std::fprintf(stderr, "%s does not export d4j_impl_force_team and d4j_impl_threads\n", cpu_library);
+        return 2;
+    }
+    force_team(team);
     std::mt19937_64 rng(seed);
     hasher hash;
     bool good = true;
@@ -118,21 +128,18 @@ int child(const char *cpu_library, uint64_t seed) {
     }
     d4j_backend_close(be);
     if (!good) return 1;
-    void *lib = dlopen(cpu_library, RTLD_NOW | RTLD_NOLOAD);
-    auto threads = lib != nullptr ? reinterpret_cast<int (*)()>(dlsym(lib, "d4j_impl_threads")) : nullptr;
-    std::printf("hash %016llx threads %d\n", static_cast<unsigned long long>(hash.h),
-                threads != nullptr ? threads() : -1);
+    std::printf("hash %016llx threads %d\n", static_cast<unsigned long long>(hash.h), threads());
     return 0;
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc == 5 && std::strcmp(argv[3], "--child") == 0) {
+    if (argc == 6 && std::strcmp(argv[3], "--child") == 0) {
         // The GEMMs are split over our threads only when OpenBLAS itself runs single-threaded, as in CpuBackend.
         if (argv[2][0] == '\0' || dlopen(argv[2], RTLD_NOW | RTLD_GLOBAL) == nullptr) return 2;
         if (auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
-        return child(argv[1], std::strtoull(argv[4], nullptr, 10));
+        return child(argv[1], std::strtoull(argv[4], nullptr, 10), std::atoi(argv[5]));
     }
     if (argc != 3) {
         std::fprintf(stderr, "usage: cpu_thread_invariance <libdistill4j_cpu.so> <libopenblas.so.0 or \"\">\n");
@@ -144,26 +151,34 @@ int main(int argc, char **argv) {
         return 77;
     }
     const uint64_t seed = d4j_test::test_seed("cpu_thread_invariance");
-    std::string first;
     int failures = 0;
+    std::string previous;
+    bool differ = false;
     for (int threads = 1; threads <= 4; ++threads) {
-        const std::string command = "OMP_NUM_THREADS=" + std::to_string(threads) + " '/proc/" +
-                                    std::to_string(getpid()) + "/exe' '" + argv[1] + "' '" + argv[2] + "' --child " +
-                                    std::to_string(seed);
-        FILE *out = popen(command.c_str(), "r");
-        char line[256] = "";
-        const bool read = out != nullptr && std::fgets(line, sizeof line, out) != nullptr;
-        const int status = out != nullptr ? pclose(out) : -1;
-        line[std::strcspn(line, "\n")] = '\0';
-        const std::string want_threads = " threads " + std::to_string(threads);
-        const bool ran = read && status == 0 && std::strncmp(line, "hash ", 5) == 0 &&
-                         std::string(line).find(want_threads) != std::string::npos;
-        if (threads == 1) first = ran ? std::string(line, 21) : "";
-        const bool same = ran && !first.empty() && std::string(line, 21) == first;
-        std::printf("  %-4s OMP_NUM_THREADS=%d: %s%s\n", same ? "ok" : "FAIL", threads,
-                    read ? line : "the child failed", read && !ran ? " (not the thread count asked for)" : "");
-        failures += !same;
+        std::string first;
+        for (int team = threads; team >= 1; --team) {
+            const std::string command = "OMP_NUM_THREADS=" + std::to_string(threads) + " '/proc/" +
+                                        std::to_string(getpid()) + "/exe' '" + argv[1] + "' '" + argv[2] +
+                                        "' --child " + std::to_string(seed) + " " + std::to_string(team);
+            FILE *out = popen(command.c_str(), "r");
+            char line[256] = "";
+            const bool read = out != nullptr && std::fgets(line, sizeof line, out) != nullptr;
+            const int status = out != nullptr ? pclose(out) : -1;
+            line[std::strcspn(line, "\n")] = '\0';
+            const std::string want = " threads " + std::to_string(threads);
+            const bool ran = read && status == 0 && std::strncmp(line, "hash ", 5) == 0 &&
+                             std::string(line).find(want) != std::string::npos;
+            if (team == threads) first = ran ? std::string(line, 21) : "";
+            const bool same = ran && !first.empty() && std::string(line, 21) == first;
+            std::printf("  %-4s OMP_NUM_THREADS=%d, team of %d: %s%s\n", same ? "ok" : "FAIL", threads, team,
+                        read ? line : "the child failed", read && !ran ? " (not the thread count asked for)" : "");
+            failures += !same;
+        }
+        differ = differ || (!previous.empty() && first != previous);
+        previous = first;
     }
-    std::printf("cpu_thread_invariance: %s\n", failures == 0 ? "the same bits with 1, 2, 3 and 4 threads" : "FAILED");
+    std::printf("  (between thread counts the bits %s)\n", differ ? "differ: the GEMM blocks follow the count"
+                                                               : "are the same");
+    std::printf("cpu_thread_invariance: %s\n", failures == 0 ? "every team gives the same bits" : "FAILED");
     return failures == 0 ? 0 : 1;
 }
