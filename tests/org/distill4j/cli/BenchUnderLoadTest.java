@@ -4,8 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -16,7 +14,6 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * {@code bench --under-load}: a competing process burns CPU while the bench times, is gone when it returns, and the
@@ -25,16 +22,6 @@ import picocli.CommandLine;
 class BenchUnderLoadTest {
     @TempDir
     Path dir;
-
-    private record Run(int status, String err) {}
-
-    private static Run run(String... args) {
-        CommandLine cli = Main.commandLine();
-        StringWriter err = new StringWriter();
-        cli.setErr(new PrintWriter(err));
-        cli.setOut(new PrintWriter(new StringWriter()));
-        return new Run(cli.execute(args), err.toString());
-    }
 
     @Test
     void startsABurningProcessForTheRunAndStopsIt() throws Exception {
@@ -56,15 +43,15 @@ class BenchUnderLoadTest {
         });
         watcher.setDaemon(true);
         watcher.start();
-        Run r;
+        CliTest.Run r;
         try {
-            r = run("bench", "patch-embed", "--runs", "3", "--warmup", "1", "--under-load", "2", "--json",
+            r = CliTest.run("bench", "patch-embed", "--runs", "3", "--warmup", "1", "--under-load", "2", "--json",
                     json.toString());
         } finally {
             watcher.interrupt();
             watcher.join();
         }
-        assertEquals(0, r.status, "stderr: " + r.err);
+        assertEquals(0, r.status(), "stderr: " + r.err());
         assertEquals(1, loads.size(), "one load process during the run, seen: " + loads.keySet());
         long pid = loads.keySet().iterator().next();
         assertTrue(loads.get(pid).toMillis() > 0, "the load process used no CPU");
@@ -84,8 +71,8 @@ class BenchUnderLoadTest {
     @Test
     void quietRowsSayZero() throws Exception {
         Path json = dir.resolve("quiet.json");
-        Run r = run("bench", "patch-embed", "--runs", "1", "--warmup", "0", "--json", json.toString());
-        assertEquals(0, r.status, "stderr: " + r.err);
+        CliTest.Run r = CliTest.run("bench", "patch-embed", "--runs", "1", "--warmup", "0", "--json", json.toString());
+        assertEquals(0, r.status(), "stderr: " + r.err());
         String rows = Files.readString(json, StandardCharsets.UTF_8);
         assertEquals(2, rows.split("\"under_load\": 0", -1).length - 1, rows);
         assertTrue(ProcessHandle.current().children().noneMatch(
@@ -94,10 +81,10 @@ class BenchUnderLoadTest {
 
     @Test
     void negativeLoadIsOneLine() {
-        Run r = run("bench", "kl", "--under-load", "-1");
-        assertTrue(r.status != 0, "non-zero exit");
-        assertTrue(r.err.contains("--under-load must be >= 0"), "stderr: " + r.err);
-        assertFalse(r.err.contains("\tat "), "no stack trace: " + r.err);
-        assertTrue(r.err.strip().lines().count() == 1, "one line: " + r.err);
+        CliTest.Run r = CliTest.run("bench", "kl", "--under-load", "-1");
+        assertTrue(r.status() != 0, "non-zero exit");
+        assertTrue(r.err().contains("--under-load must be >= 0"), "stderr: " + r.err());
+        assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+        assertTrue(r.err().strip().lines().count() == 1, "one line: " + r.err());
     }
 }
