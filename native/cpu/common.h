@@ -28,17 +28,17 @@ sgemm_fn sgemm();
 int gemm_workers();
 int gemm_max_workers();
 
-// Threads for a parallel region that touches about `work` floats: the team (threads.h). Below kSerialWork (~10 us of work) the region
-// runs on the calling thread alone: a team costs a wake-up and a barrier, which on a busy machine means waiting for
-// a descheduled thread for a scheduler time slice (milliseconds), for microseconds of work. AdamW on a bias, the
-// losses at batch 8 and the like stay serial.
+// Threads for a parallel region that touches about `work` floats: the team (threads.h). Below kSerialWork (~10 us
+// of work) the region runs on the calling thread alone: a team costs a wake-up and a barrier, which on a busy
+// machine means waiting a scheduler time slice (milliseconds) for a descheduled thread, for microseconds of work.
+// AdamW on a bias, the losses at batch 8 and the like stay serial.
 constexpr int64_t kSerialWork = 32768;
 inline int threads_for(int64_t work) { return work < kSerialWork ? 1 : team(); }
 
-// Iterations per dynamic chunk of a loop over n independent rows: 32 chunks, whatever the thread count, so that a
-// descheduled thread holds back at most one small chunk. Each row is written by whichever thread takes it, with the
-// same arithmetic: the schedule never changes a result.
-inline int64_t row_chunk(int64_t n) { return std::max<int64_t>(1, n / 32); }
+// Iterations per dynamic chunk of a loop over n independent rows: 4 chunks per thread, at least 32 chunks, so that
+// a descheduled thread holds back at most one small chunk. Each row is written by whichever thread takes it, with
+// the same arithmetic: the schedule never changes a result.
+inline int64_t row_chunk(int64_t n) { return std::max<int64_t>(1, n / std::max(32, 4 * threads())); }
 
 // The GEMM splits. A product is cut into blocks along one output dimension, each block one single-threaded sgemm
 // call, handed to the threads dynamically: a thread that is descheduled (another process on its core) takes fewer

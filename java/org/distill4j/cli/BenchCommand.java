@@ -79,7 +79,9 @@ final class BenchCommand implements Callable<Integer> {
                     + " or all");
         }
         if (runs < 1 || warmup < 0) throw new IllegalArgumentException("--runs must be >= 1 and --warmup >= 0");
-        if (underLoad < 0) throw new IllegalArgumentException("--under-load must be >= 0 busy threads, not " + underLoad);
+        if (underLoad < 0) {
+            throw new IllegalArgumentException("--under-load must be >= 0 busy threads, not " + underLoad);
+        }
         Device device = Device.parse(backend);
         if (device.kind() == Device.Kind.CUDA_EMU) {
             throw new IllegalArgumentException("the emulated CUDA backend is for correctness, not timing: use cpu or cuda");

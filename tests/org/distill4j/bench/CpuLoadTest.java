@@ -64,7 +64,7 @@ class CpuLoadTest {
         assertTrue(e.getMessage().contains("at least 1 thread"), e.getMessage());
     }
 
-    /** A JVM that starts a load and then ends without closing it: {@code exit} runs shutdown hooks, {@code halt} not. */
+    /** A JVM that starts a load and ends without closing it ({@code exit} runs shutdown hooks, {@code halt} not). */
     public static final class Parent {
         public static void main(String[] args) throws IOException {
             CpuLoad load = CpuLoad.start(1);
