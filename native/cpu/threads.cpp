@@ -8,8 +8,8 @@
 //
 // Now: a parallel region ends when its last thread arrives, and a training step runs hundreds of them. With another
 // process on the machine, one of our threads is often waiting for a core, and every region then waits a scheduler
-// time slice (milliseconds) for it: on 2 cores beside one busy process the DeiT-Ti step went from 0.5 to 1.5 s on
-// 2 threads. So every kLoadWindowMs the team is resized to the CPUs that other processes leave free (/proc/stat's
+// time slice (milliseconds) for it: on 2 cores beside one busy process the DeiT-Ti step went from 0.45 s to
+// 1.0-1.4 s on 2 threads (bench/RESULTS.md). So every kLoadWindowMs the team is resized to the CPUs that other processes leave free (/proc/stat's
 // busy time on our CPUs, minus our own CPU time): 1 thread beside one busy process on 2 cores, all of them again
 // once it stops. The kernels split their work by threads() and the shape, never by the team (common.h), so the
 // team size changes no result.
@@ -26,7 +26,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <limits>
 #include <mutex>
