@@ -46,7 +46,7 @@ D4J_IMPL_API int d4j_impl_sum_squares(void *, const float *x, int64_t n, int acc
         total = n > 0 ? block_sumsq(x, n) : 0.0;
     } else {
         std::vector<float> partial(static_cast<size_t>(blocks));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d4j::cpu::threads_for(n))
         for (int64_t b = 0; b < blocks; ++b) partial[b] = block_sumsq(x + b * kBlock, std::min(kBlock, n - b * kBlock));
         for (int64_t b = 0; b < blocks; ++b) total += partial[b];
     }
@@ -76,13 +76,20 @@ D4J_IMPL_API int d4j_impl_adamw(void *, float *param, const float *grad, float *
     const float step_size = static_cast<float>(lrd / bc1), bc2_sqrt = static_cast<float>(std::sqrt(bc2));
     const float gs = grad_scale != nullptr ? grad_scale[0] : 1.f, b1 = beta1, b2 = beta2,
                 c1 = static_cast<float>(1.0 - b1d), c2 = static_cast<float>(1.0 - b2d);
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-        const float g = grad[i] * gs;
-        const float mi = b1 * m[i] + c1 * g, vi = b2 * v[i] + c2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = param[i] * decay - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+    // Element-wise, in blocks of a fixed size (the same vector and scalar iterations whatever the thread count);
+    // a bias or a norm's weight (hundreds of elements) stays on the calling thread.
+    const int64_t blocks = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d4j::cpu::threads_for(4 * n))
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t end = std::min(n, (b + 1) * kBlock);
+#pragma omp simd
+        for (int64_t i = b * kBlock; i < end; ++i) {
+            const float g = grad[i] * gs;
+            const float mi = b1 * m[i] + c1 * g, vi = b2 * v[i] + c2 * g * g;
+            m[i] = mi;
+            v[i] = vi;
+            param[i] = param[i] * decay - step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
+        }
     }
     return 0;
 }

@@ -201,7 +201,7 @@ D4J_IMPL_API int d4j_impl_attention_forward(void *, const float *qkv, int64_t B,
 
     const int64_t ld = 3 * H * Dh, ldo = H * Dh;
     const blocks qb(N, kFwdRows), kb(N, kFwdKeys);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_workers())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_threads(B * H, 2.0 * B * H * N * N * Dh))
     for (int64_t t = 0; t < B * H; ++t) {
         const int64_t b = t / H, h = t % H;
         const float *k = qkv + b * N * ld + H * Dh + h * Dh;  // k: part 1 of [3, H, Dh]
@@ -260,7 +260,7 @@ D4J_IMPL_API int d4j_impl_attention_backward(void *, const float *qkv, const flo
 
     const int64_t ld = 3 * H * Dh, ldo = H * Dh;
     const blocks qb(N, kBwdRows), kb(N, kBwdKeys);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_workers())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_threads(B * H, 4.0 * B * H * N * N * Dh))
     for (int64_t t = 0; t < B * H; ++t) {
         const int64_t b = t / H, h = t % H;
         const float *q = qkv + b * N * ld + h * Dh, *k = q + H * Dh, *v = q + 2 * H * Dh;

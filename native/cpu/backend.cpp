@@ -3,9 +3,6 @@
 #include "common.h"
 
 #include <dlfcn.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <string>
 
 namespace {
@@ -27,13 +24,20 @@ d4j::cpu::sgemm_fn find_sgemm() {
 }
 }  // namespace
 
-int d4j::cpu::gemm_workers() {
+namespace {
+bool blas_single_threaded() {
     if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();
 #ifdef _OPENMP
-    if (blas_get_num_threads != nullptr && blas_get_num_threads() == 1) return omp_get_max_threads();
+    return blas_get_num_threads != nullptr && blas_get_num_threads() == 1;
+#else
+    return false;
 #endif
-    return 1;
 }
+}  // namespace
+
+int d4j::cpu::gemm_workers() { return blas_single_threaded() ? team() : 1; }
+
+int d4j::cpu::gemm_max_workers() { return blas_single_threaded() ? threads() : 1; }
 
 d4j::cpu::sgemm_fn d4j::cpu::sgemm() {
     if (blas_sgemm == nullptr) blas_sgemm = find_sgemm();

@@ -110,7 +110,7 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float
             return fail("cross_entropy: a label is not a class index in [0, C)");
     }
     const float k = loss_scale / static_cast<float>(B);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(2 * B * C))
     for (int64_t b = 0; b < B; ++b) {
         const float *x = logits + b * C;
         const int64_t y = static_cast<int64_t>(labels[b]);
@@ -128,7 +128,7 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float
 
 D4J_IMPL_API int d4j_impl_argmax(void *, const float *x, int64_t B, int64_t C, float *index) {
     if (x == nullptr || index == nullptr || B <= 0 || C <= 0) return fail("argmax: null buffer or empty shape");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(B * C))
     for (int64_t b = 0; b < B; ++b) {
         const float *r = x + b * C;
         int64_t best = 0;

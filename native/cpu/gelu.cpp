@@ -82,7 +82,7 @@ constexpr int64_t kBlock = 4096;
 template <bool BACKWARD>
 void gelu(const float *x, const float *dy, float *out, int64_t n) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (blocks > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(d4j::cpu::threads_for(n))
     for (int64_t b = 0; b < blocks; ++b) gelu_range<BACKWARD>(x, dy, out, b * kBlock, std::min(n, (b + 1) * kBlock));
 }
 

@@ -144,7 +144,7 @@ D4J_IMPL_API int d4j_impl_kl_div(void *, const float *student, const float *teac
     const float inv_T = 1.0f / T;
     const float norm = static_cast<float>(reduction_norm(reduction, B, C));
     const float upstream = (grad_out != nullptr && reduction != D4J_REDUCTION_NONE) ? grad_out[0] : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(3 * B * C))
     for (int64_t b = 0; b < B; ++b) {
         const float up = reduction == D4J_REDUCTION_NONE && grad_out != nullptr ? grad_out[b] : upstream;
         const float k = loss_scale * inv_T * norm * up;

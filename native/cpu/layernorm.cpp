@@ -132,7 +132,7 @@ D4J_IMPL_API int d4j_impl_layernorm_forward(void *, const float *x, const float 
     if (x == nullptr || weight == nullptr || bias == nullptr || y == nullptr || mean == nullptr || rstd == nullptr)
         return d4j::cpu::fail("layernorm_forward: null buffer");
     if (M <= 0 || C <= 0 || !(eps >= 0.0f)) return d4j::cpu::fail("layernorm_forward: empty shape or eps < 0");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(M)) num_threads(threads_for(2 * M * C))
     for (int64_t m = 0; m < M; ++m) forward_row(x + m * C, weight, bias, C, eps, y + m * C, mean + m, rstd + m);
     return 0;
 }
@@ -146,9 +146,9 @@ D4J_IMPL_API int d4j_impl_layernorm_backward(void *, const float *x, const float
     if (M <= 0 || C <= 0) return d4j::cpu::fail("layernorm_backward: empty shape");
     const int64_t K = chunks(M);
     float *partial = static_cast<float *>(workspace);  // [K][2][C]
-#pragma omp parallel
+#pragma omp parallel num_threads(threads_for(3 * M * C))
     {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t k = 0; k < K; ++k) {
             float *pw = partial + k * 2 * C, *pb = pw + C;
             std::fill(pw, pw + 2 * C, 0.0f);
@@ -156,7 +156,7 @@ D4J_IMPL_API int d4j_impl_layernorm_backward(void *, const float *x, const float
                 backward_row(x + m * C, weight, mean[m], rstd[m], dy + m * C, C, dx + m * C, pw, pb);
         }
         // Implicit barrier: every chunk's partial is complete. Then per column, the chunks in order.
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, row_chunk(C))
         for (int64_t c = 0; c < C; ++c) {
             float sw = 0.0f, sb = 0.0f;
             for (int64_t k = 0; k < K; ++k) sw += partial[k * 2 * C + c], sb += partial[k * 2 * C + C + c];

@@ -2,12 +2,13 @@
 // over the OpenMP threads. See distill4j_impl.h.
 //
 // Threading. OpenBLAS runs single-threaded in the CPU backend (see gemm_workers in common.h), so each OpenMP
-// thread makes one sgemm call on its own block of the output. Blocks are split along an output dimension, never
-// along the reduction: every output element is one single-threaded dot product, the same bits run to run.
+// thread makes sgemm calls on blocks of the output (gemm_blocks: two per thread of threads(), taken dynamically).
+// Blocks are split along an output dimension, never along the reduction: every output element is one
+// single-threaded dot product in a call that does not depend on the team size, the same bits run to run.
 //   forward   y [M, N]:   row blocks of M (column blocks of N when M is too short to share, e.g. the heads, M = B)
 //   backward  dx [M, K]:  the same choice over [M, K]
-//             dW [N, K]:  row blocks of N (the reduction runs over M); db over the same columns of dy, so one
-//                         thread owns rows n0..n1 of dW and entries n0..n1 of db outright.
+//             dW [N, K]:  row blocks of N (the reduction runs over M); db in column blocks of dy, each owned by
+//                         one thread.
 //
 // Epilogue. The bias (+ residual) is written into y first and the GEMM accumulates onto it (beta = 1): OpenBLAS
 // reads each C tile while it computes it, cheaper than a second pass over y, and each thread fills the very block
@@ -24,17 +25,8 @@ namespace {
 
 using namespace d4j::cpu;
 
-constexpr int64_t kAlign = 16;  // block boundaries on a multiple of OpenBLAS's AVX2 micro-tile
-
-// [begin, end) of part `i` of `parts` over n items, in blocks of kAlign (except the last).
-void split(int64_t n, int parts, int i, int64_t &begin, int64_t &end) {
-    const int64_t blocks = (n + kAlign - 1) / kAlign;
-    begin = std::min(n, blocks * i / parts * kAlign);
-    end = std::min(n, blocks * (i + 1) / parts * kAlign);
-}
-
-// Rows when there are enough of them for every thread (or at least as many as columns), columns otherwise.
-bool split_rows(int64_t rows, int64_t cols, int parts) { return rows >= cols || rows >= 4 * kAlign * parts; }
+// Rows when there are at least as many as columns or enough for every block, columns otherwise.
+bool split_rows(int64_t rows, int64_t cols) { return rows >= cols || gemm_blocks(rows) == gemm_max_blocks(); }
 
 const char *check_sizes(int64_t M, int64_t K, int64_t N) {
     if (M <= 0 || K <= 0 || N <= 0) return "linear: M, K and N must be positive";
@@ -53,13 +45,13 @@ D4J_IMPL_API int d4j_impl_linear_forward(void *, const float *x, const float *we
     if (residual != nullptr && residual == y) return fail("linear forward: residual may not alias y");
     const sgemm_fn gemm = sgemm();
     if (gemm == nullptr) return 1;
-    const int parts = gemm_workers();
-    const bool rows = split_rows(M, N, parts);
+    const bool rows = split_rows(M, N);
+    const int64_t blocks = gemm_blocks(rows ? M : N);
     const bool prefill = bias != nullptr || residual != nullptr;
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-    for (int i = 0; i < parts; ++i) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_threads(blocks, static_cast<double>(M) * K * N))
+    for (int64_t i = 0; i < blocks; ++i) {
         int64_t r0 = 0, r1 = M, c0 = 0, c1 = N;
-        if (rows) split(M, parts, i, r0, r1); else split(N, parts, i, c0, c1);
+        if (rows) gemm_block(M, blocks, i, r0, r1); else gemm_block(N, blocks, i, c0, c1);
         if (r0 == r1 || c0 == c1) continue;
         if (prefill) {
             for (int64_t m = r0; m < r1; ++m) {
@@ -86,28 +78,29 @@ D4J_IMPL_API int d4j_impl_linear_backward(void *, const float *x, const float *w
         return fail("linear backward: x, weight, dy and dweight must not be null");
     const sgemm_fn gemm = sgemm();
     if (gemm == nullptr) return 1;
-    const int parts = gemm_workers();
-    const bool dx_rows = split_rows(M, K, parts), dw_rows = split_rows(N, K, parts);
+    const bool dx_rows = split_rows(M, K), dw_rows = split_rows(N, K);
+    const int64_t dx_blocks = dx != nullptr ? gemm_blocks(dx_rows ? M : K) : 0;
+    const int64_t dw_blocks = gemm_blocks(dw_rows ? N : K);
     // One parallel region for the three products: the threads' pool is woken once, and a thread that finishes
     // dx early starts on dW at once (nowait; the blocks are disjoint).
-#pragma omp parallel num_threads(parts) if (parts > 1)
+#pragma omp parallel num_threads(gemm_threads(std::max(dx_blocks, dw_blocks), 2.0 * M * K * N))
     {
         if (dx != nullptr) {
             // dx [M, K] = dy [M, N] · W [N, K]
-#pragma omp for schedule(static) nowait
-            for (int i = 0; i < parts; ++i) {
+#pragma omp for schedule(dynamic, 1) nowait
+            for (int64_t i = 0; i < dx_blocks; ++i) {
                 int64_t r0 = 0, r1 = M, c0 = 0, c1 = K;
-                if (dx_rows) split(M, parts, i, r0, r1); else split(K, parts, i, c0, c1);
+                if (dx_rows) gemm_block(M, dx_blocks, i, r0, r1); else gemm_block(K, dx_blocks, i, c0, c1);
                 if (r0 == r1 || c0 == c1) continue;
                 sgemm_rm(gemm, kNoTrans, kNoTrans, r1 - r0, c1 - c0, N, 1.0f, dy + r0 * N, N, weight + c0, K, 0.0f,
                          dx + r0 * K + c0, K);
             }
         }
         // dW [N, K] += dyᵀ [N, M] · x [M, K]
-#pragma omp for schedule(static) nowait
-        for (int i = 0; i < parts; ++i) {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t i = 0; i < dw_blocks; ++i) {
             int64_t r0 = 0, r1 = N, c0 = 0, c1 = K;
-            if (dw_rows) split(N, parts, i, r0, r1); else split(K, parts, i, c0, c1);
+            if (dw_rows) gemm_block(N, dw_blocks, i, r0, r1); else gemm_block(K, dw_blocks, i, c0, c1);
             if (r0 == r1 || c0 == c1) continue;
             sgemm_rm(gemm, kTrans, kNoTrans, r1 - r0, c1 - c0, M, 1.0f, dy + r0, N, x + c0, K, 1.0f,
                      dweight + r0 * K + c0, K);
@@ -116,7 +109,7 @@ D4J_IMPL_API int d4j_impl_linear_backward(void *, const float *x, const float *w
             // db [N] += Σ_m dy[m, :], rows in order, in double (M terms of mixed sign). Column blocks of 256
             // keep the accumulators in registers/L1 while dy streams through once per block.
             constexpr int64_t kCols = 256;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t c0 = 0; c0 < N; c0 += kCols) {
                 const int64_t c1 = std::min(N, c0 + kCols);
                 double acc[kCols] = {};

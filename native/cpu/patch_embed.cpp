@@ -59,7 +59,7 @@ const char *make_geometry(int64_t B, int64_t Cin, int64_t H, int64_t W, int64_t 
 // writes nx*K contiguous floats, P at a time.
 void patchify(const geometry &g, int64_t prefix, const float *images, float *patches) {
     const int64_t P = g.P, K = g.K, T = prefix + g.N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(g.B * g.ny)) num_threads(threads_for(2 * g.B * T * K))
     for (int64_t task = 0; task < g.B * g.ny; ++task) {
         const int64_t b = task / g.ny, py = task % g.ny;
         float *rows = patches + (b * T + prefix + py * g.nx) * K;
@@ -78,7 +78,7 @@ void patchify(const geometry &g, int64_t prefix, const float *images, float *pat
 // Every image element is written exactly once.
 void col2im(const geometry &g, int64_t prefix, const float *dpatches, float *dimages) {
     const int64_t P = g.P, K = g.K, T = prefix + g.N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(g.B * g.ny)) num_threads(threads_for(2 * g.B * T * K))
     for (int64_t task = 0; task < g.B * g.ny; ++task) {
         const int64_t b = task / g.ny, py = task % g.ny;
         const float *rows = dpatches + (b * T + prefix + py * g.nx) * K;
@@ -92,22 +92,16 @@ void col2im(const geometry &g, int64_t prefix, const float *dpatches, float *dim
     }
 }
 
-// [begin, end) of part `i` of `parts` over n items, in blocks that are multiples of `align` (except the last).
-void split(int64_t n, int parts, int i, int64_t align, int64_t &begin, int64_t &end) {
-    const int64_t blocks = (n + align - 1) / align;
-    begin = std::min(n, blocks * i / parts * align);
-    end = std::min(n, blocks * (i + 1) / parts * align);
-}
-
-// C[M, N] = alpha A[M, K] B[K, N] + beta C (row-major, A and B possibly transposed) with the rows of C split
-// across the OpenMP threads. Each row of C is computed by one single-threaded call, whatever the split.
+// C[M, N] = alpha A[M, K] B[K, N] + beta C (row-major, A and B possibly transposed) with the rows of C in blocks
+// (gemm_blocks in common.h) shared by the OpenMP threads. Each row of C is computed by one single-threaded call,
+// the same whatever the thread count.
 void gemm_split_rows(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    const int parts = gemm_workers();
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-    for (int i = 0; i < parts; ++i) {
+    const int64_t blocks = gemm_blocks(M);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_threads(blocks, static_cast<double>(M) * N * K))
+    for (int64_t i = 0; i < blocks; ++i) {
         int64_t r0, r1;
-        split(M, parts, i, 16, r0, r1);  // 16: a multiple of OpenBLAS's row micro-tile on AVX2
+        gemm_block(M, blocks, i, r0, r1);
         if (r0 == r1) continue;
         const float *a = trans_a == kNoTrans ? A + r0 * lda : A + r0;
         sgemm_rm(gemm, trans_a, trans_b, r1 - r0, N, K, 1.0f, a, lda, B, ldb, beta, C + r0 * ldc, ldc);
@@ -118,11 +112,11 @@ void gemm_split_rows(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t
 // splitting it would need partial sums. Each thread owns a column block of dweight outright.
 void gemm_split_cols(sgemm_fn gemm, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, const float *A,
                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    const int parts = gemm_workers();
-#pragma omp parallel for schedule(static) num_threads(parts) if (parts > 1)
-    for (int i = 0; i < parts; ++i) {
+    const int64_t blocks = gemm_blocks(N);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(gemm_threads(blocks, static_cast<double>(M) * N * K))
+    for (int64_t i = 0; i < blocks; ++i) {
         int64_t c0, c1;
-        split(N, parts, i, 16, c0, c1);
+        gemm_block(N, blocks, i, c0, c1);
         if (c0 == c1) continue;
         const float *b = trans_b == kNoTrans ? B + c0 : B + c0 * ldb;
         sgemm_rm(gemm, trans_a, trans_b, M, c1 - c0, K, 1.0f, A, lda, b, ldb, beta, C + c0, ldc);
@@ -164,7 +158,7 @@ D4J_IMPL_API int d4j_impl_patch_embed_forward(void *, const float *images, int64
     // The GEMM accumulates onto bias + pos (beta = 1) instead of an epilogue pass over its output: the tokens are
     // 5 MB at the bench shape, more than L2, and OpenBLAS reads C tile by tile while it is hot anyway. The prefix
     // rows get cls/dist + pos here and exactly 0 from their zero patch rows.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(B * T)) num_threads(threads_for(B * T * D))
     for (int64_t row = 0; row < B * T; ++row) {
         const int64_t t = row % T;
         float *out = tokens + row * D;
@@ -194,7 +188,7 @@ D4J_IMPL_API int d4j_impl_patch_embed_backward(void *, const float *images, int6
     float *patches = workspace_patches(workspace), *sums = workspace_rowsums(workspace, g);
 
     // sums[t] = Σ_b dtokens[b, t] (b in order), then dpos += sums; the prefix rows also go to dcls/ddist.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(T)) num_threads(threads_for(B * T * D))
     for (int64_t t = 0; t < T; ++t) {
         float *s = sums + t * D;
         std::memcpy(s, dtokens + t * D, sizeof(float) * D);
@@ -214,7 +208,7 @@ D4J_IMPL_API int d4j_impl_patch_embed_backward(void *, const float *images, int6
     }
     // dbias = Σ over the patch rows of the batch sums, per column over rows in order, accumulated in double (N
     // terms of mixed sign; the rows of sums are L2-resident, so the strided walk is cheap).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, row_chunk(D)) num_threads(threads_for(T * D))
     for (int64_t d = 0; d < D; ++d) {
         double acc = 0.0;
         for (int64_t t = prefix; t < T; ++t) acc += sums[t * D + d];

@@ -31,7 +31,7 @@ D4J_IMPL_API int d4j_impl_token_rows_backward(void *, const float *drows, int64_
     if (const char *why = check(B, T, D, prefix)) return fail(why);
     if (drows == nullptr || dtokens == nullptr) return fail("token_rows backward: drows and dtokens must not be null");
     // Written whole: it starts the backward pass, so the patch rows get an explicit 0 (B·T·D floats, one pass).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, d4j::cpu::row_chunk(B)) num_threads(d4j::cpu::threads_for(B * T * D))
     for (int64_t b = 0; b < B; ++b) {
         float *dst = dtokens + b * T * D;
         for (int64_t p = 0; p < prefix; ++p) std::memcpy(dst + p * D, drows + (p * B + b) * D, sizeof(float) * D);

@@ -43,6 +43,7 @@ struct function_table {
     int (*adamw)(void *, float *, const float *, float *, float *, int64_t, float, float, float, float, float, int64_t, const float *);
     int (*token_rows_forward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
     int (*token_rows_backward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
+    int (*threads)();  // optional: only the CPU library runs kernels on host threads
 };
 
 void write_error(char *err, int errlen, const char *fmt, const char *a, const char *b) {
@@ -108,6 +109,7 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
         dlclose(lib);
         return nullptr;
     }
+    fn.threads = reinterpret_cast<int (*)()>(dlsym(lib, "d4j_impl_threads"));
     if (fn.init(device) != 0) {
         write_error(err, errlen, "%s", fn.last_error(), "");
         dlclose(lib);
@@ -134,6 +136,10 @@ const char *d4j_backend_last_error(d4j_backend *backend) {
 
 int d4j_synchronize(d4j_backend *backend, void *stream) {
     return backend->fn.synchronize(stream);
+}
+
+int d4j_backend_threads(d4j_backend *backend) {
+    return backend != nullptr && backend->fn.threads != nullptr ? backend->fn.threads() : 1;
 }
 
 int d4j_probe_library(const char *name, char *err, int errlen) {

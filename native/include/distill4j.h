@@ -27,6 +27,9 @@ D4J_API void d4j_backend_close(d4j_backend *backend);
 /* Message of the last failed call through `backend` on this thread. */
 D4J_API const char *d4j_backend_last_error(d4j_backend *backend);
 D4J_API int d4j_synchronize(d4j_backend *backend, void *stream);
+/* The most threads the backend's host kernels run with (cpu: OMP_NUM_THREADS, else the affinity mask capped by the
+ * cgroup CPU quota; fewer while other processes keep the CPUs busy); 1 for a backend without d4j_impl_threads. */
+D4J_API int d4j_backend_threads(d4j_backend *backend);
 
 /* dlopen(name) with RTLD_GLOBAL; 0 if found, else -1 and dlerror()'s text in err (used to probe libcuda.so.1). */
 D4J_API int d4j_probe_library(const char *name, char *err, int errlen);

@@ -37,6 +37,8 @@ D4J_IMPL_API int d4j_impl_init(int device);
 D4J_IMPL_API const char *d4j_impl_last_error(void);
 /* Blocks until the work queued on `stream` has finished (cpu, cuda-emu: returns at once). */
 D4J_IMPL_API int d4j_impl_synchronize(void *stream);
+/* Optional (the cpu library only): the most threads its parallel regions use, native/cpu/threads.h. */
+D4J_IMPL_API int d4j_impl_threads(void);
 
 /*
  * Fused log_softmax + KL divergence, forward and gradient in one pass over the rows.

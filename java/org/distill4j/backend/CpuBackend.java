@@ -39,6 +39,16 @@ public final class CpuBackend extends NativeBackend {
         return new CpuBackend(Device.cudaEmu(), "cudaemu");
     }
 
+    /**
+     * The most threads the CPU kernels run with: {@code OMP_NUM_THREADS} when set, else the CPUs this process may
+     * run on (its affinity mask) capped by its cgroup CPU quota, rounded up. While other processes keep those CPUs
+     * busy the kernels use fewer, down to 1, unless {@code OMP_NUM_THREADS} is set; results are the same bits with
+     * any count. Decided once per process. 1 for the emulated CUDA backend.
+     */
+    public int threads() {
+        return Distill4jNative.d4j_backend_threads(kernels());
+    }
+
     @Override
     public boolean isHostMemory() {
         return true;

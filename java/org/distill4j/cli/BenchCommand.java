@@ -15,11 +15,14 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.backend.CpuBackend;
 import org.distill4j.bench.AttentionBench;
 import org.distill4j.bench.BenchRow;
+import org.distill4j.bench.CpuLoad;
 import org.distill4j.bench.KlDivBench;
 import org.distill4j.bench.LinearBench;
 import org.distill4j.bench.PatchEmbedBench;
+import org.distill4j.bench.Timing;
 import org.distill4j.bench.TrainStepBench;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -62,6 +65,11 @@ final class BenchCommand implements Callable<Integer> {
     @Option(names = "--warmup", defaultValue = "3", description = "untimed runs first (default ${DEFAULT-VALUE})")
     int warmup;
 
+    @Option(names = "--under-load", arity = "0..1", defaultValue = "0", fallbackValue = "1", paramLabel = "N",
+            description = "time beside a competing process that keeps N threads busy (default N: 1), started "
+                    + "before the first timing and killed after the last; the rows record N")
+    int underLoad;
+
     @Override
     public Integer call() throws IOException {
         List<Bench> benches = op.equals("all") ? new ArrayList<>(BENCHES.values())
@@ -71,16 +79,29 @@ final class BenchCommand implements Callable<Integer> {
                     + " or all");
         }
         if (runs < 1 || warmup < 0) throw new IllegalArgumentException("--runs must be >= 1 and --warmup >= 0");
+        if (underLoad < 0) {
+            throw new IllegalArgumentException("--under-load must be >= 0 busy threads, not " + underLoad);
+        }
         Device device = Device.parse(backend);
         if (device.kind() == Device.Kind.CUDA_EMU) {
             throw new IllegalArgumentException("the emulated CUDA backend is for correctness, not timing: use cpu or cuda");
         }
         String noTorch = Libtorch.unavailableReason();
         if (noTorch != null) throw new IllegalStateException("bench needs libtorch: " + noTorch);
-        System.out.println(BenchRow.header());
         List<BenchRow> rows = new ArrayList<>();
-        try (Backend be = Backends.open(device)) {
-            for (Bench bench : benches) rows.addAll(bench.run(be, warmup, runs, System.out));
+        try (Backend be = Backends.open(device); CpuLoad load = underLoad > 0 ? CpuLoad.start(underLoad) : null) {
+            if (load != null) {
+                System.out.println("under load: process " + load.pid() + " keeps " + underLoad + " thread"
+                        + (underLoad == 1 ? "" : "s") + " busy until the last timing");
+            }
+            if (be instanceof CpuBackend cpu) {
+                System.out.println("threads: ours up to " + cpu.threads() + " (fewer while other processes keep the "
+                        + "CPUs busy, unless OMP_NUM_THREADS is set), libtorch " + Timing.referenceThreads(be));
+            }
+            System.out.println(BenchRow.header());
+            for (Bench bench : benches) {
+                for (BenchRow row : bench.run(be, warmup, runs, System.out)) rows.add(row.withUnderLoad(underLoad));
+            }
         }
         if (json != null) {
             // Written beside the target and moved into place: never a half-written file.

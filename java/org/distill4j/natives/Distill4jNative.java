@@ -52,6 +52,9 @@ public final class Distill4jNative {
     /** Waits for the work queued on {@code stream}. */
     public static native int d4j_synchronize(d4j_backend backend, Pointer stream);
 
+    /** The most threads the backend's host kernels run with (1 for a backend that has none). */
+    public static native int d4j_backend_threads(d4j_backend backend);
+
     /** dlopen()s {@code name} globally: 0 when found, else -1 and dlerror()'s text in err. */
     public static native int d4j_probe_library(String name, @Cast("char*") BytePointer err, int errlen);
 

@@ -24,9 +24,10 @@ class CliTest {
         System.setProperty("distill4j.progress", "off");
     }
 
-    private record Run(int status, String err) {}
+    record Run(int status, String err) {}
 
-    private static Run run(String... args) {
+    /** Runs the CLI in this JVM as Main does; its exit status and what it wrote to stderr. */
+    static Run run(String... args) {
         CommandLine cli = Main.commandLine();
         StringWriter err = new StringWriter();
         cli.setErr(new PrintWriter(err));

@@ -28,7 +28,7 @@ public final class AttentionBench {
             throw new IllegalArgumentException("bench attention times the cpu backend against libtorch; the GPU "
                     + "comparison belongs to the CUDA kernel's check script");
         }
-        TorchAttention.setThreads(Runtime.getRuntime().availableProcessors());
+        TorchAttention.setThreads(Timing.referenceThreads(backend));
         List<BenchRow> rows = new ArrayList<>();
         for (int[] s : SHAPES) rows.add(runShape(backend, s[0], s[1], s[2], s[3], warmup, runs, log));
         return rows;

@@ -28,7 +28,7 @@ public final class KlDivBench {
                 : new int[][] {{256, 1000}, {1024, 32000}};
         float temperature = 4f;
         List<BenchRow> rows = new ArrayList<>();
-        TorchKlDiv.setThreads(Runtime.getRuntime().availableProcessors());
+        TorchKlDiv.setThreads(Timing.referenceThreads(backend));
         for (int[] shape : shapes) {
             int b = shape[0], c = shape[1];
             Random rng = new Random(b * 31L + c);

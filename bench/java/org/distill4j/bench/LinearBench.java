@@ -29,7 +29,7 @@ public final class LinearBench {
             throw new IllegalArgumentException("bench linear times the cpu backend against libtorch; the GPU "
                     + "comparison belongs to the CUDA kernel's check script");
         }
-        TorchLinear.setThreads(Runtime.getRuntime().availableProcessors());
+        TorchLinear.setThreads(Timing.referenceThreads(backend));
         List<BenchRow> rows = new ArrayList<>();
         for (int[] s : SHAPES) rows.add(runShape(backend, s[0], s[1], s[2], warmup, runs, log));
         return rows;

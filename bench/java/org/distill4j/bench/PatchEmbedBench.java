@@ -28,7 +28,7 @@ public final class PatchEmbedBench {
             throw new IllegalArgumentException("bench patch-embed times the cpu backend against libtorch; the GPU "
                     + "comparison (cuDNN) belongs to the CUDA kernel's check script");
         }
-        TorchPatchEmbed.setThreads(Runtime.getRuntime().availableProcessors());
+        TorchPatchEmbed.setThreads(Timing.referenceThreads(backend));
         List<BenchRow> rows = new ArrayList<>();
         for (int[] s : SHAPES) rows.add(runShape(backend, s[0], s[1], s[2], s[3], s[4], s[5], warmup, runs, log));
         return rows;

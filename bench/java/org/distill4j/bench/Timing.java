@@ -1,6 +1,8 @@
 package org.distill4j.bench;
 
 import java.util.Arrays;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.CpuBackend;
 
 /**
  * Times two runnables in the same process, alternating A B A B after a warm-up, and reports each median: a
@@ -8,6 +10,15 @@ import java.util.Arrays;
  */
 public final class Timing {
     private Timing() {}
+
+    /**
+     * Threads for libtorch, the CPU reference: the most our CPU kernels use ({@link CpuBackend#threads()}:
+     * OMP_NUM_THREADS, else the affinity mask capped by the cgroup quota), so that both sides get the same CPUs;
+     * beside a GPU backend, the processors the JVM sees.
+     */
+    public static int referenceThreads(Backend backend) {
+        return backend instanceof CpuBackend cpu ? cpu.threads() : Runtime.getRuntime().availableProcessors();
+    }
 
     /** Median milliseconds of ours and of the reference. */
     public record Pair(double oursMs, double referenceMs) {

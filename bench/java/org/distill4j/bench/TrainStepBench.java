@@ -35,7 +35,7 @@ public final class TrainStepBench {
             throw new IllegalArgumentException("bench train-step times the cpu backend against libtorch; the GPU "
                     + "comparison belongs to bench/gpu/check.sh");
         }
-        org.distill4j.reference.TorchPatchEmbed.setThreads(Runtime.getRuntime().availableProcessors());
+        org.distill4j.reference.TorchPatchEmbed.setThreads(Timing.referenceThreads(backend));
         List<BenchRow> rows = new ArrayList<>();
         for (Object[] s : SHAPES) {
             rows.add(runShape(backend, VitConfig.preset((String) s[0]), (Integer) s[1], Math.min(warmup, 2),
