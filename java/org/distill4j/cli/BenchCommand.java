@@ -3,9 +3,7 @@ package org.distill4j.cli;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -24,6 +22,7 @@ import org.distill4j.bench.LinearBench;
 import org.distill4j.bench.PatchEmbedBench;
 import org.distill4j.bench.Timing;
 import org.distill4j.bench.TrainStepBench;
+import org.distill4j.io.AtomicFile;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -104,10 +103,7 @@ final class BenchCommand implements Callable<Integer> {
             }
         }
         if (json != null) {
-            // Written beside the target and moved into place: never a half-written file.
-            Path tmp = Files.createTempFile(json.toAbsolutePath().getParent(), ".bench", ".json");
-            Files.writeString(tmp, BenchRow.toJson(rows), StandardCharsets.UTF_8);
-            Files.move(tmp, json, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            AtomicFile.write(json, BenchRow.toJson(rows).getBytes(StandardCharsets.UTF_8)); // never half-written
             System.out.println("wrote " + json);
         }
         return 0;

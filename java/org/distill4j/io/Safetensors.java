@@ -15,10 +15,7 @@ import java.nio.CharBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -27,7 +24,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.concurrent.ThreadLocalRandom;
 import org.distill4j.MemoryLimitException;
 
 /**
@@ -401,67 +397,39 @@ public final class Safetensors {
      * (omitted when empty). The header is padded with spaces to a multiple of 8 bytes, as the reference
      * implementation does, so the data starts 8-byte aligned.
      *
-     * <p>Atomic: the bytes go to a temporary file in the same directory, are forced to disk, and the temporary
-     * file is renamed over {@code file}; a crash leaves either the old file or the new one, never part of one.
+     * <p>Atomic ({@link AtomicFile}): a crash leaves either the old file or the new one, never part of one.
      */
     public static void write(Path file, Map<String, TensorData> tensors, Map<String, String> metadata)
             throws IOException {
         Objects.requireNonNull(file, "file");
         byte[] header = headerBytes(tensors, metadata);
-        Path target = file.toAbsolutePath();
-        Path dir = target.getParent();
-        // Not Files.createTempFile: it creates the file with mode 0600, which the rename would give the checkpoint.
-        Path tmp = dir.resolve("." + target.getFileName() + "." + Long.toHexString(ThreadLocalRandom.current()
-                .nextLong()) + ".tmp");
-        boolean moved = false;
-        try {
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
-                ByteBuffer chunk = ByteBuffer.allocate(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
-                chunk.putLong(header.length);
-                for (int i = 0; i < header.length; ) {
-                    if (!chunk.hasRemaining()) drain(ch, chunk);
-                    int n = Math.min(chunk.remaining(), header.length - i);
-                    chunk.put(header, i, n);
+        AtomicFile.write(file, ch -> {
+            ByteBuffer chunk = ByteBuffer.allocate(CHUNK_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            chunk.putLong(header.length);
+            for (int i = 0; i < header.length; ) {
+                if (!chunk.hasRemaining()) drain(ch, chunk);
+                int n = Math.min(chunk.remaining(), header.length - i);
+                chunk.put(header, i, n);
+                i += n;
+            }
+            for (TensorData t : tensors.values()) {
+                float[] v = t.values();
+                for (int i = 0; i < v.length; ) {
+                    if (chunk.remaining() < Float.BYTES) drain(ch, chunk);
+                    int n = Math.min(chunk.remaining() / Float.BYTES, v.length - i);
+                    chunk.asFloatBuffer().put(v, i, n);
+                    chunk.position(chunk.position() + n * Float.BYTES);
                     i += n;
                 }
-                for (TensorData t : tensors.values()) {
-                    float[] v = t.values();
-                    for (int i = 0; i < v.length; ) {
-                        if (chunk.remaining() < Float.BYTES) drain(ch, chunk);
-                        int n = Math.min(chunk.remaining() / Float.BYTES, v.length - i);
-                        chunk.asFloatBuffer().put(v, i, n);
-                        chunk.position(chunk.position() + n * Float.BYTES);
-                        i += n;
-                    }
-                }
-                drain(ch, chunk);
-                ch.force(true); // data on disk before the rename is: else a crash can leave an empty checkpoint
             }
-            try {
-                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
-            } catch (AtomicMoveNotSupportedException e) {
-                throw new IOException("cannot replace " + target + " atomically (" + e.getMessage() + ")", e);
-            }
-            moved = true;
-            syncDirectory(dir);
-        } finally {
-            if (!moved) Files.deleteIfExists(tmp);
-        }
+            drain(ch, chunk);
+        });
     }
 
     private static void drain(FileChannel ch, ByteBuffer chunk) throws IOException {
         chunk.flip();
         while (chunk.hasRemaining()) ch.write(chunk);
         chunk.clear();
-    }
-
-    /** Makes the rename itself durable where the platform allows opening a directory (Linux, macOS). */
-    private static void syncDirectory(Path dir) {
-        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
-            d.force(true);
-        } catch (IOException e) {
-            // Windows cannot open a directory; its rename is already as durable as it gets.
-        }
     }
 
     private static byte[] headerBytes(Map<String, TensorData> tensors, Map<String, String> metadata) {

@@ -168,7 +168,8 @@ class CliTest {
                 + "accuracy.png, checkpoint.safetensors, model.safetensors, notes.txt and 1 more): give a new or empty "
                 + "directory, continue the run there with --resume, or replace it with --force");
         assertArrayEquals(first, Files.readAllBytes(model), "the finished run is untouched");
-        assertOneLine(run(tinyTrain(data, out, "--force", "--resume", out.resolve("checkpoint.safetensors").toString())),
+        String checkpoint = out.resolve("checkpoint.safetensors").toString();
+        assertOneLine(run(tinyTrain(data, out, "--force", "--resume", checkpoint)),
                 "--resume continues the run in --out and --force replaces it: give one");
 
         assertEquals(0, run(tinyTrain(data, out, "--seed", "1", "--force")).status);
@@ -201,7 +202,8 @@ class CliTest {
     @Test
     void filesThatAreDirectoriesOrMissingAreNamedAsSuch() throws IOException {
         Path data = randomIdxDir(64);
-        assertOneLine(run("eval", dir.toString(), "--device", "cpu"), "model file " + dir + " is a directory, not a file");
+        assertOneLine(run("eval", dir.toString(), "--device", "cpu"),
+                "model file " + dir + " is a directory, not a file");
         assertOneLine(run("eval", dir.resolve("absent.safetensors").toString(), "--device", "cpu"),
                 "model file " + dir.resolve("absent.safetensors") + ": no such file");
         assertOneLine(run(tinyTrain(data, dir.resolve("o"), "--init", dir.toString())),

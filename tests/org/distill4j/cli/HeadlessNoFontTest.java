@@ -62,7 +62,8 @@ class HeadlessNoFontTest {
         List<String> libs = new ArrayList<>();
         for (String line : text.split("\n")) {
             String[] f = line.trim().split("\\s+");
-            if (f.length >= 3 && f[1].equals("=>") && (f[0].startsWith("libfreetype") || f[0].startsWith("libharfbuzz"))) {
+            boolean font = f.length >= 3 && (f[0].startsWith("libfreetype") || f[0].startsWith("libharfbuzz"));
+            if (font && f[1].equals("=>")) {
                 libs.add(f[0] + " " + Path.of(f[2]).toRealPath()); // soname, file
             }
         }
@@ -119,7 +120,8 @@ class HeadlessNoFontTest {
             assertFalse(Files.exists(out.resolve(run).resolve("accuracy.png")), run);
         }
         assertTrue(Files.isRegularFile(out.resolve("results.json")));
-        assertTrue(r.err.contains("warning: " + out.resolve("teacher").resolve("accuracy.png") + " not written"), r.err);
+        Path teacherChart = out.resolve("teacher").resolve("accuracy.png");
+        assertTrue(r.err.contains("warning: " + teacherChart + " not written"), r.err);
         assertTrue(libs.stream().anyMatch(lib -> r.err.contains(lib.split(" ")[0])),
                 "the warning names the missing library: " + r.err);
         assertEquals(5, r.err.lines().filter(l -> l.startsWith("warning: ")).count(), "a warning per chart: " + r.err);

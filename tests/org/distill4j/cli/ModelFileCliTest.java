@@ -1,20 +1,18 @@
 package org.distill4j.cli;
 
 import static java.nio.charset.StandardCharsets.UTF_8;
+import static org.distill4j.cli.CliTest.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.io.PrintWriter;
-import java.io.StringWriter;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import java.util.zip.GZIPOutputStream;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.io.Safetensors;
@@ -22,10 +20,10 @@ import org.distill4j.io.TensorData;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
+import org.distill4j.testing.IdxFiles;
 import org.distill4j.testing.SafetensorsFiles;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import picocli.CommandLine;
 
 /**
  * Model and checkpoint files that could hurt (issue #13): a header claiming a huge model, a huge file passed by
@@ -40,18 +38,7 @@ class ModelFileCliTest {
         System.setProperty("distill4j.progress", "off");
     }
 
-    private record Run(int status, String err) {}
-
-    private static Run run(String... args) {
-        CommandLine cli = Main.commandLine();
-        StringWriter err = new StringWriter();
-        cli.setErr(new PrintWriter(err));
-        cli.setOut(new PrintWriter(new StringWriter()));
-        int status = cli.execute(args);
-        return new Run(status, err.toString());
-    }
-
-    private static void assertOneLine(Run r, String... expected) {
+    private static void assertOneLine(CliTest.Run r, String... expected) {
         assertTrue(r.status != 0, "non-zero exit: " + r.err);
         for (String e : expected) assertTrue(r.err.contains(e), "'" + e + "' in stderr: " + r.err);
         assertFalse(r.err.contains("\tat "), "no stack trace: " + r.err);
@@ -61,27 +48,7 @@ class ModelFileCliTest {
 
     /** Random images and labels in Fashion-MNIST's four IDX files (64 training and 64 test images). */
     private Path randomIdxDir() throws IOException {
-        Path d = Files.createDirectories(dir.resolve("random-idx"));
-        java.util.Random rng = new java.util.Random(13);
-        for (String split : new String[] {"train", "t10k"}) {
-            int m = 64;
-            byte[] images = new byte[m * 784], labels = new byte[m];
-            rng.nextBytes(images);
-            for (int i = 0; i < m; i++) labels[i] = (byte) rng.nextInt(10);
-            idx(d.resolve(split + "-images-idx3-ubyte.gz"), 0x803, new int[] {m, 28, 28}, images);
-            idx(d.resolve(split + "-labels-idx1-ubyte.gz"), 0x801, new int[] {m}, labels);
-        }
-        return d;
-    }
-
-    private static void idx(Path file, int magic, int[] dims, byte[] data) throws IOException {
-        ByteBuffer b = ByteBuffer.allocate(4 + 4 * dims.length + data.length);
-        b.putInt(magic);
-        for (int d : dims) b.putInt(d);
-        b.put(data);
-        try (GZIPOutputStream out = new GZIPOutputStream(Files.newOutputStream(file))) {
-            out.write(b.array());
-        }
+        return IdxFiles.randomFashionMnist(dir.resolve("random-idx"), 64);
     }
 
     /** A file holding only a header: {@code json}, as the issue's 122-byte reproduction. */
