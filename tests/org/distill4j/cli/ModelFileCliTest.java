@@ -39,11 +39,11 @@ class ModelFileCliTest {
     }
 
     private static void assertOneLine(CliTest.Run r, String... expected) {
-        assertTrue(r.status != 0, "non-zero exit: " + r.err);
-        for (String e : expected) assertTrue(r.err.contains(e), "'" + e + "' in stderr: " + r.err);
-        assertFalse(r.err.contains("\tat "), "no stack trace: " + r.err);
-        assertFalse(r.err.contains("Exception") || r.err.contains("Error:"), "no class name: " + r.err);
-        assertEquals(1, r.err.strip().lines().count(), "one line: " + r.err);
+        assertTrue(r.status() != 0, "non-zero exit: " + r.err());
+        for (String e : expected) assertTrue(r.err().contains(e), "'" + e + "' in stderr: " + r.err());
+        assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+        assertFalse(r.err().contains("Exception") || r.err().contains("Error:"), "no class name: " + r.err());
+        assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
     }
 
     /** Random images and labels in Fashion-MNIST's four IDX files (64 training and 64 test images). */
@@ -126,7 +126,7 @@ class ModelFileCliTest {
             ModelFile.save(tiny, m);
         }
         assertEquals(0, run("eval", tiny.toString(), "--max-model-bytes", "1g", "--data", data.toString(), "--device",
-                "cpu").status);
+                "cpu").status());
     }
 
     @Test
@@ -150,7 +150,7 @@ class ModelFileCliTest {
         assertOneLine(run("distill", "--teacher", file.toString(), "--data", data.toString(), "--device", "cpu",
                 "--out", dir.resolve("o").toString()), "nan.safetensors", "'head.weight' (1 of 640 values)");
         assertEquals(0, run("eval", file.toString(), "--allow-non-finite", "--data", data.toString(), "--device",
-                "cpu").status);
+                "cpu").status());
     }
 
     @Test
@@ -168,7 +168,7 @@ class ModelFileCliTest {
                 Main.class.getName(), "eval", file.toString(), "--model", "mnist-tiny", "--device", "cpu", "--data",
                 randomIdxDir().toString()).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         String err = new String(p.getErrorStream().readAllBytes(), UTF_8);
-        assertOneLine(new Run(p.waitFor(), err), "wide.safetensors", "its header of 9900001 bytes, parsed, would need",
+        assertOneLine(new CliTest.Run(p.waitFor(), err), "wide.safetensors", "its header of 9900001 bytes, parsed, would need",
                 "of Java heap");
     }
 
