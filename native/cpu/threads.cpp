@@ -16,6 +16,7 @@
 #include "threads.h"
 #include "distill4j_impl.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,28 +26,57 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
-#include <mutex>
-#include <sstream>
 #include <string>
 #include <vector>
 
 namespace {
 
-std::string read_first_line(const std::string &path) {
-    std::ifstream in(path);
-    std::string line;
-    if (in) std::getline(in, line);
-    return line;
+// Files are read with open/read and parsed by hand, not with iostreams: libstdc++ is linked statically, and its
+// file and locale code would raise the glibc this library needs to 2.34 (fstat64, pthread_once; see
+// tests/check-natives.sh). False when the file cannot be read (no such file, no /proc).
+bool read_file(const std::string &path, std::string &text) {
+    text.clear();
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char buffer[4096];
+    ssize_t n = 0;
+    while ((n = read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) text.append(buffer, static_cast<size_t>(n));
+    close(fd);
+    return n == 0;
 }
 
+std::string read_first_line(const std::string &path) {
+    std::string text;
+    if (!read_file(path, text)) return "";
+    return text.substr(0, text.find('\n'));
+}
+
+// As std::getline would cut them: a trailing separator gives no empty last part.
 std::vector<std::string> split(const std::string &s, char sep) {
     std::vector<std::string> parts;
-    std::stringstream in(s);
-    for (std::string part; std::getline(in, part, sep);) parts.push_back(part);
+    for (size_t start = 0; start < s.size();) {
+        size_t end = s.find(sep, start);
+        if (end == std::string::npos) end = s.size();
+        parts.push_back(s.substr(start, end - start));
+        start = end + 1;
+    }
     return parts;
+}
+
+// Blank-separated words, as `in >> word` reads them.
+std::vector<std::string> words(const std::string &s) {
+    std::vector<std::string> out;
+    const char *blanks = " \t\r\n\v\f";
+    for (size_t start = s.find_first_not_of(blanks); start != std::string::npos;) {
+        const size_t end = s.find_first_of(blanks, start);
+        out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
+        start = end == std::string::npos ? end : s.find_first_not_of(blanks, end);
+    }
+    return out;
 }
 
 bool parse_long(const std::string &s, long long &out) {
@@ -62,9 +92,8 @@ bool parse_long(const std::string &s, long long &out) {
 double quota_in(const std::string &dir, bool v2) {
     long long quota = 0, period = 0;
     if (v2) {
-        std::istringstream in(read_first_line(dir + "/cpu.max"));
-        std::string q, p;
-        if (!(in >> q >> p) || q == "max" || !parse_long(q, quota) || !parse_long(p, period)) return 0;
+        const std::vector<std::string> w = words(read_first_line(dir + "/cpu.max"));
+        if (w.size() < 2 || w[0] == "max" || !parse_long(w[0], quota) || !parse_long(w[1], period)) return 0;
     } else if (!parse_long(read_first_line(dir + "/cpu.cfs_quota_us"), quota) ||
                !parse_long(read_first_line(dir + "/cpu.cfs_period_us"), period)) {
         return 0;
@@ -102,9 +131,9 @@ double d4j::cpu::cgroup_cpu_quota(const char *proc_self) {
     const std::string proc = proc_self;
     // cgroup v2 has one line "0::PATH"; v1 has "ID:CONTROLLERS:PATH" per hierarchy, the cpu controller's among them.
     std::string v2_path, v1_path;
-    {
-        std::ifstream in(proc + "/cgroup");
-        for (std::string line; std::getline(in, line);) {
+    std::string text;
+    if (read_file(proc + "/cgroup", text)) {
+        for (const std::string &line : split(text, '\n')) {
             const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
             if (b == std::string::npos) continue;
             const std::string controllers = line.substr(a + 1, b - a - 1), path = line.substr(b + 1);
@@ -116,11 +145,9 @@ double d4j::cpu::cgroup_cpu_quota(const char *proc_self) {
     if (v2_path.empty() && v1_path.empty()) return 0;
     // mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
     double best = 0;
-    std::ifstream in(proc + "/mountinfo");
-    for (std::string line; std::getline(in, line);) {
-        std::vector<std::string> f;
-        std::istringstream words(line);
-        for (std::string w; words >> w;) f.push_back(w);
+    if (!read_file(proc + "/mountinfo", text)) return 0;
+    for (const std::string &line : split(text, '\n')) {
+        const std::vector<std::string> f = words(line);
         const auto dash = std::find(f.begin(), f.end(), "-");
         if (f.size() < 5 || f.end() - dash < 4) continue;  // also when there is no "-"
         const std::string &root = f[3], &mount = f[4], &fstype = dash[1], &super_options = dash[3];
@@ -179,8 +206,7 @@ bool d4j::cpu::cpu_ticks(const char *text, const cpu_set_t &mask, unsigned long 
                          unsigned long long &total) {
     busy = total = 0;
     bool any = false;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
+    for (const std::string &line : split(text, '\n')) {
         // "cpuN user nice system idle iowait irq softirq steal guest guest_nice" (guest is inside user).
         int cpu = -1;
         unsigned long long v[8] = {};
@@ -220,20 +246,21 @@ class load_monitor {
     int team() {
         const int64_t now = now_ns(CLOCK_MONOTONIC);
         if (now >= next_ns_.load(std::memory_order_relaxed)) {
-            std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-            if (lock.owns_lock() && now >= next_ns_.load(std::memory_order_relaxed)) sample(now);
+            // A try-lock of our own, not std::mutex: see read_file.
+            if (!sampling_.exchange(true, std::memory_order_acquire)) {
+                if (now >= next_ns_.load(std::memory_order_relaxed)) sample(now);
+                sampling_.store(false, std::memory_order_release);
+            }
         }
         return team_.load(std::memory_order_relaxed);
     }
 
   private:
     void sample(int64_t now) {
-        std::ifstream in("/proc/stat");
-        std::stringstream text;
-        text << in.rdbuf();
         unsigned long long busy = 0, total = 0;
+        const bool read = read_file("/proc/stat", text_);
         const int64_t process = now_ns(CLOCK_PROCESS_CPUTIME_ID);
-        if (!in || !d4j::cpu::cpu_ticks(text.str().c_str(), mask_, busy, total)) {
+        if (!read || !d4j::cpu::cpu_ticks(text_.c_str(), mask_, busy, total)) {
             next_ns_.store(std::numeric_limits<int64_t>::max(), std::memory_order_relaxed);  // no /proc: all threads
             return;
         }
@@ -251,7 +278,8 @@ class load_monitor {
     const int max_;
     std::atomic<int> team_;
     std::atomic<int64_t> next_ns_{0};
-    std::mutex mutex_;
+    std::atomic<bool> sampling_{false};
+    std::string text_;  // kept: /proc/stat is read every window
     cpu_set_t mask_;
     int cpus_ = 1;
     double ticks_per_ns_ = 0;
