@@ -28,8 +28,11 @@ final class Runs {
     static TrainingRun.Result train(VisionTransformer model, String name, TrainingRun.TeacherLogits teacher,
                                     Dataset train, Dataset test, TrainOptions options, Path dir, Path resume)
             throws IOException {
-        TrainingRun.Result r = TrainingRun.run(name, model, teacher, train, test, options,
-                dir.resolve("checkpoint.safetensors"), resume, System.out);
+        TrainingRun.Builder run = TrainingRun.builder(model, train, test).name(name).options(options)
+                .checkpoint(dir.resolve("checkpoint.safetensors"));
+        if (teacher != null) run.teacher(teacher);
+        if (resume != null) run.resumeFrom(resume);
+        TrainingRun.Result r = run.run();
         ModelFile.save(dir.resolve("model.safetensors"), model);
         String device = model.backend().device().toString();
         RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, device));
@@ -61,8 +64,8 @@ final class Runs {
         if (options.augment()) return SoftLabels.live(teacherModel, teacherFile.toString());
         Dataset data = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
-        String teacherKey = sha256(teacherFile), datasetKey = data.name() + ":" + data.size();
-        SoftLabels cached = SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes());
+        String teacherKey = sha256(teacherFile);
+        SoftLabels cached = SoftLabels.load(cache, teacherKey, data);
         if (cached != null) {
             System.out.println("teacher logits: reusing " + cache);
             return cached;
@@ -74,11 +77,11 @@ final class Runs {
                 + "forward per image instead of one per image and epoch: %d epochs)%n", data.size(), seconds,
                 options.epochs());
         if (topk > 0) { // the top-k form exists only as the file: it must be written
-            computed.save(cache, teacherKey, datasetKey, topk);
-            return SoftLabels.load(cache, teacherKey, datasetKey, data.size(), data.classes());
+            computed.save(cache, teacherKey, topk);
+            return SoftLabels.load(cache, teacherKey, data);
         }
         try {
-            computed.save(cache, teacherKey, datasetKey, 0);
+            computed.save(cache, teacherKey, 0);
             System.out.println("teacher logits: cached in " + cache);
         } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
             System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");

@@ -1,6 +1,8 @@
 package org.distill4j.nn;
 
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -194,10 +196,15 @@ public final class ModelFile {
      *     naming each tensor and its count of them (after all are counted); {@link NonFinite#ALLOW}: they load
      * @throws SafetensorsFormatException when the file is not valid safetensors or does not match the model
      * @throws UnsupportedDtypeException when a parameter is stored in a dtype that is not a float one
+     * @throws NoSuchFileException when there is no {@code file}, saying where the CLI writes models
      */
     public static void load(Path file, VisionTransformer model, NonFinite nonFinite) throws IOException {
         Objects.requireNonNull(model, "model");
         Objects.requireNonNull(nonFinite, "nonFinite");
+        if (!Files.exists(file)) {
+            throw new NoSuchFileException(file.toString(), null, "no such model file (`distill4j train --out DIR` "
+                    + "writes DIR/model.safetensors)");
+        }
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
             SafetensorsHeader header = reader.header();
             checkConfig(file, header.metadata(), model.config());

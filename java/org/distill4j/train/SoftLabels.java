@@ -19,20 +19,28 @@ import org.distill4j.nn.VisionTransformer;
  * or with top-k, {@code topk_logprobs} [N, k] and {@code topk_classes} [N, k], where the mass outside the k classes is
  * spread evenly over the other C − k (each gets (1 − Σ top-k p) / (C − k)); then the stored logits are log-probabilities,
  * which the KL op softens with T exactly as logits (softmax(log p / T) = softmax(z / T) when nothing was dropped).
- * The metadata names the teacher file and the dataset, so a cache is never reused for another pair.
+ * The metadata names the teacher and the dataset ({@link Dataset#digest}), so a cache is never reused for another
+ * pair, and a training run refuses soft labels of other images ({@link #checkFor}).
  */
 public final class SoftLabels implements TrainingRun.TeacherLogits {
     private final float[] logits;
-    private final int classes;
-    private final String source;
+    private final int classes, images;
+    private final String dataset, source;
 
-    private SoftLabels(float[] logits, int classes, String source) {
+    private SoftLabels(float[] logits, int classes, String dataset, String source) {
         this.logits = logits;
         this.classes = classes;
+        this.images = logits.length / classes;
+        this.dataset = dataset;
         this.source = source;
     }
 
-    /** Runs {@code teacher} over every image of {@code data} (no augmentation), in batches of its size. */
+    /**
+     * Runs {@code teacher} over every image of {@code data} (no augmentation), in batches of its size.
+     *
+     * @param teacherName how runs describe the teacher in their logs ("soft labels computed once from NAME"),
+     *                    e.g. its file name
+     */
     public static SoftLabels compute(VisionTransformer teacher, Dataset data, String teacherName) {
         int b = teacher.batch(), c = teacher.config().classes(), size = data.imageSize(), n = data.size();
         float[] out = new float[n * c], images = new float[b * size], batch = new float[b * c];
@@ -44,17 +52,20 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             teacher.logits().copyTo(batch);
             System.arraycopy(batch, 0, out, start * c, rows * c);
         }
-        return new SoftLabels(out, c, "soft labels computed once from " + teacherName);
+        return new SoftLabels(out, c, data.digest(), "soft labels computed once from " + teacherName);
     }
 
-    /** Writes the logits (all classes when {@code topk} is 0 or &ge; C). */
-    public void save(Path file, String teacherKey, String datasetKey, int topk) throws IOException {
-        int n = logits.length / classes;
+    /**
+     * Writes the logits (all classes when {@code topk} is 0 or &ge; C), with {@code teacherKey} (e.g. the teacher
+     * file's SHA-256) and the dataset's digest in the metadata.
+     */
+    public void save(Path file, String teacherKey, int topk) throws IOException {
+        int n = images;
         Map<String, TensorData> t = new LinkedHashMap<>();
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("distill4j.kind", "soft-labels");
         meta.put("teacher", teacherKey);
-        meta.put("dataset", datasetKey);
+        meta.put("dataset", dataset);
         if (topk <= 0 || topk >= classes) {
             t.put("logits", new TensorData(new long[] {n, classes}, logits));
         } else {
@@ -80,16 +91,16 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     }
 
     /**
-     * Loads a cache written by {@link #save} for this teacher and dataset, or returns null when the file is absent
-     * or was made for another pair (the caller recomputes it). The shapes are checked on the header before anything
-     * is read, so only the tensors expected, of the size expected, reach the Java heap.
+     * Loads a cache written by {@link #save} for this teacher and {@code data}, or returns null when the file is
+     * absent or was made for another pair (the caller recomputes it). The shapes are checked on the header before
+     * anything is read, so only the tensors expected, of the size expected, reach the Java heap.
      */
-    public static SoftLabels load(Path file, String teacherKey, String datasetKey, int n, int classes)
-            throws IOException {
+    public static SoftLabels load(Path file, String teacherKey, Dataset data) throws IOException {
         if (!java.nio.file.Files.exists(file)) return null;
+        int n = data.size(), classes = data.classes();
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
             Map<String, String> meta = reader.header().metadata();
-            if (!teacherKey.equals(meta.get("teacher")) || !datasetKey.equals(meta.get("dataset"))) return null;
+            if (!teacherKey.equals(meta.get("teacher")) || !data.digest().equals(meta.get("dataset"))) return null;
             Map<String, TensorInfo> tensors = reader.header().tensors();
             TensorInfo full = tensors.get("logits");
             if (full != null) {
@@ -97,7 +108,7 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape())
                             + ", expected [" + n + ", " + classes + "]");
                 }
-                return new SoftLabels(reader.readFloats("logits"), classes, "soft labels from " + file);
+                return new SoftLabels(reader.readFloats("logits"), classes, data.digest(), "soft labels from " + file);
             }
             TensorInfo lpInfo = tensors.get("topk_logprobs"), clsInfo = tensors.get("topk_classes");
             if (lpInfo == null || clsInfo == null || lpInfo.shape().length != 2 || lpInfo.shape()[0] != n
@@ -121,8 +132,18 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     out[i * classes + (int) cl] = lp[i * k + j];
                 }
             }
-            return new SoftLabels(out, classes, "top-" + k + " soft labels from " + file);
+            return new SoftLabels(out, classes, data.digest(), "top-" + k + " soft labels from " + file);
         }
+    }
+
+    /** Images covered. */
+    public int images() {
+        return images;
+    }
+
+    /** Classes per image. */
+    public int classes() {
+        return classes;
     }
 
     @Override
@@ -130,9 +151,46 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         return null;
     }
 
+    /**
+     * Refuses a training set other than the one these logits were computed on (count, classes, {@link
+     * Dataset#digest}), and augmentation: the logits are the teacher's on the unaugmented images, and paired with
+     * cropped or flipped ones they would teach the student about images it never sees.
+     */
+    @Override
+    public void checkFor(Dataset train, TrainOptions options) {
+        if (options.augment()) {
+            throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
+                    + "augments them: run the teacher on every batch (SoftLabels.live(teacher, name)) or train "
+                    + "without augmentation (TrainOptions.withAugment(false))");
+        }
+        if (train.classes() != classes) {
+            throw new IllegalArgumentException(source + " have " + classes + " classes per image; the training set "
+                    + train.name() + " has " + train.classes());
+        }
+        if (train.size() != images) {
+            throw new IllegalArgumentException(source + " cover " + images + " images; the training set "
+                    + train.name() + " has " + train.size() + " (compute them on the images the run trains on, "
+                    + "after any limit: SoftLabels.compute(teacher, trainingSet, name))");
+        }
+        if (!train.digest().equals(dataset)) {
+            throw new IllegalArgumentException(source + " were computed on other images (dataset digest "
+                    + dataset.substring(0, 12) + "…) than the training set " + train.name() + " ("
+                    + train.digest().substring(0, 12) + "…), though of the same count");
+        }
+    }
+
     @Override
     public void copy(int[] indices, float[] out) {
-        for (int r = 0; r < indices.length; r++) System.arraycopy(logits, indices[r] * classes, out, r * classes, classes);
+        if (out.length != indices.length * classes) {
+            throw new IllegalArgumentException("out holds " + out.length + " floats; " + indices.length + " images of "
+                    + classes + " classes need " + indices.length * classes);
+        }
+        for (int r = 0; r < indices.length; r++) {
+            if (indices[r] < 0 || indices[r] >= images) {
+                throw new IndexOutOfBoundsException("image " + indices[r] + " of soft labels for " + images + " images");
+            }
+            System.arraycopy(logits, indices[r] * classes, out, r * classes, classes);
+        }
     }
 
     @Override
@@ -142,10 +200,19 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
 
     /** A teacher run on every batch (augmented inputs differ each epoch). */
     public static TrainingRun.TeacherLogits live(VisionTransformer teacher, String name) {
+        java.util.Objects.requireNonNull(teacher, "teacher");
         return new TrainingRun.TeacherLogits() {
             @Override
             public VisionTransformer model() {
                 return teacher;
+            }
+
+            @Override
+            public void checkFor(Dataset train, TrainOptions options) {
+                if (teacher.config().classes() != train.classes()) {
+                    throw new IllegalArgumentException("the teacher " + name + " predicts " + teacher.config().classes()
+                            + " classes; the training set " + train.name() + " has " + train.classes());
+                }
             }
 
             @Override

@@ -46,7 +46,7 @@ public final class Trainer implements AutoCloseable {
     private final AdamW adamw;
     private final GradNorm norm;
     private final boolean clipping;
-    private final float[] hostLogits, hostScalar = new float[1];
+    private final float[] hostLogits, hostLabels, hostScalar = new float[1];
     private long step;
     private boolean closed;
 
@@ -117,6 +117,7 @@ public final class Trainer implements AutoCloseable {
         this.norm = gn;
         this.clipping = options.clipNorm() > 0;
         this.hostLogits = new float[b * c];
+        this.hostLabels = new float[b];
     }
 
     private Tensor tensor(long... shape) {
@@ -129,7 +130,25 @@ public final class Trainer implements AutoCloseable {
      * One step on a batch.
      *
      * @param images        [B, C, H, W] of the student's shape, row-major
-     * @param batchLabels   [B] class indices (as floats, the device format)
+     * @param batchLabels   [B] class indices, each in 0..classes−1 ({@code Dataset.labels()}, {@code Batch.labels()})
+     * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
+     *                      runs, or there is no distillation)
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     */
+    public StepResult step(float[] images, int[] batchLabels, float[] batchTeacher) {
+        checkOpen();
+        if (batchLabels.length != hostLabels.length) {
+            throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+        }
+        for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
+        return step(images, hostLabels, batchTeacher);
+    }
+
+    /**
+     * One step on a batch, with the labels in the device format.
+     *
+     * @param images        [B, C, H, W] of the student's shape, row-major
+     * @param batchLabels   [B] class indices as floats
      * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
      *                      runs, or there is no distillation)
      * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated

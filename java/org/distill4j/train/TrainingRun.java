@@ -43,6 +43,13 @@ public final class TrainingRun {
         /** The teacher model run on each batch (null when the logits are stored). */
         VisionTransformer model();
 
+        /**
+         * Throws {@link IllegalArgumentException} when these logits cannot serve a run over {@code train} with
+         * {@code options} (other images, another class count, stored logits with augmentation). Called before the
+         * first step.
+         */
+        void checkFor(Dataset train, TrainOptions options);
+
         /** Writes the stored logits of images {@code indices} into {@code out} [indices·classes]; unused with a model. */
         void copy(int[] indices, float[] out);
 
@@ -51,37 +58,117 @@ public final class TrainingRun {
     }
 
     /**
-     * Trains {@code student} (allocated by the caller for {@code options.batch()}) and returns the results.
-     *
-     * @param teacher     the teacher's logits for distillation, or null when {@code options.distillation()} is NONE
-     * @param checkpoint  where to write the checkpoint after every epoch, or null
-     * @param resume      a checkpoint to resume from, or null
+     * A run that trains {@code student} on {@code train} and evaluates it on {@code test} after every epoch; set
+     * what else it needs on the builder, then {@link Builder#run}.
      */
-    public static Result run(String name, VisionTransformer student, TeacherLogits teacher, Dataset train,
-                             Dataset test, TrainOptions options, Path checkpoint, Path resume, PrintStream log) {
-        return run(name, student, teacher, train, test, options, checkpoint, resume, log, Integer.MAX_VALUE);
+    public static Builder builder(VisionTransformer student, Dataset train, Dataset test) {
+        return new Builder(student, train, test);
     }
 
-    /**
-     * As {@link #run(String, VisionTransformer, TeacherLogits, Dataset, Dataset, TrainOptions, Path, Path,
-     * PrintStream)}, but stops after epoch {@code stopAfter} (the schedule stays that of {@code options.epochs()}): a
-     * run cut short on purpose, to be resumed from its checkpoint.
-     */
-    public static Result run(String name, VisionTransformer student, TeacherLogits teacher, Dataset train,
-                             Dataset test, TrainOptions options, Path checkpoint, Path resume, PrintStream log,
-                             int stopAfter) {
-        Objects.requireNonNull(student, "student");
-        Objects.requireNonNull(options, "options");
+    /** What a run needs beyond the model and the data; every setting has a default but the teacher. */
+    public static final class Builder {
+        private final VisionTransformer student;
+        private final Dataset train, test;
+        private String name = "run";
+        private TeacherLogits teacher;
+        private TrainOptions options = new TrainOptions();
+        private Path checkpoint, resume;
+        private PrintStream log = System.out;
+        private int stopAfter = Integer.MAX_VALUE;
+
+        private Builder(VisionTransformer student, Dataset train, Dataset test) {
+            this.student = Objects.requireNonNull(student, "student");
+            this.train = Objects.requireNonNull(train, "train");
+            this.test = Objects.requireNonNull(test, "test");
+        }
+
+        /** How the logs and the result call the run (default "run"). */
+        public Builder name(String name) {
+            this.name = Objects.requireNonNull(name, "name");
+            return this;
+        }
+
+        /**
+         * The teacher's logits ({@link SoftLabels#compute}, {@link SoftLabels#live}); required when the options
+         * distill, refused when they do not.
+         */
+        public Builder teacher(TeacherLogits teacher) {
+            this.teacher = Objects.requireNonNull(teacher, "teacher");
+            return this;
+        }
+
+        /**
+         * Hyper-parameters (default {@code new TrainOptions()}); their batch size must be the one the student was
+         * allocated for.
+         */
+        public Builder options(TrainOptions options) {
+            this.options = Objects.requireNonNull(options, "options");
+            return this;
+        }
+
+        /** Where to write the checkpoint after every epoch (atomically); none by default. */
+        public Builder checkpoint(Path file) {
+            this.checkpoint = Objects.requireNonNull(file, "checkpoint");
+            return this;
+        }
+
+        /** A checkpoint of an earlier run with the same settings to continue from. */
+        public Builder resumeFrom(Path file) {
+            this.resume = Objects.requireNonNull(file, "resume");
+            return this;
+        }
+
+        /** Where a line per epoch goes (default System.out; the progress bar goes to the terminal). */
+        public Builder log(PrintStream log) {
+            this.log = Objects.requireNonNull(log, "log");
+            return this;
+        }
+
+        /**
+         * Stops after epoch {@code epoch} (the schedule stays that of {@code options.epochs()}): a run cut short on
+         * purpose, to be resumed from its checkpoint.
+         */
+        public Builder stopAfter(int epoch) {
+            if (epoch < 1) throw new IllegalArgumentException("stopAfter counts epochs from 1, got " + epoch);
+            this.stopAfter = epoch;
+            return this;
+        }
+
+        /** Trains, evaluates, writes the checkpoints, and returns the results. */
+        public Result run() {
+            return TrainingRun.run(this);
+        }
+    }
+
+    private static Result run(Builder run) {
+        String name = run.name;
+        VisionTransformer student = run.student;
+        TeacherLogits teacher = run.teacher;
+        Dataset train = run.train, test = run.test;
+        TrainOptions options = run.options;
+        Path checkpoint = run.checkpoint, resume = run.resume;
+        PrintStream log = run.log;
+        int stopAfter = run.stopAfter;
         if (options.distillation() != Distillation.NONE && teacher == null) {
-            throw new IllegalArgumentException(options.distillation() + " distillation needs a teacher");
+            throw new IllegalArgumentException(options.distillation() + " distillation needs a teacher (builder's "
+                    + "teacher(...))");
+        }
+        if (options.distillation() == Distillation.NONE && teacher != null) {
+            throw new IllegalArgumentException("a teacher was given but the options do not distill "
+                    + "(TrainOptions.withDistillation)");
         }
         if (train.classes() != student.config().classes()) {
             throw new IllegalArgumentException("the training set has " + train.classes() + " classes, the model "
                     + student.config().classes());
         }
+        int b = student.batch();
+        if (options.batch() != b) {
+            throw new IllegalArgumentException("the options ask for batches of " + options.batch() + " but the student "
+                    + "was allocated for " + b + ": allocate it with that batch size or use withBatch(" + b + ")");
+        }
         Dataset trainSet = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
-        int b = student.batch();
+        if (teacher != null) teacher.checkFor(trainSet, options);
         if (trainSet.size() < b) {
             throw new IllegalArgumentException("the training set has " + trainSet.size()
                     + " images, fewer than one batch of " + b);
@@ -127,7 +214,7 @@ public final class TrainingRun {
                                 if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
                                 Trainer.StepResult r;
                                 try {
-                                    r = trainer.step(batch.images(), batch.labelsAsFloat(), teacherLogits);
+                                    r = trainer.step(batch.images(), batch.labels(), teacherLogits);
                                 } catch (NonFiniteException e) {
                                     throw e.withContext(name + ", epoch " + (epoch + 1) + ", ", "; " + lastGood
                                             + " (a lower learning rate or clipping may help; check the data)");

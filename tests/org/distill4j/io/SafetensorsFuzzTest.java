@@ -25,6 +25,7 @@ import java.util.TreeMap;
 import org.distill4j.MemoryLimitException;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
+import org.distill4j.data.Dataset;
 import org.distill4j.data.Synthetic;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
@@ -58,6 +59,7 @@ class SafetensorsFuzzTest {
     private static final VitConfig BASE = VitConfig.of(8, 4, 1, 3, 32, 1, 1, 1, true);
     private static final long MODEL_LIMIT = 64L << 20;
     private static final int SOFT_IMAGES = 16;
+    private static final Dataset SOFT_DATA = Synthetic.dataset(3, SOFT_IMAGES, BASE.classes(), 8, 8);
     private static final List<Class<? extends Throwable>> DOCUMENTED = List.of(SafetensorsFormatException.class,
             UnsupportedDtypeException.class, NonFiniteValuesException.class, MemoryLimitException.class);
 
@@ -78,7 +80,7 @@ class SafetensorsFuzzTest {
     private static final String[] META_KEYS = {"distill4j.kind", "distill4j.step", "distill4j.epoch",
         "distill4j.history", "distill4j.settings", "teacher", "dataset", "format"};
     private static final String[] META_VALUES = {"checkpoint", "model", "-1", "99999999999999999999", "[", "[{}]",
-        "[{\"epoch\":\"x\"}]", "null", "", "teacher", "data"};
+        "[{\"epoch\":\"x\"}]", "null", "", "teacher", SOFT_DATA.digest()};
 
     @TempDir
     Path dir;
@@ -198,7 +200,7 @@ class SafetensorsFuzzTest {
             }
         }
         call("checkpoint", () -> Checkpoint.load(file, trainer), what, outcomes, failures);
-        call("softlabels", () -> SoftLabels.load(file, "teacher", "data", SOFT_IMAGES, BASE.classes()), what,
+        call("softlabels", () -> SoftLabels.load(file, "teacher", SOFT_DATA), what,
                 outcomes, failures);
     }
 
@@ -215,10 +217,10 @@ class SafetensorsFuzzTest {
         out.add(parts("checkpoint", f));
         Safetensors.write(f, ModelFile.entries(model)); // as timm writes it: no metadata
         out.add(parts("timm", f));
-        SoftLabels soft = SoftLabels.compute(model, Synthetic.dataset(3, SOFT_IMAGES, BASE.classes(), 8, 8), "t");
-        soft.save(f, "teacher", "data", 0);
+        SoftLabels soft = SoftLabels.compute(model, SOFT_DATA, "t");
+        soft.save(f, "teacher", 0);
         out.add(parts("soft-labels", f));
-        soft.save(f, "teacher", "data", 2);
+        soft.save(f, "teacher", 2);
         out.add(parts("top-2 soft labels", f));
         Random rng = new Random(1);
         Map<String, long[]> shapes = VisionTransformer.parameterShapes(BASE);

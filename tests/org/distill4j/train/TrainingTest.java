@@ -51,8 +51,8 @@ class TrainingTest {
     void lossFallsAndTheModelLearnsSyntheticClasses() {
         long seed = Check.freshSeed();
         try (Backend be = CpuBackend.open(); VisionTransformer model = new VisionTransformer(be, SMALL, 16, seed)) {
-            TrainingRun.Result r = TrainingRun.run("synthetic", model, null, data(seed, 512), data(seed + 1, 256),
-                    options(6), null, null, QUIET);
+            TrainingRun.Result r = TrainingRun.builder(model, data(seed, 512), data(seed + 1, 256)).name("synthetic")
+                    .options(options(6)).log(QUIET).run();
             double first = r.epochs().get(0).trainLoss(), last = r.epochs().get(r.epochs().size() - 1).trainLoss();
             System.out.println("synthetic run: train loss " + first + " -> " + last + ", test " + r.test().average());
             assertTrue(last < 0.7 * first, "loss must fall: " + first + " -> " + last + " (seed " + seed + ")");
@@ -66,7 +66,7 @@ class TrainingTest {
         float[] straight, resumed;
         try (Backend be = CpuBackend.open()) {
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
-                TrainingRun.run("straight", m, null, train, test, options(3), null, null, QUIET);
+                TrainingRun.builder(m, train, test).name("straight").options(options(3)).log(QUIET).run();
                 straight = concat(m);
             }
             // Stop after epoch 1: a run of the same options that ends early, then a fresh model resumes it.
@@ -74,17 +74,20 @@ class TrainingTest {
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
                 TrainOptions o = options(3);
                 // Same schedule length as the 3-epoch run: only the epochs run differ.
-                TrainingRun.run("partial", m, null, train, test, o, one, null, QUIET, 1);
+                TrainingRun.builder(m, train, test).name("partial")
+                        .options(o).checkpoint(one).log(QUIET).stopAfter(1).run();
             }
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 999)) {
-                TrainingRun.Result r = TrainingRun.run("resumed", m, null, train, test, options(3), null, one, QUIET);
+                TrainingRun.Result r = TrainingRun.builder(m, train, test).name("resumed")
+                        .options(options(3)).resumeFrom(one).log(QUIET).run();
                 assertEquals(3, r.epochs().size(), "history restored from the checkpoint plus the new epochs");
                 resumed = concat(m);
             }
             // Another schedule length (or any other setting) would not continue the same run: refused, naming both.
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                        () -> TrainingRun.run("other", m, null, train, test, options(4), null, one, QUIET));
+                        () -> TrainingRun.builder(m, train, test).name("other")
+                                .options(options(4)).resumeFrom(one).log(QUIET).run());
                 assertTrue(e.getMessage().contains("epochs 3,") && e.getMessage().contains("epochs 4,"), e.getMessage());
             }
         }
@@ -97,26 +100,29 @@ class TrainingTest {
         try (Backend be = CpuBackend.open();
              VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1);
              VisionTransformer student = new VisionTransformer(be, SMALL, 16, 2)) {
-            TrainingRun.run("teacher", teacher, null, train, test, options(2), null, null, QUIET);
+            TrainingRun.builder(teacher, train, test).name("teacher").options(options(2)).log(QUIET).run();
             Path teacherFile = dir.resolve("teacher.safetensors");
             ModelFile.save(teacherFile, teacher);
             SoftLabels cached = SoftLabels.compute(teacher, train, "t");
             Path cache = dir.resolve("soft.safetensors");
-            cached.save(cache, "key", "ds", 0);
-            SoftLabels loaded = SoftLabels.load(cache, "key", "ds", train.size(), 4);
+            cached.save(cache, "key", 0);
+            SoftLabels loaded = SoftLabels.load(cache, "key", train);
             float[] a = new float[16 * 4], b = new float[16 * 4];
             int[] idx = new int[16];
             for (int i = 0; i < 16; i++) idx[i] = 5 * i;
             cached.copy(idx, a);
             loaded.copy(idx, b);
             assertArrayEquals(a, b);
-            assertEquals(null, SoftLabels.load(cache, "other teacher", "ds", train.size(), 4));
+            assertEquals(null, SoftLabels.load(cache, "other teacher", train));
+            assertEquals(null, SoftLabels.load(cache, "key", data(55, 128)), "same count, other images");
             for (Distillation mode : new Distillation[] {Distillation.SOFT, Distillation.HARD}) {
                 TrainOptions o = options(2).withAugment(false).withDistillation(mode, 0.5, 3.0);
-                TrainingRun.Result r = TrainingRun.run(mode.toString(), student, cached, train, test, o, null, null, QUIET);
+                TrainingRun.Result r = TrainingRun.builder(student, train, test).name(mode.toString())
+                        .teacher(cached).options(o).log(QUIET).run();
                 assertTrue(Double.isFinite(r.epochs().get(1).trainLoss()));
-                r = TrainingRun.run(mode + "-live", student, SoftLabels.live(teacher, "t"), train, test,
-                        options(1).withDistillation(mode, 0.5, 3.0), null, null, QUIET);
+                r = TrainingRun.builder(student, train, test).name(mode + "-live")
+                        .teacher(SoftLabels.live(teacher, "t"))
+                        .options(options(1).withDistillation(mode, 0.5, 3.0)).log(QUIET).run();
                 assertTrue(Double.isFinite(r.epochs().get(0).trainLoss()));
             }
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
@@ -131,7 +137,8 @@ class TrainingTest {
                 assertTrue(se.getMessage().contains("saved for"), se.getMessage());
             }
             Path ckpt = dir.resolve("c.safetensors");
-            TrainingRun.run("ckpt", student, null, train, test, options(1), ckpt, null, QUIET);
+            TrainingRun.builder(student, train, test).name("ckpt")
+                    .options(options(1)).checkpoint(ckpt).log(QUIET).run();
             try (VisionTransformer wide = new VisionTransformer(be, VitConfig.of(16, 4, 1, 4, 128, 1, 2, 2, true), 16, 1);
                  Trainer t = new Trainer(wide, null, options(1), 8)) {
                 SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class, () -> Checkpoint.load(ckpt, t));
@@ -239,12 +246,14 @@ class TrainingTest {
         Path ckpt = dir.resolve("ckpt.safetensors");
         try (Backend be = CpuBackend.open()) {
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
-                TrainingRun.run("partial", m, null, train, test, options(3), ckpt, null, QUIET, 1);
+                TrainingRun.builder(m, train, test).name("partial")
+                        .options(options(3)).checkpoint(ckpt).log(QUIET).stopAfter(1).run();
             }
             byte[] written = Files.readAllBytes(ckpt);
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
                 NonFiniteException e = assertThrows(NonFiniteException.class,
-                        () -> TrainingRun.run("resumed", m, null, bad, test, options(3), ckpt, ckpt, QUIET));
+                        () -> TrainingRun.builder(m, bad, test).name("resumed")
+                                .options(options(3)).checkpoint(ckpt).resumeFrom(ckpt).log(QUIET).run());
                 assertEquals(64 / 16 + 1, e.step(), "the first step of epoch 2");
                 assertTrue(e.getMessage().startsWith("resumed, epoch 2, step 5: the loss is not finite"),
                         e.getMessage());
