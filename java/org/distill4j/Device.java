@@ -9,7 +9,7 @@ import org.distill4j.backend.Backends;
  *
  * <p>A device is only a name; {@link org.distill4j.backend.Backends#open(Device)} opens it and throws, naming the
  * missing piece, when it cannot work here. There is no silent fallback: {@link #best()} picks CUDA device 0 when
- * it works and the CPU otherwise, and logs that choice and its reason in one line.
+ * it works and the CPU otherwise, and logs that choice and its reason (one log record).
  */
 public final class Device {
     /** The kinds of device. */
@@ -62,7 +62,9 @@ public final class Device {
     }
 
     /**
-     * CUDA device 0 when it can be used here, otherwise the CPU; the choice and the reason are logged in one line.
+     * CUDA device 0 when it can be used here, otherwise the CPU; the choice and the reason are logged as one record
+     * (INFO, logger {@code org.distill4j}; java.util.logging's default format prints a record on two lines, the CLI
+     * sets a one-line format).
      */
     public static Device best() {
         String why = Backends.cudaUnavailableReason(0);

@@ -14,6 +14,14 @@ public interface Backend extends AutoCloseable {
     /** The device this backend runs on. */
     Device device();
 
+    /**
+     * How messages name this backend instance, e.g. {@code cpu backend @1b6d3586}: two backends of one device are
+     * told apart (tensors of one cannot be used with the other).
+     */
+    default String name() {
+        return device() + " backend @" + Integer.toHexString(System.identityHashCode(this));
+    }
+
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 

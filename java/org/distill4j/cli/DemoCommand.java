@@ -36,7 +36,7 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "demo-out", description = "output directory (default ${DEFAULT-VALUE})")
     Path out;
 
-    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N] or best (default ${DEFAULT-VALUE})")
+    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best (default ${DEFAULT-VALUE})")
     String device;
 
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
@@ -51,10 +51,12 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
     Integer trainLimit;
 
-    @Option(names = "--teacher-model", defaultValue = "mnist-teacher", description = "teacher preset (default ${DEFAULT-VALUE})")
+    @Option(names = "--teacher-model", defaultValue = "mnist-teacher", completionCandidates = Presets.class,
+            description = "teacher preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String teacherModel;
 
-    @Option(names = "--student-model", defaultValue = "mnist-student", description = "student preset (default ${DEFAULT-VALUE})")
+    @Option(names = "--student-model", defaultValue = "mnist-student", completionCandidates = Presets.class,
+            description = "student preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String studentModel;
 
     @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")

@@ -28,10 +28,12 @@ final class DistillCommand implements Callable<Integer> {
     @Option(names = "--teacher", required = true, description = "teacher model file (safetensors)")
     Path teacher;
 
-    @Option(names = "--teacher-model", description = "the teacher's preset, for a file that records none (timm)")
+    @Option(names = "--teacher-model", completionCandidates = Presets.class,
+            description = "the teacher's preset, for a file that records none (timm): ${COMPLETION-CANDIDATES}")
     String teacherModel;
 
-    @Option(names = "--model", defaultValue = "mnist-student", description = "student preset (default ${DEFAULT-VALUE})")
+    @Option(names = "--model", defaultValue = "mnist-student", completionCandidates = Presets.class,
+            description = "student preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String model;
 
     @Option(names = "--distillation", defaultValue = "soft", description = "soft, hard or none (default ${DEFAULT-VALUE})")

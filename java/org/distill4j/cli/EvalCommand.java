@@ -21,28 +21,33 @@ final class EvalCommand implements Callable<Integer> {
     @Parameters(index = "0", description = "model or checkpoint file (safetensors)")
     Path file;
 
-    @Option(names = "--model", description = "preset, for a file that records no config (timm)")
+    @Option(names = "--model", completionCandidates = Presets.class,
+            description = "preset, for a file that records no config (timm): ${COMPLETION-CANDIDATES}")
     String model;
 
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
     Path data;
 
-    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N] or best (default ${DEFAULT-VALUE})")
+    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best (default ${DEFAULT-VALUE})")
     String device;
 
     @Option(names = "--batch", defaultValue = "256", description = "batch size (default ${DEFAULT-VALUE})")
     int batch;
+
+    @Option(names = "--test-limit", defaultValue = "0", description = "use the first N test images (0: all)")
+    int testLimit;
 
     @Mixin
     ModelFileFlags modelFlags;
 
     @Override
     public Integer call() throws Exception {
+        if (testLimit < 0) throw new IllegalArgumentException("--test-limit must be >= 0, got " + testLimit);
         VitConfig config = Runs.configOf(file, model);
         var test = FashionMnist.loadTest(data != null ? data : FashionMnist.defaultDir());
         try (Backend backend = Backends.open(Device.parse(device));
              VisionTransformer m = modelFlags.load(backend, file, config, batch)) {
-            Evaluator.Accuracy a = Evaluator.evaluate(m, test, 0);
+            Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit);
             System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
                     + " images");
         }

@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 @Command(name = "distill4j", mixinStandardHelpOptions = true, versionProvider = Version.class,
         description = "Train and distill Vision Transformers with fused CUDA and CPU kernels.",
         subcommands = {InfoCommand.class, SelftestCommand.class, BenchCommand.class, TrainCommand.class,
-                DistillCommand.class, EvalCommand.class, DemoCommand.class})
+                DistillCommand.class, EvalCommand.class, DemoCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
@@ -37,6 +37,10 @@ public final class Main implements Runnable {
      */
     public static CommandLine commandLine() {
         CommandLine cli = new CommandLine(new Main());
+        // Every command lists -V: each prints the version, not only the top level.
+        for (CommandLine sub : cli.getSubcommands().values()) {
+            sub.getCommandSpec().versionProvider(cli.getCommandSpec().versionProvider());
+        }
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
             cmd.getErr().println("distill4j: " + Messages.of(e));
             if (Boolean.getBoolean("distill4j.stacktrace")) e.printStackTrace(cmd.getErr());

@@ -21,7 +21,8 @@ final class TrainCommand implements Callable<Integer> {
     @Mixin
     TrainingFlags flags;
 
-    @Option(names = "--model", defaultValue = "mnist-teacher", description = "preset (default ${DEFAULT-VALUE})")
+    @Option(names = "--model", defaultValue = "mnist-teacher", completionCandidates = Presets.class,
+            description = "preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String model;
 
     @Option(names = "--init", description = "start from the parameters of this model file (safetensors, timm names)")

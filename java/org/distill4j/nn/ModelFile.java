@@ -46,6 +46,7 @@ public final class ModelFile {
     }
 
     private static final String CONFIG_KEY = "distill4j.config";
+    private static final String PRESET_KEY = "distill4j.preset";  // the name only: the shape is CONFIG_KEY's
     private static final String OPTIMIZER_PREFIX = "optimizer.";
     private static final String[] CONFIG_FIELDS = {"image size", "patch", "channels", "classes", "dim", "depth",
         "heads", "mlp ratio", "distilled"};
@@ -64,6 +65,7 @@ public final class ModelFile {
         Map<String, String> m = new LinkedHashMap<>();
         m.put("format", "pt");
         m.put(CONFIG_KEY, describe(config));
+        if (!config.name().equals("custom")) m.put(PRESET_KEY, config.name());
         return m;
     }
 
@@ -104,11 +106,18 @@ public final class ModelFile {
             throw new SafetensorsFormatException(file, where + ": distilled " + Safetensors.quote(distilled)
                     + " is neither true nor false");
         }
+        VitConfig config;
         try {
-            return VitConfig.of(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], distilled.equals("true"));
+            config = VitConfig.of(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], distilled.equals("true"));
         } catch (IllegalArgumentException e) {
             throw new SafetensorsFormatException(file, where + " is not a valid config: " + e.getMessage());
         }
+        // Named after the preset it was saved from when that preset still has this shape; otherwise "custom".
+        String preset = metadata.get(PRESET_KEY);
+        for (String name : VitConfig.presetNames()) {
+            if (name.equals(preset) && VitConfig.preset(name).equals(config)) return VitConfig.preset(name);
+        }
+        return config;
     }
 
     /**
@@ -169,13 +178,16 @@ public final class ModelFile {
         }
     }
 
-    /** Throws unless the file's recorded config (when it has one) is {@code config}. */
+    /**
+     * Throws unless the file's recorded config (when it has one) is {@code config}.
+     *
+     * @throws ConfigMismatchException when the file records another config
+     * @throws SafetensorsFormatException when its recorded config is malformed
+     */
     public static void checkConfig(Path file, Map<String, String> metadata, VitConfig config)
             throws SafetensorsFormatException {
         VitConfig saved = config(file, metadata);
-        if (saved != null && !saved.equals(config)) {
-            throw new SafetensorsFormatException(file, "saved for " + saved + ", not for " + config);
-        }
+        if (saved != null && !saved.equals(config)) throw new ConfigMismatchException(file, saved, config);
     }
 
     /** {@link #load(Path, VisionTransformer, NonFinite)} refusing NaN and infinite weights. */

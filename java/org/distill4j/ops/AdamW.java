@@ -92,8 +92,8 @@ public final class AdamW {
                         + Arrays.toString(gradScale.shape()));
             }
             if (gradScale.backend() != param.backend()) {
-                throw new IllegalArgumentException("adamw: gradScale is on " + gradScale.device() + ", param on "
-                        + param.device() + " (a different backend)");
+                throw new IllegalArgumentException("adamw: gradScale is on " + gradScale.backend().name()
+                        + ", param on " + param.backend().name());
             }
         }
         if (step < 1) throw new IllegalArgumentException("adamw: step counts from 1, got " + step);
@@ -116,8 +116,8 @@ public final class AdamW {
                     + Arrays.toString(param.shape()) + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != param.backend()) {
-            throw new IllegalArgumentException("adamw: " + name + " is on " + t.device() + ", param on "
-                    + param.device() + " (a different backend)");
+            throw new IllegalArgumentException("adamw: " + name + " is on " + t.backend().name() + ", param on "
+                    + param.backend().name());
         }
     }
 

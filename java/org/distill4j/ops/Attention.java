@@ -179,8 +179,8 @@ public final class Attention implements AutoCloseable {
                     + ", got " + Arrays.toString(t.shape()) + " (op " + describe() + ")");
         }
         if (t.backend() != backend) {
-            throw new IllegalArgumentException("attention: " + name + " is on " + t.device() + ", the op on "
-                    + backend.device() + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("attention: " + name + " is on " + t.backend().name() + ", the op on "
+                    + backend.name() + ": copy it over first");
         }
     }
 

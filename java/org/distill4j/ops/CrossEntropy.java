@@ -129,8 +129,8 @@ public final class CrossEntropy {
                     + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != first.backend()) {
-            throw new IllegalArgumentException(op + ": " + name + " is on " + t.device() + ", the logits on "
-                    + first.device() + " (a different backend)");
+            throw new IllegalArgumentException(op + ": " + name + " is on " + t.backend().name() + ", the logits on "
+                    + first.backend().name());
         }
     }
 

@@ -56,8 +56,8 @@ public final class Gelu {
                     + Arrays.toString(like.shape()) + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != like.backend()) {
-            throw new IllegalArgumentException("gelu: " + name + " is on " + t.device() + ", x on " + like.device()
-                    + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("gelu: " + name + " is on " + t.backend().name()
+                    + ", x on " + like.backend().name() + ": copy it over first");
         }
         return t.backend();
     }

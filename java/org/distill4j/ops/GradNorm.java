@@ -61,8 +61,8 @@ public final class GradNorm implements AutoCloseable {
             if (g == null) throw new IllegalArgumentException("grad_norm: grads[" + i + "] is null");
             if (g.isClosed()) throw new IllegalStateException("grad_norm: grads[" + i + "] is closed");
             if (g.backend() != backend) {
-                throw new IllegalArgumentException("grad_norm: grads[" + i + "] is on " + g.device() + ", this op on "
-                        + backend.device() + " (a different backend)");
+                throw new IllegalArgumentException("grad_norm: grads[" + i + "] is on " + g.backend().name()
+                        + ", this op on " + backend.name());
             }
         }
         if (grads.isEmpty()) sumSquares.zero();

@@ -134,8 +134,8 @@ public final class KlDiv {
             throw new IllegalArgumentException("kl_div: empty input, B = " + student.size(0) + ", C = " + student.size(1));
         }
         if (student.backend() != teacher.backend()) {
-            throw new IllegalArgumentException("kl_div: student is on " + student.device() + " and teacher on "
-                    + teacher.device() + " (a different backend): copy one over first");
+            throw new IllegalArgumentException("kl_div: student is on " + student.backend().name() + " and teacher on "
+                    + teacher.backend().name() + ": copy one over first");
         }
     }
 
@@ -147,8 +147,8 @@ public final class KlDiv {
                     + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != student.backend()) {
-            throw new IllegalArgumentException("kl_div: " + name + " is on " + t.device() + ", the inputs on "
-                    + student.device() + " (a different backend)");
+            throw new IllegalArgumentException("kl_div: " + name + " is on " + t.backend().name() + ", the inputs on "
+                    + student.backend().name());
         }
     }
 

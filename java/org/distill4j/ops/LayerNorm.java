@@ -191,8 +191,8 @@ public final class LayerNorm implements AutoCloseable {
         if (t == null) throw new IllegalArgumentException("layernorm: " + name + " is required");
         if (t.isClosed()) throw new IllegalStateException("layernorm: " + name + " tensor is closed");
         if (t.backend() != backend) {
-            throw new IllegalArgumentException("layernorm: " + name + " is on " + t.device() + ", the op on "
-                    + backend.device() + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("layernorm: " + name + " is on " + t.backend().name() + ", the op on "
+                    + backend.name() + ": copy it over first");
         }
     }
 }

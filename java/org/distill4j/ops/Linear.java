@@ -113,8 +113,8 @@ public final class Linear {
                     + Arrays.toString(weight.shape()));
         }
         if (x.backend() != weight.backend()) {
-            throw new IllegalArgumentException("linear: weight is on " + weight.device() + " and x on " + x.device()
-                    + " (a different backend): copy one over first");
+            throw new IllegalArgumentException("linear: weight is on " + weight.backend().name()
+                    + " and x on " + x.backend().name() + ": copy one over first");
         }
         long m = x.numel() / k;
         if (m > Integer.MAX_VALUE || k > Integer.MAX_VALUE || n > Integer.MAX_VALUE) {
@@ -135,8 +135,8 @@ public final class Linear {
                     + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != x.backend()) {
-            throw new IllegalArgumentException("linear: " + name + " is on " + t.device() + ", x on " + x.device()
-                    + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("linear: " + name + " is on " + t.backend().name()
+                    + ", x on " + x.backend().name() + ": copy it over first");
         }
     }
 

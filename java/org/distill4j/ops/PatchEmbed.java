@@ -223,8 +223,8 @@ public final class PatchEmbed implements AutoCloseable {
                     + ", got " + Arrays.toString(t.shape()) + " (op " + describe() + ")");
         }
         if (t.backend() != backend) {
-            throw new IllegalArgumentException("patch_embed: " + name + " is on " + t.device() + ", the op on "
-                    + backend.device() + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("patch_embed: " + name + " is on " + t.backend().name() + ", the op on "
+                    + backend.name() + ": copy it over first");
         }
     }
 

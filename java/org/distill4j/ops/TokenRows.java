@@ -78,8 +78,8 @@ public final class TokenRows {
                     + ", got " + Arrays.toString(t.shape()));
         }
         if (t.backend() != other.backend()) {
-            throw new IllegalArgumentException("token_rows: " + name + " is on " + t.device() + ", the tokens on "
-                    + other.device() + " (a different backend): copy it over first");
+            throw new IllegalArgumentException("token_rows: " + name + " is on " + t.backend().name()
+                    + ", the tokens on " + other.backend().name() + ": copy it over first");
         }
     }
 }

@@ -27,6 +27,7 @@ import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.Synthetic;
+import org.distill4j.nn.ConfigMismatchException;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
@@ -61,7 +62,8 @@ class SafetensorsFuzzTest {
     private static final int SOFT_IMAGES = 16;
     private static final Dataset SOFT_DATA = Synthetic.dataset(3, SOFT_IMAGES, BASE.classes(), 8, 8);
     private static final List<Class<? extends Throwable>> DOCUMENTED = List.of(SafetensorsFormatException.class,
-            UnsupportedDtypeException.class, NonFiniteValuesException.class, MemoryLimitException.class);
+            UnsupportedDtypeException.class, NonFiniteValuesException.class, MemoryLimitException.class,
+            ConfigMismatchException.class);
 
     private static final long[] DIMS = {0, 1, 2, 3, 31, 32, 33, 64, 96, 2147483647L, 2147483648L, 4294967296L,
         1L << 40, 1L << 62, Long.MAX_VALUE};

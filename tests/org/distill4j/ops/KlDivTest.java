@@ -259,6 +259,12 @@ class KlDivTest {
             assertMessage(IllegalArgumentException.class, "must be [B, C], got [6]", () -> kl.compute(v, v));
             assertMessage(IllegalArgumentException.class, "B = 0, C = 3", () -> kl.compute(e, e2));
             assertMessage(IllegalArgumentException.class, "cuda-emu", () -> kl.compute(a, onEmu));
+            // Two backends of one device: the message tells them apart (it used to read "on cpu and teacher on cpu").
+            try (Backend other = CpuBackend.open(); Tensor there = Tensor.empty(other, 2, 3)) {
+                assertMessage(IllegalArgumentException.class, "student is on " + cpu.name() + " and teacher on "
+                        + other.name(), () -> kl.compute(a, there));
+                assertFalse(cpu.name().equals(other.name()), cpu.name());
+            }
             Tensor closed = Tensor.empty(cpu, 2, 3);
             closed.close();
             closed.close();  // harmless

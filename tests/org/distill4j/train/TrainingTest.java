@@ -17,6 +17,7 @@ import org.distill4j.data.Synthetic;
 import org.distill4j.io.SafetensorsFormatException;
 import org.distill4j.io.SafetensorsFile;
 import org.distill4j.io.TensorData;
+import org.distill4j.nn.ConfigMismatchException;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
@@ -132,17 +133,19 @@ class TrainingTest {
                 e = assertThrows(IllegalArgumentException.class,
                         () -> new Trainer(student, other, options(1).withDistillation(Distillation.SOFT, 0.5, 2), 10));
                 assertTrue(e.getMessage().contains("teacher predicts 5 classes, the student 4"), e.getMessage());
-                SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class,
+                ConfigMismatchException ce = assertThrows(ConfigMismatchException.class,
                         () -> ModelFile.load(teacherFile, other));
-                assertTrue(se.getMessage().contains("saved for"), se.getMessage());
+                assertTrue(ce.getMessage().contains("holds a model of custom(") && !ce.getMessage().contains("valid"),
+                        ce.getMessage());
             }
             Path ckpt = dir.resolve("c.safetensors");
             TrainingRun.builder(student, train, test).name("ckpt")
                     .options(options(1)).checkpoint(ckpt).log(QUIET).run();
             try (VisionTransformer wide = new VisionTransformer(be, VitConfig.of(16, 4, 1, 4, 128, 1, 2, 2, true), 16, 1);
                  Trainer t = new Trainer(wide, null, options(1), 8)) {
-                SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class, () -> Checkpoint.load(ckpt, t));
-                assertTrue(se.getMessage().contains("saved for"), se.getMessage());
+                ConfigMismatchException ce = assertThrows(ConfigMismatchException.class, () -> Checkpoint.load(ckpt, t));
+                assertEquals(student.config(), ce.saved());
+                assertEquals(wide.config(), ce.wanted());
             }
             try (Trainer t = new Trainer(student, null, options(1), 8)) {
                 SafetensorsFormatException se = assertThrows(SafetensorsFormatException.class, () -> Checkpoint.load(teacherFile, t));
