@@ -1,8 +1,8 @@
 // Included first by every .cu in native/cuda. The same sources build two libraries:
 //   nvcc -> libdistill4j_cuda.so     (<cuda_runtime.h>, real launches)
 //   g++  -> libdistill4j_cudaemu.so  (emu/cuda_emu.h: every CUDA thread an OS thread; tests only)
-// so kernels use the three macros below instead of the few constructs g++ cannot parse, and otherwise plain
-// CUDA (__global__, __shared__ arrays, threadIdx, __syncthreads, __shfl_*_sync, atomicAdd, float4, ...).
+// so kernels use the macros below instead of the few constructs g++ cannot parse (or the emulator could not poison),
+// and otherwise plain CUDA (__global__, threadIdx, __syncthreads, __shfl_*_sync, atomicAdd, float4, ...).
 //
 //   D4J_LAUNCH(kernel, grid, block, smem_bytes, stream, args...)
 //       kernel<<<grid, block, smem_bytes, stream>>>(args...). Emulated: runs on the CPU before returning.

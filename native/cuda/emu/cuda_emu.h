@@ -3,8 +3,8 @@
 //
 // The model, chosen so that ThreadSanitizer and AddressSanitizer can see kernel bugs:
 //   - one OS thread per CUDA thread; the threads of a launch run its blocks one after another, and all threads of
-//     a block run concurrently, so `__shared__` can be plain `static` storage (one copy per kernel, reused by the
-//     next block) and launches are serialised by one mutex;
+//     a block run concurrently, so a static shared array (D4J_STATIC_SMEM) can be plain `static` storage (one
+//     copy per kernel, reused by the next block) and launches are serialised by one mutex;
 //   - `__syncthreads` is a std::barrier over the block; a thread that returns from the kernel leaves it
 //     (arrive_and_drop), as an exited thread no longer counts on hardware;
 //   - each warp has its own std::barrier over its live lanes; shuffles, ballots and `__syncwarp` exchange values
@@ -13,12 +13,18 @@
 //     must be at the same warp operation (same intrinsic, same call site, same count). Each violation aborts with
 //     a message naming kernel, block and thread. A shuffle reading a lane outside the mask (undefined on hardware)
 //     gets all-ones bits: NaN as a float, -1 as an int.
+//     The barrier orders all memory, but only `__syncwarp` does on hardware: shuffles and votes move registers.
+//     So ThreadSanitizer sees no ordering from them (it is kept blind to their exchange): a lane reading a shared
+//     memory slot that another lane of its warp wrote, with only shuffles between, is a race it reports. The
+//     values themselves still arrive in lockstep: the read gets the right value, only the sanitizer can tell.
 //     The price: a partial-mask operation while the warp's other lanes are still running elsewhere (legal from
 //     sm_70 on) waits for them forever; CTest's timeout catches that hang;
 //   - atomics are std::atomic_ref (sequentially consistent, so the emulator is blind to missing fences);
 //   - dynamic shared memory is malloc'ed per block with exactly the requested size (AddressSanitizer sees an
 //     overflow of one byte) and filled with all-ones bytes first: NaN as float/double/half, -1 as an integer.
-//     Static `__shared__` arrays are not poisoned: a block sees what the previous one left, like hardware may;
+//     Static shared arrays are filled the same way before every block (each is registered the first time a
+//     thread reaches its definition), so a slot the block did not write reads as garbage, never as 0 or as what
+//     the previous block left; AddressSanitizer sees their overflows as it does any global's;
 //   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
 //     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
 //     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
