@@ -35,7 +35,7 @@ constexpr int64_t kAdamMaxBlocks = 4096;
 // gradient tensor per step, a few MB in all for a ViT.
 __global__ void __launch_bounds__(kSumThreads) sum_squares_block(const float *x, int64_t n, int accumulate,
                                                                   float *out) {
-    __shared__ double part[kSumThreads];
+    D4J_STATIC_SMEM(double, part, [kSumThreads]);
     double acc = 0.0;
     const bool vec4 = (reinterpret_cast<uintptr_t>(x) & 15u) == 0;
     int64_t i = 0;

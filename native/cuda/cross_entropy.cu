@@ -28,7 +28,7 @@ struct ce_args {
 
 template <int GROUP, bool VEC4>
 __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_rows(ce_args a) {
-    __shared__ float scratch[64];
+    D4J_STATIC_SMEM(float, scratch, [64]);
     const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / GROUP) + threadIdx.x / GROUP;
     if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)
     const int lane = threadIdx.x % GROUP;
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_rows(
 
 // loss = sum(row_loss) / B, one block, fixed order.
 __global__ void __launch_bounds__(256) ce_reduce(const float *row_loss, int64_t B, float *loss) {
-    __shared__ float scratch[32];
+    D4J_STATIC_SMEM(float, scratch, [32]);
     float v = 0.0f;
     for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];
     v = group_sum<256>(v, scratch);

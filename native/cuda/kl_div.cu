@@ -48,7 +48,7 @@ __device__ __forceinline__ void for_each_owned(const float *s, const float *t, i
 
 template <int GROUP, bool VEC4, bool LOG_TARGET>
 __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) kl_div_rows(kl_args a) {
-    __shared__ float scratch[64];
+    D4J_STATIC_SMEM(float, scratch, [64]);
     const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / GROUP) + threadIdx.x / GROUP;
     if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)
     const int lane = threadIdx.x % GROUP;
@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) kl_div_r
 
 // loss = norm * sum(row_loss), one block, fixed order.
 __global__ void __launch_bounds__(256) kl_div_reduce(const float *row_loss, int64_t B, float norm, float *loss) {
-    __shared__ float scratch[32];
+    D4J_STATIC_SMEM(float, scratch, [32]);
     float v = 0.0f;
     for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];
     v = group_sum<256>(v, scratch);

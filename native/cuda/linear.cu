@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads)
 // rows g, g + 8, ... in order, then the 8 partials added in order: a fixed order, no atomics.
 constexpr int kSumCols = 32, kSumGroups = kThreads / kSumCols;
 __global__ void __launch_bounds__(kThreads) linear_bias_grad(const float *dy, int64_t M, int64_t N, float *dbias) {
-    __shared__ float partial[kSumGroups][kSumCols];
+    D4J_STATIC_SMEM(float, partial, [kSumGroups][kSumCols]);
     const int lane = static_cast<int>(threadIdx.x) % kSumCols, group = static_cast<int>(threadIdx.x) / kSumCols;
     const int64_t n = static_cast<int64_t>(blockIdx.x) * kSumCols + lane;
     float acc = 0.0f;

@@ -23,7 +23,7 @@ constexpr unsigned kFull = 0xffffffffu;
 // Tree reduction in static shared memory: every step reads slots other threads wrote before the barrier.
 template <int BLOCK>
 __global__ void block_sum(const int *in, int n, int *out) {
-    __shared__ int partial[BLOCK];
+    D4J_STATIC_SMEM(int, partial, [BLOCK]);
     int i = static_cast<int>(blockIdx.x) * BLOCK + static_cast<int>(threadIdx.x);
     partial[threadIdx.x] = i < n ? in[i] : 0;
     __syncthreads();
@@ -100,6 +100,17 @@ __global__ void dyn_reverse(float *out, int *not_poisoned) {
     out[block * nt + t] = buf[nt - 1 - t];
 }
 
+// Static shared arrays, two in one kernel: each thread finds its slots poisoned, then leaves a number there for
+// the next block (or launch) to find if the poison were not renewed.
+__global__ void static_poison(int *not_poisoned) {
+    D4J_STATIC_SMEM(float, f, [64]);
+    D4J_STATIC_SMEM(double, d, [64]);
+    const int t = static_cast<int>(threadIdx.x);
+    if (!isnan(f[t]) || !isnan(d[t])) atomicAdd(not_poisoned, 1);
+    f[t] = 1.0f;
+    d[t] = 2.0;
+}
+
 // The same memory seen as another type by another kernel.
 __global__ void dyn_double(double *out) {
     D4J_DYNAMIC_SMEM(double, buf);
@@ -111,7 +122,7 @@ __global__ void dyn_double(double *out) {
 // Threads past `live` return at once; the others still meet at __syncthreads (exited threads stop counting).
 // Then a partial-warp reduction with the exact mask of the live lanes.
 __global__ void early_exit(int live, int *out, int *warp_sums) {
-    __shared__ int slot[128];
+    D4J_STATIC_SMEM(int, slot, [128]);
     int t = static_cast<int>(threadIdx.x);
     if (t >= live) return;
     slot[t] = t * t;
@@ -251,6 +262,13 @@ void check_dynamic_smem() {
     expect(ok, "dynamic shared memory as another type (double)");
 }
 
+void check_static_smem() {
+    int not_poisoned = 0;
+    for (int launch = 0; launch < 2; ++launch) D4J_LAUNCH(static_poison, 3, 64, 0, nullptr, &not_poisoned);
+    expect(D4J_CHECK_LAUNCH() == cudaSuccess && not_poisoned == 0,
+           "static shared memory is NaN-poisoned before each block");
+}
+
 void check_early_exit() {
     const int live = 77;  // warps of 32, 32 and 13 live lanes in a block of 128
     std::vector<int> out(128, -1), sums(3, -1);
@@ -312,6 +330,7 @@ int main(int argc, char **argv) {
     check_warp_ops(rng);
     check_atomics(rng);
     check_dynamic_smem();
+    check_static_smem();
     check_early_exit();
     check_launch_errors();
     std::printf("%s\n", failures == 0 ? "all passed" : "FAILURES");

@@ -3,8 +3,8 @@
 //
 // The model, chosen so that ThreadSanitizer and AddressSanitizer can see kernel bugs:
 //   - one OS thread per CUDA thread; the threads of a launch run its blocks one after another, and all threads of
-//     a block run concurrently, so `__shared__` can be plain `static` storage (one copy per kernel, reused by the
-//     next block) and launches are serialised by one mutex;
+//     a block run concurrently, so a static shared array (D4J_STATIC_SMEM) can be plain `static` storage (one
+//     copy per kernel, reused by the next block) and launches are serialised by one mutex;
 //   - `__syncthreads` is a std::barrier over the block; a thread that returns from the kernel leaves it
 //     (arrive_and_drop), as an exited thread no longer counts on hardware;
 //   - each warp has its own std::barrier over its live lanes; shuffles, ballots and `__syncwarp` exchange values
@@ -13,12 +13,18 @@
 //     must be at the same warp operation (same intrinsic, same call site, same count). Each violation aborts with
 //     a message naming kernel, block and thread. A shuffle reading a lane outside the mask (undefined on hardware)
 //     gets all-ones bits: NaN as a float, -1 as an int.
+//     The barrier orders all memory, but only `__syncwarp` does on hardware: shuffles and votes move registers.
+//     So ThreadSanitizer sees no ordering from them (it is kept blind to their exchange): a lane reading a shared
+//     memory slot that another lane of its warp wrote, with only shuffles between, is a race it reports. The
+//     values themselves still arrive in lockstep: the read gets the right value, only the sanitizer can tell.
 //     The price: a partial-mask operation while the warp's other lanes are still running elsewhere (legal from
 //     sm_70 on) waits for them forever; CTest's timeout catches that hang;
 //   - atomics are std::atomic_ref (sequentially consistent, so the emulator is blind to missing fences);
 //   - dynamic shared memory is malloc'ed per block with exactly the requested size (AddressSanitizer sees an
 //     overflow of one byte) and filled with all-ones bytes first: NaN as float/double/half, -1 as an integer.
-//     Static `__shared__` arrays are not poisoned: a block sees what the previous one left, like hardware may;
+//     Static shared arrays are filled the same way before every block (each is registered the first time a
+//     thread reaches its definition), so a slot the block did not write reads as garbage, never as 0 or as what
+//     the previous block left; AddressSanitizer sees their overflows as it does any global's;
 //   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
 //     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
 //     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
@@ -50,6 +56,7 @@
 #include <latch>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <semaphore>
 #include <source_location>
 #include <thread>
@@ -66,8 +73,10 @@
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 #define __constant__
-// One copy per kernel (per template instance), shared by the block's threads; blocks never overlap.
-#define __shared__ static
+// Static shared arrays are declared with D4J_STATIC_SMEM (common.cuh), which the emulator poisons before every
+// block. A plain `static` cannot be found again to poison it (and g++ ignores section attributes on the static
+// locals of templates), so a plain __shared__ does not compile here.
+#define __shared__ _Pragma("GCC error \"declare static shared arrays with D4J_STATIC_SMEM (common.cuh)\"")
 // __restrict__ is a g++ keyword already.
 
 // ---- Built-in vector types. may_alias: kernels read float arrays through float4 pointers.
@@ -137,6 +146,14 @@ enum cudaDeviceAttr {
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
+// ThreadSanitizer's own annotations (libtsan), declared here because g++ ships no header for the first two.
+#if defined(__SANITIZE_THREAD__)
+extern "C" void AnnotateIgnoreSyncBegin(const char *file, int line);
+extern "C" void AnnotateIgnoreSyncEnd(const char *file, int line);
+extern "C" void __tsan_ignore_thread_begin();
+extern "C" void __tsan_ignore_thread_end();
+#endif
+
 // Hidden: each library (and test program) that includes this header has its own private emulator.
 namespace __attribute__((visibility("hidden"))) d4j_emu {
 
@@ -151,6 +168,23 @@ inline constexpr size_t kMaxDynamicSmemOptin = 227 * 1024;
 inline thread_local cudaError_t last_error = cudaSuccess;
 // Highest limit any kernel was given with cudaFuncSetAttribute (not tracked per kernel: a simplification).
 inline std::atomic<size_t> dynamic_smem_limit{kDefaultDynamicSmem};
+
+// The static shared arrays (D4J_STATIC_SMEM) that have been reached at least once, poisoned before every block.
+struct smem_array {
+    void *p;
+    size_t bytes;
+};
+inline std::mutex smem_arrays_mutex;
+inline std::vector<smem_array> smem_arrays;
+
+// Runs once per array, the first time any thread reaches its definition (a guarded static initialisation, which
+// the block's other threads wait for): poisons it for the block under way too.
+inline bool register_static_smem(void *p, size_t bytes) {
+    std::lock_guard<std::mutex> lock(smem_arrays_mutex);
+    smem_arrays.push_back({p, bytes});
+    std::memset(p, 0xff, bytes);
+    return true;
+}
 
 struct warp_state {
     std::unique_ptr<std::barrier<>> bar;  // over the lanes of this warp still running the kernel
@@ -190,6 +224,8 @@ struct launch_state {
             std::abort();
         }
         if (smem_bytes != 0) std::memset(smem, 0xff, smem_bytes);
+        std::lock_guard<std::mutex> lock(smem_arrays_mutex);
+        for (const smem_array &a : smem_arrays) std::memset(a.p, 0xff, a.bytes);
     }
 };
 
@@ -225,11 +261,32 @@ inline thread_ctx &ctx(const char *op) {
 
 inline void *dynamic_smem() { return ctx("dynamic shared memory").launch->smem; }
 
+// While alive, ThreadSanitizer neither sees this thread's memory accesses nor learns any ordering from its
+// synchronisation: what happens inside is invisible to it.
+struct tsan_blind {
+#if defined(__SANITIZE_THREAD__)
+    tsan_blind() {
+        __tsan_ignore_thread_begin();
+        AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    }
+    ~tsan_blind() {
+        AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+        __tsan_ignore_thread_end();
+    }
+#endif
+};
+
 // A warp operation: publish this lane's value, wait for the other live lanes, check that the warp is converged
 // on the same operation with the same mask, let `read` combine the published values, and wait again so that no
 // lane overwrites its slot before everyone has read.
+// The two barriers order all memory, but on hardware only __syncwarp does: a shuffle or a vote exchanges
+// registers. So for those (orders_memory false) ThreadSanitizer is kept blind to the whole exchange, and a shared
+// memory slot written by one lane and read by another with only a shuffle between them is a race it reports.
 template <typename R, typename F>
-R warp_collective(unsigned mask, uint64_t mine, const char *op, const std::source_location &site, F read) {
+R warp_collective(unsigned mask, uint64_t mine, const char *op, const std::source_location &site, F read,
+                  bool orders_memory = false) {
+    std::optional<tsan_blind> blind;
+    if (!orders_memory) blind.emplace();
     thread_ctx &c = ctx(op);
     warp_state &w = *c.warp;
     w.value[c.lane] = mine;
@@ -405,7 +462,8 @@ inline void __threadfence() {}
 inline void __threadfence_block() {}
 
 inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location site = std::source_location::current()) {
-    d4j_emu::warp_collective<int>(mask, 0, "__syncwarp", site, [](const uint64_t *, unsigned, unsigned) { return 0; });
+    d4j_emu::warp_collective<int>(
+        mask, 0, "__syncwarp", site, [](const uint64_t *, unsigned, unsigned) { return 0; }, true);
 }
 inline unsigned __activemask() { return d4j_emu::ctx("__activemask").warp->live.load(std::memory_order_relaxed); }
 
