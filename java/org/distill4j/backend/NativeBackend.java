@@ -1,5 +1,6 @@
 package org.distill4j.backend;
 
+import java.util.concurrent.atomic.AtomicLong;
 import org.distill4j.Device;
 import org.distill4j.natives.Distill4jNative;
 
@@ -7,7 +8,8 @@ import org.distill4j.natives.Distill4jNative;
 abstract class NativeBackend implements Backend {
     private final Device device;
     private Distill4jNative.d4j_backend kernels;
-    private long live;
+    // Atomic: tensors are closed by whichever thread holds them (or a cleaner), not only the backend's user.
+    private final AtomicLong live = new AtomicLong();
 
     NativeBackend(Device device) {
         this.device = device;
@@ -20,12 +22,12 @@ abstract class NativeBackend implements Backend {
 
     /** Counts one allocation made by a subclass. */
     final void allocated() {
-        live++;
+        live.incrementAndGet();
     }
 
     /** Counts one allocation freed by a subclass. */
     final void freed() {
-        live--;
+        live.decrementAndGet();
     }
 
     /** Releases what the subclass holds beside the kernel handle (a stream); called once, by {@link #close()}. */
@@ -44,12 +46,18 @@ abstract class NativeBackend implements Backend {
 
     @Override
     public final long liveAllocations() {
-        return live;
+        return live.get();
     }
 
     @Override
     public final void close() {
         if (kernels == null) return;
+        long open = live.get();
+        if (open > 0) {
+            System.getLogger("org.distill4j").log(System.Logger.Level.WARNING, "closing " + name() + " with " + open
+                    + " allocation" + (open == 1 ? "" : "s") + " not freed (tensors or models left open): their "
+                    + "memory is lost; close them first");
+        }
         releaseResources();
         Distill4jNative.d4j_backend_close(kernels);
         kernels = null;

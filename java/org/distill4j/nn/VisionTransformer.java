@@ -28,7 +28,10 @@ import org.distill4j.ops.PatchEmbed;
  * <p>Since LayerNorm is per token, the final norm runs on the prefix rows only (what the heads read): the same
  * values as timm, without normalising the patch tokens nobody uses.
  *
- * <p>Not thread-safe: one training loop drives a model, as one stream orders its kernels.
+ * <p>Not thread-safe: one training loop drives a model, as one stream orders its kernels. A call from a second
+ * thread while another thread is inside {@link #forward()}, {@link #backward()}, {@link #zeroGrad()} or
+ * {@link #predict} throws {@link org.distill4j.ConcurrentUseException} (its outputs would be the other call's); give
+ * each thread its own model, or use one at a time.
  */
 public final class VisionTransformer implements AutoCloseable {
     /** Java heap a block's objects take, with margin (measured: 6.6 KB with its 24 tensors and 12 parameters). */
@@ -38,6 +41,7 @@ public final class VisionTransformer implements AutoCloseable {
     private final int batch;
     private final Backend backend;
     private final Kernels kernels;
+    private final org.distill4j.ThreadConfinement confinement;
     private final List<Tensor> owned = new ArrayList<>();
     private final List<Parameter> parameters = new ArrayList<>();
     private final Map<String, Parameter> byName = new LinkedHashMap<>();
@@ -84,6 +88,8 @@ public final class VisionTransformer implements AutoCloseable {
         checkMemory(backend, config, batch, Long.MAX_VALUE);
         this.batch = batch;
         this.kernels = new Kernels(backend);
+        this.confinement = new org.distill4j.ThreadConfinement("VisionTransformer[" + config.name() + ", batch "
+                + batch + "]");
         final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
         final long prefix = config.prefix(), p = config.patch(), ch = config.channels(), s = config.imageSize();
         boolean ok = false;
@@ -402,9 +408,14 @@ public final class VisionTransformer implements AutoCloseable {
 
     /** Copies {@code batchImages} ([B, C, H, W], row-major) into {@link #input()} and runs {@link #forward()}. */
     public void forward(float[] batchImages) {
-        checkOpen();
-        images.copyFrom(batchImages);
-        forward();
+        confinement.enter();
+        try {
+            checkOpen();
+            images.copyFrom(batchImages);
+            forward();
+        } finally {
+            confinement.exit();
+        }
     }
 
     /**
@@ -412,36 +423,41 @@ public final class VisionTransformer implements AutoCloseable {
      * backward needs. Queued on the backend's stream.
      */
     public void forward() {
-        checkOpen();
-        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
-        final long m = b * t, prefix = config.prefix();
-        patchEmbed.forward(images, patchWeight.value(), patchBias.value(), posEmbed.value(), clsToken.value(),
-                distToken == null ? null : distToken.value(), x[0]);
-        for (int l = 0; l < blocks.length; l++) {
-            Block k = blocks[l];
-            kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
-                    k.ln1.data(), k.mean1.data(), k.rstd1.data());
-            kernels.linear(k.ln1.data(), k.qkvWeight.value().data(), k.qkvBias.value().data(), null, m, d, 3 * d,
-                    k.qkv.data());
-            attention.forward(k.qkv, k.attn, k.lse);
-            kernels.linear(k.attn.data(), k.projWeight.value().data(), k.projBias.value().data(), x[l].data(), m, d,
-                    d, k.mid.data());
-            kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
-                    k.ln2.data(), k.mean2.data(), k.rstd2.data());
-            kernels.linear(k.ln2.data(), k.fc1Weight.value().data(), k.fc1Bias.value().data(), null, m, d, h,
-                    k.fc1.data());
-            kernels.gelu(k.fc1.data(), m * h, k.act.data());
-            kernels.linear(k.act.data(), k.fc2Weight.value().data(), k.fc2Bias.value().data(), k.mid.data(), m, h,
-                    d, x[l + 1].data());
-        }
-        kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
-        kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
-                rowsNormed.data(), rowsMean.data(), rowsRstd.data());
-        kernels.linear(rowsNormed.data(), headWeight.value().data(), headBias.value().data(), null, b, d, c,
-                logits.data());
-        if (distLogits != null) {
-            kernels.linear(rowsNormedDist, headDistWeight.value().data(), headDistBias.value().data(), null, b, d, c,
-                    distLogits.data());
+        confinement.enter();
+        try {
+            checkOpen();
+            final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+            final long m = b * t, prefix = config.prefix();
+            patchEmbed.forward(images, patchWeight.value(), patchBias.value(), posEmbed.value(), clsToken.value(),
+                    distToken == null ? null : distToken.value(), x[0]);
+            for (int l = 0; l < blocks.length; l++) {
+                Block k = blocks[l];
+                kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
+                        k.ln1.data(), k.mean1.data(), k.rstd1.data());
+                kernels.linear(k.ln1.data(), k.qkvWeight.value().data(), k.qkvBias.value().data(), null, m, d, 3 * d,
+                        k.qkv.data());
+                attention.forward(k.qkv, k.attn, k.lse);
+                kernels.linear(k.attn.data(), k.projWeight.value().data(), k.projBias.value().data(), x[l].data(), m, d,
+                        d, k.mid.data());
+                kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
+                        k.ln2.data(), k.mean2.data(), k.rstd2.data());
+                kernels.linear(k.ln2.data(), k.fc1Weight.value().data(), k.fc1Bias.value().data(), null, m, d, h,
+                        k.fc1.data());
+                kernels.gelu(k.fc1.data(), m * h, k.act.data());
+                kernels.linear(k.act.data(), k.fc2Weight.value().data(), k.fc2Bias.value().data(), k.mid.data(), m, h,
+                        d, x[l + 1].data());
+            }
+            kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
+            kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
+                    rowsNormed.data(), rowsMean.data(), rowsRstd.data());
+            kernels.linear(rowsNormed.data(), headWeight.value().data(), headBias.value().data(), null, b, d, c,
+                    logits.data());
+            if (distLogits != null) {
+                kernels.linear(rowsNormedDist, headDistWeight.value().data(), headDistBias.value().data(), null, b, d, c,
+                        distLogits.data());
+            }
+        } finally {
+            confinement.exit();
         }
     }
 
@@ -451,50 +467,60 @@ public final class VisionTransformer implements AutoCloseable {
      * {@link #zeroGrad()} once per step.
      */
     public void backward() {
-        checkOpen();
-        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
-        final long m = b * t, prefix = config.prefix();
-        kernels.linearBackward(rowsNormed.data(), headWeight.value().data(), gradLogits.data(), b, d, c,
-                gradRowsNormed.data(), headWeight.grad().data(), headBias.grad().data());
-        if (distLogits != null) {
-            kernels.linearBackward(rowsNormedDist, headDistWeight.value().data(), gradDistLogits.data(), b, d, c,
-                    gradRowsNormedDist, headDistWeight.grad().data(), headDistBias.grad().data());
+        confinement.enter();
+        try {
+            checkOpen();
+            final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+            final long m = b * t, prefix = config.prefix();
+            kernels.linearBackward(rowsNormed.data(), headWeight.value().data(), gradLogits.data(), b, d, c,
+                    gradRowsNormed.data(), headWeight.grad().data(), headBias.grad().data());
+            if (distLogits != null) {
+                kernels.linearBackward(rowsNormedDist, headDistWeight.value().data(), gradDistLogits.data(), b, d, c,
+                        gradRowsNormedDist, headDistWeight.grad().data(), headDistBias.grad().data());
+            }
+            gradRows.zero(); // LayerNorm's backward accumulates into dx
+            kernels.layerNormBackward(rows.data(), normWeight.value().data(), rowsMean.data(), rowsRstd.data(),
+                    gradRowsNormed.data(), prefix * b, d, gradRows.data(), normWeight.grad().data(),
+                    normBias.grad().data(), lnWorkspace.data());
+            // Starts the residual stream's gradient: the prefix rows get the heads' gradient, the patch rows 0.
+            kernels.tokenRowsBackward(gradRows.data(), b, t, d, prefix, gradStream.data());
+            for (int l = blocks.length - 1; l >= 0; l--) {
+                Block k = blocks[l];
+                // gradStream = d x[l+1]; x[l+1] = mid + fc2(act): it is also mid's gradient through the skip.
+                kernels.linearBackward(k.act.data(), k.fc2Weight.value().data(), gradStream.data(), m, h, d,
+                        gradHidden.data(), k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
+                kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
+                kernels.linearBackward(k.ln2.data(), k.fc1Weight.value().data(), gradHidden.data(), m, d, h,
+                        gradLn.data(), k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
+                kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
+                        gradLn.data(), m, d, gradStream.data(), k.norm2Weight.grad().data(), k.norm2Bias.grad().data(),
+                        lnWorkspace.data());
+                // gradStream = d mid; mid = x[l] + proj(attn).
+                kernels.linearBackward(k.attn.data(), k.projWeight.value().data(), gradStream.data(), m, d, d,
+                        gradAttn.data(), k.projWeight.grad().data(), k.projBias.grad().data());
+                attention.backward(k.qkv, k.attn, k.lse, gradAttn, gradQkv);
+                kernels.linearBackward(k.ln1.data(), k.qkvWeight.value().data(), gradQkv.data(), m, d, 3 * d,
+                        gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data());
+                kernels.layerNormBackward(x[l].data(), k.norm1Weight.value().data(), k.mean1.data(), k.rstd1.data(),
+                        gradLn.data(), m, d, gradStream.data(), k.norm1Weight.grad().data(), k.norm1Bias.grad().data(),
+                        lnWorkspace.data());
+            }
+            patchEmbed.backward(images, patchWeight.value(), gradStream, patchWeight.grad(), patchBias.grad(),
+                    posEmbed.grad(), clsToken.grad(), distToken == null ? null : distToken.grad(), null);
+        } finally {
+            confinement.exit();
         }
-        gradRows.zero(); // LayerNorm's backward accumulates into dx
-        kernels.layerNormBackward(rows.data(), normWeight.value().data(), rowsMean.data(), rowsRstd.data(),
-                gradRowsNormed.data(), prefix * b, d, gradRows.data(), normWeight.grad().data(),
-                normBias.grad().data(), lnWorkspace.data());
-        // Starts the residual stream's gradient: the prefix rows get the heads' gradient, the patch rows 0.
-        kernels.tokenRowsBackward(gradRows.data(), b, t, d, prefix, gradStream.data());
-        for (int l = blocks.length - 1; l >= 0; l--) {
-            Block k = blocks[l];
-            // gradStream = d x[l+1]; x[l+1] = mid + fc2(act): it is also mid's gradient through the skip.
-            kernels.linearBackward(k.act.data(), k.fc2Weight.value().data(), gradStream.data(), m, h, d,
-                    gradHidden.data(), k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
-            kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
-            kernels.linearBackward(k.ln2.data(), k.fc1Weight.value().data(), gradHidden.data(), m, d, h,
-                    gradLn.data(), k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
-            kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
-                    gradLn.data(), m, d, gradStream.data(), k.norm2Weight.grad().data(), k.norm2Bias.grad().data(),
-                    lnWorkspace.data());
-            // gradStream = d mid; mid = x[l] + proj(attn).
-            kernels.linearBackward(k.attn.data(), k.projWeight.value().data(), gradStream.data(), m, d, d,
-                    gradAttn.data(), k.projWeight.grad().data(), k.projBias.grad().data());
-            attention.backward(k.qkv, k.attn, k.lse, gradAttn, gradQkv);
-            kernels.linearBackward(k.ln1.data(), k.qkvWeight.value().data(), gradQkv.data(), m, d, 3 * d,
-                    gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data());
-            kernels.layerNormBackward(x[l].data(), k.norm1Weight.value().data(), k.mean1.data(), k.rstd1.data(),
-                    gradLn.data(), m, d, gradStream.data(), k.norm1Weight.grad().data(), k.norm1Bias.grad().data(),
-                    lnWorkspace.data());
-        }
-        patchEmbed.backward(images, patchWeight.value(), gradStream, patchWeight.grad(), patchBias.grad(),
-                posEmbed.grad(), clsToken.grad(), distToken == null ? null : distToken.grad(), null);
     }
 
     /** Sets every parameter gradient to 0. */
     public void zeroGrad() {
-        checkOpen();
-        for (Parameter p : parameters) p.grad().zero();
+        confinement.enter();
+        try {
+            checkOpen();
+            for (Parameter p : parameters) p.grad().zero();
+        } finally {
+            confinement.exit();
+        }
     }
 
     /**
@@ -504,13 +530,18 @@ public final class VisionTransformer implements AutoCloseable {
      * @return [B, classes] logits, row-major
      */
     public float[] predict(float[] batchImages) {
-        forward(batchImages);
-        float[] out = logits.toArray();
-        if (distLogits != null) {
-            float[] dist = distLogits.toArray();
-            for (int i = 0; i < out.length; i++) out[i] = 0.5f * (out[i] + dist[i]);
+        confinement.enter();
+        try {
+            forward(batchImages);
+            float[] out = logits.toArray();
+            if (distLogits != null) {
+                float[] dist = distLogits.toArray();
+                for (int i = 0; i < out.length; i++) out[i] = 0.5f * (out[i] + dist[i]);
+            }
+            return out;
+        } finally {
+            confinement.exit();
         }
-        return out;
     }
 
     /** Frees every tensor and op workspace. Closing twice is harmless. */

@@ -31,6 +31,9 @@ import org.distill4j.ops.KlDiv;
  * clipping): when either is not finite the step throws {@link NonFiniteException} and leaves the parameters, the
  * moments and the step count as they were, so the caller still holds the last good model (as PyTorch's
  * {@code clip_grad_norm_(…, error_if_nonfinite=True)}, which also refuses before the optimizer runs).
+ *
+ * <p>Not thread-safe: a {@link #step} from a second thread while another thread is inside one throws {@link
+ * org.distill4j.ConcurrentUseException}.
  */
 public final class Trainer implements AutoCloseable {
     private final VisionTransformer student, teacher;
@@ -47,6 +50,7 @@ public final class Trainer implements AutoCloseable {
     private final GradNorm norm;
     private final boolean clipping;
     private final float[] hostLogits, hostLabels, hostScalar = new float[1];
+    private final org.distill4j.ThreadConfinement confinement;
     private long step;
     private boolean closed;
 
@@ -65,6 +69,7 @@ public final class Trainer implements AutoCloseable {
         this.teacher = teacher;
         this.options = Objects.requireNonNull(options, "options");
         this.backend = student.backend();
+        this.confinement = new org.distill4j.ThreadConfinement("Trainer of " + student);
         int b = student.batch(), c = student.config().classes();
         Distillation mode = options.distillation();
         if (mode != Distillation.NONE && !student.config().distilled()) {
@@ -136,12 +141,18 @@ public final class Trainer implements AutoCloseable {
      * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
      */
     public StepResult step(float[] images, int[] batchLabels, float[] batchTeacher) {
-        checkOpen();
-        if (batchLabels.length != hostLabels.length) {
-            throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+        confinement.enter();
+        try {
+            checkOpen();
+            if (batchLabels.length != hostLabels.length) {
+                throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+            }
+            for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
+            return step(images, hostLabels, batchTeacher);
+    
+        } finally {
+            confinement.exit();
         }
-        for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-        return step(images, hostLabels, batchTeacher);
     }
 
     /**
@@ -154,66 +165,72 @@ public final class Trainer implements AutoCloseable {
      * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
      */
     public StepResult step(float[] images, float[] batchLabels, float[] batchTeacher) {
-        checkOpen();
-        Distillation mode = options.distillation();
-        CrossEntropy.checkLabels(batchLabels, student.config().classes());
-        labels.copyFrom(batchLabels);
-        student.input().copyFrom(images);
-        if (mode != Distillation.NONE) {
-            if (batchTeacher != null) {
-                teacherLogits.copyFrom(batchTeacher);
-            } else if (teacher != null) {
-                student.input().copyTo(teacher.input());
-                teacher.forward();
-                teacher.logits().copyTo(teacherLogits);
-            } else {
-                throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
+        confinement.enter();
+        try {
+            checkOpen();
+            Distillation mode = options.distillation();
+            CrossEntropy.checkLabels(batchLabels, student.config().classes());
+            labels.copyFrom(batchLabels);
+            student.input().copyFrom(images);
+            if (mode != Distillation.NONE) {
+                if (batchTeacher != null) {
+                    teacherLogits.copyFrom(batchTeacher);
+                } else if (teacher != null) {
+                    student.input().copyTo(teacher.input());
+                    teacher.forward();
+                    teacher.logits().copyTo(teacherLogits);
+                } else {
+                    throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
+                }
             }
-        }
-        student.zeroGrad();
-        student.forward();
-        clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
-        if (student.config().distilled()) {
-            switch (mode) {
-                case NONE:
-                    distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
-                    break;
-                case SOFT:
-                    kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
-                            distRows);
-                    break;
-                case HARD:
-                    CrossEntropy.argmax(teacherLogits, hardLabels);
-                    distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
-                    break;
-                default:
-                    throw new AssertionError(mode);
+            student.zeroGrad();
+            student.forward();
+            clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
+            if (student.config().distilled()) {
+                switch (mode) {
+                    case NONE:
+                        distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
+                        break;
+                    case SOFT:
+                        kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
+                                distRows);
+                        break;
+                    case HARD:
+                        CrossEntropy.argmax(teacherLogits, hardLabels);
+                        distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
+                        break;
+                    default:
+                        throw new AssertionError(mode);
+                }
             }
+            student.backward();
+            norm.compute(grads);
+            // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
+            clsLoss.copyTo(hostScalar);
+            double loss = hostScalar[0];
+            distLoss.copyTo(hostScalar);
+            // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
+            // scales both.
+            loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
+            norm.norm().copyTo(hostScalar);
+            double gradNorm = hostScalar[0];
+            student.logits().copyTo(hostLogits);
+            if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
+                throw new NonFiniteException(step + 1, loss, gradNorm);
+            }
+            step++;
+            float lr = (float) schedule.at(step - 1);
+            float wd = (float) options.weightDecay();
+            for (int i = 0; i < params.size(); i++) {
+                Parameter p = params.get(i);
+                adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
+                        clipping ? norm.scale() : null);
+            }
+            return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
+    
+        } finally {
+            confinement.exit();
         }
-        student.backward();
-        norm.compute(grads);
-        // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
-        clsLoss.copyTo(hostScalar);
-        double loss = hostScalar[0];
-        distLoss.copyTo(hostScalar);
-        // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
-        // scales both.
-        loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
-        norm.norm().copyTo(hostScalar);
-        double gradNorm = hostScalar[0];
-        student.logits().copyTo(hostLogits);
-        if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
-            throw new NonFiniteException(step + 1, loss, gradNorm);
-        }
-        step++;
-        float lr = (float) schedule.at(step - 1);
-        float wd = (float) options.weightDecay();
-        for (int i = 0; i < params.size(); i++) {
-            Parameter p = params.get(i);
-            adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
-                    clipping ? norm.scale() : null);
-        }
-        return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
     }
 
     /** Steps taken so far (restored by {@link #restore}). */
