@@ -5,7 +5,8 @@
 #      natives jar ships (tests/check-natives.sh: glibc symbol versions, no build paths, RUNPATH, libgomp).
 #   2. CTest: the emulated CUDA kernels against the CPU kernels, natively, then under ThreadSanitizer and
 #      AddressSanitizer, including the planted bugs the sanitizers must catch.
-#   3. tests/consumer: a separate project that depends on distill4j-platform only and calls the KL op.
+#   3. tests/consumer: a separate project that depends on distill4j-platform only and compiles the README's Java
+#      snippets (ReadmeSnippets.java, kept equal to the README by ReadmeSnippetsTest) and runs the fast ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
