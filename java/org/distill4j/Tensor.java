@@ -16,6 +16,7 @@ public final class Tensor implements AutoCloseable {
     private final Backend backend;
     private final long[] shape;
     private final long numel;
+    private final Throwable site;
     private FloatPointer data;
 
     private Tensor(Backend backend, long[] shape) {
@@ -42,6 +43,9 @@ public final class Tensor implements AutoCloseable {
         this.numel = n;
         FloatPointer p = new FloatPointer(backend.allocate(n * Float.BYTES));
         this.data = p.capacity(n).limit(n);
+        // Where it was allocated, with -Ddistill4j.debug.allocations=true: a stack trace per tensor, so only on demand.
+        this.site = Boolean.getBoolean("distill4j.debug.allocations") ? new Throwable() : null;
+        backend.adopt(this);
     }
 
     /** A tensor of the given shape with uninitialised contents. */
@@ -212,7 +216,20 @@ public final class Tensor implements AutoCloseable {
         if (data != null) {
             backend.free(data);
             data = null;
+            backend.disown(this);
         }
+    }
+
+    /**
+     * The method that allocated this tensor (e.g. {@code VisionTransformer.<init>} for a model's buffers: a model
+     * left open), with {@code -Ddistill4j.debug.allocations=true}; null without it.
+     */
+    public String allocationSite() {
+        if (site == null) return null;
+        for (StackTraceElement e : site.getStackTrace()) {
+            if (!e.getClassName().equals(Tensor.class.getName())) return e.toString();
+        }
+        return "?";
     }
 
     @Override

@@ -10,25 +10,36 @@ import java.util.Objects;
  *
  * <pre>{@code
  * try (TensorScope scope = new TensorScope()) {
- *     Tensor a = scope.track(Tensor.empty(backend, 4, 8));
- *     Tensor b = scope.track(Tensor.of(backend, values, 8));
+ *     Tensor a = scope.empty(backend, 4, 8);
+ *     Tensor b = scope.of(backend, values, 8);
+ *     Tensor c = scope.track(someOpThatReturnsATensor());
  *     ...
- * }   // b, then a, are closed here
+ * }   // c, b, then a, are closed here
  * }</pre>
  *
  * A tensor that must outlive the scope is {@linkplain #release(Tensor) released} from it. Not thread-safe.
  */
 public final class TensorScope implements AutoCloseable {
-    private final Deque<Tensor> tensors = new ArrayDeque<>();
+    private final Deque<AutoCloseable> tensors = new ArrayDeque<>();
 
-    /** Closes {@code tensor} when this scope closes; returns it. */
-    public Tensor track(Tensor tensor) {
+    /** Closes {@code tensor} (or an op's result that owns tensors) when this scope closes; returns it. */
+    public <T extends AutoCloseable> T track(T tensor) {
         tensors.push(Objects.requireNonNull(tensor, "tensor"));
         return tensor;
     }
 
+    /** {@link Tensor#empty}, closed with this scope. */
+    public Tensor empty(org.distill4j.backend.Backend backend, long... shape) {
+        return track(Tensor.empty(backend, shape));
+    }
+
+    /** {@link Tensor#of}, closed with this scope. */
+    public Tensor of(org.distill4j.backend.Backend backend, float[] values, long... shape) {
+        return track(Tensor.of(backend, values, shape));
+    }
+
     /** Keeps {@code tensor} open past this scope (the caller owns it again); returns it. */
-    public Tensor release(Tensor tensor) {
+    public <T extends AutoCloseable> T release(T tensor) {
         if (!tensors.remove(tensor)) throw new IllegalArgumentException(tensor + " is not tracked by this scope");
         return tensor;
     }
@@ -40,9 +51,10 @@ public final class TensorScope implements AutoCloseable {
         while (!tensors.isEmpty()) {
             try {
                 tensors.pop().close();
-            } catch (RuntimeException e) {
-                if (first == null) first = e;
-                else first.addSuppressed(e);
+            } catch (Exception e) {
+                RuntimeException r = e instanceof RuntimeException re ? re : new IllegalStateException(e);
+                if (first == null) first = r;
+                else first.addSuppressed(r);
             }
         }
         if (first != null) throw first;

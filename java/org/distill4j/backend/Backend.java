@@ -6,7 +6,10 @@ import org.distill4j.natives.Distill4jNative;
 
 /**
  * Memory, a stream and the kernels of one device. Obtained from {@link Backends#open(org.distill4j.Device)};
- * closing it releases the stream and the kernel library handle (tensors must be closed first).
+ * closing it frees the tensors still open (and logs their count; their allocation sites with
+ * {@code -Ddistill4j.debug.allocations=true}), then releases the stream and the kernel library handle. Close
+ * tensors yourself as soon as they are not needed (a {@link org.distill4j.TensorScope} helps): the garbage collector
+ * never frees native memory.
  *
  * <p>A backend is used from one thread at a time, as a CUDA stream is: work is queued in call order.
  */
@@ -21,6 +24,15 @@ public interface Backend extends AutoCloseable {
     default String name() {
         return device() + " backend @" + Integer.toHexString(System.identityHashCode(this));
     }
+
+    /**
+     * Takes ownership of {@code tensor} until it is closed: closing the backend frees every tensor still open (and
+     * says how many). Called by {@link org.distill4j.Tensor} when it allocates, not by users.
+     */
+    default void adopt(org.distill4j.Tensor tensor) {}
+
+    /** {@code tensor} was closed and is no longer this backend's to free. Called by Tensor, not by users. */
+    default void disown(org.distill4j.Tensor tensor) {}
 
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();

@@ -1,7 +1,12 @@
 package org.distill4j.backend;
 
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import org.distill4j.Device;
+import org.distill4j.Tensor;
 import org.distill4j.natives.Distill4jNative;
 
 /** What every backend shares: its device, the kernel library handle, and the count of live allocations. */
@@ -10,6 +15,7 @@ abstract class NativeBackend implements Backend {
     private Distill4jNative.d4j_backend kernels;
     // Atomic: tensors are closed by whichever thread holds them (or a cleaner), not only the backend's user.
     private final AtomicLong live = new AtomicLong();
+    private final Set<Tensor> tensors = ConcurrentHashMap.newKeySet();  // open tensors, freed by close()
 
     NativeBackend(Device device) {
         this.device = device;
@@ -45,6 +51,16 @@ abstract class NativeBackend implements Backend {
     }
 
     @Override
+    public final void adopt(Tensor tensor) {
+        tensors.add(tensor);
+    }
+
+    @Override
+    public final void disown(Tensor tensor) {
+        tensors.remove(tensor);
+    }
+
+    @Override
     public final long liveAllocations() {
         return live.get();
     }
@@ -52,11 +68,18 @@ abstract class NativeBackend implements Backend {
     @Override
     public final void close() {
         if (kernels == null) return;
-        long open = live.get();
-        if (open > 0) {
-            System.getLogger("org.distill4j").log(System.Logger.Level.WARNING, "closing " + name() + " with " + open
-                    + " allocation" + (open == 1 ? "" : "s") + " not freed (tensors or models left open): their "
-                    + "memory is lost; close them first");
+        List<Tensor> open = new ArrayList<>(tensors);
+        if (!open.isEmpty()) {
+            StringBuilder sites = new StringBuilder();
+            int listed = 0;
+            for (Tensor t : open) {
+                String site = t.allocationSite();
+                if (site != null && listed++ < 10) sites.append("\n  ").append(t).append(" allocated at ").append(site);
+            }
+            for (Tensor t : open) t.close();
+            System.getLogger("org.distill4j").log(System.Logger.Level.WARNING, "closing " + name() + ": freed "
+                    + open.size() + " tensor" + (open.size() == 1 ? "" : "s") + " left open (close tensors and models "
+                    + "when done; -Ddistill4j.debug.allocations=true lists where they were allocated)" + sites);
         }
         releaseResources();
         Distill4jNative.d4j_backend_close(kernels);
