@@ -28,7 +28,9 @@ final class InfoCommand implements Callable<Integer> {
 
     private static String probe(Device d) {
         try (Backend b = Backends.open(d)) {
-            return "ok" + (d.kind() == Device.Kind.CUDA_EMU ? " (CUDA kernels emulated on the CPU: tests only)" : "");
+            String threads = b instanceof org.distill4j.backend.CpuBackend cpu ? ", " + cpu.threads() + " threads" : "";
+            return "ok" + threads
+                    + (d.kind() == Device.Kind.CUDA_EMU ? " (CUDA kernels emulated on the CPU: tests only)" : "");
         } catch (RuntimeException | LinkageError e) {
             return "unavailable: " + e.getMessage();
         }
