@@ -26,6 +26,13 @@ if [ "$(id -u)" = 0 ]; then
   [ -f "$report" ] && ! grep -q '<skipped' "$report" || { echo "FAIL: HeadlessNoFontTest did not run as root"; exit 1; }
 fi
 
+# IDEs find the Javadoc and sources of what a user depends on: both jars are installed beside the library's.
+version=$(sed -n 's/^version=//p' target/classes/org/distill4j/version.properties)
+for kind in sources javadoc; do
+  jar="$HOME/.m2/repository/org/distill4j/distill4j/$version/distill4j-$version-$kind.jar"
+  [ -s "$jar" ] || { echo "FAIL: $jar was not installed"; exit 1; }
+done
+
 # What ships loads on the oldest glibc the README states and points into no build directory (RUNPATH, paths).
 bash tests/check-natives.sh target
 

@@ -17,7 +17,7 @@ import java.util.Objects;
  * }   // c, b, then a, are closed here
  * }</pre>
  *
- * A tensor that must outlive the scope is {@linkplain #release(Tensor) released} from it. Not thread-safe.
+ * A tensor that must outlive the scope is {@linkplain #release(AutoCloseable) released} from it. Not thread-safe.
  */
 public final class TensorScope implements AutoCloseable {
     private final Deque<AutoCloseable> tensors = new ArrayDeque<>();
