@@ -134,7 +134,9 @@ class LayerNormTest {
                         NAMES[3 + k] + "[" + i + "] seed=" + seed);
             }
         }
-        assertEquals(1e-6f, LayerNorm.create(cpu, 1, 1).eps());
+        try (LayerNorm op = LayerNorm.create(cpu, 1, 1)) {
+            assertEquals(1e-6f, op.eps());
+        }
     }
 
     @Test
