@@ -9,6 +9,14 @@
 // each of two backward calls into gradients that start from random values: dweight, dbias, dpos, dcls, ddist
 // (x - start = 1x then 2x the reference: they accumulate) and dimages (pre-filled with NaN; equal to the reference
 // after both calls: it is written, not accumulated). Then the argument checks. Exit 1 if anything fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   gemm_tiles        64 x 64 tiles, 16-wide slices: M = 4 .. 576 (1 to 9 row tiles), K = 16 .. 768 (partial slices
+//                     at K = 49, 147), D = 16 .. 192 (1 to 3 column tiles)
+//   col/row cursors   P = 4, 7, 8 < 16 (several carries per step), P = 16, one patch per image (8x8, P = 8)
+//   fwd epilogue      float4 (D % 4 == 0, aligned) or scalar (D = 33); prefix 0, 1, 2 (class, distillation rows)
+//   dweight split     S = 1 (M < 128) up to 5 chunks with a short last one (M = 576)
+//   dimages           asked for or not (the buffer stays untouched)
 #include "distill4j.h"
 #include "harness.h"
 
@@ -163,7 +171,7 @@ void run_case(d4j_backend *emu, const pe_case &c, std::mt19937_64 &rng) {
                 ok = false;
                 std::printf("  call %d: %s rel err %.2e\n", call, e.name, e.err);
             }
-            worst_bwd = std::fmax(worst_bwd, e.err);
+            worst_bwd = d4j_test::worst(worst_bwd, e.err);
         }
     }
     // Untouched: the prefix gradients that were not asked for, and dimages when not asked for.

@@ -33,7 +33,7 @@ MUTANTS = [
          orig="    for (int64_t i = lane; i < C; i += 32) pw[i] = 0.0f, pb[i] = 0.0f;\n",
          repl=""),
     dict(id="ln-bwd-dw-assign", file="layernorm.cu", cls="unzeroed accumulator / = for +=",
-         why="the dweight partial is written, not accumulated: right while a warp has one row, wrong past 1024 rows",
+         why="the dweight partial is written, not accumulated: right while a warp has one row (M <= 1024)",
          orig="pw[i] = fmaf(d, xhat, pw[i]);",
          repl="pw[i] = d * xhat;"),
     dict(id="ln-bwd-mgx-scale", file="layernorm.cu", cls="missing scale factor",
@@ -52,11 +52,13 @@ MUTANTS = [
          repl="const float q_sum = 1.0f;"),
     dict(id="kl-row-bound", file="kl_div.cu", cls="removed bounds check",
          why="the row guard dropped: the grid is a multiple of 8 rows, B need not be",
-         orig="    if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)\n",
+         orig="    if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)"
+              "\n",
          repl=""),
     dict(id="kl-reduce-one-pass", file="kl_div.cu", cls="one-block reduction assumes B <= blockDim",
-         why="each thread of the one-block reduce takes one row: fine up to 256 rows",
-         orig="for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];\n    v = group_sum<256>(v, scratch);\n"
+         why="each thread of the one-block reduce takes one row: right up to 256 rows",
+         orig="for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];\n"
+              "    v = group_sum<256>(v, scratch);\n"
               "    if (threadIdx.x == 0) *loss = v * norm;",
          repl="if (threadIdx.x < B) v = row_loss[threadIdx.x];\n    v = group_sum<256>(v, scratch);\n"
               "    if (threadIdx.x == 0) *loss = v * norm;"),
@@ -79,7 +81,7 @@ MUTANTS = [
          orig="gv.y = term(4 * i + 1, v.y);",
          repl="gv.y = term(4 * i, v.y);"),
     dict(id="ce-smoothing-unshifted", file="cross_entropy.cu", cls="cancellation (max applied late)",
-         why="the smoothing sum adds raw logits and takes C * max off afterwards: at |x| ~ 1e5 the sum has no digits left",
+         why="the smoothing sum adds raw logits and takes C * max off afterwards: at |x| ~ 1e5 no digits are left",
          edits=[("shifted += d;", "shifted += v;"),
                 ("loss += eps * (log_d - shifted / static_cast<float>(C));",
                  "loss += eps * (log_d - (shifted / static_cast<float>(C) - o.m));")]),
@@ -135,7 +137,7 @@ MUTANTS = [
 
     # ---- gelu.cu
     dict(id="gelu-grid-stride", file="gelu.cu", cls="missing grid-stride loop",
-         why="one element per thread, but the grid is capped at 4096 blocks",
+         why="one element per thread, but the grid is capped (4096 blocks; 8 emulated)",
          orig="__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, float *y) {\n"
               "    for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;\n"
               "         i += static_cast<int64_t>(gridDim.x) * kThreads) {",
