@@ -167,8 +167,14 @@ int main(int argc, char **argv) {
         int64_t B, C;
     };
     // Warp-per-row (C <= 2048): partial last block (B = 9, 300); block-per-row: C = 4099 (scalar), 4100 (float4).
+#ifdef D4J_TEST_SANITIZED
+    // ThreadSanitizer's cost grows with the square of a block's threads: two 512-thread rows per shape there.
+    const int64_t wide_rows = 2;
+#else
+    const int64_t wide_rows = 4;
+#endif
     for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{7, 1000}, shape{300, 3}, shape{3, 2048},
-                    shape{2, 2049}, shape{2, 4099}, shape{4, 4100}}) {
+                    shape{2, 2049}, shape{2, 4099}, shape{wide_rows, 4100}}) {
         for (float eps : {0.0f, 0.1f}) ce_case(emu, s.B, s.C, eps, 0.7f, 4.0f, false, rng);
     }
     ce_case(emu, 5, 1000, 0.1f, 1.0f, 3.0f, true, rng);
@@ -178,7 +184,9 @@ int main(int argc, char **argv) {
     // Logits far from 0 (1e5 +- 3): the smoothing sum must take the max off each term, not off the total.
     ce_case(emu, 9, 333, 0.1f, 1.0f, 3.0f, false, rng, 1e5f);
     ce_case(emu, 4, 1000, 0.2f, 1.0f, 3.0f, false, rng, -1e5f);
+#ifndef D4J_TEST_SANITIZED
     ce_case(emu, 2, 4100, 0.1f, 1.0f, 3.0f, false, rng, 1e5f);
+#endif
     for (shape s : {shape{1, 1}, shape{9, 7}, shape{17, 100}, shape{3, 4099}}) {
         argmax_case(emu, s.B, s.C, false, rng);
         argmax_case(emu, s.B, s.C, true, rng);

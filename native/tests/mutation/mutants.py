@@ -55,7 +55,7 @@ MUTANTS = [
          orig="    if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)"
               "\n",
          repl=""),
-    dict(id="kl-reduce-one-pass", file="kl_div.cu", cls="one-block reduction assumes B <= blockDim",
+    dict(id="kl-reduce-one-pass", file="kl_div.cu", cls="one-block reduce, B <= blockDim",
          why="each thread of the one-block reduce takes one row: right up to 256 rows",
          orig="for (int64_t i = threadIdx.x; i < B; i += blockDim.x) v += row_loss[i];\n"
               "    v = group_sum<256>(v, scratch);\n"
@@ -112,9 +112,9 @@ MUTANTS = [
          orig="if (r < valid) v = f4(src + r * stride + c);",
          repl="if (r <= valid) v = f4(src + r * stride + c);"),
     dict(id="attn-delta-layout", file="attention.cu", cls="swapped indices",
-         why="D stored in the (b, n, h) order it is computed in, read as (b, h, n)",
+         why="D stored head-major, [h][b][n], where attn_bwd reads [b][h][n]",
          orig="delta[(bn / g.N * g.H + h) * g.N + bn % g.N] = v;",
-         repl="delta[row] = v;"),
+         repl="delta[(h * g.B + bn / g.N) * g.N + bn % g.N] = v;"),
 
     # ---- patch_embed.cu
     dict(id="pe-gemm-loop-sync", file="patch_embed.cu", cls="dropped __syncthreads",
@@ -150,9 +150,9 @@ MUTANTS = [
 
     # ---- token_rows.cu
     dict(id="tr-gather-index", file="token_rows.cu", cls="swapped indices",
-         why="tokens read at [p][b] instead of [b][p]",
+         why="b and p swapped in the token index",
          orig="rows[i] = tokens[(b * T + p) * D + d];",
-         repl="rows[i] = tokens[(p * B + b) * D + d];"),
+         repl="rows[i] = tokens[(p * T + b) * D + d];"),
 
     # ---- adamw.cu
     dict(id="adamw-vec4-tail", file="adamw.cu", cls="off-by-one tail",
