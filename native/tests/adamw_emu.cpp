@@ -10,6 +10,13 @@
 // param, m and v against float64 with ||x - ref|| / ||ref|| <= 1e-5 (m against the norm of its terms' magnitudes:
 // at n = 1 random steps can nearly cancel m, which no fp32 sum then holds to 1e-5 of itself); n not a multiple of
 // the block. Then the argument checks. Exit 1 if anything fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   sum_squares_block  one block of 1024: float4 loop (aligned x) + scalar tail (n % 4 = 1, 3), scalar only
+//                      (misaligned x: n = 3, 70001), n = 0, n < 1024 (idle threads), accumulate 0 / 1
+//   clip_scale_one     coef > 1 (no clipping) and < 1
+//   adamw_step         n = 1, 255 (partial block), 4099 (grid-stride: 8 blocks of 256 emulated); grad_scale null
+//                      or device-side
 #include "distill4j.h"
 #include "harness.h"
 

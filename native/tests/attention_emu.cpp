@@ -10,6 +10,14 @@
 // second backward must give the same bits (no atomics). Shapes cross every tile edge (N = 1, 7, 32, 33, 50, 64,
 // 65, 67 against 32-key and 64-query tiles), Dh = 32 and 64, H = 1 and 3, B = 1 and 2, and inputs scaled so
 // that the largest |score| is 80 (softmax close to one-hot). Then the argument checks. Exit 1 if anything fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   attn_fwd       64-query blocks, 32-key tiles: N = 1, 7 (one partial tile), 32, 64 (exact), 33, 50, 65, 67, 198
+//                  (ragged last key tile: masked keys, zero-staged rows; several key tiles: online rescale)
+//   attn_bwd       32-key blocks x 32-query tiles: the same N; rows past N get lse = +inf (P = 0)
+//   attn_bwd_dq    sum over ceil(N/32) partials: 1 (N <= 32) to 7 (N = 198)
+//   attn_bwd_delta one thread per (b, n, h): B = 2, H = 3 (the (b, n, h) -> (b, h, n) layout)
+//   DH             32 and 64 (8 / 16 threads per staged row); scale default and 0.3; max |S| = 80
 #include "distill4j.h"
 #include "harness.h"
 

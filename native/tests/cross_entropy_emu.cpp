@@ -9,6 +9,16 @@
 // without label smoothing, for warp-per-row and block-per-row launches, float4 and scalar paths, logits of +-1e4;
 // a second call must give the same loss bits. argmax: ties (first index wins) and NaN (the first NaN wins). Then a
 // NaN row, an invalid label (NaN row, no out-of-bounds read) and the argument checks. Exit 1 if anything fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   group per row     warp (C <= 2048: C = 1 .. 2048) or 512-thread block (C = 2049, 4099, 4100, 8192)
+//   rows past B       whole blocks of 8 rows: B = 3, 9, 300
+//   float4 / scalar   C % 4 == 0 and aligned (1000, 2048, 4100), else scalar (37, 2049, 4099; offset logits at 1000,
+//                     8192); labels 0..3 rows at C-1..C-4: the class test in each float4 component
+//   smoothing         eps = 0 (term skipped) and 0.1, 0.2; logits +-1e4 and 1e5 +- 3 (sum of x - max per term)
+//   label validity    C, -1, 2.5, NaN, 1e30 give a NaN row without reading out of bounds
+//   one-block reduce  loss = mean of B rows by 256 threads: B = 300
+//   argmax            ties (lower index), NaN (first NaN), lanes without elements (C = 1, 7 < 32)
 #include "distill4j.h"
 #include "harness.h"
 
@@ -42,14 +52,16 @@ void expect(bool ok, const char *what) {
     std::printf("%-60s | %s\n", what, ok ? "ok" : "FAILED");
 }
 
+// Logits uniform in center +- spread. Labels: rows 0..3 take the last four classes (every float4 lane and the
+// tail), the others random.
 void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, float spread, bool misalign,
-             std::mt19937_64 &rng) {
+             std::mt19937_64 &rng, float center = 0.0f) {
     ++cases;
     // misalign: logits one float into the buffer, so the kernel must take its scalar path.
     buffer xbuf(B * C + 1), y(B), rows(B), loss(1), grad(B * C + 1);
     std::uniform_real_distribution<float> u(-spread, spread);
-    for (size_t i = 0; i < xbuf.n; ++i) xbuf.p[i] = u(rng);
-    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(rng() % C);
+    for (size_t i = 0; i < xbuf.n; ++i) xbuf.p[i] = center + u(rng);
+    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(b < 4 && b < C ? C - 1 - b : rng() % C);
     rows.fill(NAN), loss.fill(NAN), grad.fill(NAN);
     const float *x = xbuf.p + (misalign ? 1 : 0);
     float *g = grad.p + (misalign ? 1 : 0);
@@ -77,8 +89,9 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
     const bool ok = rc == 0 && rc2 == 0 && er <= 1e-5 && el <= 1e-5 && eg <= 1e-5 &&
                     std::memcmp(&first, loss.p, sizeof first) == 0;
     if (!ok) ++failures;
-    std::printf("CE B=%-4lld C=%-5lld eps=%.1f scale=%.2f |x|<=%-6g %s | err rows %.1e loss %.1e grad %.1e | %s\n",
-                static_cast<long long>(B), static_cast<long long>(C), eps, scale, spread, misalign ? "offset " : "aligned",
+    std::printf("CE B=%-4lld C=%-5lld eps=%.1f scale=%.2f x=%-5g+-%-6g %s | err rows %.1e loss %.1e grad %.1e | %s\n",
+                static_cast<long long>(B), static_cast<long long>(C), eps, scale, center, spread,
+                misalign ? "offset " : "aligned",
                 er, el, eg, ok ? "ok" : "FAILED");
     if (rc != 0) std::printf("  returned %d: %s\n", rc, d4j_backend_last_error(emu));
 }
@@ -154,14 +167,26 @@ int main(int argc, char **argv) {
         int64_t B, C;
     };
     // Warp-per-row (C <= 2048): partial last block (B = 9, 300); block-per-row: C = 4099 (scalar), 4100 (float4).
-    for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{7, 1000}, shape{300, 3}, shape{2, 4099},
-                    shape{2, 4100}}) {
+#ifdef D4J_TEST_SANITIZED
+    // ThreadSanitizer's cost grows with the square of a block's threads: two 512-thread rows per shape there.
+    const int64_t wide_rows = 2;
+#else
+    const int64_t wide_rows = 4;
+#endif
+    for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{7, 1000}, shape{300, 3}, shape{3, 2048},
+                    shape{2, 2049}, shape{2, 4099}, shape{wide_rows, 4100}}) {
         for (float eps : {0.0f, 0.1f}) ce_case(emu, s.B, s.C, eps, 0.7f, 4.0f, false, rng);
     }
     ce_case(emu, 5, 1000, 0.1f, 1.0f, 3.0f, true, rng);
     ce_case(emu, 2, 8192, 0.1f, 1.0f, 3.0f, true, rng);
     ce_case(emu, 9, 333, 0.1f, 2.0f, 1e4f, false, rng);
     ce_case(emu, 2, 4100, 0.0f, 1.0f, 1e4f, false, rng);
+    // Logits far from 0 (1e5 +- 3): the smoothing sum must take the max off each term, not off the total.
+    ce_case(emu, 9, 333, 0.1f, 1.0f, 3.0f, false, rng, 1e5f);
+    ce_case(emu, 4, 1000, 0.2f, 1.0f, 3.0f, false, rng, -1e5f);
+#ifndef D4J_TEST_SANITIZED
+    ce_case(emu, 2, 4100, 0.1f, 1.0f, 3.0f, false, rng, 1e5f);
+#endif
     for (shape s : {shape{1, 1}, shape{9, 7}, shape{17, 100}, shape{3, 4099}}) {
         argmax_case(emu, s.B, s.C, false, rng);
         argmax_case(emu, s.B, s.C, true, rng);

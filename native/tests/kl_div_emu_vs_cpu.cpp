@@ -6,6 +6,15 @@
 // Fresh random inputs every run (the seed is printed; D4J_SEED=<seed> repeats a run). Each case compares the
 // reduced loss, row_loss and grad by ||x - ref|| / ||ref||: emu and cpu against float64, and emu against cpu.
 // Tolerances: 1e-5 for losses, 1e-4 for gradients. Exit 1 if any case fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   group per row       warp (C <= 2048: C = 1 .. 2048) or 512-thread block (C > 2048: 2049, 4099, 4100, 32001)
+//   rows past B         the warp-per-row grid is whole blocks of 8 rows: B = 3, 5, 9
+//   float4 / scalar     C % 4 == 0 and 16-byte aligned (1000, 2048, 4100) or not (37, 2049, 4099; grad+1 at C = 100)
+//   LOG_TARGET          log q taken as given; odd rows unnormalised (sum q = e^u), so p sum(q) - q matters
+//   online max          logits 1e5 +- a few and +-1e4, -inf teacher entries (0 log 0), T = 1, 2, 4
+//   one-block reduce    loss over B rows by 256 threads: B = 300 (several rows per thread)
+//   reductions          none (per-row grad_out), batchmean, sum, mean
 #include "distill4j.h"
 #include "harness.h"
 #include "distill4j_impl.h"
@@ -45,6 +54,8 @@ struct kl_case {
     float T;
     bool extreme;      // logits of +-1e4 in the student, -inf entries in the teacher
     bool upstream;     // a grad_out buffer instead of NULL
+    float far = 0.0f;  // added to every logit (student, and teacher unless log-targets): 1e5 +- a few
+    bool grad_offset = false;  // grad one float into its buffer: not 16-byte aligned, so the scalar path
 };
 
 struct reference {
@@ -107,7 +118,9 @@ double rel_err(const X *x, const R *ref, size_t n) {
 
 struct outputs {
     buffer row_loss, loss, grad;
-    explicit outputs(const kl_case &k) : row_loss(k.B), loss(1), grad(k.B * k.C) {
+    float *g;
+    explicit outputs(const kl_case &k)
+        : row_loss(k.B), loss(1), grad(k.B * k.C + 1), g(grad.p + (k.grad_offset ? 1 : 0)) {
         row_loss.fill(NAN);  // anything left unwritten shows
         loss.fill(NAN);
         grad.fill(NAN);
@@ -116,7 +129,7 @@ struct outputs {
 
 int run(d4j_backend *backend, const kl_case &k, const buffer &s, const buffer &t, const float *go, outputs &o) {
     return d4j_kl_div(backend, nullptr, s.p, t.p, k.B, k.C, k.T, k.reduction, k.log_target, k.T * k.T, go,
-                      o.row_loss.p, k.reduction == D4J_REDUCTION_NONE ? nullptr : o.loss.p, o.grad.p);
+                      o.row_loss.p, k.reduction == D4J_REDUCTION_NONE ? nullptr : o.loss.p, o.g);
 }
 
 int failures = 0, cases = 0;
@@ -125,7 +138,7 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937
     buffer s(k.B * k.C), t(k.B * k.C), go(k.reduction == D4J_REDUCTION_NONE ? k.B : 1);
     std::normal_distribution<float> logit(0.0f, 3.0f);
     std::uniform_real_distribution<float> up(0.5f, 2.0f);
-    for (size_t i = 0; i < s.n; ++i) s.p[i] = logit(rng), t.p[i] = logit(rng);
+    for (size_t i = 0; i < s.n; ++i) s.p[i] = k.far + logit(rng), t.p[i] = (k.log_target ? 0.0f : k.far) + logit(rng);
     for (size_t i = 0; i < go.n; ++i) go.p[i] = up(rng);
     if (k.extreme) {
         // A few student logits at +-1e4 per row, and -inf in the teacher (never the whole row, nor entry 0).
@@ -138,13 +151,16 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937
         }
     }
     if (k.log_target) {
-        // Log-probabilities: log_softmax of the teacher logits (rows keep their -inf entries).
+        // Log-probabilities: log_softmax of the teacher logits (rows keep their -inf entries), every odd row then
+        // scaled by e^u, u in [-1, 1]: sum q != 1, which autograd's p sum(q) - q must carry.
+        std::uniform_real_distribution<double> u(-1.0, 1.0);
         for (int64_t b = 0; b < k.B; ++b) {
             float *row = t.p + b * k.C;
             double m = -INFINITY, sum = 0.0;
             for (int64_t c = 0; c < k.C; ++c) m = std::fmax(m, row[c]);
             for (int64_t c = 0; c < k.C; ++c) sum += std::exp(row[c] - m);
-            for (int64_t c = 0; c < k.C; ++c) row[c] = static_cast<float>(row[c] - m - std::log(sum));
+            const double shift = b % 2 == 1 ? u(rng) : 0.0;
+            for (int64_t c = 0; c < k.C; ++c) row[c] = static_cast<float>(row[c] - m - std::log(sum) + shift);
         }
     }
     const float *go_p = k.upstream ? go.p : nullptr;
@@ -160,25 +176,23 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937
     // Worst loss error over row_loss and (when reduced) the scalar loss; the grad error.
     auto loss_err = [&](const outputs &o) {
         double e = rel_err(o.row_loss.p, r.row_loss.data(), nb);
-        if (reduced) e = std::fmax(e, rel_err(o.loss.p, &r.loss, 1));
+        if (reduced) e = d4j_test::worst(e, rel_err(o.loss.p, &r.loss, 1));
         return e;
     };
     const double le_cpu = loss_err(oc), le_emu = loss_err(oe);
     double le_ec = rel_err(oe.row_loss.p, oc.row_loss.p, nb);
-    if (reduced) le_ec = std::fmax(le_ec, rel_err(oe.loss.p, oc.loss.p, 1));
-    const double ge_cpu = rel_err(oc.grad.p, r.grad.data(), ng), ge_emu = rel_err(oe.grad.p, r.grad.data(), ng);
-    const double ge_ec = rel_err(oe.grad.p, oc.grad.p, ng);
-    const double le = std::fmax(std::fmax(le_cpu, le_emu), le_ec), ge = std::fmax(std::fmax(ge_cpu, ge_emu), ge_ec);
-    // fmax drops a NaN: test each error, with !(e <= tol) so that NaN fails.
-    bool ok = rc_cpu == 0 && rc_emu == 0;
-    for (double e : {le_cpu, le_emu, le_ec}) ok = ok && e <= kLossTol;
-    for (double e : {ge_cpu, ge_emu, ge_ec}) ok = ok && e <= kGradTol;
+    if (reduced) le_ec = d4j_test::worst(le_ec, rel_err(oe.loss.p, oc.loss.p, 1));
+    const double ge_cpu = rel_err(oc.g, r.grad.data(), ng), ge_emu = rel_err(oe.g, r.grad.data(), ng);
+    const double ge_ec = rel_err(oe.g, oc.g, ng);
+    const double le = d4j_test::worst({le_cpu, le_emu, le_ec}), ge = d4j_test::worst({ge_cpu, ge_emu, ge_ec});
+    const bool ok = rc_cpu == 0 && rc_emu == 0 && d4j_test::within(le, kLossTol) && d4j_test::within(ge, kGradTol);
     ++cases;
     if (!ok) ++failures;
-    std::printf("%-9s log_target=%d T=%g B=%-2lld C=%-5lld %-7s %-8s | loss err: cpu %.1e emu %.1e emu-cpu %.1e "
+    std::printf("%-9s log_target=%d T=%g B=%-3lld C=%-5lld %-7s %-8s%s%s | loss err: cpu %.1e emu %.1e emu-cpu %.1e "
                 "(max %.1e) | grad err: cpu %.1e emu %.1e emu-cpu %.1e (max %.1e) | emu %6.1f ms | %s\n",
                 reduction_name(k.reduction), k.log_target, static_cast<double>(k.T), static_cast<long long>(k.B),
                 static_cast<long long>(k.C), k.extreme ? "extreme" : "random", k.upstream ? "grad_out" : "no_gout",
+                k.far != 0.0f ? " +1e5" : "", k.grad_offset ? " grad+1" : "",
                 le_cpu, le_emu, le_ec, le, ge_cpu, ge_emu, ge_ec, ge, ms, ok ? "ok" : "FAILED");
     if (rc_cpu != 0) std::printf("  cpu returned %d: %s\n", rc_cpu, d4j_backend_last_error(cpu));
     if (rc_emu != 0) std::printf("  cuda-emu returned %d: %s\n", rc_emu, d4j_backend_last_error(emu));
@@ -230,6 +244,19 @@ int main(int argc, char **argv) {
                 ++combo;
             }
         }
+    }
+    // Thresholds the rotation above does not reach: C = 2048 (the last warp-per-row C, float4) and 2049 (the first
+    // block-per-row C); B = 300 (> 256 rows: the one-block loss reduction's threads take several rows); logits
+    // 1e5 +- a few (the online max must carry the offset); a gradient buffer off 16-byte alignment with C % 4 == 0
+    // (scalar path). Under a sanitizer, the warp-per-row ones only (512-thread blocks cost seconds there).
+    for (int log_target = 0; log_target < 2; ++log_target) {
+        run_case(cpu, emu, {2, 2048, D4J_REDUCTION_SUM, log_target, 1.0f, false, false}, rng);
+        run_case(cpu, emu, {300, 12, D4J_REDUCTION_BATCHMEAN, log_target, 2.0f, false, false}, rng);
+        run_case(cpu, emu, {9, 40, D4J_REDUCTION_BATCHMEAN, log_target, 1.0f, false, false, 1e5f}, rng);
+        run_case(cpu, emu, {5, 100, D4J_REDUCTION_NONE, log_target, 1.0f, false, true, 0.0f, true}, rng);
+        if (!every_shape) continue;
+        run_case(cpu, emu, {2, 2049, D4J_REDUCTION_MEAN, log_target, 4.0f, false, true}, rng);
+        run_case(cpu, emu, {3, 4100, D4J_REDUCTION_SUM, log_target, 4.0f, false, true, -1e5f}, rng);
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("%d of %d cases passed (%.1f s, seed %llu)\n", cases - failures, cases, s,

@@ -9,6 +9,8 @@
 // says so and exits 77 (CTest: skipped; the JUnit cuda-emu cases still cover it).
 // Each case: y (pre-filled with NaN), dx (pre-filled with noise: written), dweight and dbias (random initial
 // values, two backwards: += twice), all by ||x - ref|| / ||ref|| <= 1e-5; a repeated run gives the same bits.
+// Branches: linear_bias_grad's 32-column blocks (N = 1, 5, 33, 65, 100: partial) and 8 row groups (M = 1, 7 < 8,
+// 300); the prologue with bias, residual, both, or neither (beta 0); dx null.
 #include "distill4j.h"
 #include "harness.h"
 

@@ -9,6 +9,15 @@
 // each of two backward calls into gradients that start from random values: dweight, dbias, dpos, dcls, ddist
 // (x - start = 1x then 2x the reference: they accumulate) and dimages (pre-filled with NaN; equal to the reference
 // after both calls: it is written, not accumulated). Then the argument checks. Exit 1 if anything fails.
+//
+// Branches and thresholds, and the cases that reach them:
+//   gemm_tiles        64 x 64 tiles, 16-wide slices: M = 4 .. 576 (1 to 9 row tiles), K = 16 .. 768 (partial slices
+//                     at K = 49, 147), D = 16 .. 192 (1 to 3 column tiles)
+//   col/row cursors   P = 4, 7, 8 < 16 (several carries per step), P = 16, one patch per image (8x8, P = 8)
+//   fwd epilogue      float4 (D % 4 == 0, aligned) or scalar (D = 33; D = 36 with pos off 16-byte alignment);
+//                     prefix 0, 1, 2 (class, distillation rows)
+//   dweight split     S = 1 (M < 128) up to 5 chunks with a short last one (M = 576)
+//   dimages           asked for or not (the buffer stays untouched)
 #include "distill4j.h"
 #include "harness.h"
 
@@ -34,6 +43,7 @@ struct pe_case {
     int64_t B, Cin, H, W, P, D;
     int prefix;    // 0, 1 (class token), 2 (class and distillation tokens)
     bool dimages;  // ask for the image gradient
+    bool pos_offset = false;  // pos one float into its buffer: not 16-byte aligned, so the scalar epilogue
 };
 
 // ||x - base - scale * ref|| / ||scale * ref|| (base may be null); NaN anywhere gives NaN.
@@ -106,9 +116,13 @@ int failures = 0, cases = 0;
 
 void run_case(d4j_backend *emu, const pe_case &c, std::mt19937_64 &rng) {
     const int64_t N = (c.H / c.P) * (c.W / c.P), K = c.Cin * c.P * c.P, T = c.prefix + N, D = c.D;
-    buffer images(c.B * c.Cin * c.H * c.W), weight(D * K), bias(D), pos(T * D), cls(D), dist(D);
+    buffer images(c.B * c.Cin * c.H * c.W), weight(D * K), bias(D), posbuf(T * D + 1), cls(D), dist(D);
+    struct {
+        float *p;
+        size_t n;
+    } pos{posbuf.p + (c.pos_offset ? 1 : 0), static_cast<size_t>(T * D)};
     buffer tokens(c.B * T * D), dtokens(c.B * T * D);
-    for (buffer *b : {&images, &weight, &bias, &pos, &cls, &dist, &dtokens}) b->random(rng);
+    for (buffer *b : {&images, &weight, &bias, &posbuf, &cls, &dist, &dtokens}) b->random(rng);
     tokens.fill(NAN);
     const float *pre[2] = {cls.p, dist.p};
     const float *cls_p = c.prefix >= 1 ? cls.p : nullptr, *dist_p = c.prefix >= 2 ? dist.p : nullptr;
@@ -163,7 +177,7 @@ void run_case(d4j_backend *emu, const pe_case &c, std::mt19937_64 &rng) {
                 ok = false;
                 std::printf("  call %d: %s rel err %.2e\n", call, e.name, e.err);
             }
-            worst_bwd = std::fmax(worst_bwd, e.err);
+            worst_bwd = d4j_test::worst(worst_bwd, e.err);
         }
     }
     // Untouched: the prefix gradients that were not asked for, and dimages when not asked for.
@@ -241,6 +255,7 @@ int main(int argc, char **argv) {
     list.push_back({3, 2, 8, 8, 8, 16, 0, true});
     list.push_back({4, 1, 48, 48, 4, 32, 1, false});   // M = 576: S = 5 chunks of 128, the last one 64 rows
     list.push_back({2, 3, 32, 32, 4, 96, 2, true});    // M = 128: two full row tiles, two column tiles of D
+    list.push_back({1, 1, 16, 16, 4, 36, 1, false, true});  // D % 4 == 0 but pos misaligned: scalar epilogue
     list.push_back({1, 3, 32, 32, 16, 192, 2, true});  // the bench's K = 768 and D = 192 (12 x 3 weight tiles)
 #ifdef D4J_TEST_SANITIZED
     // ThreadSanitizer costs grow with the square of the threads in a block: every other small case, and all the

@@ -5,6 +5,8 @@
 //
 // Pure copies, so the check is exact: rows pre-filled with NaN (an element left unwritten fails), dtokens with
 // noise (it must be written whole: drows at the prefix rows, exactly 0 elsewhere). Then the argument checks.
+// Branches: the grid-stride loops (8 blocks of 256 emulated) round once or several times; prefix 1 and 2 (t < prefix
+// at the scatter), T = prefix (no patch rows), B > 1 (the [b][p] -> [p][b] transposition).
 #include "distill4j.h"
 #include "harness.h"
 
@@ -22,7 +24,10 @@ int main(int argc, char **argv) {
     if (emu == nullptr) return 1;
     std::mt19937_64 rng(d4j_test::test_seed("token_rows_emu"));
     int failures = 0;
-    const int64_t cases[][4] = {{1, 1, 1, 1}, {3, 7, 5, 2}, {2, 198, 192, 2}, {4, 50, 33, 1}, {2, 2, 17, 2}};
+    // {B, T, D, prefix}. The emulated grid is at most 8 blocks of 256: 2400 and 76032 elements take the grid-stride
+    // loops round again (gather: prefix B D; scatter: B T D), the others end inside one pass.
+    const int64_t cases[][4] = {{1, 1, 1, 1}, {3, 7, 5, 2}, {2, 198, 192, 2}, {4, 50, 33, 1}, {2, 2, 17, 2},
+                                {4, 10, 300, 2}};
     for (const auto &c : cases) {
         const int64_t B = c[0], T = c[1], D = c[2], P = c[3];
         d4j_test::buffer tokens(B * T * D), rows(P * B * D), drows(P * B * D), dtokens(B * T * D);
