@@ -9,7 +9,9 @@ import org.distill4j.reference.Errors;
  * A reference's float64 outputs and, per output, the tolerance a float32 kernel is held to: {@code floor}, or 4× the
  * error of the same reference computed in float32 where that is larger. Some fresh random inputs are badly
  * conditioned for any float32 code (a nearly constant LayerNorm row, a 1×1 product whose terms cancel); those are not
- * ours to refuse, only to handle no worse than PyTorch does. A null output means "not computed" in both.
+ * ours to refuse, only to handle no worse than PyTorch does. A null output means "not computed" in both. Every
+ * comparison fails on NaN: the error is +inf unless NaN faces NaN ({@link Errors#relative}), and the tolerance is
+ * always finite.
  */
 public record Float64Reference(String[] names, double[][] want, double[] tol) {
 
@@ -20,7 +22,10 @@ public record Float64Reference(String[] names, double[][] want, double[] tol) {
         }
         double[] tol = new double[float64.length];
         for (int i = 0; i < tol.length; i++) {
-            tol[i] = float64[i] == null ? floor : Math.max(floor, 4 * Errors.relative(float32[i], float64[i]));
+            double reference32 = float64[i] == null ? 0 : Errors.relative(float32[i], float64[i]);
+            // A float32 answer with NaN or infinities (error +inf) says nothing of the conditioning: the floor holds,
+            // else the tolerance would be infinite and the check could not fail.
+            tol[i] = Double.isFinite(reference32) ? Math.max(floor, 4 * reference32) : floor;
         }
         return new Float64Reference(names, float64, tol);
     }
