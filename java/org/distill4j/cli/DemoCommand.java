@@ -36,7 +36,9 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--out", defaultValue = "demo-out", description = "output directory (default ${DEFAULT-VALUE})")
     Path out;
 
-    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best (default ${DEFAULT-VALUE})")
+    @Option(names = "--device", defaultValue = "best",
+            description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best "
+                    + "(default ${DEFAULT-VALUE})")
     String device;
 
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")

@@ -28,7 +28,9 @@ final class EvalCommand implements Callable<Integer> {
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
     Path data;
 
-    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best (default ${DEFAULT-VALUE})")
+    @Option(names = "--device", defaultValue = "best",
+            description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best "
+                    + "(default ${DEFAULT-VALUE})")
     String device;
 
     @Option(names = "--batch", defaultValue = "256", description = "batch size (default ${DEFAULT-VALUE})")

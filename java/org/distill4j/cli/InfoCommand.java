@@ -28,7 +28,8 @@ final class InfoCommand implements Callable<Integer> {
 
     private static String probe(Device d) {
         try (Backend b = Backends.open(d)) {
-            int n = d.kind() == Device.Kind.CPU && b instanceof org.distill4j.backend.CpuBackend cpu ? cpu.threads() : 0;
+            int n = d.kind() == Device.Kind.CPU && b instanceof org.distill4j.backend.CpuBackend cpu
+                    ? cpu.threads() : 0;
             String threads = n == 0 ? "" : ", " + n + (n == 1 ? " thread" : " threads");
             return "ok" + threads
                     + (d.kind() == Device.Kind.CUDA_EMU ? " (CUDA kernels emulated on the CPU: tests only)" : "");

@@ -8,7 +8,9 @@ import picocli.CommandLine.Option;
 
 /** The options every training command shares (picocli mixin). */
 final class TrainingFlags {
-    @Option(names = "--device", defaultValue = "best", description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best (default ${DEFAULT-VALUE})")
+    @Option(names = "--device", defaultValue = "best",
+            description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best "
+                    + "(default ${DEFAULT-VALUE})")
     String device;
 
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
