@@ -2,17 +2,17 @@
 # What the natives jar ships must load on the oldest Linux the README promises and carry nothing of this machine
 # (tests/run-all.sh runs this after the Maven build):
 #   - every library asks glibc for no version newer than natives.glibc (org/distill4j/version.properties, from
-#     pom.xml's d4j.glibc.min: the value `./distill4j info` prints), read from its version references (objdump -p,
-#     what the dynamic loader checks), the symbols that need them named from objdump -T;
+#     java/library/pom.xml's d4j.glibc.min: the value `./distill4j info` prints), read from its version references
+#     (objdump -p, what the dynamic loader checks), the symbols that need them named from objdump -T;
 #   - none needs the system's libstdc++ (GLIBCXX_*, CXXABI_*): it is linked in (CMakeLists.txt, D4J_PORTABLE);
 #   - no absolute build path inside (this checkout, /tmp, /root);
 #   - every RUNPATH is $ORIGIN or absent, and libgomp.so.1 is bundled. It is gcc's and needs glibc 2.34; below
 #     that the system's libgomp.so.1 must be the one found, so libdistill4j_cpu.so must have no RUNPATH at all.
 #
-#   tests/check-natives.sh [target dir]      (default: target)
+#   tests/check-natives.sh [library target dir]      (default: target/library)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="$(cd "${1:-$root/target}" && pwd)"
+target="$(cd "${1:-$root/target/library}" && pwd)"
 natives_jar=$(ls "$target"/distill4j-*-linux-x86_64.jar)
 props="$target/classes/org/distill4j/version.properties"
 min=$(sed -n 's/^natives\.glibc=//p' "$props")

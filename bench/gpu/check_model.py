@@ -2,7 +2,7 @@
 """One-shot check of the whole DeiT (distilled ViT) built from our C entries, on a lent GPU.
 
 Run by bench/gpu/check.sh. The model is driven through libdistill4j_cuda in exactly the order of
-java/org/distill4j/nn/VisionTransformer.java (forward: patch_embed_forward; per block layernorm, qkv linear,
+java/library/org/distill4j/nn/VisionTransformer.java (forward: patch_embed_forward; per block layernorm, qkv linear,
 attention, proj linear with the residual fused, layernorm, fc1, gelu, fc2 with the residual fused; token_rows,
 final layernorm on the prefix rows, head on the cls row, head_dist on the dist row; backward in reverse, as there),
 its buffers torch CUDA tensors. Three parts:

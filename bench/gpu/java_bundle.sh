@@ -7,8 +7,8 @@
 #   jre/    a jlink'd Java 17 (java.desktop included: XChart draws accuracy.png with AWT, headless); its
 #           modules and the cut-down jars are stored uncompressed, so that xz compresses them (17 MB for the
 #           JRE instead of 28 MB with jlink's own compression)
-#   lib/    our jars, their runtime dependencies, the test classes, the CUDA emulator library (the op tests
-#           open it) and the JUnit console launcher; the openblas and cuda presets' natives jars cut down to
+#   lib/    our jars (library, natives, bench, CLI), their runtime dependencies, the test classes with the CUDA
+#           emulator library (the op tests open it) and the JUnit console launcher; the openblas and cuda presets' natives jars cut down to
 #           the libraries we load (libjniopenblas_nolapack.so and the libopenblas.so.0 it is linked to under
 #           that name; libjnicudart.so), the pytorch preset's classes without libtorch (90 MB: the tests that
 #           need libtorch are not run there)
@@ -27,9 +27,10 @@ command -v nvcc >/dev/null 2>&1 || { echo "java_bundle.sh: nvcc not found: the b
   { echo "java_bundle.sh: Fashion-MNIST not in $FASHION (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
 
 echo "== build (mvn package, tests compiled, not run)"
-mvn -B -q -DskipTests package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
-mvn -B -q dependency:copy -Dartifact=$JUNIT_CONSOLE -DoutputDirectory=target/junit-console
-natives=target/distill4j-0.1.0-linux-x86_64.jar
+# The tests module's classpath (target/tests/classpath.txt) holds every module's jar and what they need.
+mvn -B -q -DskipTests package dependency:build-classpath
+mvn -B -q -N dependency:copy -Dartifact=$JUNIT_CONSOLE -DoutputDirectory=target/junit-console
+natives=target/library/distill4j-0.1.0-linux-x86_64.jar
 unzip -l "$natives" | grep -q libdistill4j_cuda.so ||
   { echo "java_bundle.sh: $natives has no libdistill4j_cuda.so (built with -Dd4j.cuda=OFF?)" >&2; exit 1; }
 
@@ -41,10 +42,9 @@ jlink --add-modules java.base,java.desktop,java.logging,java.management,java.sql
   --strip-debug --no-header-files --no-man-pages --compress=0 --output "$STAGE/jre"
 
 echo "== jars"
-cp target/distill4j-0.1.0.jar "$natives" target/junit-console/*.jar "$STAGE/lib/"
-(cd target/test-classes && jar cf "$STAGE/lib/distill4j-tests.jar" .)
-# The CUDA emulator (tests only, not in the natives jar): the op tests open it in @BeforeAll.
-(cd target/classes && jar cf "$STAGE/lib/distill4j-cudaemu.jar" org/distill4j/natives/linux-x86_64/libdistill4j_cudaemu.so)
+cp target/junit-console/*.jar "$STAGE/lib/"
+# The test classes, with the CUDA emulator (tests only, not in the natives jar; the op tests open it in @BeforeAll).
+(cd target/tests/test-classes && jar cf "$STAGE/lib/distill4j-tests.jar" .)
 # keep: a jar's entries matching the pattern (plus its manifest), written as a new jar in lib/.
 keep() {
   local jar=$1 pattern=$2 tmp
@@ -53,7 +53,7 @@ keep() {
     zip -q -0 -r "$STAGE/lib/$(basename "$jar")" .)
   rm -rf "$tmp"
 }
-tr ':' '\n' <target/classpath.txt | while read -r jar; do
+tr ':' '\n' <target/tests/classpath.txt | while read -r jar; do
   case $(basename "$jar") in
     junit-*|opentest4j-*|apiguardian-*) ;;  # in the console launcher
     pytorch-*-linux-x86_64.jar) ;;          # libtorch: not carried

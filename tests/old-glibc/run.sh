@@ -4,10 +4,10 @@
 # the symbol versions that tests/check-natives.sh reads. Needs root and the Debian mirror (a debootstrap, once,
 # into build/bullseye), so it is not a tests/run-all.sh stage.
 #
-#   tests/old-glibc/run.sh [natives dir]   (default: target/classes/org/distill4j/natives/linux-x86_64)
+#   tests/old-glibc/run.sh [natives dir]   (default: target/library/classes/org/distill4j/natives/linux-x86_64)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-natives="$(cd "${1:-$root/target/classes/org/distill4j/natives/linux-x86_64}" && pwd)"
+natives="$(cd "${1:-$root/target/library/classes/org/distill4j/natives/linux-x86_64}" && pwd)"
 sysroot="${D4J_BULLSEYE_ROOT:-$root/build/bullseye}"
 if [ ! -x "$sysroot/usr/bin/gcc" ]; then
   debootstrap --variant=minbase bullseye "$sysroot" http://deb.debian.org/debian

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CountDownLatch;
@@ -19,10 +20,14 @@ import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
+import org.distill4j.ops.Gelu;
 import org.distill4j.testing.Check;
 import org.junit.jupiter.api.Test;
 
-/** Single-threaded objects refuse a second thread instead of mixing its results with the first's (issue #15). */
+/**
+ * Single-threaded objects (model, trainer, backend) refuse a second thread instead of mixing its results with the
+ * first's (issue #15).
+ */
 class ThreadConfinementTest {
     private static final VitConfig SMALL = VitConfig.of(16, 4, 1, 4, 64, 1, 2, 2, true);
     private static final int BATCH = 8;
@@ -55,6 +60,40 @@ class ThreadConfinementTest {
         c.exit();
         c.exit();
         assertThrows(IllegalStateException.class, c::exit);
+    }
+
+    /**
+     * The backend itself: while one thread is inside a kernel call, an op or close() from another thread is refused
+     * (close would free what the kernel reads); once it is out, another thread may use it.
+     */
+    @Test
+    void aBackendRefusesASecondThreadWhileAKernelCallIsInside() throws Exception {
+        try (Backend be = CpuBackend.open();
+             Tensor x = Tensor.of(be, new float[] {-1f, 0f, 2f}, 3);
+             Tensor y = Tensor.empty(be, 3)) {
+            CountDownLatch inside = new CountDownLatch(1), done = new CountDownLatch(1);
+            Thread holder = new Thread(() -> be.call("a held call", () -> {
+                inside.countDown();
+                try {
+                    done.await();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                return 0;
+            }), "holder");
+            holder.start();
+            assertTrue(inside.await(10, TimeUnit.SECONDS));
+            ConcurrentUseException op = assertThrows(ConcurrentUseException.class, () -> Gelu.forward(x, y));
+            assertTrue(op.getMessage().contains(be.name() + " was called from thread '"
+                    + Thread.currentThread().getName() + "' while thread 'holder' was using it"), op.getMessage());
+            assertThrows(ConcurrentUseException.class, be::close);
+            done.countDown();
+            holder.join();
+            Gelu.forward(x, y);  // the backend was not closed, and this thread may use it now
+            float[] out = y.toArray();
+            assertEquals(0f, out[1]);
+            assertTrue(out[2] > 1.9f && out[0] < 0f, Arrays.toString(out));
+        }
     }
 
     @Test

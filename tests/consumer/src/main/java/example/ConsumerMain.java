@@ -5,6 +5,7 @@ import org.distill4j.Device;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.train.Progress;
 
 /**
  * Runs the README's snippets (ReadmeSnippets) through the platform artifact alone (natives extracted from the jars
@@ -36,7 +37,27 @@ public final class ConsumerMain {
                 lossErr, gradErr);
         if (!(lossErr < 1e-5 && gradErr < 1e-5) || lossAndGrad.length != 1 + b * c) fail("KL snippet");
         patchEmbed(rng);
+        progressWithoutTheBarLibrary();
         System.out.println("platform consumer: ok");
+    }
+
+    /**
+     * The progress bar library is an optional dependency of distill4j (the CLI brings it): a user's program without
+     * it asks for a bar and gets plain lines, not a NoClassDefFoundError.
+     */
+    static void progressWithoutTheBarLibrary() {
+        try {
+            Class.forName("me.tongfei.progressbar.ProgressBar");
+            fail("classpath: the optional progress bar library came with distill4j-platform");
+        } catch (ClassNotFoundException expected) {
+            // what a user of the platform artifact has
+        }
+        System.setProperty("distill4j.progress", "bar");
+        try (Progress progress = Progress.start("consumer progress", 2)) {
+            progress.step(4, 0.5, 0.25);
+            progress.step(4, 0.5, 0.75);
+            if (progress.meanAccuracy() != 0.5) fail("progress means");
+        }
     }
 
     private static void fail(String what) {

@@ -152,10 +152,10 @@ public final class PatchEmbed implements AutoCloseable {
         checkPrefix("dist", dist, distilled(), "the op is not distilled (prefixTokens = " + prefixTokens + ")",
                 "the op is distilled (prefixTokens = 2)");
         check("tokens", tokens, tokensShape());
-        int status = Distill4jNative.d4j_patch_embed_forward(backend.kernels(), backend.stream(), images.data(), batch,
+        backend.call("patch_embed forward",
+                () -> Distill4jNative.d4j_patch_embed_forward(backend.kernels(), backend.stream(), images.data(), batch,
                 channels, height, width, patch, dim, weight.data(), bias.data(), pos.data(), data(cls), data(dist),
-                tokens.data(), workspace.data());
-        backend.check(status, "patch_embed forward");
+                tokens.data(), workspace.data()));
     }
 
     /**
@@ -186,10 +186,11 @@ public final class PatchEmbed implements AutoCloseable {
         checkPrefix("dDist", dDist, distilled(), "the op is not distilled (prefixTokens = " + prefixTokens + ")",
                 "the op is distilled (prefixTokens = 2)");
         if (dImages != null) check("dImages", dImages, imagesShape());
-        int status = Distill4jNative.d4j_patch_embed_backward(backend.kernels(), backend.stream(), images.data(), batch,
+        backend.call("patch_embed backward",
+                () -> Distill4jNative.d4j_patch_embed_backward(backend.kernels(), backend.stream(), images.data(),
+                        batch,
                 channels, height, width, patch, dim, weight.data(), dTokens.data(), dWeight.data(), dBias.data(),
-                dPos.data(), data(dCls), data(dDist), data(dImages), workspace.data());
-        backend.check(status, "patch_embed backward");
+                dPos.data(), data(dCls), data(dDist), data(dImages), workspace.data()));
     }
 
     /** Frees the workspace. Closing twice is harmless; using a closed op throws {@link IllegalStateException}. */

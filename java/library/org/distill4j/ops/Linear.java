@@ -42,9 +42,9 @@ public final class Linear {
         }
         if (y == x) throw new IllegalArgumentException("linear: y may not be x itself");
         Backend backend = x.backend();
-        int status = Distill4jNative.d4j_linear_forward(backend.kernels(), backend.stream(), x.data(), weight.data(),
-                data(bias), data(residual), s.m, s.k, s.n, y.data());
-        backend.check(status, "linear forward " + s);
+        backend.call("linear forward " + s,
+                () -> Distill4jNative.d4j_linear_forward(backend.kernels(), backend.stream(), x.data(), weight.data(),
+                data(bias), data(residual), s.m, s.k, s.n, y.data()));
     }
 
     /**
@@ -71,9 +71,9 @@ public final class Linear {
         }
         if (dbias != null) operand("dbias", dbias, new long[] {s.n}, x);
         Backend backend = x.backend();
-        int status = Distill4jNative.d4j_linear_backward(backend.kernels(), backend.stream(), x.data(),
-                weight.data(), dy.data(), s.m, s.k, s.n, data(dx), dweight.data(), data(dbias));
-        backend.check(status, "linear backward " + s);
+        backend.call("linear backward " + s,
+                () -> Distill4jNative.d4j_linear_backward(backend.kernels(), backend.stream(), x.data(),
+                weight.data(), dy.data(), s.m, s.k, s.n, data(dx), dweight.data(), data(dbias)));
     }
 
     /** The output shape of {@code x} through a layer with {@code outFeatures} outputs: [..., outFeatures]. */

@@ -5,8 +5,10 @@ import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.IntSupplier;
 import org.distill4j.Device;
 import org.distill4j.Tensor;
+import org.distill4j.ThreadConfinement;
 import org.distill4j.natives.Distill4jNative;
 
 /** What every backend shares: its device, the kernel library handle, and the count of live allocations. */
@@ -16,9 +18,12 @@ abstract class NativeBackend implements Backend {
     // Atomic: tensors are closed by whichever thread holds them (or a cleaner), not only the backend's user.
     private final AtomicLong live = new AtomicLong();
     private final Set<Tensor> tensors = ConcurrentHashMap.newKeySet();  // open tensors, freed by close()
+    // Kernel calls and close(): the kernel libraries keep per-backend state (stream, workspaces, cuBLAS handle).
+    private final ThreadConfinement confinement;
 
     NativeBackend(Device device) {
         this.device = device;
+        this.confinement = new ThreadConfinement(name());
     }
 
     /** Opens kernel library {@code name} (cpu, cuda, cudaemu) for this backend's device. */
@@ -51,6 +56,18 @@ abstract class NativeBackend implements Backend {
     }
 
     @Override
+    public final void call(String what, IntSupplier kernelCall) {
+        confinement.enter();
+        int status;
+        try {
+            status = kernelCall.getAsInt();
+        } finally {
+            confinement.exit();
+        }
+        check(status, what);
+    }
+
+    @Override
     public final void adopt(Tensor tensor) {
         tensors.add(tensor);
     }
@@ -68,6 +85,15 @@ abstract class NativeBackend implements Backend {
     @Override
     public final void close() {
         if (kernels == null) return;
+        confinement.enter();  // not while another thread's kernel runs on what close() frees
+        try {
+            closeConfined();
+        } finally {
+            confinement.exit();
+        }
+    }
+
+    private void closeConfined() {
         List<Tensor> open = new ArrayList<>(tensors);
         if (!open.isEmpty()) {
             StringBuilder sites = new StringBuilder();

@@ -102,10 +102,11 @@ public final class AdamW {
             throw new IllegalArgumentException("adamw: weightDecay must be finite and >= 0, got " + weightDecay);
         }
         Backend backend = param.backend();
-        int status = Distill4jNative.d4j_adamw(backend.kernels(), backend.stream(), param.data(), grad.data(), m.data(),
+        backend.call("adamw",
+                () -> Distill4jNative.d4j_adamw(backend.kernels(), backend.stream(), param.data(), grad.data(),
+                        m.data(),
                 v.data(), param.numel(), lr, beta1, beta2, eps, weightDecay, step,
-                gradScale == null ? null : gradScale.data());
-        backend.check(status, "adamw");
+                gradScale == null ? null : gradScale.data()));
     }
 
     private static void check(String name, Tensor t, Tensor param) {

@@ -35,9 +35,9 @@ public final class TokenRows {
         long[] shape = rowsShape(tokens, prefix);
         check("rows", rows, shape, tokens);
         Backend be = tokens.backend();
-        int status = Distill4jNative.d4j_token_rows_forward(be.kernels(), be.stream(), tokens.data(), tokens.size(0),
-                tokens.size(1), tokens.size(2), prefix, rows.data());
-        be.check(status, "token_rows forward");
+        be.call("token_rows forward",
+                () -> Distill4jNative.d4j_token_rows_forward(be.kernels(), be.stream(), tokens.data(), tokens.size(0),
+                tokens.size(1), tokens.size(2), prefix, rows.data()));
     }
 
     /**
@@ -51,9 +51,9 @@ public final class TokenRows {
         long[] shape = rowsShape(dTokens, prefix);
         check("dRows", dRows, shape, dTokens);
         Backend be = dTokens.backend();
-        int status = Distill4jNative.d4j_token_rows_backward(be.kernels(), be.stream(), dRows.data(), dTokens.size(0),
-                dTokens.size(1), dTokens.size(2), prefix, dTokens.data());
-        be.check(status, "token_rows backward");
+        be.call("token_rows backward",
+                () -> Distill4jNative.d4j_token_rows_backward(be.kernels(), be.stream(), dRows.data(), dTokens.size(0),
+                dTokens.size(1), dTokens.size(2), prefix, dTokens.data()));
     }
 
     private static void checkPrefix(Tensor tokens, long prefix) {

@@ -24,8 +24,8 @@ public final class Gelu {
     public static void forward(Tensor x, Tensor y) {
         Backend be = check("x", x, null);
         check("y", y, x);
-        be.check(Distill4jNative.d4j_gelu_forward(be.kernels(), be.stream(), x.data(), x.numel(), y.data()),
-                "gelu forward");
+        be.call("gelu forward",
+                () -> Distill4jNative.d4j_gelu_forward(be.kernels(), be.stream(), x.data(), x.numel(), y.data()));
     }
 
     /**
@@ -40,8 +40,9 @@ public final class Gelu {
         check("dy", dy, x);
         check("dx", dx, x);
         if (dx == x && dx != dy) throw new IllegalArgumentException("gelu: dx must not be x (x is read for every element)");
-        be.check(Distill4jNative.d4j_gelu_backward(be.kernels(), be.stream(), x.data(), dy.data(), x.numel(),
-                dx.data()), "gelu backward");
+        be.call("gelu backward",
+                () -> Distill4jNative.d4j_gelu_backward(be.kernels(), be.stream(), x.data(), dy.data(), x.numel(),
+                dx.data()));
     }
 
     private static Backend check(String name, Tensor t, Tensor like) {

@@ -68,10 +68,10 @@ public final class CrossEntropy {
             backend.synchronize();
             checkLabels(labels.data(), b, c);
         }
-        int status = Distill4jNative.d4j_cross_entropy(backend.kernels(), backend.stream(), logits.data(),
+        backend.call("cross_entropy",
+                () -> Distill4jNative.d4j_cross_entropy(backend.kernels(), backend.stream(), logits.data(),
                 labels.data(), b, c, labelSmoothing, lossScale, rowLoss.data(), loss == null ? null : loss.data(),
-                grad == null ? null : grad.data());
-        backend.check(status, "cross_entropy");
+                grad == null ? null : grad.data()));
     }
 
     /**
@@ -85,9 +85,9 @@ public final class CrossEntropy {
         checkMatrix("argmax", "x", x);
         checkOperand("argmax", "index", index, new long[] {x.size(0)}, x);
         Backend backend = x.backend();
-        int status = Distill4jNative.d4j_argmax(backend.kernels(), backend.stream(), x.data(), x.size(0), x.size(1),
-                index.data());
-        backend.check(status, "argmax");
+        backend.call("argmax",
+                () -> Distill4jNative.d4j_argmax(backend.kernels(), backend.stream(), x.data(), x.size(0), x.size(1),
+                index.data()));
     }
 
     /**

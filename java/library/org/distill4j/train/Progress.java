@@ -10,8 +10,9 @@ import me.tongfei.progressbar.ProgressBarStyle;
 /**
  * Progress of one training or evaluation pass: steps done, running mean loss and accuracy, images per second, ETA.
  *
- * <p>On a terminal it draws a progress bar (me.tongfei:progressbar) redrawn in place. When standard output is not a
- * terminal — CI logs, {@code > file} — a bar's carriage returns make unreadable logs, so it prints a plain line every
+ * <p>On a terminal it draws a progress bar (me.tongfei:progressbar, an optional dependency: the CLI brings it; a
+ * program without it on its classpath gets plain lines) redrawn in place. When standard output is not a terminal —
+ * CI logs, {@code > file} — a bar's carriage returns make unreadable logs, so it prints a plain line every
  * {@code every} steps and a final one instead. The choice can be forced with {@code -Ddistill4j.progress=bar},
  * {@code plain} or {@code off}.
  *
@@ -34,7 +35,7 @@ public final class Progress implements AutoCloseable {
     private final long total;
     private final int every;
     private final PrintStream out;
-    private final ProgressBar bar;
+    private final TerminalBar bar;
     private final long startNanos;
     private long steps;
     private long images;
@@ -53,10 +54,7 @@ public final class Progress implements AutoCloseable {
         this.total = total;
         this.every = every;
         this.out = mode == Mode.OFF ? null : out;
-        this.bar = mode == Mode.BAR
-                ? new ProgressBarBuilder().setTaskName(task).setInitialMax(total).setStyle(ProgressBarStyle.COLORFUL_UNICODE_BLOCK)
-                        .setUpdateIntervalMillis(250).setMaxRenderedLength(120).build()
-                : null;
+        this.bar = mode == Mode.BAR ? new TerminalBar(task, total) : null;
         this.startNanos = System.nanoTime();
     }
 
@@ -76,6 +74,19 @@ public final class Progress implements AutoCloseable {
     }
 
     private static Mode chooseMode() {
+        Mode mode = chooseDisplay();
+        return mode == Mode.BAR && !barLibraryPresent() ? Mode.PLAIN : mode;
+    }
+
+    private static boolean barLibraryPresent() {
+        try {
+            return TerminalBar.present();
+        } catch (LinkageError missing) {
+            return false;
+        }
+    }
+
+    private static Mode chooseDisplay() {
         String forced = System.getProperty("distill4j.progress", "").trim().toLowerCase(Locale.ROOT);
         switch (forced) {
             case "bar":
@@ -107,8 +118,7 @@ public final class Progress implements AutoCloseable {
         lossSum += loss * batchImages;
         accSum += accuracy * batchImages;
         if (bar != null) {
-            bar.setExtraMessage(stats(false));
-            bar.step();
+            bar.step(stats(false));
         } else if (out != null && steps % every == 0 && steps != total) {
             out.println(line());
         }
@@ -176,6 +186,34 @@ public final class Progress implements AutoCloseable {
             bar.close();
         } else if (out != null && steps > 0) {
             out.println(line());
+        }
+    }
+
+    /**
+     * The progressbar library's bar. Its own class, so that Progress loads without the (optional) library: the JVM
+     * resolves ProgressBar only when this class is first used, which {@link #barLibraryPresent} guards.
+     */
+    private static final class TerminalBar {
+        private final ProgressBar bar;
+
+        TerminalBar(String task, long total) {
+            bar = new ProgressBarBuilder().setTaskName(task).setInitialMax(total)
+                    .setStyle(ProgressBarStyle.COLORFUL_UNICODE_BLOCK).setUpdateIntervalMillis(250)
+                    .setMaxRenderedLength(120).build();
+        }
+
+        /** True, or NoClassDefFoundError when the library is not on the classpath. */
+        static boolean present() {
+            return ProgressBar.class.getName() != null;
+        }
+
+        void step(String extra) {
+            bar.setExtraMessage(extra);
+            bar.step();
+        }
+
+        void close() {
+            bar.close();
         }
     }
 }

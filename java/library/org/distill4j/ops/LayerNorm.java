@@ -106,9 +106,9 @@ public final class LayerNorm implements AutoCloseable {
         checkStats("mean", mean);
         checkStats("rstd", rstd);
         if (y == x) throw new IllegalArgumentException("layernorm: y must not be the same tensor as x");
-        int status = Distill4jNative.d4j_layernorm_forward(backend.kernels(), backend.stream(), x.data(),
-                weight.data(), bias.data(), rows, dim, eps, y.data(), mean.data(), rstd.data());
-        backend.check(status, "layernorm forward");
+        backend.call("layernorm forward",
+                () -> Distill4jNative.d4j_layernorm_forward(backend.kernels(), backend.stream(), x.data(),
+                weight.data(), bias.data(), rows, dim, eps, y.data(), mean.data(), rstd.data()));
     }
 
     /**
@@ -135,10 +135,10 @@ public final class LayerNorm implements AutoCloseable {
         checkVector("dWeight", dWeight);
         checkVector("dBias", dBias);
         if (dx == dy || dx == x) throw new IllegalArgumentException("layernorm: dx must not be the same tensor as dy or x");
-        int status = Distill4jNative.d4j_layernorm_backward(backend.kernels(), backend.stream(), x.data(),
+        backend.call("layernorm backward",
+                () -> Distill4jNative.d4j_layernorm_backward(backend.kernels(), backend.stream(), x.data(),
                 weight.data(), mean.data(), rstd.data(), dy.data(), rows, dim, dx.data(), dWeight.data(),
-                dBias.data(), workspace.data());
-        backend.check(status, "layernorm backward");
+                dBias.data(), workspace.data()));
     }
 
     /** Frees the workspace. Closing twice is harmless; using a closed op throws {@link IllegalStateException}. */

@@ -1,4 +1,4 @@
-package org.distill4j.train;
+package org.distill4j.cli;
 
 import java.awt.BasicStroke;
 import java.awt.Color;

@@ -24,13 +24,14 @@ final class Kernels {
     /** y = x Wᵀ + b (+ residual); x [m, kIn], w [n, kIn]. */
     void linear(FloatPointer x, FloatPointer w, FloatPointer b, FloatPointer residual, long m, long kIn, long n,
                 FloatPointer y) {
-        be.check(Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y), "linear forward");
+        be.call("linear forward", () -> Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y));
     }
 
     /** dx = dy W (written, unless null); dW += dyᵀ x; db += colsum(dy). */
     void linearBackward(FloatPointer x, FloatPointer w, FloatPointer dy, long m, long kIn, long n, FloatPointer dx,
                         FloatPointer dw, FloatPointer db) {
-        be.check(Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db), "linear backward");
+        be.call("linear backward",
+                () -> Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db));
     }
 
     long layerNormWorkspace(long m, long c) {
@@ -41,33 +42,34 @@ final class Kernels {
 
     void layerNorm(FloatPointer x, FloatPointer w, FloatPointer b, long m, long c, FloatPointer y, FloatPointer mean,
                    FloatPointer rstd) {
-        be.check(Distill4jNative.d4j_layernorm_forward(k, stream, x, w, b, m, c, 1e-6f, y, mean, rstd),
-                "layernorm forward");
+        be.call("layernorm forward",
+                () -> Distill4jNative.d4j_layernorm_forward(k, stream, x, w, b, m, c, 1e-6f, y, mean, rstd));
     }
 
     /** dx += ..., dw += ..., db += ... */
     void layerNormBackward(FloatPointer x, FloatPointer w, FloatPointer mean, FloatPointer rstd, FloatPointer dy, long m,
                            long c, FloatPointer dx, FloatPointer dw, FloatPointer db, Pointer workspace) {
-        be.check(Distill4jNative.d4j_layernorm_backward(k, stream, x, w, mean, rstd, dy, m, c, dx, dw, db, workspace),
-                "layernorm backward");
+        be.call("layernorm backward",
+                () -> Distill4jNative.d4j_layernorm_backward(k, stream, x, w, mean, rstd, dy, m, c, dx, dw, db,
+                        workspace));
     }
 
     void gelu(FloatPointer x, long n, FloatPointer y) {
-        be.check(Distill4jNative.d4j_gelu_forward(k, stream, x, n, y), "gelu forward");
+        be.call("gelu forward", () -> Distill4jNative.d4j_gelu_forward(k, stream, x, n, y));
     }
 
     /** dx = dy·gelu'(x), written; dx may be dy. */
     void geluBackward(FloatPointer x, FloatPointer dy, long n, FloatPointer dx) {
-        be.check(Distill4jNative.d4j_gelu_backward(k, stream, x, dy, n, dx), "gelu backward");
+        be.call("gelu backward", () -> Distill4jNative.d4j_gelu_backward(k, stream, x, dy, n, dx));
     }
 
     void tokenRows(FloatPointer tokens, long b, long t, long d, long prefix, FloatPointer rows) {
-        be.check(Distill4jNative.d4j_token_rows_forward(k, stream, tokens, b, t, d, prefix, rows), "token rows");
+        be.call("token rows", () -> Distill4jNative.d4j_token_rows_forward(k, stream, tokens, b, t, d, prefix, rows));
     }
 
     void tokenRowsBackward(FloatPointer drows, long b, long t, long d, long prefix, FloatPointer dtokens) {
-        be.check(Distill4jNative.d4j_token_rows_backward(k, stream, drows, b, t, d, prefix, dtokens),
-                "token rows backward");
+        be.call("token rows backward",
+                () -> Distill4jNative.d4j_token_rows_backward(k, stream, drows, b, t, d, prefix, dtokens));
     }
 
     /** A view of {@code p} starting {@code offset} floats in: what the native call receives is address + offset. */

@@ -1,5 +1,6 @@
 package org.distill4j.backend;
 
+import java.util.function.IntSupplier;
 import org.bytedeco.javacpp.Pointer;
 import org.distill4j.Device;
 import org.distill4j.natives.Distill4jNative;
@@ -11,7 +12,15 @@ import org.distill4j.natives.Distill4jNative;
  * tensors yourself as soon as they are not needed (a {@link org.distill4j.TensorScope} helps): the garbage collector
  * never frees native memory.
  *
- * <p>A backend is used from one thread at a time, as a CUDA stream is: work is queued in call order.
+ * <p>A backend is used from one thread at a time, as a CUDA stream is: work is queued in call order. A kernel
+ * call ({@link #call}) or {@link #close()} from a second thread while another thread is inside a kernel call throws
+ * {@link org.distill4j.ConcurrentUseException} (successive use from different threads is fine).
+ *
+ * <p>Two layers. Everyday code uses {@link org.distill4j.Tensor} (shapes checked, memory owned) and the ops of
+ * {@code org.distill4j.ops}. The methods that take or return JavaCPP types — {@link #allocate}, {@link #free}, the
+ * copies, {@link #zero}, {@link #stream}, {@link #kernels}, {@link #call} and {@code Tensor.data()} — are the
+ * advanced layer, for writing a new op against the C ABI ({@code Distill4jNative}, {@code native/include/
+ * distill4j.h}): raw device memory, no shapes, nothing freed for you.
  */
 public interface Backend extends AutoCloseable {
     /** The device this backend runs on. */
@@ -75,8 +84,18 @@ public interface Backend extends AutoCloseable {
     /** Waits until everything queued on the stream has finished. */
     void synchronize();
 
-    /** The native kernel table ({@code d4j_backend*}) for {@link Distill4jNative} calls. */
+    /** The native kernel table ({@code d4j_backend*}) for {@link Distill4jNative} calls (advanced layer). */
     Distill4jNative.d4j_backend kernels();
+
+    /**
+     * Runs one native kernel call of op {@code what} (it returns the C ABI's status) and {@link #check checks} its
+     * status, one thread at a time: the advanced layer's way to call a kernel, as every op does.
+     *
+     * @throws org.distill4j.ConcurrentUseException when another thread is inside a call on this backend
+     */
+    default void call(String what, IntSupplier kernelCall) {
+        check(kernelCall.getAsInt(), what);
+    }
 
     /** Number of allocations not yet freed: a training loop must keep it flat. */
     long liveAllocations();

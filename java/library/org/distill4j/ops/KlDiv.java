@@ -109,12 +109,12 @@ public final class KlDiv {
         Tensor rows = none ? loss : rowWorkspace;
         if (!none) checkOperand("rowWorkspace", rowWorkspace, new long[] {b}, student);
         Backend backend = student.backend();
-        int status = Distill4jNative.d4j_kl_div(backend.kernels(), backend.stream(), student.data(), teacher.data(), b,
+        backend.call("kl_div",
+                () -> Distill4jNative.d4j_kl_div(backend.kernels(), backend.stream(), student.data(), teacher.data(), b,
                 c, temperature, reduction.nativeCode(), logTarget ? 1 : 0,
                 scaleBySquaredTemperature ? temperature * temperature : 1.0f,
                 upstream == null ? null : upstream.data(), rows.data(), none ? null : loss.data(),
-                grad == null ? null : grad.data());
-        backend.check(status, "kl_div");
+                grad == null ? null : grad.data()));
     }
 
     private static void checkInputs(Tensor student, Tensor teacher) {

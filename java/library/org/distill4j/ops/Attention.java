@@ -107,9 +107,9 @@ public final class Attention implements AutoCloseable {
         checkQkv("qkv", qkv);
         check("out", out, outShape());
         check("lse", lse, lseShape());
-        int status = Distill4jNative.d4j_attention_forward(backend.kernels(), backend.stream(), qkv.data(), batch,
-                tokens, heads, headDim, scale, out.data(), lse.data(), workspace.data());
-        backend.check(status, "attention forward");
+        backend.call("attention forward",
+                () -> Distill4jNative.d4j_attention_forward(backend.kernels(), backend.stream(), qkv.data(), batch,
+                tokens, heads, headDim, scale, out.data(), lse.data(), workspace.data()));
     }
 
     /**
@@ -128,10 +128,10 @@ public final class Attention implements AutoCloseable {
         check("lse", lse, lseShape());
         check("dOut", dOut, outShape());
         checkQkv("dQkv", dQkv);
-        int status = Distill4jNative.d4j_attention_backward(backend.kernels(), backend.stream(), qkv.data(),
+        backend.call("attention backward",
+                () -> Distill4jNative.d4j_attention_backward(backend.kernels(), backend.stream(), qkv.data(),
                 out.data(), lse.data(), dOut.data(), batch, tokens, heads, headDim, scale, dQkv.data(),
-                workspace.data());
-        backend.check(status, "attention backward");
+                workspace.data()));
     }
 
     /** Frees the workspace. Closing twice is harmless; using a closed op throws {@link IllegalStateException}. */

@@ -8,7 +8,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.distill4j.io.AtomicFile;
-import org.distill4j.train.AccuracyChart;
 import org.distill4j.train.Evaluator;
 import org.distill4j.train.TrainingRun;
 

@@ -1,4 +1,4 @@
-package org.distill4j.train;
+package org.distill4j.cli;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;

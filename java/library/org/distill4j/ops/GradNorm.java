@@ -68,13 +68,13 @@ public final class GradNorm implements AutoCloseable {
         if (grads.isEmpty()) sumSquares.zero();
         for (int i = 0; i < grads.size(); i++) {
             Tensor g = grads.get(i);
-            int status = Distill4jNative.d4j_sum_squares(backend.kernels(), backend.stream(), g.data(), g.numel(),
-                    i == 0 ? 0 : 1, sumSquares.data());
-            backend.check(status, "sum_squares");
+            int accumulate = i == 0 ? 0 : 1;
+            backend.call("sum_squares", () -> Distill4jNative.d4j_sum_squares(backend.kernels(), backend.stream(),
+                    g.data(), g.numel(), accumulate, sumSquares.data()));
         }
-        int status = Distill4jNative.d4j_clip_scale(backend.kernels(), backend.stream(), sumSquares.data(), maxNorm,
-                norm.data(), scale.data());
-        backend.check(status, "clip_scale");
+        backend.call("clip_scale",
+                () -> Distill4jNative.d4j_clip_scale(backend.kernels(), backend.stream(), sumSquares.data(), maxNorm,
+                norm.data(), scale.data()));
     }
 
     /** The device scalar [] holding the last sum of squares. */
