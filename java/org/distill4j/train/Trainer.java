@@ -36,12 +36,12 @@ import org.distill4j.ops.Reduction;
  * </pre>
  * with CE<sub>i</sub> the class head's cross-entropy on image i's label and D<sub>i</sub> its distillation term
  * (T²·KL<sub>i</sub>, over C more with the mean reduction, for SOFT; the distillation head's CE on the teacher's
- * argmax for HARD): a labeled image weighs exactly as in a fully labeled run, an unlabeled one keeps its α·D<sub>i</sub>
- * and nothing else, and the normalisation is the whole batch B, not its labeled count. So an image's weight never
- * depends on which images share its batch (a batch without a labeled image is an ordinary step; the batch loss is an
- * unbiased estimate of the epoch's mean whatever the batch size), α means the same for every image, and with every
- * image labeled the loss is the usual one. In NONE mode an unlabeled image contributes nothing (both heads' CE
- * terms are masked). The label given for an unlabeled image is ignored but must be a class index.
+ * argmax for HARD): a labeled image weighs exactly as in a fully labeled run, an unlabeled one keeps its
+ * α·D<sub>i</sub> and nothing else, and the normalisation is the whole batch B, not its labeled count. So an image's
+ * weight never depends on which images share its batch (a batch without a labeled image is an ordinary step; the
+ * batch loss is an unbiased estimate of the epoch's mean whatever the batch size), α means the same for every image,
+ * and with every image labeled the loss is the usual one. In NONE mode an unlabeled image contributes nothing (both
+ * heads' CE terms are masked). The label given for an unlabeled image is ignored but must be a class index.
  *
  * <p>Before AdamW touches anything, each step reads the loss and the global gradient norm (computed even without
  * clipping): when either is not finite the step throws {@link NonFiniteException} and leaves the parameters, the

@@ -10,7 +10,9 @@ import java.io.OutputStream;
 import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.Random;
+import org.distill4j.Device;
 import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.LabeledSubset;
@@ -119,61 +121,85 @@ class TransferSetTest {
         return new double[][] {loss, gz, gzd};
     }
 
+    private static final boolean[] MIXED = {true, false, false, true, false, true, false, false};
+
     @Test
     void perImageWeightingMatchesTheFormulaInEveryMode() {
         long seed = Check.freshSeed();
         Random rng = new Random(seed);
-        Dataset train = data(seed, B);
-        float[] images = new float[B * 256];
-        for (int i = 0; i < B; i++) train.copyImage(i, images, i * 256);
         boolean[][] masks = {
-            {true, false, false, true, false, true, false, false},  // labeled and unlabeled in one batch
+            MIXED,  // labeled and unlabeled images in one batch
             {false, false, false, false, false, false, false, false},  // a batch the teacher alone labels
             {true, true, true, true, true, true, true, true}};
-        double alpha = 0.3, temp = 2.5;
         try (Backend be = CpuBackend.open()) {
             for (Distillation mode : Distillation.values()) {
-                for (Reduction red : mode == Distillation.SOFT ? new Reduction[] {Reduction.BATCHMEAN, Reduction.MEAN}
-                        : new Reduction[] {Reduction.BATCHMEAN}) {
+                for (Reduction red : reductions(mode)) {
                     for (double eps : new double[] {0, 0.1}) {
-                        for (boolean[] m : masks) {
-                            int[] labels = new int[B];
-                            for (int i = 0; i < B; i++) labels[i] = rng.nextInt(C);
-                            float[] teacher = Check.normal(rng, B * C, 3);
-                            TrainOptions o = options(1).withLabelSmoothing(eps).withSoftReduction(red)
-                                    .withDistillation(mode, alpha, temp);
-                            String what = mode + " " + red.torchName() + " eps " + eps + " mask "
-                                    + java.util.Arrays.toString(m) + " (seed " + seed + ")";
-                            try (VisionTransformer student = new VisionTransformer(be, SMALL, B, rng.nextLong());
-                                 Trainer trainer = new Trainer(student, null, o, 10)) {
-                                Trainer.StepResult r = trainer.step(images, labels, m.clone(), teacher);
-                                float[] z = student.logits().toArray(), zd = student.distLogits().toArray();
-                                double[][] want = reference(mode, alpha, temp, red, eps, z, zd, teacher, labels, m);
-                                double lossErr = Math.abs(r.loss() - want[0][0]) / Math.max(1e-3, Math.abs(want[0][0]));
-                                assertTrue(lossErr <= 2e-5, what + ": loss " + r.loss() + " vs " + want[0][0]);
-                                float[] gz = student.logitsGrad().toArray(), gzd = student.distLogitsGrad().toArray();
-                                double e1 = Check.relErr(gz, want[1]), e2 = Check.relErr(gzd, want[2]);
-                                assertTrue(e1 <= 2e-5, what + ": class-head gradient rel err " + e1);
-                                assertTrue(e2 <= 2e-5, what + ": distillation-head gradient rel err " + e2);
-                                int labeled = 0, correct = 0;
-                                for (int i = 0; i < B; i++) {
-                                    if (!m[i]) {
-                                        for (int c = 0; c < C; c++) {
-                                            assertEquals(0f, gz[i * C + c], 0f, what + ": unlabeled row " + i);
-                                            if (mode == Distillation.NONE) assertEquals(0f, gzd[i * C + c], 0f, what);
-                                        }
-                                        continue;
-                                    }
-                                    labeled++;
-                                    if (argmax(z, i) == labels[i]) correct++;
-                                }
-                                assertEquals(labeled, r.labeled(), what + ": labeled images counted");
-                                assertEquals(correct, r.correct(), what + ": accuracy over labeled images only");
-                            }
-                        }
+                        for (boolean[] m : masks) checkStep(be, mode, red, eps, m, rng, seed);
                     }
                 }
             }
+        }
+    }
+
+    /**
+     * The same on the CUDA kernels (emulated on the CPU, seconds a step): the masked cross-entropy's per-row path
+     * there, on the class head (SOFT) and on both heads (NONE); HARD adds nothing of the mask's.
+     */
+    @Test
+    void perImageWeightingMatchesTheFormulaOnTheEmulatedCudaKernels() {
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        try (Backend be = Backends.open(Device.cudaEmu())) {
+            for (Distillation mode : new Distillation[] {Distillation.NONE, Distillation.SOFT}) {
+                checkStep(be, mode, Reduction.BATCHMEAN, 0.1, MIXED, rng, seed);
+            }
+        }
+    }
+
+    private static Reduction[] reductions(Distillation mode) {
+        return mode == Distillation.SOFT ? new Reduction[] {Reduction.BATCHMEAN, Reduction.MEAN}
+                : new Reduction[] {Reduction.BATCHMEAN};
+    }
+
+    /** One step of a fresh student on random labels and teacher logits, held to {@link #reference}. */
+    private static void checkStep(Backend be, Distillation mode, Reduction red, double eps, boolean[] m, Random rng,
+                                  long seed) {
+        double alpha = 0.3, temp = 2.5;
+        Dataset train = data(seed, B);
+        float[] images = new float[B * 256];
+        for (int i = 0; i < B; i++) train.copyImage(i, images, i * 256);
+        int[] labels = new int[B];
+        for (int i = 0; i < B; i++) labels[i] = rng.nextInt(C);
+        float[] teacher = Check.normal(rng, B * C, 3);
+        TrainOptions o = options(1).withLabelSmoothing(eps).withSoftReduction(red).withDistillation(mode, alpha, temp);
+        String what = be.name() + " " + mode + " " + red.torchName() + " eps " + eps + " mask "
+                + java.util.Arrays.toString(m) + " (seed " + seed + ")";
+        try (VisionTransformer student = new VisionTransformer(be, SMALL, B, rng.nextLong());
+             Trainer trainer = new Trainer(student, null, o, 10)) {
+            Trainer.StepResult r = trainer.step(images, labels, m.clone(), teacher);
+            float[] z = student.logits().toArray(), zd = student.distLogits().toArray();
+            double[][] want = reference(mode, alpha, temp, red, eps, z, zd, teacher, labels, m);
+            double lossErr = Math.abs(r.loss() - want[0][0]) / Math.max(1e-3, Math.abs(want[0][0]));
+            assertTrue(lossErr <= 2e-5, what + ": loss " + r.loss() + " vs " + want[0][0]);
+            float[] gz = student.logitsGrad().toArray(), gzd = student.distLogitsGrad().toArray();
+            double e1 = Check.relErr(gz, want[1]), e2 = Check.relErr(gzd, want[2]);
+            assertTrue(e1 <= 2e-5, what + ": class-head gradient rel err " + e1);
+            assertTrue(e2 <= 2e-5, what + ": distillation-head gradient rel err " + e2);
+            int labeled = 0, correct = 0;
+            for (int i = 0; i < B; i++) {
+                if (!m[i]) {
+                    for (int c = 0; c < C; c++) {
+                        assertEquals(0f, gz[i * C + c], 0f, what + ": unlabeled row " + i);
+                        if (mode == Distillation.NONE) assertEquals(0f, gzd[i * C + c], 0f, what);
+                    }
+                    continue;
+                }
+                labeled++;
+                if (argmax(z, i) == labels[i]) correct++;
+            }
+            assertEquals(labeled, r.labeled(), what + ": labeled images counted");
+            assertEquals(correct, r.correct(), what + ": accuracy over labeled images only");
         }
     }
 
@@ -346,15 +372,18 @@ class TransferSetTest {
              VisionTransformer student = new VisionTransformer(be, SMALL, 16, 2);
              VisionTransformer five = new VisionTransformer(be, SMALL.withDistilled(false).withClasses(5), 16, 1)) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> TrainingRun.builder(student, train, test).options(options(1).withLabeled(65)).log(QUIET).run());
+                    () -> TrainingRun.builder(student, train, test).options(options(1).withLabeled(65)).log(QUIET)
+                            .run());
             assertEquals("cannot keep the labels of 65 images: the training set has 64", e.getMessage());
             e = assertThrows(IllegalArgumentException.class, () -> TrainingRun.builder(student, train, test)
                     .options(options(1).withLimits(32, 0).withLabeledIndices(new int[] {0, 32})).log(QUIET).run());
             assertEquals("labeled image index 32 is outside the training set of 32 images", e.getMessage());
-            TrainOptions soft = options(1).withAugment(true).withDistillation(Distillation.SOFT, 0.5, 2).withLabeled(16);
+            TrainOptions soft = options(1).withAugment(true).withDistillation(Distillation.SOFT, 0.5, 2)
+                    .withLabeled(16);
             e = assertThrows(IllegalArgumentException.class, () -> TrainingRun.builder(student, train, test)
                     .options(soft).teacher(SoftLabels.live(five, "five")).log(QUIET).run());
-            assertTrue(e.getMessage().contains("the teacher five predicts 5 classes; the training set"), e.getMessage());
+            assertTrue(e.getMessage().contains("the teacher five predicts 5 classes; the training set"),
+                    e.getMessage());
         }
     }
 }
