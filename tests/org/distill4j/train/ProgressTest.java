@@ -41,6 +41,19 @@ class ProgressTest {
         p.close();
     }
 
+    /** A transfer set's steps: accuracy over the labeled images they counted, whatever the batch sizes. */
+    @Test
+    void accuracyOverCountedImagesOnly() {
+        Progress p = Progress.silent("transfer", 3);
+        p.step(32, 1.0, 0, 0);  // a batch without a labeled image leaves the accuracy alone
+        assertTrue(Double.isNaN(p.meanAccuracy()), "nothing counted yet");
+        p.step(32, 1.0, 3, 4);
+        p.step(16, 1.0, 1, 4);
+        assertEquals(0.5, p.meanAccuracy(), 1e-12);
+        assertEquals(1.0, p.meanLoss(), 1e-12);
+        p.close();
+    }
+
     @Test
     void barModeRunsWithoutATerminal() {
         String old = System.getProperty("distill4j.progress");

@@ -69,6 +69,12 @@ final class DistillCommand implements Callable<Integer> {
         TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau)
                 .withSoftReduction(Reduction.parse(klReduction));
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        // Before the teacher labels any image (the soft-label cache is written ahead of the run's own checks).
+        if (teacherConfig.classes() != data.train().classes()) {
+            throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the "
+                    + "training set " + data.train().name() + " has " + data.train().classes());
+        }
+        TrainingFlags.checkLabeled(options, data.train());
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer t = teacherFlags.load(backend, teacher, teacherConfig, options.batch());
              VisionTransformer s = new VisionTransformer(backend, student, options.batch(), options.seed())) {

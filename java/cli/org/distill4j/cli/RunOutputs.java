@@ -28,6 +28,9 @@ final class RunOutputs {
         m.put("seconds", r.seconds());
         m.put("device", device);
         m.put("teacher", r.teacherSource());
+        m.put("train_images", r.trainImages());
+        m.put("labeled", r.labeled());
+        m.put("labeled_subset", r.labeledSubset());
         List<Map<String, Object>> per = new java.util.ArrayList<>();
         for (TrainingRun.Epoch e : r.epochs()) {
             Map<String, Object> x = new LinkedHashMap<>();

@@ -39,6 +39,7 @@ final class TrainCommand implements Callable<Integer> {
         if (resume != null) Inputs.file(resume, "--resume");
         TrainOptions options = flags.options();
         FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        TrainingFlags.checkLabeled(options, data.train());
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer m = new VisionTransformer(backend, config, options.batch(), options.seed())) {
             if (init != null) ModelFile.load(init, m);

@@ -1,7 +1,9 @@
 package org.distill4j.cli;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import org.distill4j.data.Dataset;
 import org.distill4j.data.FashionMnist;
 import org.distill4j.train.TrainOptions;
 import picocli.CommandLine.Option;
@@ -53,6 +55,15 @@ final class TrainingFlags {
     @Option(names = "--test-limit", defaultValue = "0", description = "use the first N test images (0: all)")
     int testLimit;
 
+    @Option(names = "--labeled", paramLabel = "N", description = "a transfer set: only N training images, stratified "
+            + "by class (from --seed), keep their labels; distill trains on every image (the teacher labels all), "
+            + "train on those N alone")
+    Integer labeled;
+
+    @Option(names = "--labeled-list", paramLabel = "FILE", description = "as --labeled, the images given: training-"
+            + "image indices from 0 (after --train-limit), separated by spaces, commas or lines")
+    Path labeledList;
+
     @Option(names = "--out", required = true, description = "output directory: new or empty (created), or the run "
             + "to continue with --resume or to replace with --force")
     Path out;
@@ -61,12 +72,47 @@ final class TrainingFlags {
             + "accuracy.png are deleted when training starts (other files stay)")
     boolean force;
 
-    /** The options as {@link TrainOptions} (distillation set by the caller). */
-    TrainOptions options() {
-        return new TrainOptions().withEpochs(epochs).withBatch(batch).withLr(lr, Math.min(minLr, lr))
+    /** The options as {@link TrainOptions} (distillation set by the caller); reads {@code --labeled-list}. */
+    TrainOptions options() throws IOException {
+        TrainOptions o = new TrainOptions().withEpochs(epochs).withBatch(batch).withLr(lr, Math.min(minLr, lr))
                 .withWeightDecay(weightDecay).withWarmupEpochs(warmup).withClipNorm(clip)
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit);
+        if (labeled != null && labeledList != null) {
+            throw new IllegalArgumentException("--labeled and --labeled-list both choose the labeled images: give one");
+        }
+        if (labeled != null) o = o.withLabeled(labeled);
+        if (labeledList != null) o = o.withLabeledIndices(readIndices(labeledList));
+        return o;
+    }
+
+    private static int[] readIndices(Path file) throws IOException {
+        // Latin-1 decodes any bytes: a binary file is refused below by its first token, not by a decoder's error.
+        String text = new String(Files.readAllBytes(Inputs.file(file, "--labeled-list")),
+                java.nio.charset.StandardCharsets.ISO_8859_1);
+        String[] tokens = java.util.Arrays.stream(text.split("[\\s,]+")).filter(t -> !t.isEmpty())
+                .toArray(String[]::new);
+        int[] out = new int[tokens.length];
+        for (int i = 0; i < tokens.length; i++) {
+            try {
+                out[i] = Integer.parseInt(tokens[i]);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("--labeled-list " + file + ": '"
+                        + (tokens[i].length() > 20 ? tokens[i].substring(0, 20) + "…" : tokens[i])
+                        + "' is not an image index");
+            }
+        }
+        if (out.length == 0) throw new IllegalArgumentException("--labeled-list " + file + " lists no image");
+        return out;
+    }
+
+    /**
+     * Refuses labeled images that {@code train}, after {@code --train-limit}, cannot hold: called before anything
+     * is written.
+     */
+    static void checkLabeled(TrainOptions options, Dataset train) {
+        int limit = options.trainLimit();
+        options.checkLabeled(limit > 0 && limit < train.size() ? limit : train.size());
     }
 
     /** The data directory. */

@@ -112,6 +112,21 @@ public final class Dataset {
                 Arrays.copyOf(labels, count), channels, height, width, classes, mean, std);
     }
 
+    /** The items at {@code indices}, in that order (copies): e.g. the labeled images of a transfer set. */
+    public Dataset subset(int[] indices) {
+        int size = imageSize();
+        float[] im = new float[indices.length * size];
+        int[] lab = new int[indices.length];
+        for (int k = 0; k < indices.length; k++) {
+            int i = indices[k];
+            if (i < 0 || i >= n) throw new IllegalArgumentException("index " + i + " of a dataset of " + n);
+            System.arraycopy(images, i * size, im, k * size, size);
+            lab[k] = labels[i];
+        }
+        return new Dataset(name + "[" + indices.length + " of " + n + "]", im, lab, channels, height, width, classes,
+                mean, std);
+    }
+
     /**
      * SHA-256 (hex) of the image shape, the class count, the labels and every image value: what soft labels computed
      * on this dataset record, so that they are never paired with other images (a subset, another split, other

@@ -22,7 +22,8 @@ import org.distill4j.nn.VisionTransformer;
 /**
  * A training checkpoint, one safetensors file: the student's parameters under timm's names (so the file is also a
  * model file), AdamW's moments as {@code optimizer.m.<name>} and {@code optimizer.v.<name>}, and in the metadata
- * the config, the training settings, the step, the epoch and the per-epoch history. The RNG state is (seed, epoch):
+ * the config, the training settings, which images kept their labels (a transfer set's count and seed, or its list's
+ * digest), the step, the epoch and the per-epoch history. The RNG state is (seed, epoch):
  * the loader's shuffle and augmentation of an epoch depend on nothing else, so resuming at an epoch boundary is
  * exact.
  */
@@ -34,9 +35,10 @@ public final class Checkpoint {
 
     /**
      * What a checkpoint restores beside the tensors; {@code settings} is {@link #settings(TrainOptions)} of the run
-     * that wrote it (null in checkpoints of distill4j 0.1.0 before it was recorded).
+     * that wrote it (null in checkpoints of distill4j 0.1.0 before it was recorded), {@code labeled} its
+     * {@link TrainOptions#labeledDescription()} ("all" in checkpoints written before transfer sets existed).
      */
-    public record State(int epoch, List<TrainingRun.Epoch> history, String settings) {}
+    public record State(int epoch, List<TrainingRun.Epoch> history, String settings, String labeled) {}
 
     /**
      * The training settings a resumed run must share with the run that wrote the checkpoint: everything that shapes
@@ -60,6 +62,7 @@ public final class Checkpoint {
         Map<String, String> meta = ModelFile.metadata(model.config());
         meta.put("distill4j.kind", "checkpoint");
         meta.put("distill4j.settings", settings(options));
+        meta.put("distill4j.labeled", options.labeledDescription());
         meta.put("distill4j.step", Long.toString(trainer.steps()));
         meta.put("distill4j.epoch", Integer.toString(epoch));
         meta.put("distill4j.history", GSON.toJson(history));
@@ -125,7 +128,8 @@ public final class Checkpoint {
                 throw new NonFiniteValuesException(file, bad);
             }
             trainer.restore(step);
-            return new State(epoch, history == null ? List.of() : history, meta.get("distill4j.settings"));
+            return new State(epoch, history == null ? List.of() : history, meta.get("distill4j.settings"),
+                    meta.getOrDefault("distill4j.labeled", "all"));
         }
     }
 

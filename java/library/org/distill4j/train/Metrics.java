@@ -11,11 +11,7 @@ public final class Metrics {
     public static int correct(float[] logits, float[] labels, int classes, int rows) {
         int ok = 0;
         for (int r = 0; r < rows; r++) {
-            int best = 0;
-            for (int c = 1; c < classes; c++) {
-                if (logits[r * classes + c] > logits[r * classes + best]) best = c;
-            }
-            if (best == (int) labels[r]) ok++;
+            if (best(logits, r, classes) == (int) labels[r]) ok++;
         }
         return ok;
     }
@@ -23,5 +19,23 @@ public final class Metrics {
     /** {@link #correct(float[], float[], int, int)} over every row of the labels. */
     public static int correct(float[] logits, float[] labels, int classes) {
         return correct(logits, labels, classes, labels.length);
+    }
+
+    /** {@link #correct(float[], float[], int)} over the rows where {@code counted} is true (every row when null). */
+    public static int correct(float[] logits, float[] labels, int classes, boolean[] counted) {
+        if (counted == null) return correct(logits, labels, classes);
+        int ok = 0;
+        for (int r = 0; r < labels.length; r++) {
+            if (counted[r] && best(logits, r, classes) == (int) labels[r]) ok++;
+        }
+        return ok;
+    }
+
+    private static int best(float[] logits, int r, int classes) {
+        int best = 0;
+        for (int c = 1; c < classes; c++) {
+            if (logits[r * classes + c] > logits[r * classes + best]) best = c;
+        }
+        return best;
     }
 }

@@ -41,6 +41,7 @@ public final class Progress implements AutoCloseable {
     private long images;
     private double lossSum;
     private double accSum;
+    private long accImages;  // the images accuracy counts: all of them, or a transfer set's labeled ones
     private boolean closed;
 
     private Progress(String task, long total, Mode mode, int every, PrintStream out) {
@@ -110,13 +111,26 @@ public final class Progress implements AutoCloseable {
      * One step over {@code batchImages} images, with that batch's mean loss and accuracy (a fraction in [0, 1]).
      */
     public void step(int batchImages, double loss, double accuracy) {
+        advance(batchImages, loss, accuracy * batchImages, batchImages);
+    }
+
+    /**
+     * One step over {@code batchImages} images with that batch's mean loss, where the accuracy is {@code correct} of
+     * the {@code scored} images whose labels are known (a transfer set's labeled images; 0 is allowed).
+     */
+    public void step(int batchImages, double loss, int correct, int scored) {
+        advance(batchImages, loss, correct, scored);
+    }
+
+    private void advance(int batchImages, double loss, double correct, long scored) {
         if (closed) {
             throw new IllegalStateException("progress '" + task + "' is closed");
         }
         steps++;
         images += batchImages;
         lossSum += loss * batchImages;
-        accSum += accuracy * batchImages;
+        accSum += correct;
+        accImages += scored;
         if (bar != null) {
             bar.step(stats(false));
         } else if (out != null && steps % every == 0 && steps != total) {
@@ -129,9 +143,9 @@ public final class Progress implements AutoCloseable {
         return images == 0 ? Double.NaN : lossSum / images;
     }
 
-    /** Mean accuracy over the images so far, a fraction (NaN before the first step). */
+    /** Mean accuracy over the images so far (labeled ones only, when told), a fraction (NaN before any). */
     public double meanAccuracy() {
-        return images == 0 ? Double.NaN : accSum / images;
+        return accImages == 0 ? Double.NaN : accSum / accImages;
     }
 
     /** Images per second since the start. */

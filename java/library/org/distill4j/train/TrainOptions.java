@@ -1,6 +1,10 @@
 package org.distill4j.train;
 
+import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.Objects;
+import org.distill4j.data.Dataset;
+import org.distill4j.data.LabeledSubset;
 import org.distill4j.ops.Reduction;
 
 /**
@@ -17,6 +21,8 @@ public final class TrainOptions {
     private boolean augment = true;
     private long seed = 0;
     private int trainLimit = 0, testLimit = 0;
+    private int labeled = 0;         // 0: every training image keeps its label
+    private int[] labeledList;       // ascending; null unless given explicitly
 
     /** The defaults. */
     public TrainOptions() {}
@@ -39,6 +45,8 @@ public final class TrainOptions {
         o.seed = seed;
         o.trainLimit = trainLimit;
         o.testLimit = testLimit;
+        o.labeled = labeled;
+        o.labeledList = labeledList;
         return o;
     }
 
@@ -141,7 +149,7 @@ public final class TrainOptions {
         return o;
     }
 
-    /** Seed of the initialisation, the shuffling and the augmentation. */
+    /** Seed of the initialisation, the shuffling, the augmentation and the labeled subset ({@link #withLabeled}). */
     public TrainOptions withSeed(long s) {
         TrainOptions o = copy();
         o.seed = s;
@@ -155,6 +163,97 @@ public final class TrainOptions {
         o.trainLimit = train;
         o.testLimit = test;
         return o;
+    }
+
+    /**
+     * A transfer set (Hinton et al. 2015, section 2): only {@code count} training images keep their true labels,
+     * chosen stratified by class from the run's {@link #seed()} ({@link LabeledSubset#stratified}); the teacher labels
+     * every image. With a distillation mode each batch mixes labeled and unlabeled images and an unlabeled image's
+     * cross-entropy term is zero ({@link Trainer}); without one the run trains on the labeled images alone (an epoch
+     * is {@code count} images). A count above the training set's size is refused when the run starts.
+     */
+    public TrainOptions withLabeled(int count) {
+        if (count < 1) throw new IllegalArgumentException("the labeled images must number >= 1, got " + count);
+        TrainOptions o = copy();
+        o.labeled = count;
+        o.labeledList = null;
+        return o;
+    }
+
+    /**
+     * As {@link #withLabeled(int)}, with the labeled images given: indices into the training set (after any limit),
+     * each at most once. Indices past the training set are refused when the run starts.
+     */
+    public TrainOptions withLabeledIndices(int[] indices) {
+        Objects.requireNonNull(indices, "indices");
+        if (indices.length == 0) throw new IllegalArgumentException("the list of labeled images is empty");
+        int[] sorted = indices.clone();
+        Arrays.sort(sorted);
+        if (sorted[0] < 0) throw new IllegalArgumentException("labeled image index " + sorted[0] + " is negative");
+        for (int i = 1; i < sorted.length; i++) {
+            if (sorted[i] == sorted[i - 1]) {
+                throw new IllegalArgumentException("labeled image index " + sorted[i] + " is listed twice");
+            }
+        }
+        TrainOptions o = copy();
+        o.labeled = sorted.length;
+        o.labeledList = sorted;
+        return o;
+    }
+
+    /** Training images that keep their true labels (0: all of them, no transfer set). */
+    public int labeled() {
+        return labeled;
+    }
+
+    /** The labeled images given by {@link #withLabeledIndices}, ascending (a copy), or null. */
+    public int[] labeledIndices() {
+        return labeledList == null ? null : labeledList.clone();
+    }
+
+    /**
+     * The indices, ascending, of the images of {@code train} (the training set after any limit) that keep their
+     * labels, or null when all do.
+     *
+     * @throws IllegalArgumentException when the count or an index exceeds the training set
+     */
+    public int[] labeledSubset(Dataset train) {
+        checkLabeled(train.size());
+        if (labeled == 0) return null;
+        if (labeledList != null) return labeledList.clone();
+        return LabeledSubset.stratified(train.labels(), train.classes(), labeled, seed);
+    }
+
+    /**
+     * Throws {@link IllegalArgumentException} when the labeled images do not fit a training set of {@code images}
+     * (after any limit): what a command checks before it writes anything.
+     */
+    public void checkLabeled(int images) {
+        if (labeledList != null && labeledList[labeledList.length - 1] >= images) {
+            throw new IllegalArgumentException("labeled image index " + labeledList[labeledList.length - 1]
+                    + " is outside the training set of " + images + " images");
+        }
+        if (labeled > images) {
+            throw new IllegalArgumentException("cannot keep the labels of " + labeled + " images: the training set has "
+                    + images);
+        }
+    }
+
+    /**
+     * Which images keep their labels, as runs and checkpoints record it: "all", "100 stratified by class, seed 7",
+     * or "list of 100, sha256 0123456789abcdef" (the first 16 hex digits of the SHA-256 of the ascending indices).
+     */
+    public String labeledDescription() {
+        if (labeled == 0) return "all";
+        if (labeledList == null) return labeled + " stratified by class, seed " + seed;
+        try {
+            java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(4 * labeledList.length);
+            for (int i : labeledList) b.putInt(i);
+            return "list of " + labeled + ", sha256 " + HexFormat.of().formatHex(md.digest(b.array())).substring(0, 16);
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException("the JDK has no SHA-256", e);
+        }
     }
 
     /** Passes over the training set. */
@@ -244,6 +343,7 @@ public final class TrainOptions {
                 + ", distillation " + distillation + (distillation == Distillation.NONE ? ""
                 : " (alpha " + alpha + (distillation == Distillation.SOFT
                         ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
-                + ", augment " + augment + ", seed " + seed;
+                + ", augment " + augment + ", seed " + seed
+                + (labeled == 0 ? "" : ", labeled " + labeledDescription());
     }
 }

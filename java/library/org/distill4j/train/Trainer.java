@@ -11,6 +11,7 @@ import org.distill4j.ops.AdamW;
 import org.distill4j.ops.CrossEntropy;
 import org.distill4j.ops.GradNorm;
 import org.distill4j.ops.KlDiv;
+import org.distill4j.ops.Reduction;
 
 /**
  * One training step on device memory, DeiT's recipe: the teacher's forward (no gradient, its own buffers) or
@@ -26,6 +27,21 @@ import org.distill4j.ops.KlDiv;
  *   <li>{@link Distillation#HARD}: distill = CE(dist head, argmax teacher).</li>
  * </ul>
  * The teacher's logits are its class head. Label smoothing applies to the true labels only.
+ *
+ * <p><b>Transfer sets</b> ({@link TrainOptions#withLabeled}; Hinton et al. 2015, section 2). {@link
+ * #step(float[], int[], boolean[], float[])} is told which images of the batch keep their true labels (m<sub>i</sub>
+ * = 1) and which only the teacher labels (m<sub>i</sub> = 0). Over a batch of B images the loss is
+ * <pre>
+ *   loss = (1/B) Σ_i [ m_i·(1 − α)·CE_i + α·D_i ]
+ * </pre>
+ * with CE<sub>i</sub> the class head's cross-entropy on image i's label and D<sub>i</sub> its distillation term
+ * (T²·KL<sub>i</sub>, over C more with the mean reduction, for SOFT; the distillation head's CE on the teacher's
+ * argmax for HARD): a labeled image weighs exactly as in a fully labeled run, an unlabeled one keeps its
+ * α·D<sub>i</sub> and nothing else, and the normalisation is the whole batch B, not its labeled count. So an image's
+ * weight never depends on which images share its batch (a batch without a labeled image is an ordinary step; the
+ * batch loss is an unbiased estimate of the epoch's mean whatever the batch size), α means the same for every image,
+ * and with every image labeled the loss is the usual one. In NONE mode an unlabeled image contributes nothing (both
+ * heads' CE terms are masked). The label given for an unlabeled image is ignored but must be a class index.
  *
  * <p>Before AdamW touches anything, each step reads the loss and the global gradient norm (computed even without
  * clipping): when either is not finite the step throws {@link NonFiniteException} and leaves the parameters, the
@@ -45,7 +61,11 @@ public final class Trainer implements AutoCloseable {
     private final List<Tensor> owned = new ArrayList<>();
     private final Tensor labels, teacherLogits, hardLabels, clsRows, clsLoss, distRows, distLoss, alpha;
     private final CrossEntropy clsCe, distCe;
-    private final KlDiv kl;
+    private final KlDiv kl, maskedCe;
+    private final Tensor ceTarget, ceWeight;
+    private final float[] hostTarget, hostWeight, hostRows;
+    private final float logOn, logOff;
+    private final double targetEntropy;
     private final AdamW adamw;
     private final GradNorm norm;
     private final boolean clipping;
@@ -54,8 +74,11 @@ public final class Trainer implements AutoCloseable {
     private long step;
     private boolean closed;
 
-    /** What one step reports: the loss (both terms, weighted) and how many class-head predictions were right. */
-    public record StepResult(double loss, int correct) {}
+    /**
+     * What one step reports: the loss (both terms, weighted), how many class-head predictions of labeled images were
+     * right, and how many images of the batch were labeled (all of them unless a step was given a mask).
+     */
+    public record StepResult(double loss, int correct, int labeled) {}
 
     /**
      * @param student    the model trained; its batch size is the step's
@@ -96,6 +119,16 @@ public final class Trainer implements AutoCloseable {
                 ? CrossEntropy.builder().labelSmoothing((float) options.labelSmoothing()).lossScale(0.5f).build()
                 : CrossEntropy.builder().lossScale((float) options.alpha()).build();
         this.kl = KlDiv.builder().temperature((float) options.temperature()).reduction(options.softReduction()).build();
+        // The CE kernel reduces over the whole batch and takes no per-row weight; the KL op with no reduction takes a
+        // per-row upstream gradient. Against the log-target log q = log((1 − eps)·onehot + eps/C) its row loss is
+        // CE_eps − H(q), H(q) one constant added back on the host, and its gradient is CE's (p − q): the masked
+        // cross-entropy of a transfer set without a kernel of its own.
+        this.maskedCe = KlDiv.builder().temperature(1f).reduction(Reduction.NONE).logTarget(true)
+                .scaleBySquaredTemperature(false).build();
+        double eps = options.labelSmoothing(), on = 1 - eps + eps / c, off = eps / c;
+        this.logOn = (float) Math.log(on);
+        this.logOff = (float) Math.log(off);  // -inf without smoothing: the op takes 0·log 0 as 0
+        this.targetEntropy = -(on * Math.log(on) + (off > 0 ? (c - 1) * off * Math.log(off) : 0));
         this.adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
         boolean ok = false;
         GradNorm gn = null;
@@ -108,6 +141,8 @@ public final class Trainer implements AutoCloseable {
             distRows = tensor(b);
             distLoss = tensor().zero();
             alpha = tensor().copyFrom(new float[] {(float) options.alpha()});
+            ceTarget = tensor(b, c);
+            ceWeight = tensor(b);
             for (Parameter p : params) {
                 grads.add(p.grad());
                 m.add(tensor(p.shape()).zero());
@@ -123,6 +158,9 @@ public final class Trainer implements AutoCloseable {
         this.clipping = options.clipNorm() > 0;
         this.hostLogits = new float[b * c];
         this.hostLabels = new float[b];
+        this.hostTarget = new float[b * c];
+        this.hostWeight = new float[b];
+        this.hostRows = new float[b];
     }
 
     private Tensor tensor(long... shape) {
@@ -132,7 +170,7 @@ public final class Trainer implements AutoCloseable {
     }
 
     /**
-     * One step on a batch.
+     * One step on a batch whose images all keep their labels.
      *
      * @param images        [B, C, H, W] of the student's shape, row-major
      * @param batchLabels   [B] class indices, each in 0..classes−1 ({@code Dataset.labels()}, {@code Batch.labels()})
@@ -141,6 +179,21 @@ public final class Trainer implements AutoCloseable {
      * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
      */
     public StepResult step(float[] images, int[] batchLabels, float[] batchTeacher) {
+        return step(images, batchLabels, null, batchTeacher);
+    }
+
+    /**
+     * One step on a batch of a transfer set: image i's true label counts only where {@code labeled[i]} (the loss
+     * of the class Javadoc); null: all do.
+     *
+     * @param images        [B, C, H, W] of the student's shape, row-major
+     * @param batchLabels   [B] class indices, each in 0..classes−1; those of unlabeled images are ignored
+     * @param labeled       [B] whether each image keeps its label, or null for all
+     * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
+     *                      runs, or there is no distillation)
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     */
+    public StepResult step(float[] images, int[] batchLabels, boolean[] labeled, float[] batchTeacher) {
         confinement.enter();
         try {
             checkOpen();
@@ -148,15 +201,14 @@ public final class Trainer implements AutoCloseable {
                 throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
             }
             for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-            return step(images, hostLabels, batchTeacher);
-    
+            return run(images, hostLabels, labeled, batchTeacher);
         } finally {
             confinement.exit();
         }
     }
 
     /**
-     * One step on a batch, with the labels in the device format.
+     * One step on a batch whose images all keep their labels, with the labels in the device format.
      *
      * @param images        [B, C, H, W] of the student's shape, row-major
      * @param batchLabels   [B] class indices as floats
@@ -168,69 +220,123 @@ public final class Trainer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            Distillation mode = options.distillation();
-            CrossEntropy.checkLabels(batchLabels, student.config().classes());
-            labels.copyFrom(batchLabels);
-            student.input().copyFrom(images);
-            if (mode != Distillation.NONE) {
-                if (batchTeacher != null) {
-                    teacherLogits.copyFrom(batchTeacher);
-                } else if (teacher != null) {
-                    student.input().copyTo(teacher.input());
-                    teacher.forward();
-                    teacher.logits().copyTo(teacherLogits);
-                } else {
-                    throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
-                }
+            return run(images, batchLabels, null, batchTeacher);
+        } finally {
+            confinement.exit();
+        }
+    }
+
+    private StepResult run(float[] images, float[] batchLabels, boolean[] labeled, float[] batchTeacher) {
+        Distillation mode = options.distillation();
+        int c = student.config().classes();
+        CrossEntropy.checkLabels(batchLabels, c);
+        if (labeled != null && labeled.length != batchLabels.length) {
+            throw new IllegalArgumentException(labeled.length + " labeled flags for a batch of " + batchLabels.length);
+        }
+        labels.copyFrom(batchLabels);
+        student.input().copyFrom(images);
+        if (mode != Distillation.NONE) {
+            if (batchTeacher != null) {
+                teacherLogits.copyFrom(batchTeacher);
+            } else if (teacher != null) {
+                student.input().copyTo(teacher.input());
+                teacher.forward();
+                teacher.logits().copyTo(teacherLogits);
+            } else {
+                throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
             }
-            student.zeroGrad();
-            student.forward();
+        }
+        if (labeled != null) {
+            // Per-row weights m_i·scale/B: the CE kernel's lossScale/B for a labeled row, 0 for an unlabeled one.
+            float w = clsCe.lossScale() / batchLabels.length;
+            java.util.Arrays.fill(hostTarget, logOff);
+            for (int i = 0; i < batchLabels.length; i++) {
+                hostWeight[i] = labeled[i] ? w : 0f;
+                hostTarget[i * c + (int) batchLabels[i]] = logOn;
+            }
+            ceTarget.copyFrom(hostTarget);
+            ceWeight.copyFrom(hostWeight);
+        }
+        student.zeroGrad();
+        student.forward();
+        if (labeled != null) {
+            maskedCe.compute(student.logits(), ceTarget, ceWeight, clsRows, student.logitsGrad(), null);
+        } else {
             clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
-            if (student.config().distilled()) {
-                switch (mode) {
-                    case NONE:
+        }
+        boolean maskedDist = false;
+        if (student.config().distilled()) {
+            switch (mode) {
+                case NONE:
+                    if (labeled != null) { // distCe's scale is clsCe's here (½ each): the same weights
+                        maskedCe.compute(student.distLogits(), ceTarget, ceWeight, distRows, student.distLogitsGrad(),
+                                null);
+                        maskedDist = true;
+                    } else {
                         distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
-                        break;
-                    case SOFT:
-                        kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
-                                distRows);
-                        break;
-                    case HARD:
-                        CrossEntropy.argmax(teacherLogits, hardLabels);
-                        distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
-                        break;
-                    default:
-                        throw new AssertionError(mode);
-                }
+                    }
+                    break;
+                case SOFT:
+                    kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
+                            distRows);
+                    break;
+                case HARD:
+                    CrossEntropy.argmax(teacherLogits, hardLabels);
+                    distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
+                    break;
+                default:
+                    throw new AssertionError(mode);
             }
-            student.backward();
-            norm.compute(grads);
-            // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
+        }
+        student.backward();
+        norm.compute(grads);
+        // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
+        double loss;
+        if (labeled != null) {
+            loss = maskedLoss(clsRows);
+        } else {
             clsLoss.copyTo(hostScalar);
-            double loss = hostScalar[0];
+            loss = hostScalar[0];
+        }
+        if (maskedDist) {
+            loss += maskedLoss(distRows);
+        } else {
             distLoss.copyTo(hostScalar);
             // The KL op's loss is T²·KL; α reaches only its gradient (as the upstream gradient). CE's lossScale
             // scales both.
             loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
-            norm.norm().copyTo(hostScalar);
-            double gradNorm = hostScalar[0];
-            student.logits().copyTo(hostLogits);
-            if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
-                throw new NonFiniteException(step + 1, loss, gradNorm);
-            }
-            step++;
-            float lr = (float) schedule.at(step - 1);
-            float wd = (float) options.weightDecay();
-            for (int i = 0; i < params.size(); i++) {
-                Parameter p = params.get(i);
-                adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
-                        clipping ? norm.scale() : null);
-            }
-            return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, student.config().classes()));
-    
-        } finally {
-            confinement.exit();
         }
+        norm.norm().copyTo(hostScalar);
+        double gradNorm = hostScalar[0];
+        student.logits().copyTo(hostLogits);
+        if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
+            throw new NonFiniteException(step + 1, loss, gradNorm);
+        }
+        step++;
+        float lr = (float) schedule.at(step - 1);
+        float wd = (float) options.weightDecay();
+        for (int i = 0; i < params.size(); i++) {
+            Parameter p = params.get(i);
+            adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
+                    clipping ? norm.scale() : null);
+        }
+        int count = batchLabels.length;
+        if (labeled != null) {
+            count = 0;
+            for (boolean l : labeled) count += l ? 1 : 0;
+        }
+        return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, c, labeled), count);
+    }
+
+    /**
+     * Σ_i w_i·(row_i + H(q)) of the masked cross-entropy's row losses: CE_eps of each row, weighted. An unlabeled
+     * row's 0 weight keeps a NaN (0·NaN): a broken forward pass is caught whatever the mask.
+     */
+    private double maskedLoss(Tensor rows) {
+        rows.copyTo(hostRows);
+        double sum = 0;
+        for (int i = 0; i < hostRows.length; i++) sum += (double) hostWeight[i] * (hostRows[i] + targetEntropy);
+        return sum;
     }
 
     /** Steps taken so far (restored by {@link #restore}). */

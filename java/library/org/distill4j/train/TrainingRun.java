@@ -20,6 +20,10 @@ import org.distill4j.nn.VitConfig;
  * evaluation on the test set after every epoch, a checkpoint after every epoch (model, optimizer moments, step,
  * epoch; written atomically) from which a later run resumes exactly, and the final model.
  *
+ * <p>A transfer set ({@link TrainOptions#withLabeled}): with a distillation mode every training image is visited and
+ * only the labeled ones carry a cross-entropy term (the weighting is {@link Trainer}'s); without one the run trains
+ * on the labeled images alone. The teacher's logits cover every image either way.
+ *
  * <p>Exact resume: an epoch's shuffle and augmentation depend only on (seed, epoch, index), the CPU kernels are
  * deterministic, and the checkpoint holds every other piece of state; a run resumed from epoch k's checkpoint
  * produces the same parameters as one that never stopped.
@@ -33,10 +37,12 @@ public final class TrainingRun {
 
     /**
      * The run's outcome: per-epoch results, the final test accuracy, the wall time (a resumed run's includes the
-     * epochs before the interruption), and where the teacher's logits came from.
+     * epochs before the interruption), where the teacher's logits came from, the images an epoch visits, how many of
+     * them kept their labels and which ({@link TrainOptions#labeledDescription()}: "all" without a transfer set).
+     * An epoch's training accuracy counts the labeled images only (NaN when an epoch held none).
      */
     public record Result(String name, VitConfig config, long parameters, List<Epoch> epochs, Evaluator.Accuracy test,
-                         double seconds, String teacherSource) {}
+                         double seconds, String teacherSource, int trainImages, int labeled, String labeledSubset) {}
 
     /** Where the teacher's logits come from during a distillation run. */
     public interface TeacherLogits {
@@ -168,10 +174,28 @@ public final class TrainingRun {
         }
         Dataset trainSet = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
+        int[] labeledIndices = options.labeledSubset(trainSet);
+        boolean[] labeled = null;  // per image of trainSet, for the steps' masks; null: all labeled
+        int labeledCount = trainSet.size();
+        String transfer = null;
+        if (labeledIndices != null) {
+            labeledCount = labeledIndices.length;
+            if (options.distillation() == Distillation.NONE) { // without a teacher, unlabeled images teach nothing
+                transfer = "training on the " + labeledCount + " labeled images alone of " + trainSet.size() + " ("
+                        + options.labeledDescription() + ")";
+                trainSet = trainSet.subset(labeledIndices);
+            } else {
+                labeled = new boolean[trainSet.size()];
+                for (int i : labeledIndices) labeled[i] = true;
+                transfer = "transfer set of " + trainSet.size() + " images, " + labeledCount + " of them labeled ("
+                        + options.labeledDescription() + "); the teacher's term covers every image";
+            }
+        }
         if (teacher != null) teacher.checkFor(trainSet, options);
         if (trainSet.size() < b) {
-            throw new IllegalArgumentException("the training set has " + trainSet.size()
-                    + " images, fewer than one batch of " + b);
+            throw new IllegalArgumentException((labeledIndices != null && labeled == null ? "only " + trainSet.size()
+                    + " images are labeled and trained on without a teacher" : "the training set has " + trainSet.size()
+                    + " images") + ", fewer than one batch of " + b);
         }
         int stepsPerEpoch = trainSet.size() / b;
         long total = (long) stepsPerEpoch * options.epochs();
@@ -183,6 +207,11 @@ public final class TrainingRun {
             double earlierSeconds = 0;  // a resumed run's wall time counts the epochs before the interruption
             if (resume != null) {
                 Checkpoint.State state = Checkpoint.load(resume, trainer);
+                if (!state.labeled().equals(options.labeledDescription())) {
+                    throw new IllegalArgumentException("cannot resume from " + resume + ": its labeled images were "
+                            + state.labeled() + "; this run asks for " + options.labeledDescription()
+                            + " (resume with the same labeled images and seed)");
+                }
                 String now = Checkpoint.settings(options);
                 if (state.settings() != null && !state.settings().equals(now)) {
                     throw new IllegalArgumentException("cannot resume from " + resume + ": it was written with "
@@ -199,6 +228,8 @@ public final class TrainingRun {
             Augment augment = options.augment() ? new Augment(options.seed(), 2, true) : Augment.none();
             float[] teacherLogits = teacher != null && teacherModel == null
                     ? new float[b * student.config().classes()] : null;
+            boolean[] mask = labeled == null ? null : new boolean[b];
+            if (transfer != null) log.println(name + ": " + transfer);
             if (startEpoch < options.epochs()) {
                 try (BatchLoader loader = BatchLoader.builder(trainSet, b).seed(options.seed()).shuffle(true)
                         .dropLast(true).augment(augment).start(startEpoch, 0)
@@ -206,29 +237,34 @@ public final class TrainingRun {
                     for (int epoch = startEpoch; epoch < Math.min(options.epochs(), stopAfter); epoch++) {
                         long e0 = System.nanoTime();
                         double lossSum = 0;
-                        long correct = 0, seen = 0;
+                        long correct = 0, scored = 0, seen = 0;
                         try (Progress progress = Progress.start(name + " epoch " + (epoch + 1) + "/" + options.epochs(),
                                 stepsPerEpoch)) {
                             for (int s = 0; s < stepsPerEpoch; s++) {
                                 BatchLoader.Batch batch = loader.next();
                                 if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
+                                if (mask != null) {
+                                    for (int i = 0; i < b; i++) mask[i] = labeled[batch.indices()[i]];
+                                }
                                 Trainer.StepResult r;
                                 try {
-                                    r = trainer.step(batch.images(), batch.labels(), teacherLogits);
+                                    r = trainer.step(batch.images(), batch.labels(), mask, teacherLogits);
                                 } catch (NonFiniteException e) {
                                     throw e.withContext(name + ", epoch " + (epoch + 1) + ", ", "; " + lastGood
                                             + " (a lower learning rate or clipping may help; check the data)");
                                 }
                                 lossSum += r.loss() * batch.size();
                                 correct += r.correct();
+                                scored += r.labeled();
                                 seen += batch.size();
-                                progress.step(batch.size(), r.loss(), r.correct() / (double) batch.size());
+                                progress.step(batch.size(), r.loss(), r.correct(), r.labeled());
                             }
                         }
                         double trainSeconds = (System.nanoTime() - e0) / 1e9;
                         Evaluator.Accuracy acc = Evaluator.evaluate(student, test, options.testLimit());
-                        Epoch e = new Epoch(epoch + 1, lossSum / seen, (double) correct / seen, acc,
-                                (System.nanoTime() - e0) / 1e9, seen / trainSeconds);
+                        double trainAcc = scored == 0 ? Double.NaN : (double) correct / scored;
+                        Epoch e = new Epoch(epoch + 1, lossSum / seen, trainAcc, acc, (System.nanoTime() - e0) / 1e9,
+                                seen / trainSeconds);
                         epochs.add(e);
                         log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
                                 name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
@@ -243,7 +279,8 @@ public final class TrainingRun {
             Evaluator.Accuracy last = epochs.isEmpty() ? Evaluator.evaluate(student, test, options.testLimit())
                     : epochs.get(epochs.size() - 1).test();
             return new Result(name, student.config(), student.config().parameterCount(), List.copyOf(epochs), last,
-                    earlierSeconds + (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe());
+                    earlierSeconds + (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe(),
+                    trainSet.size(), labeledCount, options.labeledDescription());
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
