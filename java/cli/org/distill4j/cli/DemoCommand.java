@@ -17,20 +17,25 @@ import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.train.Distillation;
+import org.distill4j.train.Evaluator;
 import org.distill4j.train.TrainOptions;
 import org.distill4j.train.TrainingRun;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * {@code ./distill4j demo}: the whole workflow on Fashion-MNIST with one budget per student: a teacher, a student from
- * scratch, and the same student distilled (soft and hard) from the teacher's stored logits; a table, results.json and
- * accuracy.png. {@code --quick} uses a subset and fewer epochs (a smoke run, not an experiment).
+ * {@code ./distill4j demo}: what distillation buys, on Fashion-MNIST. A teacher (the one this build ships, a model
+ * file, or one trained here); a transfer set (Hinton et al. 2015, section 2) of which only {@code --labeled} images
+ * keep their labels; the same student (a) from scratch on the labeled images alone, for as many optimizer steps as
+ * the others, (b) soft- and (c) hard-distilled on every training image, the teacher's term on all of them and the
+ * labels' only on the labeled ones. Each student over {@code --seeds} seeds (a new labeled subset and a new
+ * initialisation each); a table with mean ± std, the gain in points on each seed, results.json and accuracy.png.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
-        description = "Teacher -> soft labels -> students (scratch, soft, hard) on Fashion-MNIST; table, JSON and chart.")
+        description = "Teacher -> transfer set -> students (scratch, soft, hard) on Fashion-MNIST; gain table, JSON, "
+                + "chart.")
 final class DemoCommand implements Callable<Integer> {
-    @Option(names = "--quick", description = "a subset and fewer epochs: about 2 minutes on 2 CPU cores")
+    @Option(names = "--quick", description = "a subset, fewer epochs, one seed: about 2 minutes on 2 CPU cores")
     boolean quick;
 
     @Option(names = "--out", defaultValue = "demo-out", description = "output directory (default ${DEFAULT-VALUE})")
@@ -44,24 +49,42 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
     Path data;
 
-    @Option(names = "--teacher-epochs", description = "teacher epochs (default 3, quick 2)")
+    @Option(names = "--teacher", paramLabel = "FILE", description = "distil from this model file (a distill4j model "
+            + "for 28x28 grey images and 10 classes) instead of the teacher this build ships")
+    Path teacherFile;
+
+    @Option(names = "--train-teacher", description = "train the teacher here (--teacher-epochs, --teacher-model) "
+            + "instead of using the shipped one")
+    boolean trainTeacher;
+
+    @Option(names = "--teacher-epochs", description = "with --train-teacher: teacher epochs (default 3, quick 2)")
     Integer teacherEpochs;
 
-    @Option(names = "--student-epochs", description = "epochs of each student (default 3, quick 2)")
+    @Option(names = "--student-epochs", description = "epochs of the distilled students over the training images; the "
+            + "scratch student takes as many steps (default 3, quick 2)")
     Integer studentEpochs;
 
     @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
     Integer trainLimit;
 
+    @Option(names = "--labeled", paramLabel = "N", description = "training images that keep their labels, stratified "
+            + "by class; the teacher labels the rest (default 1000, quick 600; at least the batch size, 128)")
+    Integer labeled;
+
+    @Option(names = "--seeds", paramLabel = "K", description = "train each student with K seeds and print mean ± std "
+            + "(default 3, quick 1)")
+    Integer seeds;
+
     @Option(names = "--teacher-model", defaultValue = "mnist-teacher", completionCandidates = Presets.class,
-            description = "teacher preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
+            description = "with --train-teacher, the teacher preset: ${COMPLETION-CANDIDATES} (default "
+                    + "${DEFAULT-VALUE})")
     String teacherModel;
 
     @Option(names = "--student-model", defaultValue = "mnist-student", completionCandidates = Presets.class,
             description = "student preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String studentModel;
 
-    @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")
+    @Option(names = "--seed", defaultValue = "0", description = "first seed (default ${DEFAULT-VALUE})")
     long seed;
 
     @Option(names = "--resume", description = "continue an interrupted demo in --out (run it with the same flags): "
@@ -72,81 +95,200 @@ final class DemoCommand implements Callable<Integer> {
             + "when training starts (the cached teacher logits and other files stay)")
     boolean force;
 
-    /** The runs, each in its subdirectory of --out. */
-    private static final List<String> RUNS = List.of("teacher", "student_scratch", "student_soft", "student_hard");
+    private static final String TEACHER = "teacher";
+    private static final String[] STUDENTS = {"student_scratch", "student_soft", "student_hard"};
+    private static final Distillation[] MODES = {Distillation.NONE, Distillation.SOFT, Distillation.HARD};
+    private static final int BATCH = 128;
+
+    /** Run directory names: seed k > 0 of a student gets a suffix; the first seed's keep the names of old demos. */
+    private static String runName(String student, int k, long seed) {
+        return k == 0 ? student : student + "-seed" + seed;
+    }
 
     @Override
     public Integer call() throws Exception {
         long t0 = System.nanoTime();
-        OutputDirectory output = OutputDirectory.check(out, resume, force, RUNS);
-        Path dataDir = data != null ? data : ensureDataset();
-        FashionMnist.Split split = FashionMnist.load(dataDir);
+        if (teacherFile != null && trainTeacher) {
+            throw new IllegalArgumentException("--teacher and --train-teacher both choose the teacher: give one");
+        }
         int te = teacherEpochs != null ? teacherEpochs : quick ? 2 : 3;
         int se = studentEpochs != null ? studentEpochs : quick ? 2 : 3;
         int limit = trainLimit != null ? trainLimit : quick ? 6000 : 30000;
+        int n = labeled != null ? labeled : quick ? 600 : 1000;
+        int k = seeds != null ? seeds : quick ? 1 : 3;
         int testLimit = quick ? 2000 : 0;
-        VitConfig teacherConfig = VitConfig.preset(teacherModel), student = VitConfig.preset(studentModel);
+        if (k < 1) throw new IllegalArgumentException("--seeds must be at least 1, got " + k);
+        if (n < BATCH) {
+            throw new IllegalArgumentException("--labeled " + n + " is below the batch size " + BATCH + ": the scratch "
+                    + "student trains on the labeled images alone and would take no step");
+        }
+        VitConfig student = VitConfig.preset(studentModel);
         if (!student.distilled()) throw new IllegalArgumentException(studentModel + " has no distillation token");
-        // The teacher trains with augmentation (crop, flip); the students without, so the teacher's logits are
-        // computed once and reused by both distilled students (and all three students see the same inputs).
-        TrainOptions base = new TrainOptions().withBatch(128).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
+        ShippedTeacher.Provenance shipped = teacherFile == null && !trainTeacher ? ShippedTeacher.provenance() : null;
+        boolean training = teacherFile == null && shipped == null;
+        VitConfig teacherConfig = teacherFile != null ? Runs.configOf(Inputs.file(teacherFile, "--teacher"), null)
+                : shipped != null ? VitConfig.preset(shipped.preset()) : VitConfig.preset(teacherModel);
+        checkTeacher(teacherConfig, student);
+        List<String> runs = new ArrayList<>();
+        if (training) runs.add(TEACHER);
+        for (int s = 0; s < k; s++) for (String name : STUDENTS) runs.add(runName(name, s, seed + s));
+        OutputDirectory output = OutputDirectory.check(out, resume, force, runs);
+        Path dataDir = data != null ? data : ensureDataset();
+        FashionMnist.Split split = FashionMnist.load(dataDir);
+        int images = Math.min(limit, split.train().size());
+        new TrainOptions().withLabeled(n).checkLabeled(images);
+        // No augmentation for the students: the teacher's logits are computed once and reused by every distilled
+        // student and seed (and all students see the same inputs).
+        TrainOptions base = new TrainOptions().withBatch(BATCH).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
                 .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
         try (Backend backend = Backends.open(Device.parse(device))) {
-            System.out.println("demo on " + backend.device() + ": teacher " + teacherConfig + ", student " + student
-                    + ", " + limit + " training images");
-            output.use(dir -> run(backend, dir, split, teacherConfig, student, base, te, se, t0));
+            System.out.println("demo on " + backend.device() + ": student " + student + ", " + n + " of " + images
+                    + " training images labeled, " + k + (k == 1 ? " seed" : " seeds"));
+            if (training && !trainTeacher) {
+                System.out.println("this build ships no teacher (see the README): training one, " + te + " epochs "
+                        + "(--teacher FILE uses a trained one)");
+            }
+            output.use(dir -> run(backend, dir, split, teacherConfig, shipped, student, base, te, se, n, k, t0));
         }
         return 0;
     }
 
-    /** The four runs in {@code dir} (created), then the table, results.json and the chart. */
-    private Void run(Backend backend, Path dir, FashionMnist.Split split, VitConfig teacherConfig, VitConfig student,
-                     TrainOptions base, int te, int se, long t0) throws IOException {
-        List<TrainingRun.Result> runs = new ArrayList<>();
+    /** A teacher must see the students' images and predict their classes. */
+    private static void checkTeacher(VitConfig teacher, VitConfig student) {
+        if (teacher.classes() != student.classes() || teacher.imageSize() != student.imageSize()
+                || teacher.channels() != student.channels()) {
+            throw new IllegalArgumentException("the teacher (" + teacher + ") and the student (" + student + ") differ "
+                    + "in classes, image size or channels: the teacher must label the student's images");
+        }
+    }
+
+    /** The teacher, then every student and seed in {@code dir} (created); the table, results.json and the chart. */
+    private Void run(Backend backend, Path dir, FashionMnist.Split split, VitConfig teacherConfig,
+                     ShippedTeacher.Provenance shipped, VitConfig student, TrainOptions base, int te, int se,
+                     int labeledCount, int k, long t0) throws IOException {
+        List<TrainingRun.Result> chartRuns = new ArrayList<>();
         double earlier = 0;  // with --resume: the time the interrupted runs had already spent
         Map<String, Object> json = new LinkedHashMap<>();
         String device = backend.device().toString();
-        Path teacherDir = dir.resolve(RUNS.get(0));
-        long c0 = System.nanoTime();
-        TrainOptions teacherOptions = base.withEpochs(te).withAugment(true);
-        TrainingRun.Result teacher;
-        try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), base.seed())) {
-            teacher = Runs.train(t, RUNS.get(0), null, split.train(), split.test(), teacherOptions, teacherDir,
-                    resumeFrom(teacherDir));
+        Path teacherDir = dir.resolve(TEACHER);
+        Path teacherPath;
+        double teacherAccuracy;
+        String teacherRow;
+        if (teacherFile == null && shipped == null) {
+            long c0 = System.nanoTime();
+            TrainingRun.Result teacher;
+            try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), base.seed())) {
+                teacher = Runs.train(t, TEACHER, null, split.train(), split.test(), base.withEpochs(te)
+                        .withAugment(true), teacherDir, resumeFrom(teacherDir));
+            }
+            chartRuns.add(teacher);
+            earlier += earlierSeconds(teacher, c0);
+            json.put(TEACHER, RunOutputs.json(teacher, device));
+            teacherPath = teacherDir.resolve("model.safetensors");
+            teacherAccuracy = teacher.test().average();
+            int epochs = teacher.epochs().size();
+            teacherRow = "trained here, " + epochs + (epochs == 1 ? " epoch" : " epochs");
+        } else {
+            if (shipped != null) {
+                teacherPath = teacherDir.resolve("model.safetensors");
+                ShippedTeacher.extract(teacherPath, shipped);
+                teacherRow = "shipped: " + shipped.describe();
+            } else {
+                teacherPath = teacherFile;
+                teacherRow = "file " + teacherFile;
+            }
+            try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
+                ModelFile.load(teacherPath, t);
+                Evaluator.Accuracy a = Evaluator.evaluate(t, split.test(), base.testLimit());
+                teacherAccuracy = a.average();
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("name", TEACHER);
+                m.put("model", teacherConfig.toString());
+                m.put("parameters", teacherConfig.parameterCount());
+                m.put("test_acc", a.average());
+                m.put("test_images", a.images());
+                m.put("file", teacherPath.toString());
+                m.put("sha256", Runs.sha256(teacherPath));
+                if (shipped != null) m.put("provenance", shipped);
+                json.put(TEACHER, m);
+            }
         }
-        runs.add(teacher);
-        earlier += earlierSeconds(teacher, c0);
-        json.put("teacher", RunOutputs.json(teacher, device));
-        Path teacherFile = teacherDir.resolve("model.safetensors");
-        TrainOptions students = base.withEpochs(se);
-        Distillation[] modes = {Distillation.NONE, Distillation.SOFT, Distillation.HARD};
+        System.out.printf(Locale.ROOT, "teacher: %.2f %% test accuracy (%s)%n", 100 * teacherAccuracy, teacherRow);
+        // The distilled students take se epochs over every image; the scratch one as many steps over the labeled.
+        int images = Math.min(base.trainLimit(), split.train().size());
+        int distilledSteps = se * (images / base.batch()), labeledSteps = labeledCount / base.batch();
+        int scratchEpochs = (distilledSteps + labeledSteps - 1) / labeledSteps;
+        double[][] acc = new double[STUDENTS.length][k];
         try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
-            ModelFile.load(teacherFile, t);
-            for (int k = 0; k < modes.length; k++) {
-                String name = RUNS.get(k + 1);
-                TrainOptions o = students.withDistillation(modes[k], 0.5, 4.0);
-                var logits = Runs.teacherLogits(t, teacherFile, split.train(), o,
-                        dir.resolve("teacher-logits.safetensors"), 0);
-                Path runDir = dir.resolve(name);
-                c0 = System.nanoTime();
-                TrainingRun.Result r;
-                try (VisionTransformer m = new VisionTransformer(backend, student, o.batch(), o.seed())) {
-                    r = Runs.train(m, name, logits, split.train(), split.test(), o, runDir, resumeFrom(runDir));
+            ModelFile.load(teacherPath, t);
+            for (int s = 0; s < k; s++) {
+                long runSeed = base.seed() + s;
+                for (int m = 0; m < STUDENTS.length; m++) {
+                    String name = runName(STUDENTS[m], s, runSeed);
+                    TrainOptions o = base.withSeed(runSeed).withLabeled(labeledCount)
+                            .withEpochs(MODES[m] == Distillation.NONE ? scratchEpochs : se)
+                            .withDistillation(MODES[m], 0.5, 4.0);
+                    var logits = Runs.teacherLogits(t, teacherPath, split.train(), o,
+                            dir.resolve("teacher-logits.safetensors"), 0);
+                    Path runDir = dir.resolve(name);
+                    long c0 = System.nanoTime();
+                    TrainingRun.Result r;
+                    try (VisionTransformer model = new VisionTransformer(backend, student, o.batch(), o.seed())) {
+                        r = Runs.train(model, name, logits, split.train(), split.test(), o, runDir, resumeFrom(runDir));
+                    }
+                    if (s == 0) chartRuns.add(r);
+                    earlier += earlierSeconds(r, c0);
+                    json.put(name, RunOutputs.json(r, device));
+                    acc[m][s] = r.test().average();
                 }
-                runs.add(r);
-                earlier += earlierSeconds(r, c0);
-                json.put(name, RunOutputs.json(r, device));
             }
         }
         double seconds = earlier + (System.nanoTime() - t0) / 1e9;
         json.put("device", device);
         json.put("seconds", seconds);
+        json.put("labeled", labeledCount);
+        json.put("train_images", images);
+        json.put("seeds", k);
+        json.put("teacher_test_acc", teacherAccuracy);
+        for (int m = 0; m < STUDENTS.length; m++) {
+            Map<String, Object> st = new LinkedHashMap<>();
+            st.put("test_acc_per_seed", acc[m]);
+            st.put("test_acc_mean", mean(acc[m]));
+            st.put("test_acc_std", std(acc[m]));
+            json.put(STUDENTS[m] + "_summary", st);
+        }
+        for (int m = 1; m < STUDENTS.length; m++) {
+            double[] gain = gain(acc[m], acc[0]);
+            json.put("gain_" + MODES[m].name().toLowerCase(Locale.ROOT) + "_points", mean(gain));
+            json.put("gain_" + MODES[m].name().toLowerCase(Locale.ROOT) + "_points_per_seed", gain);
+        }
         RunOutputs.writeJson(dir.resolve("results.json"), json);
-        boolean chart = RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch",
-                runs);
-        printTable(runs, device, seconds);
+        boolean chart = RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch ("
+                + labeledCount + " labeled)", chartRuns);
+        printTable(acc, k, labeledCount, images, teacherAccuracy, device, seconds);
         System.out.println("wrote " + dir.resolve("results.json") + (chart ? " and " + dir.resolve("accuracy.png") : ""));
         return null;
+    }
+
+    /** Points gained over the scratch student, seed by seed. */
+    static double[] gain(double[] students, double[] scratch) {
+        double[] g = new double[students.length];
+        for (int s = 0; s < g.length; s++) g[s] = 100 * (students[s] - scratch[s]);
+        return g;
+    }
+
+    static double mean(double[] x) {
+        double sum = 0;
+        for (double v : x) sum += v;
+        return sum / x.length;
+    }
+
+    /** Sample standard deviation (n − 1); 0 for one value. */
+    static double std(double[] x) {
+        if (x.length < 2) return 0;
+        double m = mean(x), ss = 0;
+        for (double v : x) ss += (v - m) * (v - m);
+        return Math.sqrt(ss / (x.length - 1));
     }
 
     /** The part of a run's wall time spent before this process (its epochs before an interruption). */
@@ -160,11 +302,27 @@ final class DemoCommand implements Callable<Integer> {
         return resume && Files.isRegularFile(checkpoint) ? checkpoint : null;
     }
 
-    private static void printTable(List<TrainingRun.Result> runs, String device, double seconds) {
-        System.out.printf(Locale.ROOT, "%n%-16s %10s %7s %10s %9s%n", "model", "params", "epochs", "test acc", "seconds");
-        for (TrainingRun.Result r : runs) {
-            System.out.printf(Locale.ROOT, "%-16s %10d %7d %9.2f%% %9.0f%n", r.name(), r.parameters(), r.epochs().size(),
-                    100 * r.test().average(), r.seconds());
+    private static void printTable(double[][] acc, int k, int labeled, int images, double teacher, String device,
+                                   double seconds) {
+        String spread = k == 1 ? "" : " (mean ± std, " + k + " seeds)";
+        System.out.printf(Locale.ROOT, "%n%-16s %-26s%n", "model", "test accuracy" + spread);
+        System.out.printf(Locale.ROOT, "%-16s %8.2f %%%n", TEACHER, 100 * teacher);
+        for (int m = 0; m < STUDENTS.length; m++) {
+            System.out.printf(Locale.ROOT, "%-16s %8.2f %%%s%n", STUDENTS[m], 100 * mean(acc[m]),
+                    k == 1 ? "" : String.format(Locale.ROOT, " ± %.2f", 100 * std(acc[m])));
+        }
+        for (int m = 1; m < STUDENTS.length; m++) {
+            double[] g = gain(acc[m], acc[0]);
+            StringBuilder perSeed = new StringBuilder();
+            double least = Double.POSITIVE_INFINITY;
+            for (double v : g) {
+                perSeed.append(perSeed.length() == 0 ? "" : ", ").append(String.format(Locale.ROOT, "%+.1f", v));
+                least = Math.min(least, v);
+            }
+            System.out.printf(Locale.ROOT, "%s distillation: %+.1f points over the same student without the teacher "
+                    + "(%d of %d images labeled%s)%n", MODES[m].name().toLowerCase(Locale.ROOT), mean(g), labeled,
+                    images, k == 1 ? "" : "; per seed " + perSeed + (least > 0 ? ", a gain on every seed"
+                    : ", NOT a gain on every seed"));
         }
         System.out.printf(Locale.ROOT, "device %s, %.0f s in all%n", device, seconds);
     }
