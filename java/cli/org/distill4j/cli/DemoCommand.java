@@ -68,7 +68,8 @@ final class DemoCommand implements Callable<Integer> {
     Integer trainLimit;
 
     @Option(names = "--labeled", paramLabel = "N", description = "training images that keep their labels, stratified "
-            + "by class; the teacher labels the rest (default 1000, quick 600; at least the batch size, 128)")
+            + "by class; the teacher labels the rest (default 1000, quick 600; at least the batch size, 128; as many as "
+            + "--train-limit: no transfer set)")
     Integer labeled;
 
     @Option(names = "--seeds", paramLabel = "K", description = "train each student with K seeds and print mean ± std "
@@ -225,9 +226,10 @@ final class DemoCommand implements Callable<Integer> {
                 long runSeed = base.seed() + s;
                 for (int m = 0; m < STUDENTS.length; m++) {
                     String name = runName(STUDENTS[m], s, runSeed);
-                    TrainOptions o = base.withSeed(runSeed).withLabeled(labeledCount)
+                    TrainOptions o = base.withSeed(runSeed)
                             .withEpochs(MODES[m] == Distillation.NONE ? scratchEpochs : se)
                             .withDistillation(MODES[m], 0.5, 4.0);
+                    if (labeledCount < images) o = o.withLabeled(labeledCount);  // else every image keeps its label
                     var logits = Runs.teacherLogits(t, teacherPath, split.train(), o,
                             dir.resolve("teacher-logits.safetensors"), 0);
                     Path runDir = dir.resolve(name);
