@@ -24,6 +24,7 @@ import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
 import org.distill4j.testing.Check;
+import org.distill4j.testing.ModelParameters;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -68,7 +69,7 @@ class TrainingTest {
         try (Backend be = CpuBackend.open()) {
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
                 TrainingRun.builder(m, train, test).name("straight").options(options(3)).log(QUIET).run();
-                straight = concat(m);
+                straight = ModelParameters.of(m);
             }
             // Stop after epoch 1: a run of the same options that ends early, then a fresh model resumes it.
             Path one = dir.resolve("one.safetensors");
@@ -82,7 +83,7 @@ class TrainingTest {
                 TrainingRun.Result r = TrainingRun.builder(m, train, test).name("resumed")
                         .options(options(3)).resumeFrom(one).log(QUIET).run();
                 assertEquals(3, r.epochs().size(), "history restored from the checkpoint plus the new epochs");
-                resumed = concat(m);
+                resumed = ModelParameters.of(m);
             }
             // Another schedule length (or any other setting) would not continue the same run: refused, naming both.
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
@@ -222,14 +223,14 @@ class TrainingTest {
                         .findFirst().orElseThrow();
                 float[] huge = Check.normal(new Random(Check.freshSeed()), (int) head.numel(), 1e20f);
                 head.value().copyFrom(huge);
-                float[] before = concat(student);
+                float[] before = ModelParameters.of(student);
                 float[] m0 = trainer.firstMoments().get(0).toArray(), v0 = trainer.secondMoments().get(0).toArray();
                 NonFiniteException e = assertThrows(NonFiniteException.class, () -> trainer.step(images, labels, null));
                 assertTrue(e.getMessage().contains("step 2: the gradient norm is not finite"), e.getMessage());
                 assertTrue(Double.isFinite(e.loss()) && e.gradNorm() == Double.POSITIVE_INFINITY, e.getMessage());
                 assertEquals(2, e.step());
                 assertEquals(1, trainer.steps(), "the failed step is not counted");
-                assertArrayEquals(before, concat(student), "parameters untouched");
+                assertArrayEquals(before, ModelParameters.of(student), "parameters untouched");
                 assertArrayEquals(m0, trainer.firstMoments().get(0).toArray(), "first moments untouched");
                 assertArrayEquals(v0, trainer.secondMoments().get(0).toArray(), "second moments untouched");
             }
@@ -264,18 +265,5 @@ class TrainingTest {
             }
             assertArrayEquals(written, Files.readAllBytes(ckpt), "the checkpoint is untouched");
         }
-    }
-
-    private static float[] concat(VisionTransformer m) {
-        int n = 0;
-        for (Parameter p : m.parameters()) n += (int) p.numel();
-        float[] out = new float[n];
-        int off = 0;
-        for (Parameter p : m.parameters()) {
-            float[] v = p.value().toArray();
-            System.arraycopy(v, 0, out, off, v.length);
-            off += v.length;
-        }
-        return out;
     }
 }

@@ -18,11 +18,11 @@ import org.distill4j.data.Dataset;
 import org.distill4j.data.LabeledSubset;
 import org.distill4j.data.Synthetic;
 import org.distill4j.io.SafetensorsReader;
-import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
 import org.distill4j.testing.Check;
+import org.distill4j.testing.ModelParameters;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -216,19 +216,6 @@ class TransferSetTest {
 
     // ---- runs ----
 
-    private static float[] parameters(VisionTransformer m) {
-        int n = 0;
-        for (Parameter p : m.parameters()) n += (int) p.numel();
-        float[] out = new float[n];
-        int off = 0;
-        for (Parameter p : m.parameters()) {
-            float[] v = p.value().toArray();
-            System.arraycopy(v, 0, out, off, v.length);
-            off += v.length;
-        }
-        return out;
-    }
-
     /** Scratch training with a transfer set is training on its labeled images alone: the same bits. */
     @Test
     void scratchTrainingSeesOnlyTheLabeledImages() {
@@ -240,11 +227,11 @@ class TransferSetTest {
             TrainingRun.Result r;
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 3)) {
                 r = TrainingRun.builder(m, train, test).options(o).log(QUIET).run();
-                viaOption = parameters(m);
+                viaOption = ModelParameters.of(m);
             }
             try (VisionTransformer m = new VisionTransformer(be, SMALL, 16, 3)) {
                 TrainingRun.builder(m, train.subset(subset), test).options(options(2)).log(QUIET).run();
-                viaSubset = parameters(m);
+                viaSubset = ModelParameters.of(m);
             }
             assertArrayEquals(viaSubset, viaOption);
             assertEquals(48, r.trainImages());
@@ -286,7 +273,7 @@ class TransferSetTest {
                     try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
                         results[k] = TrainingRun.builder(s, sets[k], test).options(o).log(QUIET)
                                 .teacher(SoftLabels.compute(teacher, sets[k], "t")).run();
-                        params[k] = parameters(s);
+                        params[k] = ModelParameters.of(s);
                     }
                 }
                 assertArrayEquals(params[0], params[1], mode + ": labels of unlabeled images must not matter");
@@ -321,7 +308,7 @@ class TransferSetTest {
             float[] straight, resumed;
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
                 TrainingRun.builder(s, train, test).options(o).teacher(soft).log(QUIET).run();
-                straight = parameters(s);
+                straight = ModelParameters.of(s);
             }
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
                 TrainingRun.builder(s, train, test).options(o).teacher(soft).checkpoint(ckpt).stopAfter(1).log(QUIET)
@@ -333,7 +320,7 @@ class TransferSetTest {
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 99)) {
                 TrainingRun.Result r = TrainingRun.builder(s, train, test).options(o).teacher(soft).resumeFrom(ckpt)
                         .log(QUIET).run();
-                resumed = parameters(s);
+                resumed = ModelParameters.of(s);
                 assertEquals(3, r.epochs().size());
             }
             assertArrayEquals(straight, resumed, "a transfer-set run resumes bit for bit");
