@@ -68,11 +68,17 @@ class DemoCliTest {
                 JsonObject run = JsonParser.parseString(Files.readString(second.resolve(runs[m][s])
                         .resolve("results.json"))).getAsJsonObject();
                 acc[m][s] = run.get("test_acc").getAsDouble();
-                assertEquals(128, run.get("labeled").getAsInt(), runs[m][s]);
-                // The scratch student sees the labeled images only; the distilled ones every training image.
-                assertEquals(m == 0 ? 128 : 256, run.get("train_images").getAsInt(), runs[m][s]);
-                // As many optimizer steps: 1 epoch of 2 batches for the distilled, 2 epochs of 1 for scratch.
-                assertEquals(m == 0 ? 2 : 1, run.get("epochs").getAsInt(), runs[m][s]);
+                // As many optimizer steps and evaluations: one epoch of 256 images each, the scratch student's being
+                // its 128 labeled images twice over.
+                assertEquals(256, run.get("train_images").getAsInt(), runs[m][s]);
+                assertEquals(1, run.get("epochs").getAsInt(), runs[m][s]);
+                JsonObject summary = r.getAsJsonObject(runs[m][s]);
+                assertEquals(128, summary.get("labeled").getAsInt(), runs[m][s]);
+                if (m == 0) {
+                    assertEquals(2, summary.get("labeled_repeats").getAsInt());
+                } else {
+                    assertEquals(128, run.get("labeled").getAsInt(), runs[m][s]);  // a transfer set of 256
+                }
             }
         }
         String[] modes = {"soft", "hard"};

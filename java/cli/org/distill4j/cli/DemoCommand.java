@@ -12,6 +12,7 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.data.Dataset;
 import org.distill4j.data.FashionMnist;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
@@ -27,7 +28,7 @@ import picocli.CommandLine.Option;
  * {@code ./distill4j demo}: what distillation buys, on Fashion-MNIST. A teacher (the one this build ships, a model
  * file, or one trained here); a transfer set (Hinton et al. 2015, section 2) of which only {@code --labeled} images
  * keep their labels; the same student (a) from scratch on the labeled images alone, for as many optimizer steps as
- * the others, (b) soft- and (c) hard-distilled on every training image, the teacher's term on all of them and the
+ * the others (each labeled image repeated in an epoch), (b) soft- and (c) hard-distilled on every training image, the teacher's term on all of them and the
  * labels' only on the labeled ones. Each student over {@code --seeds} seeds (a new labeled subset and a new
  * initialisation each); a table with mean ± std, the gain in points on each seed, results.json and accuracy.png.
  */
@@ -60,8 +61,8 @@ final class DemoCommand implements Callable<Integer> {
     @Option(names = "--teacher-epochs", description = "with --train-teacher: teacher epochs (default 3, quick 2)")
     Integer teacherEpochs;
 
-    @Option(names = "--student-epochs", description = "epochs of the distilled students over the training images; the "
-            + "scratch student takes as many steps (default 3, quick 2)")
+    @Option(names = "--student-epochs", description = "epochs of each student over the training images (the scratch "
+            + "student's epoch: its labeled images, each repeated to as many steps) (default 3, quick 2)")
     Integer studentEpochs;
 
     @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
@@ -215,10 +216,11 @@ final class DemoCommand implements Callable<Integer> {
             }
         }
         System.out.printf(Locale.ROOT, "teacher: %.2f %% test accuracy (%s)%n", 100 * teacherAccuracy, teacherRow);
-        // The distilled students take se epochs over every image; the scratch one as many steps over the labeled.
+        // The distilled students take se epochs over every image. The scratch one trains on the labeled images
+        // alone, each repeated images/N times in an epoch: as many steps and test evaluations as the others.
         int images = Math.min(base.trainLimit(), split.train().size());
-        int distilledSteps = se * (images / base.batch()), labeledSteps = labeledCount / base.batch();
-        int scratchEpochs = (distilledSteps + labeledSteps - 1) / labeledSteps;
+        Dataset pool = images < split.train().size() ? split.train().head(images) : split.train();
+        int repeats = images / labeledCount;
         double[][] acc = new double[STUDENTS.length][k];
         try (VisionTransformer t = new VisionTransformer(backend, teacherConfig, base.batch(), 0)) {
             ModelFile.load(teacherPath, t);
@@ -226,21 +228,30 @@ final class DemoCommand implements Callable<Integer> {
                 long runSeed = base.seed() + s;
                 for (int m = 0; m < STUDENTS.length; m++) {
                     String name = runName(STUDENTS[m], s, runSeed);
-                    TrainOptions o = base.withSeed(runSeed)
-                            .withEpochs(MODES[m] == Distillation.NONE ? scratchEpochs : se)
-                            .withDistillation(MODES[m], 0.5, 4.0);
-                    if (labeledCount < images) o = o.withLabeled(labeledCount);  // else every image keeps its label
+                    TrainOptions o = base.withSeed(runSeed).withEpochs(se).withDistillation(MODES[m], 0.5, 4.0);
+                    boolean transfer = labeledCount < images;
+                    Dataset train = split.train();
+                    if (transfer && MODES[m] == Distillation.NONE) {
+                        train = pool.subset(repeat(o.withLabeled(labeledCount).labeledSubset(pool), repeats));
+                    } else if (transfer) {
+                        o = o.withLabeled(labeledCount);
+                    }
                     var logits = Runs.teacherLogits(t, teacherPath, split.train(), o,
                             dir.resolve("teacher-logits.safetensors"), 0);
                     Path runDir = dir.resolve(name);
                     long c0 = System.nanoTime();
                     TrainingRun.Result r;
                     try (VisionTransformer model = new VisionTransformer(backend, student, o.batch(), o.seed())) {
-                        r = Runs.train(model, name, logits, split.train(), split.test(), o, runDir, resumeFrom(runDir));
+                        r = Runs.train(model, name, logits, train, split.test(), o, runDir, resumeFrom(runDir));
                     }
                     if (s == 0) chartRuns.add(r);
                     earlier += earlierSeconds(r, c0);
-                    json.put(name, RunOutputs.json(r, device));
+                    Map<String, Object> runJson = RunOutputs.json(r, device);
+                    if (transfer && MODES[m] == Distillation.NONE) {
+                        runJson.put("labeled", labeledCount);
+                        runJson.put("labeled_repeats", repeats);
+                    }
+                    json.put(name, runJson);
                     acc[m][s] = r.test().average();
                 }
             }
@@ -270,6 +281,13 @@ final class DemoCommand implements Callable<Integer> {
         printTable(acc, k, labeledCount, images, teacherAccuracy, device, seconds);
         System.out.println("wrote " + dir.resolve("results.json") + (chart ? " and " + dir.resolve("accuracy.png") : ""));
         return null;
+    }
+
+    /** {@code indices}, {@code times} times over (the loader shuffles them). */
+    private static int[] repeat(int[] indices, int times) {
+        int[] out = new int[indices.length * times];
+        for (int r = 0; r < times; r++) System.arraycopy(indices, 0, out, r * indices.length, indices.length);
+        return out;
     }
 
     /** Points gained over the scratch student, seed by seed. */
