@@ -128,7 +128,7 @@ final class DemoCommand implements Callable<Integer> {
         if (!student.distilled()) throw new IllegalArgumentException(studentModel + " has no distillation token");
         ShippedTeacher.Provenance shipped = teacherFile == null && !trainTeacher ? ShippedTeacher.provenance() : null;
         boolean training = teacherFile == null && shipped == null;
-        VitConfig teacherConfig = teacherFile != null ? Runs.configOf(Inputs.file(teacherFile, "--teacher"), null)
+        VitConfig teacherConfig = teacherFile != null ? Runs.configOf(Inputs.file(teacherFile, "--teacher"), teacherModel)
                 : shipped != null ? VitConfig.preset(shipped.preset()) : VitConfig.preset(teacherModel);
         checkTeacher(teacherConfig, student);
         List<String> runs = new ArrayList<>();
