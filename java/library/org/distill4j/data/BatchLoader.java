@@ -98,6 +98,12 @@ public final class BatchLoader implements AutoCloseable {
             return index;
         }
 
+        void set(int size, int epoch, int index) {
+            this.size = size;
+            this.epoch = epoch;
+            this.index = index;
+        }
+
         @Override
         public String toString() {
             return "batch " + index + " of epoch " + epoch + " (" + size + " samples)";
