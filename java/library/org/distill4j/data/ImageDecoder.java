@@ -31,8 +31,8 @@ import javax.imageio.stream.ImageInputStream;
  *
  * <p><b>Errors</b> are {@link BadImageException}s naming the file, never a partly black image: a format ImageIO does
  * not recognise, a decoder exception, and any decoder <em>warning</em> (ImageIO's JPEG reader reports a truncated
- * file as a warning and fills the missing rows with grey). CMYK and YCCK JPEGs, which ImageIO cannot decode, get a
- * message saying so and how to convert them.
+ * file as a warning and fills the missing rows with grey). CMYK and YCCK JPEGs get a message saying how to convert
+ * them: older JDKs cannot decode them, and recent ones decode CMYK without converting it to RGB.
  *
  * <p>TODO(issue #17): the issue asks for a measured choice between ImageIO, TwelveMonkeys and libjpeg-turbo (through
  * {@code org.bytedeco:opencv}); only ImageIO is wired in.
@@ -152,7 +152,13 @@ public final class ImageDecoder {
             }
             return new Image(out, colors, h, w);
         }
-        throw new BadImageException(file, "unsupported colour space (" + colors + " colour components, "
-                + (space == ColorSpace.TYPE_CMYK ? "CMYK" : "colour space type " + space) + "); convert it to RGB");
+        if (space == ColorSpace.TYPE_CMYK) {
+            // Recent JDKs decode CMYK JPEGs, but turning ink into RGB needs the file's profile (and Adobe's inverted
+            // convention): refuse rather than guess colours.
+            throw new BadImageException(file, "a CMYK image; its colours are not converted here, convert it to RGB "
+                    + "(e.g. `convert in.jpg -colorspace sRGB out.jpg`)");
+        }
+        throw new BadImageException(file, "unsupported colour space (" + colors + " colour components, colour space "
+                + "type " + space + "); convert it to RGB");
     }
 }
