@@ -176,7 +176,7 @@ class StreamLoaderTest {
     }
 
     @Test
-    void matchesTheInMemoryBatchLoaderOnTheSameData() {
+    void matchesTheInMemoryBatchLoaderOnTheSameData() throws IOException {
         Counting src = new Counting(30, 5, 0, Set.of());
         Dataset mem = StreamLoader.materialize(src, 3);
         for (int i = 0; i < 30; i++) {

@@ -4,8 +4,9 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import org.distill4j.data.Dataset;
-import org.distill4j.data.FashionMnist;
+import org.distill4j.nn.VitConfig;
 import org.distill4j.train.TrainOptions;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** The options every training command shares (picocli mixin). */
@@ -15,8 +16,8 @@ final class TrainingFlags {
                     + "(default ${DEFAULT-VALUE})")
     String device;
 
-    @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
-    Path data;
+    @Mixin
+    DataFlags data;
 
     @Option(names = "--epochs", defaultValue = "10", description = "epochs (default ${DEFAULT-VALUE})")
     int epochs;
@@ -115,9 +116,14 @@ final class TrainingFlags {
         options.checkLabeled(limit > 0 && limit < train.size() ? limit : train.size());
     }
 
-    /** The data directory. */
-    Path dataDir() {
-        return data != null ? data : FashionMnist.defaultDir();
+    /**
+     * The training and test data for {@code model} (the shape checked; CIFAR and image folders decoded, at most
+     * --train-limit/--test-limit images).
+     */
+    DataSets.Loaded load(VitConfig model) throws IOException {
+        DataSets.Loaded d = DataSets.load(data.request(), model, true, trainLimit, testLimit, System.out);
+        DataSets.checkShape(model, d);
+        return d;
     }
 
     /**

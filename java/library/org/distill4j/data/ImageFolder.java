@@ -181,6 +181,11 @@ public final class ImageFolder implements ImageSource {
      * {@code classes} and {@code class_to_idx}), e.g. {@code class_index.json} in a run's output directory.
      */
     public void writeClassIndex(Path file) throws IOException {
+        writeClassIndex(file, root, classes);
+    }
+
+    /** Writes {@code classes} (class i is the i-th) of the data in {@code root} as {@link #writeClassIndex(Path)}. */
+    public static void writeClassIndex(Path file, Path root, List<String> classes) throws IOException {
         Map<String, Object> json = new LinkedHashMap<>();
         json.put("root", root.toAbsolutePath().toString());
         json.put("classes", classes);

@@ -401,28 +401,79 @@ public final class StreamLoader implements AutoCloseable {
      * Reads all of {@code source} into an in-memory {@link Dataset} (for the trainers that take one), decoding on
      * {@code workers} threads: {@code size × imageSize × 4} bytes of heap. Any bad image is an error.
      */
-    public static Dataset materialize(ImageSource source, int workers) {
-        int n = source.size();
+    public static Dataset materialize(ImageSource source, int workers) throws IOException {
+        return materialize(source, workers, source.size(), null);
+    }
+
+    /**
+     * Reads the first {@code count} images of {@code source} into an in-memory {@link Dataset} on {@code workers}
+     * threads. With {@code badImageLog} non-null, undecodable images are logged there and left out (the dataset is
+     * then smaller and its indices shift past them); otherwise the first one is thrown.
+     */
+    public static Dataset materialize(ImageSource source, int workers, int count, PrintStream badImageLog)
+            throws IOException {
         int size = source.imageSize();
-        if ((long) n * size > Integer.MAX_VALUE - 8) {
-            throw new IllegalArgumentException(source.name() + ": " + n + " images of " + size + " floats do not fit "
-                    + "one Java array; stream it instead");
+        if (count < 0 || count > source.size()) {
+            throw new IllegalArgumentException("count " + count + " of " + source.size() + " images");
         }
-        float[] images = new float[n * size];
-        int[] labels = new int[n];
-        int batch = Math.min(n, 64);
-        try (StreamLoader loader = builder(source, batch).shuffle(false).dropLast(false).epochs(1).workers(workers)
-                .build()) {
-            while (loader.hasNext()) {
-                BatchLoader.Batch b = loader.next();
-                for (int i = 0; i < b.size(); i++) {
-                    int idx = b.indices()[i];
-                    System.arraycopy(b.images(), i * size, images, idx * size, size);
-                    labels[idx] = b.labels()[i];
+        if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
+        if ((long) count * size > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException(source.name() + ": " + count + " images of " + size + " floats do not "
+                    + "fit one Java array; stream it instead");
+        }
+        float[] images = new float[count * size];
+        boolean[] ok = new boolean[count];
+        BadImageException[] errors = new BadImageException[count];
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(workers);
+        try {
+            List<java.util.concurrent.Future<?>> parts = new ArrayList<>();
+            int chunk = Math.max(1, Math.min(256, count / (4 * workers) + 1));
+            for (int from = 0; from < count; from += chunk) {
+                int lo = from, hi = Math.min(count, from + chunk);
+                parts.add(pool.submit(() -> {
+                    for (int i = lo; i < hi; i++) {
+                        try {
+                            source.copyImage(i, images, i * size);
+                            ok[i] = true;
+                        } catch (BadImageException e) {
+                            errors[i] = e;
+                        }
+                    }
+                    return null;
+                }));
+            }
+            for (java.util.concurrent.Future<?> f : parts) {
+                try {
+                    f.get();
+                } catch (java.util.concurrent.ExecutionException e) {
+                    if (e.getCause() instanceof IOException io) throw io;
+                    throw new IllegalStateException("decoding " + source.name() + ": " + e.getCause(), e.getCause());
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new IOException("interrupted while decoding " + source.name(), e);
                 }
             }
+        } finally {
+            pool.shutdownNow();
         }
-        return new Dataset(source.name(), images, labels, source.channels(), source.height(), source.width(),
+        int good = 0;
+        for (int i = 0; i < count; i++) {
+            if (ok[i]) {
+                good++;
+            } else if (badImageLog == null) {
+                throw errors[i];
+            } else {
+                badImageLog.println("skipping a bad image: " + errors[i].getMessage());
+            }
+        }
+        int[] labels = new int[good];
+        float[] kept = good == count ? images : new float[good * size];
+        for (int i = 0, k = 0; i < count; i++) {
+            if (!ok[i]) continue;
+            if (kept != images) System.arraycopy(images, i * size, kept, k * size, size);
+            labels[k++] = source.label(i);
+        }
+        return new Dataset(source.name(), kept, labels, source.channels(), source.height(), source.width(),
                 source.classes(), source.normalization());
     }
 }
