@@ -45,15 +45,17 @@ final class EvalCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if (testLimit < 0) throw new IllegalArgumentException("--test-limit must be >= 0, got " + testLimit);
         VitConfig config = Runs.configOf(file, model);
-        DataSets.Loaded loaded = DataSets.load(data.request(), config, false, 0, testLimit, System.out);
-        DataSets.checkShape(config, loaded);
-        if (loaded.test().classes() != config.classes()) {
-            throw new IllegalArgumentException(file + " predicts " + config.classes() + " classes; the data "
-                    + loaded.description() + " has " + loaded.test().classes());
-        }
-        var test = loaded.test();
+        DataSets.layout(data.request()); // a missing or unrecognised directory, before the model is read
         try (Backend backend = Backends.open(Device.parse(device));
              VisionTransformer m = modelFlags.load(backend, file, config, batch)) {
+            // After the model file's own checks (its size, its tensors), before any image is decoded.
+            DataSets.Loaded loaded = DataSets.load(data.request(), config, false, 0, testLimit, System.out);
+            DataSets.checkShape(config, loaded);
+            if (loaded.test().classes() != config.classes()) {
+                throw new IllegalArgumentException(file + " predicts " + config.classes() + " classes; the data "
+                        + loaded.description() + " has " + loaded.test().classes());
+            }
+            var test = loaded.test();
             Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit);
             System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
                     + " images");
