@@ -69,8 +69,10 @@ final class DistillCommand implements Callable<Integer> {
         VitConfig studentConfig = student;
         // Before the teacher labels any image (the soft-label cache is written ahead of the run's own checks).
         if (teacherConfig.classes() != data.train().classes()) {
+            // The student's head already follows the data (withDataClasses): one count to compare.
             throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the "
-                    + "training set " + data.train().name() + " has " + data.train().classes());
+                    + "student " + student.classes() + " (the classes of the training set " + data.train().name()
+                    + ")");
         }
         TrainingFlags.checkLabeled(options, data.train());
         try (Backend backend = Backends.open(Device.parse(flags.device));
