@@ -240,6 +240,57 @@ class ImageFolderTest {
     }
 
     @Test
+    void paletteOneBitSixteenBitRgbAndGreyJpegDecodeAsDocumented() throws IOException {
+        int h = 3, w = 4, n = h * w;
+        // Palette: each pixel's index picks a known colour.
+        byte[] red = {10, (byte) 200, 0, 33}, green = {20, 0, (byte) 255, 66}, blue = {30, 100, 7, 99};
+        java.awt.image.IndexColorModel icm = new java.awt.image.IndexColorModel(2, 4, red, green, blue);
+        BufferedImage pal = new BufferedImage(w, h, BufferedImage.TYPE_BYTE_INDEXED, icm);
+        for (int i = 0; i < n; i++) pal.getRaster().setSample(i % w, i / w, 0, (i * 3) % 4);
+        Path palette = png(root.resolve("p.png"), pal);
+        // One bit per pixel: black or white.
+        BufferedImage bits = new BufferedImage(w, h, BufferedImage.TYPE_BYTE_BINARY);
+        for (int i = 0; i < n; i++) bits.getRaster().setSample(i % w, i / w, 0, i % 3 == 0 ? 1 : 0);
+        Path oneBit = png(root.resolve("b.png"), bits);
+        // 16-bit RGB.
+        java.awt.image.ComponentColorModel cm16 = new java.awt.image.ComponentColorModel(
+                java.awt.color.ColorSpace.getInstance(java.awt.color.ColorSpace.CS_sRGB), new int[] {16, 16, 16}, false,
+                false, java.awt.Transparency.OPAQUE, java.awt.image.DataBuffer.TYPE_USHORT);
+        BufferedImage rgb16 = new BufferedImage(cm16, cm16.createCompatibleWritableRaster(w, h), false, null);
+        for (int i = 0; i < n; i++) {
+            for (int c = 0; c < 3; c++) rgb16.getRaster().setSample(i % w, i / w, c, (i * 4099 + c * 20011) % 65536);
+        }
+        Path sixteen = png(root.resolve("s.png"), rgb16);
+        ImageDecoder.Image p = ImageDecoder.decode(palette), b = ImageDecoder.decode(oneBit);
+        ImageDecoder.Image s = ImageDecoder.decode(sixteen);
+        assertEquals(3, p.channels());
+        assertEquals(3, s.channels());
+        for (int i = 0; i < n; i++) {
+            int k = (i * 3) % 4;
+            assertClose((red[k] & 0xff) / 255.0, p.pixels()[i], 1e-7, "palette red " + i);
+            assertClose((green[k] & 0xff) / 255.0, p.pixels()[n + i], 1e-7, "palette green " + i);
+            assertClose((blue[k] & 0xff) / 255.0, p.pixels()[2 * n + i], 1e-7, "palette blue " + i);
+            double bit = i % 3 == 0 ? 1 : 0;
+            for (int c = 0; c < b.channels(); c++) assertClose(bit, b.pixels()[c * n + i], 1e-7, "1-bit " + i);
+            for (int c = 0; c < 3; c++) {
+                assertClose(((i * 4099 + c * 20011) % 65536) / 65535.0, s.pixels()[c * n + i], 1e-7, "16-bit RGB " + i);
+            }
+        }
+        // A grey JPEG decodes to one channel (then replicated for an RGB model): smooth content within 4/255.
+        BufferedImage grey = new BufferedImage(16, 16, BufferedImage.TYPE_BYTE_GRAY);
+        for (int y = 0; y < 16; y++) for (int x = 0; x < 16; x++) grey.getRaster().setSample(x, y, 0, 40 + 8 * x + 4 * y);
+        ImageDecoder.Image g = ImageDecoder.decode(jpeg(root.resolve("g.jpg"), grey, 0.95f), 3);
+        assertEquals(1, ImageDecoder.decode(root.resolve("g.jpg")).channels());
+        for (int c = 0; c < 3; c++) {
+            for (int y = 0; y < 16; y++) {
+                for (int x = 0; x < 16; x++) {
+                    assertClose((40 + 8 * x + 4 * y) / 255.0, g.pixels()[c * 256 + y * 16 + x], 4 / 255.0, "grey JPEG");
+                }
+            }
+        }
+    }
+
+    @Test
     void centerCropOffsetsRoundHalfToEvenAsPython() throws IOException {
         // Each pixel's R channel holds its column: the crop's first column is the crop offset.
         for (int w : new int[] {7, 9, 10}) {
