@@ -104,6 +104,10 @@ class DataCliTest {
         Path empty = Files.createDirectories(dir.resolve("empty"));
         assertOneLine(CliTest.run(train(dir.resolve("o"), "--data", empty.toString())),
                 empty + ": no dataset layout recognised");
+        Files.createDirectories(empty.resolve("cifar-10-batches-bin"));
+        assertOneLine(CliTest.run(train(dir.resolve("o"), "--data", empty.toString())),
+                "(did you mean " + empty.resolve("cifar-10-batches-bin") + "?)");
+        Files.delete(empty.resolve("cifar-10-batches-bin"));
         Files.createDirectories(empty.resolve("train"));
         assertOneLine(CliTest.run(train(dir.resolve("o"), "--data", empty.toString())), "has train/ but no val/");
         assertOneLine(CliTest.run(train(dir.resolve("o"), "--train-dir", empty.toString())), "--val-dir");

@@ -35,6 +35,10 @@ public enum DataLayout {
         boolean train = Files.isDirectory(dir.resolve("train")), val = Files.isDirectory(dir.resolve("val"));
         if (train && val) return IMAGE_FOLDER;
         String hint = train ? " (it has train/ but no val/)" : val ? " (it has val/ but no train/)" : "";
+        for (String archive : new String[] {"cifar-10-batches-bin", "cifar-100-binary"}) {
+            // What the CIFAR tarballs unpack to: the user most likely meant that folder.
+            if (Files.isDirectory(dir.resolve(archive))) hint = " (did you mean " + dir.resolve(archive) + "?)";
+        }
         throw new DatasetException(dir, "no dataset layout recognised" + hint + ": expected an image folder root with "
                 + "train/ and val/, CIFAR-10 binaries (data_batch_1..5.bin, test_batch.bin), CIFAR-100 binaries "
                 + "(train.bin, test.bin) or IDX files (train-images-idx3-ubyte[.gz], ...); for another layout give "
