@@ -24,10 +24,14 @@ class DataCliTest {
         System.setProperty("distill4j.progress", "off");
     }
 
+    private static final java.util.regex.Pattern CLASS_NAME =
+            java.util.regex.Pattern.compile("\\b(?:[a-z_][a-z0-9_]*\\.)+[A-Z]\\w*(?:Exception|Error)\\b");
+
     private static void assertOneLine(CliTest.Run r, String expected) {
         assertTrue(r.status() != 0, "non-zero exit");
         assertTrue(r.err().contains(expected), "stderr: " + r.err());
         assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+        assertFalse(CLASS_NAME.matcher(r.err()).find(), "no Java class name: " + r.err());
         assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
     }
 

@@ -12,14 +12,12 @@ import org.distill4j.data.FashionMnist;
 import org.distill4j.data.ImageFolder;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.Normalization;
-import org.distill4j.data.StreamLoader;
 import org.distill4j.nn.VitConfig;
 
 /**
  * The data of train, distill and eval: {@code --data DIR} of any {@link DataLayout}, or {@code --train-dir} and
- * {@code --val-dir} image folders. CIFAR and image folders are decoded on {@code --workers} threads into the
- * in-memory {@link Dataset} the trainer takes today (a heap check first); the streamed {@link StreamLoader} path is
- * the library's, not yet the trainer's.
+ * {@code --val-dir} image folders. IDX data is loaded into memory as before; CIFAR and image folders are streamed
+ * (read and decoded on {@code --workers} threads while the model trains, {@link org.distill4j.data.StreamLoader}).
  */
 final class DataSets {
     private DataSets() {}
@@ -29,10 +27,10 @@ final class DataSets {
             float[] std, double cropPct) {}
 
     /** The splits, their class names (class i is the i-th), and a description for logs. */
-    record Loaded(Dataset train, Dataset test, List<String> classNames, Path root, String description) {
+    record Loaded(ImageSource train, ImageSource test, List<String> classNames, Path root, String description) {
         /** Writes {@code class_index.json} into a run's output directory. */
         void writeClassIndex(Path dir) throws IOException {
-            ImageFolder.writeClassIndex(dir.resolve("class_index.json"), root, classNames);
+            ImageFolder.writeClassIndex(dir.resolve(OutputDirectory.CLASS_INDEX), root, classNames);
         }
     }
 
@@ -49,11 +47,10 @@ final class DataSets {
     }
 
     /**
-     * Loads the data for {@code model} ({@code wantTrain}: the training split too; otherwise only the test split,
-     * returned as both), at most {@code trainLimit}/{@code testLimit} images (0: all).
+     * Opens the data for {@code model} ({@code wantTrain}: the training split too; otherwise only the test split,
+     * returned as both); IDX files are read whole, CIFAR and image folders only listed (their labels read).
      */
-    static Loaded load(Request r, VitConfig model, boolean wantTrain, int trainLimit, int testLimit, PrintStream log)
-            throws IOException {
+    static Loaded load(Request r, VitConfig model, boolean wantTrain, PrintStream log) throws IOException {
         if (r.workers() < 1) throw new IllegalArgumentException("--workers must be >= 1, got " + r.workers());
         DataLayout layout = layout(r);
         Path dir = r.data() != null ? r.data() : FashionMnist.defaultDir();
@@ -70,12 +67,12 @@ final class DataSets {
             case CIFAR10, CIFAR100 -> {
                 Cifar.Kind kind = layout == DataLayout.CIFAR10 ? Cifar.Kind.CIFAR10 : Cifar.Kind.CIFAR100;
                 Normalization norm = normalization(r, 3, kind.normalization());
-                try (Cifar test = Cifar.open(dir, kind, false, norm);
-                     Cifar train = wantTrain ? Cifar.open(dir, kind, true, norm) : null) {
-                    checkShape(model, test, dir);
-                    yield materialize(train, test, r, trainLimit, testLimit, test.classNames(), dir,
-                            kind.toString().toLowerCase(Locale.ROOT) + " " + dir, log);
-                }
+                // Left open for the run (read-only file channels): the process ends with the command.
+                Cifar test = Cifar.open(dir, kind, false, norm);
+                Cifar train = wantTrain ? Cifar.open(dir, kind, true, norm) : test;
+                checkShape(model, test, dir);
+                yield new Loaded(train, test, test.classNames(), dir, kind.toString().toLowerCase(Locale.ROOT)
+                        + " " + dir + " (" + train.size() + " training, " + test.size() + " test images, streamed)");
             }
             case IMAGE_FOLDER -> {
                 Path train = r.trainDir() != null ? r.trainDir() : dir.resolve("train");
@@ -89,11 +86,12 @@ final class DataSets {
                         log.println(f.root() + ": skipped " + f.skippedFiles() + " files that are not .jpg/.jpeg/.png");
                     }
                 }
-                yield materialize(wantTrain ? split.train() : null, split.val(), r, trainLimit, testLimit,
-                        split.train().classNames(), train, "image folders " + train + ", " + val + " (" + norm + ")",
-                        log);
+                yield new Loaded(split.train(), split.val(), split.train().classNames(), train, "image folders "
+                        + train + " (" + split.train().size() + " images), " + val + " (" + split.val().size()
+                        + " images), " + norm + ", streamed");
             }
         };
+        log.println("data: " + loaded.description());
         return loaded;
     }
 
@@ -120,36 +118,6 @@ final class DataSets {
     /** Checks an IDX (or any in-memory) dataset's image shape against {@code model}, one line. */
     static void checkShape(VitConfig model, Loaded data) {
         checkShape(model, data.test(), data.root());
-    }
-
-    private static Loaded materialize(ImageSource train, ImageSource test, Request r, int trainLimit, int testLimit,
-            List<String> classNames, Path root, String description, PrintStream log) throws IOException {
-        int nTrain = train == null ? 0 : limit(train.size(), trainLimit);
-        int nTest = limit(test.size(), testLimit);
-        long bytes = ((long) nTrain + nTest) * test.imageSize() * Float.BYTES;
-        Runtime rt = Runtime.getRuntime();
-        long free = rt.maxMemory() - (rt.totalMemory() - rt.freeMemory());
-        if (bytes > free * 0.8) {
-            throw new IllegalArgumentException(description + ": " + (nTrain + nTest) + " images of " + test.channels()
-                    + "×" + test.height() + "×" + test.width() + " need " + (bytes >> 20) + " MiB in memory, more than "
-                    + "this JVM has free (" + (free >> 20) + " MiB); use --train-limit/--test-limit or a larger -Xmx");
-        }
-        PrintStream bad = r.skipBadImages() ? log : null;
-        long t0 = System.nanoTime();
-        Dataset testSet = StreamLoader.materialize(test, r.workers(), nTest, bad);
-        Dataset trainSet = train == null ? testSet : StreamLoader.materialize(train, r.workers(), nTrain, bad);
-        log.println(String.format(Locale.ROOT, "%s: decoded %d training and %d test images in %.1f s on %d worker(s)",
-                description, train == null ? 0 : trainSet.size(), testSet.size(), (System.nanoTime() - t0) / 1e9,
-                r.workers()));
-        if (r.skipBadImages() && (trainSet.size() < nTrain || testSet.size() < nTest)) {
-            log.println(description + ": skipped " + (nTrain - (train == null ? 0 : trainSet.size()) + nTest
-                    - testSet.size()) + " bad images (--skip-bad-images)");
-        }
-        return new Loaded(trainSet, testSet, classNames, root, description);
-    }
-
-    private static int limit(int size, int limit) {
-        return limit > 0 && limit < size ? limit : size;
     }
 
     /** The preset adapted to the data's class count (a new model's head), said once in the log when it changes. */

@@ -79,10 +79,12 @@ final class DistillCommand implements Callable<Integer> {
              VisionTransformer t = teacherFlags.load(backend, teacher, teacherConfig, options.batch());
              VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
             out.use(dir -> {
-                if (data.classNames() != null) data.writeClassIndex(dir);
                 var logits = Runs.teacherLogits(t, teacher, data.train(), options,
                         dir.resolve("teacher-logits.safetensors"), topk);
-                return Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir, resume);
+                var r = Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir,
+                        resume, flags.data);
+                if (data.classNames() != null) data.writeClassIndex(dir); // beside the model, as train does
+                return r;
             });
         }
         return 0;

@@ -49,14 +49,15 @@ final class EvalCommand implements Callable<Integer> {
         try (Backend backend = Backends.open(Device.parse(device));
              VisionTransformer m = modelFlags.load(backend, file, config, batch)) {
             // After the model file's own checks (its size, its tensors), before any image is decoded.
-            DataSets.Loaded loaded = DataSets.load(data.request(), config, false, 0, testLimit, System.out);
+            DataSets.Loaded loaded = DataSets.load(data.request(), config, false, System.out);
             DataSets.checkShape(config, loaded);
             if (loaded.test().classes() != config.classes()) {
                 throw new IllegalArgumentException(file + " predicts " + config.classes() + " classes; the data "
                         + loaded.description() + " has " + loaded.test().classes());
             }
             var test = loaded.test();
-            Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit);
+            Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit, data.workers,
+                    data.skipBadImages ? System.out : null);
             System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
                     + " images");
         }

@@ -45,8 +45,10 @@ final class TrainCommand implements Callable<Integer> {
              VisionTransformer m = new VisionTransformer(backend, shape, options.batch(), options.seed())) {
             if (init != null) ModelFile.load(init, m);
             out.use(dir -> {
+                var r = Runs.train(m, model, null, data.train(), data.test(), options, dir, resume, flags.data);
+                // Beside the model, once it exists: a run that fails leaves no file that makes --out look used.
                 if (data.classNames() != null) data.writeClassIndex(dir);
-                return Runs.train(m, model, null, data.train(), data.test(), options, dir, resume);
+                return r;
             });
         }
         return 0;

@@ -3,7 +3,7 @@ package org.distill4j.cli;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.train.TrainOptions;
 import picocli.CommandLine.Mixin;
@@ -111,17 +111,14 @@ final class TrainingFlags {
      * Refuses labeled images that {@code train}, after {@code --train-limit}, cannot hold: called before anything
      * is written.
      */
-    static void checkLabeled(TrainOptions options, Dataset train) {
+    static void checkLabeled(TrainOptions options, ImageSource train) {
         int limit = options.trainLimit();
         options.checkLabeled(limit > 0 && limit < train.size() ? limit : train.size());
     }
 
-    /**
-     * The training and test data for {@code model} (the shape checked; CIFAR and image folders decoded, at most
-     * --train-limit/--test-limit images).
-     */
+    /** The training and test data for {@code model}, its image shape checked. */
     DataSets.Loaded load(VitConfig model) throws IOException {
-        DataSets.Loaded d = DataSets.load(data.request(), model, true, trainLimit, testLimit, System.out);
+        DataSets.Loaded d = DataSets.load(data.request(), model, true, System.out);
         DataSets.checkShape(model, d);
         return d;
     }

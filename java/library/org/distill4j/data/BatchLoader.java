@@ -39,7 +39,7 @@ import java.util.concurrent.TimeUnit;
  * }
  * }</pre>
  */
-public final class BatchLoader implements AutoCloseable {
+public final class BatchLoader implements BatchSource {
     /** A hook run on each filled batch in the producer thread (after augmentation), e.g. extra augmentation. */
     @FunctionalInterface
     public interface BatchTransform {
@@ -296,6 +296,7 @@ public final class BatchLoader implements AutoCloseable {
     }
 
     /** Whether another batch will come (false once all requested epochs are consumed). */
+    @Override
     public boolean hasNext() {
         return !closed && consumed < total;
     }
@@ -308,6 +309,7 @@ public final class BatchLoader implements AutoCloseable {
      * @throws IllegalStateException if the producer failed (cause: its exception), the loader is closed, or the
      *     waiting thread was interrupted (its interrupt flag is then set again)
      */
+    @Override
     public Batch next() {
         if (closed) {
             throw new IllegalStateException("batch loader is closed");
@@ -341,6 +343,7 @@ public final class BatchLoader implements AutoCloseable {
     }
 
     /** Total time the consumer has spent waiting in {@link #next()} for the producer. */
+    @Override
     public long waitNanos() {
         return waitNanos;
     }

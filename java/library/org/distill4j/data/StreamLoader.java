@@ -31,7 +31,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * its place in the batch is taken by the next good image of the epoch's order (with that image's label), which keeps
  * the batch full and the choice deterministic.
  */
-public final class StreamLoader implements AutoCloseable {
+public final class StreamLoader implements BatchSource {
     /** Options of a {@link StreamLoader}. */
     public static final class Builder {
         private final ImageSource source;
@@ -210,6 +210,7 @@ public final class StreamLoader implements AutoCloseable {
     }
 
     /** Whether another batch will come. */
+    @Override
     public boolean hasNext() {
         return !closed && consumed < total;
     }
@@ -221,6 +222,7 @@ public final class StreamLoader implements AutoCloseable {
      * @throws IllegalStateException when a worker failed at or before this batch (cause: its exception, e.g. a
      *     {@link BadImageException} naming the file), the loader is closed, or the thread was interrupted
      */
+    @Override
     public BatchLoader.Batch next() {
         if (closed) throw new IllegalStateException("stream loader is closed");
         if (consumed >= total) throw new NoSuchElementException("all " + total + " batches consumed");
@@ -236,7 +238,9 @@ public final class StreamLoader implements AutoCloseable {
         synchronized (lock) {
             while (slots[slot] == null || slotSeq[slot] != s) {
                 if (failure != null && failedSeq <= s) {
-                    throw new IllegalStateException("stream loader failed at " + where(failedSeq) + ": " + failure,
+                    // The cause's own sentence (it names the file), not its class: this reaches command lines.
+                    String why = failure.getMessage() != null ? failure.getMessage() : failure.toString();
+                    throw new IllegalStateException("stream loader failed at " + where(failedSeq) + ": " + why,
                             failure);
                 }
                 waited = true;
@@ -257,6 +261,7 @@ public final class StreamLoader implements AutoCloseable {
     }
 
     /** Total time the consumer spent waiting for the workers in {@link #next()}. */
+    @Override
     public long waitNanos() {
         return waitNanos;
     }
