@@ -128,8 +128,9 @@ class DataCliTest {
     void aCorruptImageStopsTheRunNamingItUnlessSkipped() throws IOException {
         Path root = imageFolders("bad", List.of("a", "b"), 8);
         Path bad = Files.write(root.resolve("train/b/3.png"), new byte[] {(byte) 0x89, 'P', 'N', 'G', 1, 2, 3});
-        assertOneLine(CliTest.run(train(dir.resolve("o"), "--model", "mnist-tiny", "--data", root.toString())),
-                bad.toString());
+        CliTest.Run failed = CliTest.run(train(dir.resolve("o"), "--model", "mnist-tiny", "--data", root.toString()));
+        assertOneLine(failed, bad.toString());
+        assertTrue(failed.err().contains("--skip-bad-images"), failed.err());
         assertFalse(Files.exists(dir.resolve("o")));
         CliTest.Run r = CliTest.run(train(dir.resolve("o"), "--model", "mnist-tiny", "--data", root.toString(),
                 "--skip-bad-images"));

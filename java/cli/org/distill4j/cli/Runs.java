@@ -42,7 +42,13 @@ final class Runs {
         if (data != null && data.skipBadImages) run.skipBadImages(System.out);
         if (teacher != null) run.teacher(teacher);
         if (resume != null) run.resumeFrom(resume);
-        TrainingRun.Result r = run.run();
+        TrainingRun.Result r;
+        try {
+            r = run.run();
+        } catch (IllegalStateException e) {
+            if (!(e.getCause() instanceof org.distill4j.data.BadImageException)) throw e;
+            throw new IllegalStateException(e.getMessage() + " (--skip-bad-images leaves such files out)", e);
+        }
         ModelFile.save(dir.resolve("model.safetensors"), model);
         String device = model.backend().device().toString();
         RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, device));

@@ -114,8 +114,8 @@ public final class ImageDecoder {
             return new BadImageException(file, "a CMYK or YCCK JPEG, which ImageIO cannot decode; convert it to RGB "
                     + "(e.g. `convert in.jpg -colorspace sRGB out.jpg`)", e);
         }
-        return new BadImageException(file, "corrupt or truncated " + format + " (" + e.getClass().getSimpleName()
-                + ": " + msg + ")", e);
+        String why = e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName(); // EOFException has none
+        return new BadImageException(file, "corrupt or truncated " + format + " (" + why + ")", e);
     }
 
     private static String readerFormat(ImageReader reader) {
