@@ -104,6 +104,24 @@ class DataCliTest {
     }
 
     @Test
+    void cifar100GivesAPresetItsHundredClasses() throws IOException {
+        Path d = Files.createDirectories(dir.resolve("cifar100"));
+        byte[] rec = new byte[16 * 3074];
+        for (int r = 0; r < 16; r++) {
+            rec[r * 3074] = (byte) (r % 20);
+            rec[r * 3074 + 1] = (byte) (r * 6 + 3); // fine labels up to 93
+        }
+        Files.write(d.resolve("train.bin"), rec);
+        Files.write(d.resolve("test.bin"), rec);
+        Path out = dir.resolve("c100");
+        CliTest.Run r = CliTest.run(train(out, "--model", "cifar-student", "--data", d.toString()));
+        assertEquals(0, r.status(), r.err());
+        JsonObject o = JsonParser.parseString(Files.readString(out.resolve("class_index.json"))).getAsJsonObject();
+        assertEquals(100, o.getAsJsonArray("classes").size());
+        assertEquals(100, org.distill4j.nn.ModelFile.config(out.resolve("model.safetensors")).classes());
+    }
+
+    @Test
     void layoutErrorsAreOneLine() throws IOException {
         Path empty = Files.createDirectories(dir.resolve("empty"));
         assertOneLine(CliTest.run(train(dir.resolve("o"), "--data", empty.toString())),

@@ -291,6 +291,35 @@ class ImageFolderTest {
     }
 
     @Test
+    void streamedBatchesAreTheSameForOneAndThreeWorkers() throws IOException {
+        // 10×12 PNGs resized to 8×8 (resampling and cropping on every image), augmented: decoding order must not matter.
+        for (int k = 0; k < 30; k++) png(root.resolve("c" + k % 3).resolve(k + ".png"), rgbImage(rgb(10, 12, k), 10, 12));
+        ImageFolder f = ImageFolder.open(root, 8, 3, Normalization.IMAGENET);
+        List<float[]> images = new ArrayList<>();
+        List<int[]> labels = new ArrayList<>();
+        for (int workers : new int[] {1, 3}) {
+            try (StreamLoader s = StreamLoader.builder(f, 4).seed(3).workers(workers).epochs(2).dropLast(false)
+                    .augment(new Augment(1, 2, true)).build()) {
+                int k = 0;
+                while (s.hasNext()) {
+                    BatchLoader.Batch b = s.next();
+                    float[] im = Arrays.copyOf(b.images(), b.size() * f.imageSize());
+                    int[] lab = Arrays.copyOf(b.labels(), b.size());
+                    if (workers == 1) {
+                        images.add(im);
+                        labels.add(lab);
+                    } else {
+                        assertTrue(Arrays.equals(images.get(k), im), "batch " + k + " images");
+                        assertTrue(Arrays.equals(labels.get(k), lab), "batch " + k + " labels");
+                    }
+                    k++;
+                }
+                assertEquals(2 * 8, k, "2 epochs of ceil(30/4) batches");
+            }
+        }
+    }
+
+    @Test
     void centerCropOffsetsRoundHalfToEvenAsPython() throws IOException {
         // Each pixel's R channel holds its column: the crop's first column is the crop offset.
         for (int w : new int[] {7, 9, 10}) {
