@@ -5,7 +5,6 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
-import org.distill4j.data.FashionMnist;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
@@ -62,26 +61,30 @@ final class DistillCommand implements Callable<Integer> {
         VitConfig student = VitConfig.preset(model);
         if (resume != null) Inputs.file(resume, "--resume");
         VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
-        if (teacherConfig.classes() != student.classes()) {
-            throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the student "
-                    + student.classes());
-        }
         TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau)
                 .withSoftReduction(Reduction.parse(klReduction));
-        FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        DataSets.Loaded data = flags.load(student);
+        DataSets.checkShape(teacherConfig, data);
+        student = DataSets.withDataClasses(student, data, "--model", System.out);
+        VitConfig studentConfig = student;
         // Before the teacher labels any image (the soft-label cache is written ahead of the run's own checks).
         if (teacherConfig.classes() != data.train().classes()) {
+            // The student's head already follows the data (withDataClasses): one count to compare.
             throw new IllegalArgumentException("the teacher predicts " + teacherConfig.classes() + " classes, the "
-                    + "training set " + data.train().name() + " has " + data.train().classes());
+                    + "student " + student.classes() + " (the classes of the training set " + data.train().name()
+                    + ")");
         }
         TrainingFlags.checkLabeled(options, data.train());
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer t = teacherFlags.load(backend, teacher, teacherConfig, options.batch());
-             VisionTransformer s = new VisionTransformer(backend, student, options.batch(), options.seed())) {
+             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
             out.use(dir -> {
                 var logits = Runs.teacherLogits(t, teacher, data.train(), options,
                         dir.resolve("teacher-logits.safetensors"), topk);
-                return Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir, resume);
+                var r = Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir,
+                        resume, flags.data);
+                if (data.classNames() != null) data.writeClassIndex(dir); // beside the model, as train does
+                return r;
             });
         }
         return 0;

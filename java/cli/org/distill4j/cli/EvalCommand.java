@@ -5,7 +5,6 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
-import org.distill4j.data.FashionMnist;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.train.Evaluator;
@@ -25,8 +24,8 @@ final class EvalCommand implements Callable<Integer> {
             description = "preset, for a file that records no config (timm): ${COMPLETION-CANDIDATES}")
     String model;
 
-    @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
-    Path data;
+    @Mixin
+    DataFlags data;
 
     @Option(names = "--device", defaultValue = "best",
             description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best "
@@ -46,10 +45,19 @@ final class EvalCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if (testLimit < 0) throw new IllegalArgumentException("--test-limit must be >= 0, got " + testLimit);
         VitConfig config = Runs.configOf(file, model);
-        var test = FashionMnist.loadTest(data != null ? data : FashionMnist.defaultDir());
+        DataSets.layout(data.request()); // a missing or unrecognised directory, before the model is read
         try (Backend backend = Backends.open(Device.parse(device));
              VisionTransformer m = modelFlags.load(backend, file, config, batch)) {
-            Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit);
+            // After the model file's own checks (its size, its tensors), before any image is decoded.
+            DataSets.Loaded loaded = DataSets.load(data.request(), config, false, System.out);
+            DataSets.checkShape(config, loaded);
+            if (loaded.test().classes() != config.classes()) {
+                throw new IllegalArgumentException(file + " predicts " + config.classes() + " classes; the data "
+                        + loaded.description() + " has " + loaded.test().classes());
+            }
+            var test = loaded.test();
+            Evaluator.Accuracy a = Evaluator.evaluate(m, test, testLimit, data.workers,
+                    data.skipBadImages ? System.out : null);
             System.out.println(file + " (" + config + "): test accuracy " + TrainingRun.format(a) + " on " + a.images()
                     + " images");
         }

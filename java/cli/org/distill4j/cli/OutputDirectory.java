@@ -34,6 +34,8 @@ final class OutputDirectory {
     static final List<String> RUN_FILES = List.of("model.safetensors", "checkpoint.safetensors", "results.json",
             "accuracy.png");
     private static final String CACHE_FILE = "teacher-logits.safetensors";
+    /** Written by runs on CIFAR or image folders only (after training), so not one of {@link #RUN_FILES}. */
+    static final String CLASS_INDEX = "class_index.json";
     private static final int LISTED = 4;
 
     private final Path dir;
@@ -110,6 +112,7 @@ final class OutputDirectory {
             // The demo's summary (results.json, accuracy.png) sits beside its runs: the same names.
             if (mode == Mode.FORCE) {
                 for (String f : RUN_FILES) Files.deleteIfExists(d.resolve(f));
+                Files.deleteIfExists(d.resolve(CLASS_INDEX));
             }
         }
         for (String s : runs) Files.createDirectories(dir.resolve(s));

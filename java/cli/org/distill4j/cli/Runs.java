@@ -8,6 +8,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
@@ -26,13 +27,28 @@ final class Runs {
      * and dir/accuracy.png (a chart that cannot be drawn here is a warning).
      */
     static TrainingRun.Result train(VisionTransformer model, String name, TrainingRun.TeacherLogits teacher,
-                                    Dataset train, Dataset test, TrainOptions options, Path dir, Path resume)
+                                    ImageSource train, ImageSource test, TrainOptions options, Path dir, Path resume)
             throws IOException {
+        return train(model, name, teacher, train, test, options, dir, resume, null);
+    }
+
+    /** As above, decoding streamed data as {@code data} says (--workers, --skip-bad-images); null: the defaults. */
+    static TrainingRun.Result train(VisionTransformer model, String name, TrainingRun.TeacherLogits teacher,
+                                    ImageSource train, ImageSource test, TrainOptions options, Path dir, Path resume,
+                                    DataFlags data) throws IOException {
         TrainingRun.Builder run = TrainingRun.builder(model, train, test).name(name).options(options)
                 .checkpoint(dir.resolve("checkpoint.safetensors"));
+        if (data != null) run.workers(data.workers);
+        if (data != null && data.skipBadImages) run.skipBadImages(System.out);
         if (teacher != null) run.teacher(teacher);
         if (resume != null) run.resumeFrom(resume);
-        TrainingRun.Result r = run.run();
+        TrainingRun.Result r;
+        try {
+            r = run.run();
+        } catch (IllegalStateException e) {
+            if (!(e.getCause() instanceof org.distill4j.data.BadImageException)) throw e;
+            throw new IllegalStateException(e.getMessage() + " (--skip-bad-images leaves such files out)", e);
+        }
         ModelFile.save(dir.resolve("model.safetensors"), model);
         String device = model.backend().device().toString();
         RunOutputs.writeJson(dir.resolve("results.json"), RunOutputs.json(r, device));
@@ -58,10 +74,16 @@ final class Runs {
      * cached in {@code cache} (reused when it matches the teacher file and dataset); with augmentation, the teacher
      * model runs on every batch ({@code teacherModel}, allocated by the caller).
      */
-    static TrainingRun.TeacherLogits teacherLogits(VisionTransformer teacherModel, Path teacherFile, Dataset train,
-                                                   TrainOptions options, Path cache, int topk) throws IOException {
+    static TrainingRun.TeacherLogits teacherLogits(VisionTransformer teacherModel, Path teacherFile,
+                                                   ImageSource source, TrainOptions options, Path cache, int topk)
+            throws IOException {
         if (options.distillation() == Distillation.NONE) return null;
         if (options.augment()) return SoftLabels.live(teacherModel, teacherFile.toString());
+        if (!(source instanceof Dataset train)) {
+            // The cache is tied to the images by a digest of every value: a streamed set would be decoded whole.
+            System.out.println("teacher logits: the teacher runs on every batch (streamed data has no soft-label cache)");
+            return SoftLabels.live(teacherModel, teacherFile.toString());
+        }
         Dataset data = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
         String teacherKey = sha256(teacherFile);

@@ -5,7 +5,6 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
-import org.distill4j.data.FashionMnist;
 import org.distill4j.nn.ModelFile;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
@@ -38,12 +37,19 @@ final class TrainCommand implements Callable<Integer> {
         if (init != null) Inputs.file(init, "--init");
         if (resume != null) Inputs.file(resume, "--resume");
         TrainOptions options = flags.options();
-        FashionMnist.Split data = FashionMnist.load(flags.dataDir());
+        DataSets.Loaded data = flags.load(config);
+        if (init == null) config = DataSets.withDataClasses(config, data, "--model", System.out);
         TrainingFlags.checkLabeled(options, data.train());
+        VitConfig shape = config;
         try (Backend backend = Backends.open(Device.parse(flags.device));
-             VisionTransformer m = new VisionTransformer(backend, config, options.batch(), options.seed())) {
+             VisionTransformer m = new VisionTransformer(backend, shape, options.batch(), options.seed())) {
             if (init != null) ModelFile.load(init, m);
-            out.use(dir -> Runs.train(m, model, null, data.train(), data.test(), options, dir, resume));
+            out.use(dir -> {
+                var r = Runs.train(m, model, null, data.train(), data.test(), options, dir, resume, flags.data);
+                // Beside the model, once it exists: a run that fails leaves no file that makes --out look used.
+                if (data.classNames() != null) data.writeClassIndex(dir);
+                return r;
+            });
         }
         return 0;
     }

@@ -3,9 +3,10 @@ package org.distill4j.cli;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import org.distill4j.data.Dataset;
-import org.distill4j.data.FashionMnist;
+import org.distill4j.data.ImageSource;
+import org.distill4j.nn.VitConfig;
 import org.distill4j.train.TrainOptions;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /** The options every training command shares (picocli mixin). */
@@ -15,8 +16,8 @@ final class TrainingFlags {
                     + "(default ${DEFAULT-VALUE})")
     String device;
 
-    @Option(names = "--data", description = "IDX directory (default " + FashionMnist.DEFAULT_DIR + ")")
-    Path data;
+    @Mixin
+    DataFlags data;
 
     @Option(names = "--epochs", defaultValue = "10", description = "epochs (default ${DEFAULT-VALUE})")
     int epochs;
@@ -110,14 +111,16 @@ final class TrainingFlags {
      * Refuses labeled images that {@code train}, after {@code --train-limit}, cannot hold: called before anything
      * is written.
      */
-    static void checkLabeled(TrainOptions options, Dataset train) {
+    static void checkLabeled(TrainOptions options, ImageSource train) {
         int limit = options.trainLimit();
         options.checkLabeled(limit > 0 && limit < train.size() ? limit : train.size());
     }
 
-    /** The data directory. */
-    Path dataDir() {
-        return data != null ? data : FashionMnist.defaultDir();
+    /** The training and test data for {@code model}, its image shape checked. */
+    DataSets.Loaded load(VitConfig model) throws IOException {
+        DataSets.Loaded d = DataSets.load(data.request(), model, true, System.out);
+        DataSets.checkShape(model, d);
+        return d;
     }
 
     /**

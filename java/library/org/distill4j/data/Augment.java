@@ -64,22 +64,30 @@ public final class Augment {
      * ({@link Dataset#imageSize()} floats).
      */
     public void apply(Dataset data, int index, int epoch, float[] out, int offset) {
-        int h = data.height();
-        int w = data.width();
+        int c = data.channels();
+        float[] fill = new float[c];
+        for (int k = 0; k < c; k++) fill[k] = data.black(k);
+        apply(data.images(), index * data.imageSize(), c, data.height(), data.width(), fill, index, epoch, out, offset);
+    }
+
+    /**
+     * Writes the augmented image {@code src[srcOffset ..]} ([C, H, W], already decoded and normalised; sample
+     * {@code index} of its dataset) for {@code epoch} into {@code out} at {@code offset}; {@code fill[c]} is the
+     * padding of channel c ({@link ImageSource#black}). {@code src} and {@code out} must not overlap.
+     */
+    public void apply(float[] src, int srcOffset, int channels, int h, int w, float[] fill, int index, int epoch,
+            float[] out, int offset) {
         if (pad >= h || pad >= w) {
             throw new IllegalArgumentException("pad " + pad + " must be smaller than the image (" + h + "×" + w + ")");
         }
         Params p = params(epoch, index);
+        int plane = h * w;
         if (p.dy() == 0 && p.dx() == 0 && !p.flipped()) {
-            data.copyImage(index, out, offset);
+            System.arraycopy(src, srcOffset, out, offset, channels * plane);
             return;
         }
-        float[] src = data.images();
-        float fill = data.black();
-        int plane = h * w;
-        int srcBase = index * data.imageSize();
-        for (int c = 0; c < data.channels(); c++) {
-            int s = srcBase + c * plane;
+        for (int c = 0; c < channels; c++) {
+            int s = srcOffset + c * plane;
             int d = offset + c * plane;
             for (int y = 0; y < h; y++) {
                 // Output (y, x) shows padded-image pixel (y + pad + dy, x + pad + dx), i.e. source (y + dy, x + dx);
@@ -87,13 +95,13 @@ public final class Augment {
                 int sy = y + p.dy();
                 int row = d + y * w;
                 if (sy < 0 || sy >= h) {
-                    Arrays.fill(out, row, row + w, fill);
+                    Arrays.fill(out, row, row + w, fill[c]);
                     continue;
                 }
                 int srcRow = s + sy * w;
                 for (int x = 0; x < w; x++) {
                     int sx = x + p.dx();
-                    float v = sx < 0 || sx >= w ? fill : src[srcRow + sx];
+                    float v = sx < 0 || sx >= w ? fill[c] : src[srcRow + sx];
                     out[row + (p.flipped() ? w - 1 - x : x)] = v;
                 }
             }

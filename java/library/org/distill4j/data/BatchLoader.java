@@ -39,7 +39,7 @@ import java.util.concurrent.TimeUnit;
  * }
  * }</pre>
  */
-public final class BatchLoader implements AutoCloseable {
+public final class BatchLoader implements BatchSource {
     /** A hook run on each filled batch in the producer thread (after augmentation), e.g. extra augmentation. */
     @FunctionalInterface
     public interface BatchTransform {
@@ -96,6 +96,12 @@ public final class BatchLoader implements AutoCloseable {
         /** Position of this batch in its epoch, 0..batchesPerEpoch−1. */
         public int index() {
             return index;
+        }
+
+        void set(int size, int epoch, int index) {
+            this.size = size;
+            this.epoch = epoch;
+            this.index = index;
         }
 
         @Override
@@ -290,6 +296,7 @@ public final class BatchLoader implements AutoCloseable {
     }
 
     /** Whether another batch will come (false once all requested epochs are consumed). */
+    @Override
     public boolean hasNext() {
         return !closed && consumed < total;
     }
@@ -302,6 +309,7 @@ public final class BatchLoader implements AutoCloseable {
      * @throws IllegalStateException if the producer failed (cause: its exception), the loader is closed, or the
      *     waiting thread was interrupted (its interrupt flag is then set again)
      */
+    @Override
     public Batch next() {
         if (closed) {
             throw new IllegalStateException("batch loader is closed");
@@ -335,6 +343,7 @@ public final class BatchLoader implements AutoCloseable {
     }
 
     /** Total time the consumer has spent waiting in {@link #next()} for the producer. */
+    @Override
     public long waitNanos() {
         return waitNanos;
     }

@@ -19,7 +19,7 @@ import java.util.HexFormat;
  *
  * <p>The arrays are shared, not copied: treat them as read-only.
  */
-public final class Dataset {
+public final class Dataset implements ImageSource {
     private final String name;
     private final float[] images;
     private final int[] labels;
@@ -30,6 +30,7 @@ public final class Dataset {
     private final int classes;
     private final float mean;
     private final float std;
+    private final Normalization normalization;
     private volatile String digest;  // computed on first use; the arrays are read-only by contract
 
     /**
@@ -38,6 +39,23 @@ public final class Dataset {
      */
     public Dataset(String name, float[] images, int[] labels, int channels, int height, int width, int classes,
             float mean, float std) {
+        this(name, images, labels, channels, height, width, classes, checked(mean, std, channels));
+    }
+
+    private static Normalization checked(float mean, float std, int channels) {
+        if (!(std > 0) || !Float.isFinite(mean)) {
+            throw new IllegalArgumentException("normalisation needs a finite mean and std > 0, got mean " + mean
+                    + ", std " + std);
+        }
+        return Normalization.uniform(Math.max(channels, 1), mean, std);
+    }
+
+    /**
+     * A dataset normalised per channel ({@code normalization} has one mean and std per channel), e.g. CIFAR or an
+     * image folder materialised by {@link StreamLoader#materialize}.
+     */
+    public Dataset(String name, float[] images, int[] labels, int channels, int height, int width, int classes,
+            Normalization normalization) {
         if (channels <= 0 || height <= 0 || width <= 0) {
             throw new IllegalArgumentException("image shape must be positive, got " + channels + "×" + height + "×"
                     + width);
@@ -45,10 +63,7 @@ public final class Dataset {
         if (classes <= 0) {
             throw new IllegalArgumentException("classes must be positive, got " + classes);
         }
-        if (!(std > 0) || !Float.isFinite(mean)) {
-            throw new IllegalArgumentException("normalisation needs a finite mean and std > 0, got mean " + mean
-                    + ", std " + std);
-        }
+        normalization.checkChannels(channels, name);
         int n = labels.length;
         long expected = (long) n * channels * height * width;
         if (images.length != expected) {
@@ -69,8 +84,9 @@ public final class Dataset {
         this.height = height;
         this.width = width;
         this.classes = classes;
-        this.mean = mean;
-        this.std = std;
+        this.normalization = normalization;
+        this.mean = normalization.mean()[0];
+        this.std = normalization.std()[0];
     }
 
     /**
@@ -109,7 +125,7 @@ public final class Dataset {
             throw new IllegalArgumentException("head(" + count + ") of a dataset of " + n);
         }
         return new Dataset(name + "[:" + count + "]", Arrays.copyOf(images, count * imageSize()),
-                Arrays.copyOf(labels, count), channels, height, width, classes, mean, std);
+                Arrays.copyOf(labels, count), channels, height, width, classes, normalization);
     }
 
     /** The items at {@code indices}, in that order (copies): e.g. the labeled images of a transfer set. */
@@ -124,7 +140,7 @@ public final class Dataset {
             lab[k] = labels[i];
         }
         return new Dataset(name + "[" + indices.length + " of " + n + "]", im, lab, channels, height, width, classes,
-                mean, std);
+                normalization);
     }
 
     /**
@@ -168,18 +184,32 @@ public final class Dataset {
     }
 
     /** Floats per image: channels × height × width. */
+    @Override
     public int imageSize() {
         return channels * height * width;
     }
 
     /** Copies image {@code index} into {@code dst} at {@code offset}. */
+    @Override
     public void copyImage(int index, float[] dst, int offset) {
         System.arraycopy(images, index * imageSize(), dst, offset, imageSize());
     }
 
-    /** The value a black (0) pixel has after normalisation: {@code −mean/std}; the padding value of crops. */
+    /** Channel 0's {@link #black(int)}: {@code −mean/std}, the padding value of crops of one-channel data. */
     public float black() {
         return (0f - mean) / std; // the same float as a 0 byte through fromPixels, and +0 (not -0) when mean = 0
+    }
+
+    /** The value a black (0) pixel of {@code channel} has after normalisation. */
+    @Override
+    public float black(int channel) {
+        return normalization.apply(channel, 0f);
+    }
+
+    /** The normalisation that was applied, per channel. */
+    @Override
+    public Normalization normalization() {
+        return normalization;
     }
 
     /** How many images of each class. */
@@ -228,12 +258,12 @@ public final class Dataset {
         return classes;
     }
 
-    /** The normalisation mean (in [0, 1] pixel units). */
+    /** The normalisation mean (in [0, 1] pixel units); channel 0's when it differs per channel. */
     public float mean() {
         return mean;
     }
 
-    /** The normalisation standard deviation (in [0, 1] pixel units). */
+    /** The normalisation standard deviation (in [0, 1] pixel units); channel 0's when it differs per channel. */
     public float std() {
         return std;
     }

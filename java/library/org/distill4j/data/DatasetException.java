@@ -7,7 +7,7 @@ import java.nio.file.Path;
  * A data file or directory cannot be used: missing, wrong format, truncated, or inconsistent with its partner
  * file. The message always names the file and the problem, so a user can act on it without a debugger.
  */
-public final class DatasetException extends IOException {
+public class DatasetException extends IOException {
     private static final long serialVersionUID = 1L;
 
     /** A problem with {@code file}; the message reads "{file}: {problem}". */

@@ -23,6 +23,9 @@ public final class VitConfig {
         PRESETS.put("mnist-tiny", new VitConfig("mnist-tiny", 28, 7, 1, 10, 64, 2, 2, 2, true));
         PRESETS.put("mnist-student", new VitConfig("mnist-student", 28, 4, 1, 10, 64, 4, 2, 2, true));
         PRESETS.put("mnist-teacher", new VitConfig("mnist-teacher", 28, 4, 1, 10, 128, 6, 4, 2, false));
+        // CIFAR sized (32x32 RGB, 10 classes; CIFAR-100 takes withClasses(100)): 4x4 patches give 64 tokens + prefix.
+        PRESETS.put("cifar-student", new VitConfig("cifar-student", 32, 4, 3, 10, 96, 6, 3, 2, true));
+        PRESETS.put("cifar-teacher", new VitConfig("cifar-teacher", 32, 4, 3, 10, 192, 6, 3, 2, false));
         // timm's DeiT shapes, 224x224 RGB, 1000 classes.
         PRESETS.put("deit-tiny", new VitConfig("deit-tiny", 224, 16, 3, 1000, 192, 12, 3, 4, false));
         PRESETS.put("deit-tiny-distilled", new VitConfig("deit-tiny-distilled", 224, 16, 3, 1000, 192, 12, 3, 4, true));
@@ -93,6 +96,7 @@ public final class VitConfig {
 
     /**
      * A named preset: {@code mnist-tiny}, {@code mnist-student}, {@code mnist-teacher} (28×28 grey, 10 classes),
+     * {@code cifar-student} (distilled), {@code cifar-teacher} (32×32 RGB, 10 classes),
      * {@code deit-tiny[-distilled]}, {@code deit-small[-distilled]} (timm's DeiT-Ti/S, 224×224, 1000 classes).
      *
      * @throws IllegalArgumentException for an unknown name, listing the known ones

@@ -1,7 +1,11 @@
 package org.distill4j.train;
 
 import java.util.Arrays;
+import org.distill4j.data.BatchLoader;
 import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
+import org.distill4j.data.ImageSources;
+import org.distill4j.data.StreamLoader;
 import org.distill4j.nn.VisionTransformer;
 
 /**
@@ -15,8 +19,52 @@ public final class Evaluator {
     /** Accuracies in [0, 1]; {@code distHead} is NaN for a model without a distillation head. */
     public record Accuracy(double classHead, double distHead, double average, int images) {}
 
-    /** Evaluates {@code model} on the first {@code limit} images of {@code data} (0: all). */
-    public static Accuracy evaluate(VisionTransformer model, Dataset data, int limit) {
+    /**
+     * Evaluates {@code model} on the first {@code limit} images of {@code data} (0: all); a source other than an
+     * in-memory {@link Dataset} is decoded on {@code workers} threads ({@link StreamLoader}), in order.
+     */
+    public static Accuracy evaluate(VisionTransformer model, ImageSource data, int limit, int workers) {
+        return evaluate(model, data, limit, workers, null);
+    }
+
+    /**
+     * As {@link #evaluate(VisionTransformer, ImageSource, int, int)}; with {@code badImages} non-null an undecodable
+     * image is logged there and replaced by the next one ({@link StreamLoader.Builder#skipBadImages}).
+     */
+    public static Accuracy evaluate(VisionTransformer model, ImageSource data, int limit, int workers,
+            java.io.PrintStream badImages) {
+        if (data instanceof Dataset d) return evaluate(model, d, limit);
+        check(model, data);
+        int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
+        int b = model.batch(), c = model.config().classes(), size = data.imageSize();
+        boolean distilled = model.config().distilled();
+        float[] cls = new float[b * c], dist = new float[b * c], avg = new float[b * c];
+        long okCls = 0, okDist = 0, okAvg = 0;
+        StreamLoader.Builder sb = StreamLoader.builder(ImageSources.head(data, n), b).shuffle(false).dropLast(false)
+                .epochs(1).workers(workers);
+        if (badImages != null) sb.skipBadImages(badImages);
+        try (StreamLoader loader = sb.build()) {
+            while (loader.hasNext()) {
+                BatchLoader.Batch batch = loader.next();
+                int rows = batch.size();
+                float[] images = batch.images(), labels = batch.labelsAsFloat();
+                if (rows < b) Arrays.fill(images, rows * size, b * size, data.black(0));
+                model.forward(images);
+                model.logits().copyTo(cls);
+                okCls += Metrics.correct(cls, labels, c, rows);
+                if (distilled) {
+                    model.distLogits().copyTo(dist);
+                    okDist += Metrics.correct(dist, labels, c, rows);
+                    for (int i = 0; i < avg.length; i++) avg[i] = 0.5f * (cls[i] + dist[i]);
+                    okAvg += Metrics.correct(avg, labels, c, rows);
+                }
+            }
+        }
+        double a = (double) okCls / n;
+        return distilled ? new Accuracy(a, (double) okDist / n, (double) okAvg / n, n) : new Accuracy(a, Double.NaN, a, n);
+    }
+
+    private static void check(VisionTransformer model, ImageSource data) {
         if (data.channels() != model.config().channels() || data.height() != model.config().imageSize()
                 || data.width() != model.config().imageSize()) {
             throw new IllegalArgumentException("dataset " + data.name() + " has " + data.channels() + "x"
@@ -27,6 +75,11 @@ public final class Evaluator {
             throw new IllegalArgumentException("dataset " + data.name() + " has " + data.classes()
                     + " classes, the model predicts " + model.config().classes());
         }
+    }
+
+    /** Evaluates {@code model} on the first {@code limit} images of {@code data} (0: all). */
+    public static Accuracy evaluate(VisionTransformer model, Dataset data, int limit) {
+        check(model, data);
         int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
         int b = model.batch(), c = model.config().classes(), size = data.imageSize();
         boolean distilled = model.config().distilled();

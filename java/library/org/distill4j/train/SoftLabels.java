@@ -6,6 +6,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
 import org.distill4j.io.Safetensors;
 import org.distill4j.io.SafetensorsFormatException;
 import org.distill4j.io.SafetensorsReader;
@@ -157,7 +158,7 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
      * cropped or flipped ones they would teach the student about images it never sees.
      */
     @Override
-    public void checkFor(Dataset train, TrainOptions options) {
+    public void checkFor(ImageSource train, TrainOptions options) {
         if (options.augment()) {
             throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
                     + "augments them: run the teacher on every batch (SoftLabels.live(teacher, name)) or train "
@@ -172,10 +173,16 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     + train.name() + " has " + train.size() + " (compute them on the images the run trains on, "
                     + "after any limit: SoftLabels.compute(teacher, trainingSet, name))");
         }
-        if (!train.digest().equals(dataset)) {
+        if (!(train instanceof Dataset d)) {
+            // The digest that ties logits to images covers every image value: it would decode the whole set.
+            throw new IllegalArgumentException(source + " can only be checked against an in-memory dataset; the "
+                    + "training set " + train.name() + " is streamed: run the teacher on every batch "
+                    + "(SoftLabels.live(teacher, name))");
+        }
+        if (!d.digest().equals(dataset)) {
             throw new IllegalArgumentException(source + " were computed on other images (dataset digest "
                     + dataset.substring(0, 12) + "…) than the training set " + train.name() + " ("
-                    + train.digest().substring(0, 12) + "…), though of the same count");
+                    + d.digest().substring(0, 12) + "…), though of the same count");
         }
     }
 
@@ -208,7 +215,7 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             }
 
             @Override
-            public void checkFor(Dataset train, TrainOptions options) {
+            public void checkFor(ImageSource train, TrainOptions options) {
                 if (teacher.config().classes() != train.classes()) {
                     throw new IllegalArgumentException("the teacher " + name + " predicts " + teacher.config().classes()
                             + " classes; the training set " + train.name() + " has " + train.classes());

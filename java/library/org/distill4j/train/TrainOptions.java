@@ -3,7 +3,8 @@ package org.distill4j.train;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.Objects;
-import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
+import org.distill4j.data.ImageSources;
 import org.distill4j.data.LabeledSubset;
 import org.distill4j.ops.Reduction;
 
@@ -217,11 +218,11 @@ public final class TrainOptions {
      *
      * @throws IllegalArgumentException when the count or an index exceeds the training set
      */
-    public int[] labeledSubset(Dataset train) {
+    public int[] labeledSubset(ImageSource train) {
         checkLabeled(train.size());
         if (labeled == 0) return null;
         if (labeledList != null) return labeledList.clone();
-        return LabeledSubset.stratified(train.labels(), train.classes(), labeled, seed);
+        return LabeledSubset.stratified(ImageSources.labels(train), train.classes(), labeled, seed);
     }
 
     /**

@@ -11,12 +11,17 @@ import java.util.Objects;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Augment;
 import org.distill4j.data.BatchLoader;
+import org.distill4j.data.BatchSource;
 import org.distill4j.data.Dataset;
+import org.distill4j.data.ImageSource;
+import org.distill4j.data.ImageSources;
+import org.distill4j.data.StreamLoader;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 
 /**
- * A whole training run: epochs of {@link Trainer} steps over a background {@link BatchLoader}, a progress bar,
+ * A whole training run: epochs of {@link Trainer} steps over a background {@link BatchLoader} (an in-memory
+ * {@link Dataset}) or {@link StreamLoader} (any other {@link ImageSource}, decoded on worker threads), a progress bar,
  * evaluation on the test set after every epoch, a checkpoint after every epoch (model, optimizer moments, step,
  * epoch; written atomically) from which a later run resumes exactly, and the final model.
  *
@@ -54,7 +59,7 @@ public final class TrainingRun {
          * {@code options} (other images, another class count, stored logits with augmentation). Called before the
          * first step.
          */
-        void checkFor(Dataset train, TrainOptions options);
+        void checkFor(ImageSource train, TrainOptions options);
 
         /** Writes the stored logits of images {@code indices} into {@code out} [indices·classes]; unused with a model. */
         void copy(int[] indices, float[] out);
@@ -71,21 +76,45 @@ public final class TrainingRun {
         return new Builder(student, train, test);
     }
 
+    /**
+     * A run over streamed data ({@link org.distill4j.data.Cifar}, {@link org.distill4j.data.ImageFolder}, or any
+     * {@link ImageSource}): batches are decoded on {@link Builder#workers} threads ahead of the step, the memory held
+     * is the loader's queue, and the batches are those an in-memory {@link Dataset} of the same images would give.
+     */
+    public static Builder builder(VisionTransformer student, ImageSource train, ImageSource test) {
+        return new Builder(student, train, test);
+    }
+
     /** What a run needs beyond the model and the data; every setting has a default but the teacher. */
     public static final class Builder {
         private final VisionTransformer student;
-        private final Dataset train, test;
+        private final ImageSource train, test;
         private String name = "run";
+        private int workers = 2;
+        private PrintStream badImages;
         private TeacherLogits teacher;
         private TrainOptions options = new TrainOptions();
         private Path checkpoint, resume;
         private PrintStream log = System.out;
         private int stopAfter = Integer.MAX_VALUE;
 
-        private Builder(VisionTransformer student, Dataset train, Dataset test) {
+        private Builder(VisionTransformer student, ImageSource train, ImageSource test) {
             this.student = Objects.requireNonNull(student, "student");
             this.train = Objects.requireNonNull(train, "train");
             this.test = Objects.requireNonNull(test, "test");
+        }
+
+        /** Decoding threads for streamed data (default 2); no effect on an in-memory {@link Dataset}. */
+        public Builder workers(int workers) {
+            if (workers < 1) throw new IllegalArgumentException("workers must be >= 1, got " + workers);
+            this.workers = workers;
+            return this;
+        }
+
+        /** Streamed data: skip undecodable images, logging each once to {@code log} (default: stop the run). */
+        public Builder skipBadImages(PrintStream log) {
+            this.badImages = Objects.requireNonNull(log, "log");
+            return this;
         }
 
         /** How the logs and the result call the run (default "run"). */
@@ -150,7 +179,7 @@ public final class TrainingRun {
         String name = run.name;
         VisionTransformer student = run.student;
         TeacherLogits teacher = run.teacher;
-        Dataset train = run.train, test = run.test;
+        ImageSource train = run.train, test = run.test;
         TrainOptions options = run.options;
         Path checkpoint = run.checkpoint, resume = run.resume;
         PrintStream log = run.log;
@@ -172,8 +201,8 @@ public final class TrainingRun {
             throw new IllegalArgumentException("the options ask for batches of " + options.batch() + " but the student "
                     + "was allocated for " + b + ": allocate it with that batch size or use withBatch(" + b + ")");
         }
-        Dataset trainSet = options.trainLimit() > 0 && options.trainLimit() < train.size()
-                ? train.head(options.trainLimit()) : train;
+        ImageSource trainSet = options.trainLimit() > 0 && options.trainLimit() < train.size()
+                ? ImageSources.head(train, options.trainLimit()) : train;
         int[] labeledIndices = options.labeledSubset(trainSet);
         boolean[] labeled = null;  // per image of trainSet, for the steps' masks; null: all labeled
         int labeledCount = trainSet.size();
@@ -183,7 +212,7 @@ public final class TrainingRun {
             if (options.distillation() == Distillation.NONE) { // without a teacher, unlabeled images teach nothing
                 transfer = "training on the " + labeledCount + " labeled images alone of " + trainSet.size() + " ("
                         + options.labeledDescription() + ")";
-                trainSet = trainSet.subset(labeledIndices);
+                trainSet = ImageSources.subset(trainSet, labeledIndices);
             } else {
                 labeled = new boolean[trainSet.size()];
                 for (int i : labeledIndices) labeled[i] = true;
@@ -231,9 +260,7 @@ public final class TrainingRun {
             boolean[] mask = labeled == null ? null : new boolean[b];
             if (transfer != null) log.println(name + ": " + transfer);
             if (startEpoch < options.epochs()) {
-                try (BatchLoader loader = BatchLoader.builder(trainSet, b).seed(options.seed()).shuffle(true)
-                        .dropLast(true).augment(augment).start(startEpoch, 0)
-                        .epochs(options.epochs() - startEpoch).build()) {
+                try (BatchSource loader = loader(run, trainSet, b, augment, startEpoch)) {
                     for (int epoch = startEpoch; epoch < Math.min(options.epochs(), stopAfter); epoch++) {
                         long e0 = System.nanoTime();
                         double lossSum = 0;
@@ -261,7 +288,7 @@ public final class TrainingRun {
                             }
                         }
                         double trainSeconds = (System.nanoTime() - e0) / 1e9;
-                        Evaluator.Accuracy acc = Evaluator.evaluate(student, test, options.testLimit());
+                        Evaluator.Accuracy acc = Evaluator.evaluate(student, test, options.testLimit(), run.workers, run.badImages);
                         double trainAcc = scored == 0 ? Double.NaN : (double) correct / scored;
                         Epoch e = new Epoch(epoch + 1, lossSum / seen, trainAcc, acc, (System.nanoTime() - e0) / 1e9,
                                 seen / trainSeconds);
@@ -276,7 +303,7 @@ public final class TrainingRun {
                     }
                 }
             }
-            Evaluator.Accuracy last = epochs.isEmpty() ? Evaluator.evaluate(student, test, options.testLimit())
+            Evaluator.Accuracy last = epochs.isEmpty() ? Evaluator.evaluate(student, test, options.testLimit(), run.workers, run.badImages)
                     : epochs.get(epochs.size() - 1).test();
             return new Result(name, student.config(), student.config().parameterCount(), List.copyOf(epochs), last,
                     earlierSeconds + (System.nanoTime() - t0) / 1e9, teacher == null ? "none" : teacher.describe(),
@@ -284,6 +311,20 @@ public final class TrainingRun {
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
+    }
+
+    /** The same batches either way: BatchLoader's order and augmentation are StreamLoader's. */
+    private static BatchSource loader(Builder run, ImageSource trainSet, int b, Augment augment, int startEpoch) {
+        TrainOptions options = run.options;
+        int epochs = options.epochs() - startEpoch;
+        if (trainSet instanceof Dataset d) {
+            return BatchLoader.builder(d, b).seed(options.seed()).shuffle(true).dropLast(true).augment(augment)
+                    .start(startEpoch, 0).epochs(epochs).build();
+        }
+        StreamLoader.Builder s = StreamLoader.builder(trainSet, b).seed(options.seed()).shuffle(true).dropLast(true)
+                .augment(augment).start(startEpoch, 0).epochs(epochs).workers(run.workers);
+        if (run.badImages != null) s.skipBadImages(run.badImages);
+        return s.build();
     }
 
     /** "92.31% (cls 92.10%, dist 92.25%)" or "92.31%". */
