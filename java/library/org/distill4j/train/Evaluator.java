@@ -36,10 +36,8 @@ public final class Evaluator {
         if (data instanceof Dataset d) return evaluate(model, d, limit);
         check(model, data);
         int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
-        int b = model.batch(), c = model.config().classes(), size = data.imageSize();
-        boolean distilled = model.config().distilled();
-        float[] cls = new float[b * c], dist = new float[b * c], avg = new float[b * c];
-        long okCls = 0, okDist = 0, okAvg = 0;
+        int b = model.batch(), size = data.imageSize();
+        Tally tally = new Tally(model);
         StreamLoader.Builder sb = StreamLoader.builder(ImageSources.head(data, n), b).shuffle(false).dropLast(false)
                 .epochs(1).workers(workers);
         if (badImages != null) sb.skipBadImages(badImages);
@@ -50,18 +48,10 @@ public final class Evaluator {
                 float[] images = batch.images(), labels = batch.labelsAsFloat();
                 if (rows < b) Arrays.fill(images, rows * size, b * size, data.black(0));
                 model.forward(images);
-                model.logits().copyTo(cls);
-                okCls += Metrics.correct(cls, labels, c, rows);
-                if (distilled) {
-                    model.distLogits().copyTo(dist);
-                    okDist += Metrics.correct(dist, labels, c, rows);
-                    for (int i = 0; i < avg.length; i++) avg[i] = 0.5f * (cls[i] + dist[i]);
-                    okAvg += Metrics.correct(avg, labels, c, rows);
-                }
+                tally.add(labels, rows);
             }
         }
-        double a = (double) okCls / n;
-        return distilled ? new Accuracy(a, (double) okDist / n, (double) okAvg / n, n) : new Accuracy(a, Double.NaN, a, n);
+        return tally.result(n);
     }
 
     private static void check(VisionTransformer model, ImageSource data) {
@@ -81,11 +71,9 @@ public final class Evaluator {
     public static Accuracy evaluate(VisionTransformer model, Dataset data, int limit) {
         check(model, data);
         int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
-        int b = model.batch(), c = model.config().classes(), size = data.imageSize();
-        boolean distilled = model.config().distilled();
+        int b = model.batch(), size = data.imageSize();
         float[] images = new float[b * size], labels = new float[b];
-        float[] cls = new float[b * c], dist = new float[b * c], avg = new float[b * c];
-        long okCls = 0, okDist = 0, okAvg = 0;
+        Tally tally = new Tally(model);
         for (int start = 0; start < n; start += b) {
             int rows = Math.min(b, n - start);
             for (int r = 0; r < rows; r++) {
@@ -94,16 +82,45 @@ public final class Evaluator {
             }
             if (rows < b) Arrays.fill(images, rows * size, b * size, data.black());
             model.forward(images);
+            tally.add(labels, rows);
+        }
+        return tally.result(n);
+    }
+
+    /** Right predictions of the class head, the distillation head and their average (DeiT's), batch by batch. */
+    private static final class Tally {
+        private final VisionTransformer model;
+        private final int classes;
+        private final boolean distilled;
+        private final float[] cls, dist, avg;
+        private long okCls, okDist, okAvg;
+
+        Tally(VisionTransformer model) {
+            this.model = model;
+            this.classes = model.config().classes();
+            this.distilled = model.config().distilled();
+            int size = model.batch() * classes;
+            this.cls = new float[size];
+            this.dist = new float[size];
+            this.avg = new float[size];
+        }
+
+        /** Scores the first {@code rows} outputs of the model's last forward against {@code labels}. */
+        void add(float[] labels, int rows) {
             model.logits().copyTo(cls);
-            okCls += Metrics.correct(cls, labels, c, rows);
+            okCls += Metrics.correct(cls, labels, classes, rows);
             if (distilled) {
                 model.distLogits().copyTo(dist);
-                okDist += Metrics.correct(dist, labels, c, rows);
+                okDist += Metrics.correct(dist, labels, classes, rows);
                 for (int i = 0; i < avg.length; i++) avg[i] = 0.5f * (cls[i] + dist[i]);
-                okAvg += Metrics.correct(avg, labels, c, rows);
+                okAvg += Metrics.correct(avg, labels, classes, rows);
             }
         }
-        double a = (double) okCls / n;
-        return distilled ? new Accuracy(a, (double) okDist / n, (double) okAvg / n, n) : new Accuracy(a, Double.NaN, a, n);
+
+        Accuracy result(int n) {
+            double a = (double) okCls / n;
+            return distilled ? new Accuracy(a, (double) okDist / n, (double) okAvg / n, n)
+                    : new Accuracy(a, Double.NaN, a, n);
+        }
     }
 }
