@@ -7,7 +7,7 @@
 #                                                       preset and our library sharing one libcudart.so.13)
 #     2. selftest --backend cuda --op OP                every op but vit: fresh cases against float64 and the CPU
 #     3. JUnit, the CPU-vs-CUDA cases that need no libtorch (none may be skipped)
-#     4. demo --quick --device cuda                     teacher + three students trained on the GPU
+#     4. demo --quick --device cuda                     the shipped teacher, three students trained on the GPU
 #     5. eval of the soft student on cuda and on cpu    the same accuracy from both backends
 #   bash bench/gpu/check_java.sh --dry-run              here, no GPU: the same steps on cuda-emu (selftest) and
 #                                                       cpu (demo); the JUnit CUDA cases skip, step 5 does not run

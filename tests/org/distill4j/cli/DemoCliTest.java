@@ -2,6 +2,7 @@ package org.distill4j.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -110,14 +111,17 @@ class DemoCliTest {
         }
         String[][] bad = {
             {"--labeled", "0"},
-            {"--labeled", "100"},            // below the batch: the scratch student would take no step
+            {"--labeled", "9"},              // below the 10 classes: a class without a labeled image
             {"--labeled", "257"},            // more than the training set
             {"--seeds", "0", "--labeled", "128"},
             {"--teacher", fiveClasses.toString(), "--labeled", "128"},
             {"--teacher", dir.resolve("missing.safetensors").toString(), "--labeled", "128"},
             {"--teacher", fiveClasses.toString(), "--train-teacher", "--labeled", "128"},
+            {"--alpha", "1.5", "--labeled", "128"},
+            {"--tau", "0", "--labeled", "128"},
         };
-        String[] expected = {"--labeled 0", "batch size", "257", "--seeds", "differ in classes", "missing", "give one"};
+        String[] expected = {"--labeled 0", "10 classes", "257", "--seeds", "differ in classes", "missing", "give one",
+            "alpha must be in [0, 1], got 1.5", "temperature"};
         for (int i = 0; i < bad.length; i++) {
             List<String> a = new ArrayList<>(List.of(args(bad[i])));
             a.addAll(List.of("--out", out.toString()));
@@ -127,6 +131,30 @@ class DemoCliTest {
             assertFalse(r.err().contains("\tat "), r.err());
             assertFalse(Files.exists(out), String.join(" ", bad[i]) + " left " + out);
         }
+        // 100 of 190 labeled: the scratch student's epoch is its 100 images once, less than a batch (TINY's
+        // --train-limit is 256, and an option may be given once).
+        CliTest.Run r = CliTest.run("demo", "--data", dir.resolve("idx").toString(), "--device", "cpu",
+                "--student-model", "mnist-tiny", "--train-limit", "190", "--labeled", "100", "--out", out.toString());
+        assertTrue(r.status() != 0 && r.err().contains("less than one batch of 128"), r.err());
+        assertFalse(Files.exists(out), "left " + out);
+    }
+
+    @Test
+    void withoutATeacherFlagTheDemoDistilsFromTheShippedTeacher() throws IOException {
+        ShippedTeacher.Provenance shipped = ShippedTeacher.provenance();
+        assertNotNull(shipped, "this build ships no teacher (java/cli/teachers/)");
+        IdxFiles.randomFashionMnist(dir.resolve("idx"), 256);
+        Path out = dir.resolve("shipped");
+        CliTest.Run run = CliTest.run(args("--out", out.toString(), "--labeled", "128", "--seeds", "1"));
+        assertEquals(0, run.status(), run.err());
+        Path teacher = out.resolve("teacher/model.safetensors");
+        assertEquals(shipped.sha256(), Runs.sha256(teacher), "the file the demo distilled from is the measured one");
+        assertFalse(Files.exists(out.resolve("teacher/checkpoint.safetensors")), "a teacher was trained");
+        JsonObject t = JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject()
+                .getAsJsonObject("teacher");
+        assertEquals(shipped.sha256(), t.get("sha256").getAsString());
+        assertEquals(shipped.preset(), t.getAsJsonObject("provenance").get("preset").getAsString());
+        assertEquals(shipped.commit(), t.getAsJsonObject("provenance").get("commit").getAsString());
     }
 
     @Test

@@ -22,21 +22,24 @@ import org.distill4j.train.Evaluator;
 import org.distill4j.train.TrainOptions;
 import org.distill4j.train.TrainingRun;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 /**
  * {@code ./distill4j demo}: what distillation buys, on Fashion-MNIST. A teacher (the one this build ships, a model
  * file, or one trained here); a transfer set (Hinton et al. 2015, section 2) of which only {@code --labeled} images
  * keep their labels; the same student (a) from scratch on the labeled images alone, for as many optimizer steps as
- * the others (each labeled image repeated in an epoch), (b) soft- and (c) hard-distilled on every training image, the teacher's term on all of them and the
- * labels' only on the labeled ones. Each student over {@code --seeds} seeds (a new labeled subset and a new
- * initialisation each); a table with mean ± std, the gain in points on each seed, results.json and accuracy.png.
+ * the others (each labeled image repeated in an epoch), (b) soft- and (c) hard-distilled on every training image,
+ * the teacher's term on all of them and the labels' only on the labeled ones. Each student over {@code --seeds}
+ * seeds (a new labeled subset and a new initialisation each); a table with mean ± std, the gain in points on each
+ * seed, results.json and accuracy.png.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
         description = "Teacher -> transfer set -> students (scratch, soft, hard) on Fashion-MNIST; gain table, JSON, "
                 + "chart.")
 final class DemoCommand implements Callable<Integer> {
-    @Option(names = "--quick", description = "a subset, fewer epochs, one seed: about 2 minutes on 2 CPU cores")
+    @Option(names = "--quick", description = "10,000 training images, 2,000 test images, one seed: about a minute on "
+            + "2 CPU cores")
     boolean quick;
 
     @Option(names = "--out", defaultValue = "demo-out", description = "output directory (default ${DEFAULT-VALUE})")
@@ -62,14 +65,14 @@ final class DemoCommand implements Callable<Integer> {
     Integer teacherEpochs;
 
     @Option(names = "--student-epochs", description = "epochs of each student over the training images (the scratch "
-            + "student's epoch: its labeled images, each repeated to as many steps) (default 3, quick 2)")
+            + "student's epoch: its labeled images, each repeated to as many steps) (default 3)")
     Integer studentEpochs;
 
-    @Option(names = "--train-limit", description = "training images used (default 30000, quick 6000)")
+    @Option(names = "--train-limit", description = "training images used (default 20000, quick 10000)")
     Integer trainLimit;
 
     @Option(names = "--labeled", paramLabel = "N", description = "training images that keep their labels, stratified "
-            + "by class; the teacher labels the rest (default 1000, quick 600; at least the batch size, 128; as many as "
+            + "by class; the teacher labels the rest (default 100; at least one per class; as many as "
             + "--train-limit: no transfer set)")
     Integer labeled;
 
@@ -86,6 +89,9 @@ final class DemoCommand implements Callable<Integer> {
             description = "student preset: ${COMPLETION-CANDIDATES} (default ${DEFAULT-VALUE})")
     String studentModel;
 
+    @Mixin
+    DistillationFlags loss;
+
     @Option(names = "--seed", defaultValue = "0", description = "first seed (default ${DEFAULT-VALUE})")
     long seed;
 
@@ -101,6 +107,8 @@ final class DemoCommand implements Callable<Integer> {
     private static final String[] STUDENTS = {"student_scratch", "student_soft", "student_hard"};
     private static final Distillation[] MODES = {Distillation.NONE, Distillation.SOFT, Distillation.HARD};
     private static final int BATCH = 128;
+    /** The soft students' temperature: 1 beat 2 and 4 within the demo's few hundred steps (README, the demo). */
+    private static final double TAU = 1;
 
     /** Run directory names: seed k > 0 of a student gets a suffix; the first seed's keep the names of old demos. */
     private static String runName(String student, int k, long seed) {
@@ -114,17 +122,18 @@ final class DemoCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--teacher and --train-teacher both choose the teacher: give one");
         }
         int te = teacherEpochs != null ? teacherEpochs : quick ? 2 : 3;
-        int se = studentEpochs != null ? studentEpochs : quick ? 2 : 3;
-        int limit = trainLimit != null ? trainLimit : quick ? 6000 : 30000;
-        int n = labeled != null ? labeled : quick ? 600 : 1000;
+        int se = studentEpochs != null ? studentEpochs : 3;
+        int limit = trainLimit != null ? trainLimit : quick ? 10000 : 20000;
+        int n = labeled != null ? labeled : 100;
         int k = seeds != null ? seeds : quick ? 1 : 3;
         int testLimit = quick ? 2000 : 0;
         if (k < 1) throw new IllegalArgumentException("--seeds must be at least 1, got " + k);
-        if (n < BATCH) {
-            throw new IllegalArgumentException("--labeled " + n + " is below the batch size " + BATCH + ": the scratch "
-                    + "student trains on the labeled images alone and would take no step");
-        }
+        TrainOptions soft = loss.apply(new TrainOptions(), Distillation.SOFT, TAU);  // bad values: nothing written
         VitConfig student = VitConfig.preset(studentModel);
+        if (n < student.classes()) {
+            throw new IllegalArgumentException("--labeled " + n + " is below the " + student.classes() + " classes: "
+                    + "the labeled images are stratified by class, and each class needs one");
+        }
         if (!student.distilled()) throw new IllegalArgumentException(studentModel + " has no distillation token");
         ShippedTeacher.Provenance shipped = teacherFile == null && !trainTeacher ? ShippedTeacher.provenance() : null;
         boolean training = teacherFile == null && shipped == null;
@@ -139,13 +148,20 @@ final class DemoCommand implements Callable<Integer> {
         FashionMnist.Split split = FashionMnist.load(dataDir);
         int images = Math.min(limit, split.train().size());
         new TrainOptions().withLabeled(n).checkLabeled(images);
+        int scratchImages = n * (images / n);  // the scratch student's epoch: its labeled images, repeated
+        if (scratchImages < BATCH) {
+            throw new IllegalArgumentException("--labeled " + n + " of " + images + " training images: the scratch "
+                    + "student's epoch (its labeled images, repeated " + images / n + "x) is " + scratchImages
+                    + " images, less than one batch of " + BATCH + " (more --train-limit or fewer --labeled)");
+        }
         // No augmentation for the students: the teacher's logits are computed once and reused by every distilled
         // student and seed (and all students see the same inputs).
         TrainOptions base = new TrainOptions().withBatch(BATCH).withLr(1e-3, 1e-5).withWarmupEpochs(0.3)
                 .withAugment(false).withSeed(seed).withLimits(limit, testLimit);
         try (Backend backend = Backends.open(Device.parse(device))) {
             System.out.println("demo on " + backend.device() + ": student " + student + ", " + n + " of " + images
-                    + " training images labeled, " + k + (k == 1 ? " seed" : " seeds"));
+                    + " training images labeled, " + k + (k == 1 ? " seed" : " seeds") + ", alpha " + soft.alpha()
+                    + ", tau " + soft.temperature());
             if (training && !trainTeacher) {
                 System.out.println("this build ships no teacher (see the README): training one, " + te + " epochs "
                         + "(--teacher FILE uses a trained one)");
@@ -228,7 +244,7 @@ final class DemoCommand implements Callable<Integer> {
                 long runSeed = base.seed() + s;
                 for (int m = 0; m < STUDENTS.length; m++) {
                     String name = runName(STUDENTS[m], s, runSeed);
-                    TrainOptions o = base.withSeed(runSeed).withEpochs(se).withDistillation(MODES[m], 0.5, 4.0);
+                    TrainOptions o = loss.apply(base.withSeed(runSeed).withEpochs(se), MODES[m], TAU);
                     boolean transfer = labeledCount < images;
                     Dataset train = split.train();
                     if (transfer && MODES[m] == Distillation.NONE) {
@@ -262,6 +278,9 @@ final class DemoCommand implements Callable<Integer> {
         json.put("labeled", labeledCount);
         json.put("train_images", images);
         json.put("seeds", k);
+        TrainOptions distilled = loss.apply(base, Distillation.SOFT, TAU);
+        json.put("alpha", distilled.alpha());
+        json.put("tau", distilled.temperature());
         json.put("teacher_test_acc", teacherAccuracy);
         for (int m = 0; m < STUDENTS.length; m++) {
             Map<String, Object> st = new LinkedHashMap<>();

@@ -38,11 +38,11 @@ final class DistillCommand implements Callable<Integer> {
     @Option(names = "--distillation", defaultValue = "soft", description = "soft, hard or none (default ${DEFAULT-VALUE})")
     String distillation;
 
-    @Option(names = "--alpha", defaultValue = "0.5", description = "weight of the distillation term (default ${DEFAULT-VALUE})")
-    double alpha;
+    @Mixin
+    DistillationFlags loss;
 
-    @Option(names = "--tau", defaultValue = "4", description = "soft distillation temperature (default ${DEFAULT-VALUE})")
-    double tau;
+    /** Hinton et al.'s temperature, the full experiment's. */
+    private static final double TAU = 4;
 
     @Option(names = "--kl-reduction", defaultValue = "batchmean", description = "soft loss over the batch: batchmean "
             + "(KL per image) or mean (divided by batch x classes, as DeiT's code) (default ${DEFAULT-VALUE})")
@@ -61,7 +61,7 @@ final class DistillCommand implements Callable<Integer> {
         VitConfig student = VitConfig.preset(model);
         if (resume != null) Inputs.file(resume, "--resume");
         VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
-        TrainOptions options = flags.options().withDistillation(Distillation.parse(distillation), alpha, tau)
+        TrainOptions options = loss.apply(flags.options(), Distillation.parse(distillation), TAU)
                 .withSoftReduction(Reduction.parse(klReduction));
         DataSets.Loaded data = flags.load(student);
         DataSets.checkShape(teacherConfig, data);
