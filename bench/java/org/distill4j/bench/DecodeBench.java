@@ -47,7 +47,7 @@ public final class DecodeBench {
         double seconds = args.length > 1 ? Double.parseDouble(args[1]) : 3;
         Path dir = Files.createTempDirectory("decode-bench");
         try {
-            List<Path> files = write(dir, count);
+            List<Path> files = write(dir, count, 224, 224);
             long bytes = 0;
             for (Path f : files) bytes += Files.size(f);
             System.out.printf(Locale.ROOT, "%d JPEGs 224x224 q0.9, %.1f KiB on average; 1 thread, %s%n", count,
@@ -117,7 +117,8 @@ public final class DecodeBench {
         }
     }
 
-    private static List<Path> write(Path dir, int count) throws IOException {
+    /** {@code count} RGB JPEGs of {@code width}×{@code height} at quality 0.9 in {@code dir}, named 0.jpg, 1.jpg... */
+    static List<Path> write(Path dir, int count, int width, int height) throws IOException {
         List<Path> files = new ArrayList<>();
         Random rnd = new Random(17);
         ImageWriter writer = ImageIO.getImageWritersByFormatName("jpeg").next();
@@ -125,10 +126,10 @@ public final class DecodeBench {
         p.setCompressionMode(ImageWriteParam.MODE_EXPLICIT);
         p.setCompressionQuality(0.9f);
         for (int i = 0; i < count; i++) {
-            BufferedImage img = new BufferedImage(224, 224, BufferedImage.TYPE_INT_RGB);
+            BufferedImage img = new BufferedImage(width, height, BufferedImage.TYPE_INT_RGB);
             double fx = 0.01 + rnd.nextDouble() * 0.05, fy = 0.01 + rnd.nextDouble() * 0.05, ph = rnd.nextDouble() * 6;
-            for (int y = 0; y < 224; y++) {
-                for (int x = 0; x < 224; x++) {
+            for (int y = 0; y < height; y++) {
+                for (int x = 0; x < width; x++) {
                     int r = clamp(128 + 90 * Math.sin(fx * x + ph) + rnd.nextGaussian() * 12);
                     int g = clamp(128 + 90 * Math.cos(fy * y + ph) + rnd.nextGaussian() * 12);
                     int b = clamp(128 + 60 * Math.sin(fx * x + fy * y) + rnd.nextGaussian() * 12);
