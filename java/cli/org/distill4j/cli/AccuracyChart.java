@@ -13,6 +13,7 @@ import org.knowm.xchart.BitmapEncoder.BitmapFormat;
 import org.knowm.xchart.XYChart;
 import org.knowm.xchart.XYChartBuilder;
 import org.knowm.xchart.XYSeries;
+import org.knowm.xchart.style.Styler.LegendLayout;
 import org.knowm.xchart.style.Styler.LegendPosition;
 import org.knowm.xchart.style.markers.SeriesMarkers;
 
@@ -96,7 +97,9 @@ public final class AccuracyChart {
         }
         XYChart chart = new XYChartBuilder().width(width).height(height).title(title).xAxisTitle("epoch")
                 .yAxisTitle("test accuracy (%)").build();
-        chart.getStyler().setLegendPosition(LegendPosition.InsideSE);
+        // Below the plot: inside, the legend hid the end of whichever line ran through its corner.
+        chart.getStyler().setLegendPosition(LegendPosition.OutsideS);
+        chart.getStyler().setLegendLayout(LegendLayout.Horizontal);
         chart.getStyler().setChartBackgroundColor(Color.WHITE);
         chart.getStyler().setPlotGridLinesVisible(true);
         chart.getStyler().setDecimalPattern("#0.##");

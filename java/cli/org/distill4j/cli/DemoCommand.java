@@ -295,8 +295,11 @@ final class DemoCommand implements Callable<Integer> {
             json.put("gain_" + MODES[m].name().toLowerCase(Locale.ROOT) + "_points_per_seed", gain);
         }
         RunOutputs.writeJson(dir.resolve("results.json"), json);
+        // A teacher that was not trained here has no epochs: its accuracy is a flat line over the students'.
+        Map<String, Double> flat = teacherFile == null && shipped == null ? Map.of()
+                : Map.of(shipped != null ? "teacher (shipped)" : "teacher (file)", teacherAccuracy);
         boolean chart = RunOutputs.writeChart(dir.resolve("accuracy.png"), "Fashion-MNIST test accuracy per epoch ("
-                + labeledCount + " labeled)", chartRuns);
+                + labeledCount + " labeled)", chartRuns, flat);
         printTable(acc, k, labeledCount, images, teacherAccuracy, device, seconds);
         System.out.println("wrote " + dir.resolve("results.json") + (chart ? " and " + dir.resolve("accuracy.png") : ""));
         return null;

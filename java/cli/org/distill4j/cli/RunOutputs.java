@@ -58,13 +58,30 @@ final class RunOutputs {
      * returns false.
      */
     static boolean writeChart(Path png, String title, List<TrainingRun.Result> runs) {
-        Map<String, double[]> series = new LinkedHashMap<>();
+        return writeChart(png, title, runs, Map.of());
+    }
+
+    /**
+     * As {@link #writeChart(Path, String, List)}, with each of {@code flat} (name → accuracy, a fraction) drawn first
+     * as a flat line over the runs' epochs: a model that was evaluated here but not trained, such as a shipped teacher.
+     */
+    static boolean writeChart(Path png, String title, List<TrainingRun.Result> runs, Map<String, Double> flat) {
+        Map<String, double[]> trained = new LinkedHashMap<>();
+        int epochs = 0;
         for (TrainingRun.Result r : runs) {
             double[] acc = r.epochs().stream().map(TrainingRun.Epoch::test).mapToDouble(Evaluator.Accuracy::average)
                     .toArray();
-            if (acc.length > 0) series.put(r.name(), acc);
+            if (acc.length > 0) trained.put(r.name(), acc);
+            epochs = Math.max(epochs, acc.length);
         }
-        if (series.isEmpty()) return false;
+        if (trained.isEmpty()) return false;
+        Map<String, double[]> series = new LinkedHashMap<>();
+        for (Map.Entry<String, Double> f : flat.entrySet()) {
+            double[] line = new double[epochs];
+            java.util.Arrays.fill(line, f.getValue());
+            series.put(f.getKey(), line);
+        }
+        series.putAll(trained);
         try {
             AccuracyChart.write(png, title, series);
             return true;
