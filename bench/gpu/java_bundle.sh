@@ -12,7 +12,7 @@
 #           the libraries we load (libjniopenblas_nolapack.so and the libopenblas.so.0 it is linked to under
 #           that name; libjnicudart.so), the pytorch preset's classes without libtorch (90 MB: the tests that
 #           need libtorch are not run there)
-#   data/   the first 6,000 training and 2,000 test images of Fashion-MNIST (IDX, gzip), for demo --quick
+#   data/   the first 10,000 training and 2,000 test images of Fashion-MNIST (IDX, gzip), for demo --quick
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
@@ -67,7 +67,7 @@ echo "== data"
 python3 - "$FASHION" "$STAGE/data" <<'PYEOF'
 import gzip, struct, sys
 src, dst = sys.argv[1], sys.argv[2]
-for name, n in (("train", 6000), ("t10k", 2000)):
+for name, n in (("train", 10000), ("t10k", 2000)):
     for kind, header in (("images-idx3-ubyte", 16), ("labels-idx1-ubyte", 8)):
         with gzip.open(f"{src}/{name}-{kind}.gz") as f:
             head = bytearray(f.read(header))
