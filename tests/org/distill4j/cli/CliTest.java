@@ -96,7 +96,8 @@ class CliTest {
         Path data = randomIdxDir(256), out = dir.resolve("demo");
         String[] args = {"demo", "--data", data.toString(), "--out", out.toString(), "--device", "cpu",
                 "--teacher-model", "mnist-tiny", "--student-model", "mnist-tiny", "--train-limit", "256",
-                "--train-teacher", "--teacher-epochs", "1", "--student-epochs", "1", "--labeled", "128", "--seeds", "1"};
+                "--train-teacher", "--teacher-epochs", "1", "--student-epochs", "1", "--labeled", "128",
+                "--seeds", "1"};
         assertEquals(0, run(args).status);
         String first = Files.readString(out.resolve("results.json"));
         byte[] teacher = Files.readAllBytes(out.resolve("teacher/model.safetensors"));

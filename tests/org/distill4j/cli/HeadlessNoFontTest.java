@@ -112,7 +112,8 @@ class HeadlessNoFontTest {
         Path out = dir.resolve("demo");
         Result r = isolated(hide, "demo", "--data", data.toString(), "--out", out.toString(), "--device", "cpu",
                 "--teacher-model", "mnist-tiny", "--student-model", "mnist-tiny", "--train-limit", "128",
-                "--train-teacher", "--teacher-epochs", "1", "--student-epochs", "1", "--labeled", "128", "--seeds", "1");
+                "--train-teacher", "--teacher-epochs", "1", "--student-epochs", "1", "--labeled", "128",
+                "--seeds", "1");
         assertEquals(0, r.status, "exit status; stderr: " + r.err);
         for (String run : new String[] {"teacher", "student_scratch", "student_soft", "student_hard"}) {
             assertTrue(Files.isRegularFile(out.resolve(run).resolve("model.safetensors")), run);
