@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""One-shot check of the loss and optimizer kernels (d4j_impl_cross_entropy, argmax, sum_squares, clip_scale,
-adamw) on a lent GPU.
+"""One-shot check of the loss and optimizer kernels (d4j_impl_cross_entropy and its _soft form, argmax, sum_squares,
+clip_scale, adamw) on a lent GPU.
 
 Run after the CMake build (bench/gpu/check.sh runs it too). libdistill4j_cuda on torch CUDA tensors and torch's
-current stream, against PyTorch float64 on the GPU (F.cross_entropy with label smoothing + autograd,
-torch.argmax, torch.linalg.vector_norm, torch.optim.AdamW in float64, foreach=False), with ||ours - ref|| / ||ref||
+current stream, against PyTorch float64 on the GPU (F.cross_entropy with label smoothing + autograd, class indices and
+probability targets, torch.argmax, torch.linalg.vector_norm, torch.optim.AdamW in float64, foreach=False), with
+||ours - ref|| / ||ref||
 <= --tol; the deterministic outputs (loss, sum of squares) must give the same bits on a second run. Then timed
 against PyTorch fp32 (F.cross_entropy forward + backward; vector_norm over the list; AdamW single-tensor and fused).
 --dry-run / --torch-cpu: the same code on torch CPU tensors with libdistill4j_cudaemu, small sizes, a short
@@ -23,6 +24,7 @@ torch = F = None  # imported in main (the dry run may have no torch)
 vp, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
 SIGNATURES = {
     "d4j_impl_cross_entropy": [vp, vp, vp, i64, i64, f32, f32, vp, vp, vp],
+    "d4j_impl_cross_entropy_soft": [vp, vp, vp, i64, i64, f32, f32, vp, vp, vp],
     "d4j_impl_argmax": [vp, vp, i64, i64, vp],
     "d4j_impl_sum_squares": [vp, vp, i64, ctypes.c_int, vp],
     "d4j_impl_clip_scale": [vp, vp, f32, vp, vp],
@@ -110,6 +112,27 @@ def main():
         l64.backward()
         el, eg = rel(loss, l64.detach().reshape(1)), rel(grad, x64.grad)
         report(el <= tol and eg <= tol, f"logits +-1e4 B={B} C={C} err loss {el:.1e} grad {eg:.1e}")
+
+    print("\n== cross_entropy_soft vs F.cross_entropy with probability targets (float64 autograd) ==")
+    for (B, C) in ce_shapes:
+        for eps in (0.0, 0.1):
+            x = torch.randn(B, C, generator=gen, device=dev) * 3.0
+            # Mixup-like rows and rows summing to 1.5 (PyTorch accepts them; the gradient carries the sum).
+            t = torch.softmax(torch.randn(B, C, generator=gen, device=dev), 1)
+            t[1::2] *= 1.5
+            rows = torch.full((B,), float("nan"), device=dev)
+            loss = torch.full((1,), float("nan"), device=dev)
+            grad = torch.full((B, C), float("nan"), device=dev)
+            call("d4j_impl_cross_entropy_soft", x.data_ptr(), t.data_ptr(), B, C, eps, 0.5, rows.data_ptr(),
+                 loss.data_ptr(), grad.data_ptr())
+            x64 = x.double().requires_grad_()
+            r64 = F.cross_entropy(x64, t.double(), reduction="none", label_smoothing=eps) * 0.5
+            l64 = r64.mean()
+            l64.backward()
+            er, el, eg = rel(rows, r64.detach()), rel(loss, l64.detach().reshape(1)), rel(grad, x64.grad)
+            report(er <= tol and el <= tol and eg <= tol,
+                   f"soft B={B:<5} C={C:<6} eps={eps} err rows {er:.1e} loss {el:.1e} grad {eg:.1e}")
+            del x64, r64, l64, grad
 
     print("\n== argmax vs torch.argmax (ties, NaN) ==")
     for (B, C) in argmax_shapes:

@@ -2,7 +2,8 @@
 // OpenMP over rows; inside a row, two AVX2 sweeps: (1) maximum, NaN screen and the sum of the shifted logits (for
 // label smoothing), (2) exp-sums with exp stashed in the gradient row, then one pass over the (L1/L2-hot) gradient
 // row to normalise it. The loss is assembled from log-softmax in two parts, (x - max) - log(sum), as PyTorch's
-// log_softmax does, so logits of +-1e4 lose nothing to cancellation.
+// log_softmax does, so logits of +-1e4 lose nothing to cancellation. The probability-target form (Mixup, CutMix) is
+// a scalar three-sweep row beside it.
 #include "distill4j_impl.h"
 #include "common.h"
 #include "vec_math.h"
@@ -95,6 +96,44 @@ float ce_row(const float *x, int64_t y, float *g, int64_t C, float eps, float k)
     return loss;
 }
 
+// One row with a probability target t: the unscaled loss sum_c t'_c (log_sum - (x_c - max)), t' = (1 - eps) t +
+// eps/C, and k * (softmax * sum t' - t') into g when GRAD. Three sweeps: the gradient needs both the exp-sum and sum t'
+// before it is written. Scalar with double sums: the op is off the hot path (a few hundred KB a step), and a target
+// row need not sum to 1, so nothing may assume it does.
+template <bool GRAD>
+float ce_soft_row(const float *x, const float *t, float *g, int64_t C, float eps, float k) {
+    const row_scan s = scan(x, C);
+    if (s.nan || !std::isfinite(s.max)) {
+        if (GRAD) std::fill(g, g + C, std::numeric_limits<float>::quiet_NaN());
+        return std::numeric_limits<float>::quiet_NaN();
+    }
+    const float off = eps / static_cast<float>(C), hit = 1.f - eps;
+    double sum = 0.0, total = 0.0;  // sum exp(x - max), sum t'
+    for (int64_t i = 0; i < C; ++i) {
+        const float e = exp_ss(x[i] - s.max);
+        sum += e;
+        total += hit * t[i] + off;
+        if (GRAD) g[i] = e;
+    }
+    const double log_sum = std::log(sum), kp = k * total / sum;
+    double loss = 0.0;
+    // t'_c times -log p_c, term by term as PyTorch: a zero target at a -inf logit is 0 * inf = NaN there too.
+    for (int64_t i = 0; i < C; ++i) {
+        const float tp = hit * t[i] + off;
+        loss += tp * (log_sum - (static_cast<double>(x[i]) - s.max));
+        if (GRAD) g[i] = static_cast<float>(kp * g[i] - static_cast<double>(k) * tp);
+    }
+    return static_cast<float>(loss);
+}
+
+// loss[0] = mean of the row losses; serial, in row order: the same bits on every run and any thread count.
+void mean_rows(const float *row_loss, int64_t B, float *loss) {
+    if (loss == nullptr) return;
+    double sum = 0.0;
+    for (int64_t b = 0; b < B; ++b) sum += row_loss[b];
+    loss[0] = static_cast<float>(sum / static_cast<double>(B));
+}
+
 }  // namespace
 
 D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float *labels, int64_t B, int64_t C,
@@ -118,11 +157,26 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float
                                         : ce_row<false>(x, y, nullptr, C, label_smoothing, k);
         row_loss[b] = loss_scale * l;
     }
-    if (loss != nullptr) {
-        double sum = 0.0;  // serial, in row order: the same bits on every run and any thread count
-        for (int64_t b = 0; b < B; ++b) sum += row_loss[b];
-        loss[0] = static_cast<float>(sum / static_cast<double>(B));
+    mean_rows(row_loss, B, loss);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *, const float *logits, const float *targets, int64_t B, int64_t C,
+                                             float label_smoothing, float loss_scale, float *row_loss, float *loss,
+                                             float *grad) {
+    if (logits == nullptr || targets == nullptr || row_loss == nullptr || B <= 0 || C <= 0)
+        return fail("cross_entropy_soft: null buffer or empty shape");
+    if (!(label_smoothing >= 0.f && label_smoothing <= 1.f))
+        return fail("cross_entropy_soft: label_smoothing not in [0, 1]");
+    const float k = loss_scale / static_cast<float>(B);
+#pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(3 * B * C))
+    for (int64_t b = 0; b < B; ++b) {
+        const float *x = logits + b * C, *t = targets + b * C;
+        const float l = grad != nullptr ? ce_soft_row<true>(x, t, grad + b * C, C, label_smoothing, k)
+                                        : ce_soft_row<false>(x, t, nullptr, C, label_smoothing, k);
+        row_loss[b] = loss_scale * l;
     }
+    mean_rows(row_loss, B, loss);
     return 0;
 }
 

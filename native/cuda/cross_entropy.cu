@@ -3,7 +3,8 @@
 // Sweep 1 reads the row once with an online max/sum; sweep 2 reads it again (from L2: the group just touched it)
 // to write the gradient with a streaming store and to sum x - max for label smoothing (after the max is known, so
 // logits of +-1e4 lose nothing to cancellation). The scalar loss is the mean of the [B] row losses in a second,
-// one-block kernel: fixed order, so the loss is deterministic (atomics would not be). argmax: a warp per row.
+// one-block kernel: fixed order, so the loss is deterministic (atomics would not be). Probability targets (Mixup,
+// CutMix) take ce_soft_rows, the same grouping with the target row read beside the logits. argmax: a warp per row.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"
@@ -20,7 +21,7 @@ constexpr int kBlockRow = 512;       // block-per-row launches
 constexpr int64_t kWarpRowMaxC = 2048;
 
 struct ce_args {
-    const float *logits, *labels;
+    const float *logits, *labels;  // labels: [B] class indices, or [B, C] targets for ce_soft_rows
     int64_t B, C;
     float eps, loss_scale, k;  // k = loss_scale / B, the gradient's factor
     float *row_loss, *grad;
@@ -95,6 +96,44 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_rows(
     }
 }
 
+// Probability targets (Mixup, CutMix): a.labels is t [B, C]; t' = (1 - eps) t + eps/C, loss = sum_c t'_c (log_d -
+// (x_c - max)), grad = k (softmax * sum t' - t'). A target row need not sum to 1 (PyTorch does not ask it to), so
+// sweep 1 sums t' beside the online max/sum: the gradient needs it before sweep 2 writes. Scalar loads only: the
+// float4 path of ce_rows would buy nothing on an op of a few hundred KB a step.
+template <int GROUP>
+__global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_soft_rows(ce_args a) {
+    D4J_STATIC_SMEM(float, scratch, [64]);
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / GROUP) + threadIdx.x / GROUP;
+    if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)
+    const int lane = threadIdx.x % GROUP;
+    const int64_t C = a.C;
+    const float *x = a.logits + row * C, *t = a.labels + row * C;
+    const float off = a.eps / static_cast<float>(C), hit = 1.0f - a.eps;
+
+    online_sum o{-INFINITY, 0.0f};
+    float total = 0.0f;  // sum t'
+    for (int64_t i = lane; i < C; i += GROUP) {
+        online_add(o, x[i]);
+        total += hit * t[i] + off;
+    }
+    o = group_online<GROUP>(o, scratch);
+    total = group_sum<GROUP>(total, scratch);
+    // No screen as in ce_rows (its label test needs one): a NaN logit, a +inf one (the merge's inf - inf) or an
+    // all -inf row (x - max) already make the whole row NaN here, loss and gradient, as PyTorch's log_softmax does.
+    const float log_d = logf(o.d);
+    float *g = a.grad != nullptr ? a.grad + row * C : nullptr;
+    float loss = 0.0f;
+    for (int64_t i = lane; i < C; i += GROUP) {
+        const float d = x[i] - o.m, tp = hit * t[i] + off;
+        // Term by term, as PyTorch: a zero target at a -inf logit is 0 * inf = NaN in the loss there too.
+        loss += tp * (log_d - d);
+        // Not read again by this kernel: evict-first keeps L2 for the second sweep over logits and targets.
+        if (g != nullptr) __stcs(g + i, a.k * (total * expf(d - log_d) - tp));
+    }
+    loss = group_sum<GROUP>(loss, scratch);
+    if (lane == 0) a.row_loss[row] = a.loss_scale * loss;
+}
+
 // loss = sum(row_loss) / B, one block, fixed order.
 __global__ void __launch_bounds__(256) ce_reduce(const float *row_loss, int64_t B, float *loss) {
     D4J_STATIC_SMEM(float, scratch, [32]);
@@ -132,12 +171,30 @@ __global__ void __launch_bounds__(kWarpRowsBlock) argmax_rows(const float *x, in
     if (lane == 0) index[row] = static_cast<float>(at < C ? at : 0);
 }
 
+template <int GROUP>
+dim3 rows_grid(int64_t B) {
+    const int rows_per_block = (GROUP == 32 ? kWarpRowsBlock : GROUP) / GROUP;
+    return dim3(static_cast<unsigned>((B + rows_per_block - 1) / rows_per_block));
+}
+
 template <int GROUP, bool VEC4>
 void launch_rows(const ce_args &a, cudaStream_t stream) {
-    const int threads = GROUP == 32 ? kWarpRowsBlock : GROUP;
-    const int rows_per_block = threads / GROUP;
-    const dim3 grid(static_cast<unsigned>((a.B + rows_per_block - 1) / rows_per_block));
-    D4J_LAUNCH((ce_rows<GROUP, VEC4>), grid, dim3(threads), 0, stream, a);
+    const dim3 block(GROUP == 32 ? kWarpRowsBlock : GROUP);
+    D4J_LAUNCH((ce_rows<GROUP, VEC4>), rows_grid<GROUP>(a.B), block, 0, stream, a);
+}
+
+template <int GROUP>
+void launch_soft_rows(const ce_args &a, cudaStream_t stream) {
+    const dim3 block(GROUP == 32 ? kWarpRowsBlock : GROUP);
+    D4J_LAUNCH((ce_soft_rows<GROUP>), rows_grid<GROUP>(a.B), block, 0, stream, a);
+}
+
+// The row kernel has run; the mean of its row losses when asked for.
+int reduce_rows(const ce_args &a, float *loss, cudaStream_t stream, const char *what) {
+    if (check_launch(what) != 0) return 1;
+    if (loss == nullptr) return 0;
+    D4J_LAUNCH(ce_reduce, dim3(1), dim3(256), 0, stream, a.row_loss, a.B, loss);
+    return check_launch("cross_entropy_reduce");
 }
 
 bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -159,10 +216,22 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *stream_ptr, const float *logits, c
         vec4 ? launch_rows<32, true>(a, stream) : launch_rows<32, false>(a, stream);
     else
         vec4 ? launch_rows<kBlockRow, true>(a, stream) : launch_rows<kBlockRow, false>(a, stream);
-    if (check_launch("cross_entropy_rows") != 0) return 1;
-    if (loss == nullptr) return 0;
-    D4J_LAUNCH(ce_reduce, dim3(1), dim3(256), 0, stream, row_loss, B, loss);
-    return check_launch("cross_entropy_reduce");
+    return reduce_rows(a, loss, stream, "cross_entropy_rows");
+}
+
+D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *stream_ptr, const float *logits, const float *targets, int64_t B,
+                                             int64_t C, float label_smoothing, float loss_scale, float *row_loss,
+                                             float *loss, float *grad) {
+    if (logits == nullptr || targets == nullptr || row_loss == nullptr || B <= 0 || C <= 0)
+        return fail("cross_entropy_soft: null buffer or empty shape");
+    if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+        return fail("cross_entropy_soft: label_smoothing not in [0, 1]");
+    if (B > 2147483647LL || C > 2147483647LL) return fail("cross_entropy_soft: more than 2^31 - 1 rows or classes");
+    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    const ce_args a{logits, targets, B, C, label_smoothing, loss_scale, loss_scale / static_cast<float>(B), row_loss,
+                    grad};
+    C <= kWarpRowMaxC ? launch_soft_rows<32>(a, stream) : launch_soft_rows<kBlockRow>(a, stream);
+    return reduce_rows(a, loss, stream, "cross_entropy_soft_rows");
 }
 
 D4J_IMPL_API int d4j_impl_argmax(void *stream_ptr, const float *x, int64_t B, int64_t C, float *index) {

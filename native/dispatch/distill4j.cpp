@@ -37,6 +37,8 @@ struct function_table {
     int (*gelu_forward)(void *, const float *, int64_t, float *);
     int (*gelu_backward)(void *, const float *, const float *, int64_t, float *);
     int (*cross_entropy)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *, float *);
+    int (*cross_entropy_soft)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *,
+                              float *);
     int (*argmax)(void *, const float *, int64_t, int64_t, float *);
     int (*sum_squares)(void *, const float *, int64_t, int, float *);
     int (*clip_scale)(void *, const float *, float, float *, float *);
@@ -99,6 +101,7 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_gelu_forward", fn.gelu_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_gelu_backward", fn.gelu_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_cross_entropy", fn.cross_entropy, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_cross_entropy_soft", fn.cross_entropy_soft, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_argmax", fn.argmax, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_sum_squares", fn.sum_squares, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_clip_scale", fn.clip_scale, impl_path, err, errlen) &&
@@ -228,6 +231,10 @@ int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const 
 
 int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
     return backend->fn.cross_entropy(stream, logits, labels, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
+}
+
+int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+    return backend->fn.cross_entropy_soft(stream, logits, targets, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
 }
 
 int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index) {

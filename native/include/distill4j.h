@@ -63,7 +63,7 @@ D4J_API int d4j_attention_backward(d4j_backend *backend, void *stream, const flo
                                    const float *lse, const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
                                    float scale, float *dqkv, void *workspace);
 
-/* See d4j_impl_linear_*, layernorm_*, gelu_*, cross_entropy, argmax, sum_squares, clip_scale, adamw and
+/* See d4j_impl_linear_*, layernorm_*, gelu_*, cross_entropy(_soft), argmax, sum_squares, clip_scale, adamw and
  * token_rows_* in distill4j_impl.h: the same arguments after the backend handle. */
 D4J_API int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y);
 D4J_API int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
@@ -73,6 +73,7 @@ D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const flo
 D4J_API int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y);
 D4J_API int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx);
 D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
+D4J_API int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
 D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index);
 D4J_API int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out);
 D4J_API int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale);

@@ -143,6 +143,16 @@ D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const floa
 D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const float *labels, int64_t B, int64_t C,
                                         float label_smoothing, float loss_scale, float *row_loss, float *loss,
                                         float *grad);
+/*
+ * The same with probability targets (Mixup, CutMix, soft labels): F.cross_entropy(logits, targets,
+ * label_smoothing=eps) with a float target [B, C], reduction 'mean' (over B), times loss_scale:
+ *   t' = (1 - eps) targets + eps/C; row_loss [B] WRITTEN: loss_scale * sum_c t'_c (-log_softmax(x)_c);
+ *   grad [B, C] WRITTEN: loss_scale/B * (softmax * sum_c t'_c - t'). As in PyTorch, a target row need not sum to 1
+ *   and is not checked: a NaN target gives a NaN row.
+ */
+D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *stream, const float *logits, const float *targets, int64_t B,
+                                             int64_t C, float label_smoothing, float loss_scale, float *row_loss,
+                                             float *loss, float *grad);
 /* index [B] WRITTEN: the column of each row's maximum (first on ties, as torch.argmax), stored as a float. */
 D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, float *index);
 

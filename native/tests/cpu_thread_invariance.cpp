@@ -109,7 +109,7 @@ int child(const char *cpu_library, uint64_t seed, int team) {
         good = good && ok(be, d4j_gelu_backward(be, nullptr, g.p, gdy.p, n, gdx.p), "gelu bwd");
         hash.add(gy), hash.add(gdx);
     }
-    {  // AdamW and the gradient norm over 150,000 parameters; the losses at B = 256, C = 1000
+    {  // AdamW and the gradient norm over 150,000 parameters; the losses at B = 256, C = 1000 (soft targets too)
         const int64_t n = 150000, B = 256, C = 1000;
         buffer p(n), grad(n), m(n), v(n), sumsq(1), logits(B * C), teacher(B * C), labels(B), rows(B), loss(1),
             g(B * C), krows(B), kloss(1), kg(B * C);
@@ -124,6 +124,10 @@ int child(const char *cpu_library, uint64_t seed, int team) {
         good = good && ok(be, d4j_kl_div(be, nullptr, logits.p, teacher.p, B, C, 4.0f, 1, 0, 1.0f, nullptr, krows.p,
                                          kloss.p, kg.p), "kl_div");
         hash.add(sumsq), hash.add(p), hash.add(m), hash.add(v), hash.add(rows), hash.add(loss), hash.add(g);
+        hash.add(krows), hash.add(kloss), hash.add(kg);
+        // Probability targets: the teacher's logits, taken as unnormalised targets, are as good a row as any here.
+        good = good && ok(be, d4j_cross_entropy_soft(be, nullptr, logits.p, teacher.p, B, C, 0.1f, 1.0f, krows.p,
+                                                     kloss.p, kg.p), "cross_entropy_soft");
         hash.add(krows), hash.add(kloss), hash.add(kg);
     }
     d4j_backend_close(be);

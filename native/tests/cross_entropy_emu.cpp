@@ -19,6 +19,8 @@
 //   label validity    C, -1, 2.5, NaN, 1e30 give a NaN row without reading out of bounds
 //   one-block reduce  loss = mean of B rows by 256 threads: B = 300
 //   argmax            ties (lower index), NaN (first NaN), lanes without elements (C = 1, 7 < 32)
+//   soft targets      the same groupings; distributions, Mixup pairs, rows summing to 0.7 / 1.5 (sum t' in the
+//                     gradient), one-hot rows against the hard kernel; NaN logit/target, 0 * -inf, +inf under smoothing
 #include "distill4j.h"
 #include "harness.h"
 
@@ -94,6 +96,104 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
                 misalign ? "offset " : "aligned",
                 er, el, eg, ok ? "ok" : "FAILED");
     if (rc != 0) std::printf("  returned %d: %s\n", rc, d4j_backend_last_error(emu));
+}
+
+// Probability targets. kind 0: random distributions; 1: Mixup of two one-hot rows (lambda, 1 - lambda); 2: rows
+// that do not sum to 1 (0.7 and 1.5 times a distribution: sum t' enters the gradient); 3: one-hot rows, which must
+// give the hard-label kernel's answer.
+void soft_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, float spread, int kind,
+               std::mt19937_64 &rng, float center = 0.0f) {
+    ++cases;
+    buffer x(B * C), t(B * C), y(B), rows(B), loss(1), grad(B * C);
+    std::uniform_real_distribution<float> u(-spread, spread), p(0.0f, 1.0f);
+    for (size_t i = 0; i < x.n; ++i) x.p[i] = center + u(rng);
+    t.fill(0.0f);
+    for (int64_t b = 0; b < B; ++b) {
+        float *tr = t.p + b * C;
+        y.p[b] = static_cast<float>(rng() % C);
+        if (kind == 0 || kind == 2) {
+            double s = 0.0;
+            for (int64_t c = 0; c < C; ++c) s += tr[c] = p(rng);
+            const double want = kind == 2 ? (b % 2 == 0 ? 0.7 : 1.5) : 1.0;
+            for (int64_t c = 0; c < C; ++c) tr[c] = static_cast<float>(tr[c] * want / s);
+        } else if (kind == 1) {
+            const float lam = p(rng);
+            tr[static_cast<int64_t>(y.p[b])] += lam;
+            tr[rng() % C] += 1.0f - lam;
+        } else {
+            tr[static_cast<int64_t>(y.p[b])] = 1.0f;
+        }
+    }
+    rows.fill(NAN), loss.fill(NAN), grad.fill(NAN);
+    std::vector<double> rref(B), gref(B * C);
+    double lref = 0.0;
+    for (int64_t b = 0; b < B; ++b) {
+        const float *r = x.p + b * C, *tr = t.p + b * C;
+        double mx = -INFINITY, s = 0.0, total = 0.0, l = 0.0;
+        for (int64_t c = 0; c < C; ++c) mx = std::max(mx, static_cast<double>(r[c]));
+        for (int64_t c = 0; c < C; ++c) s += std::exp(r[c] - mx);
+        const double lse = mx + std::log(s);
+        for (int64_t c = 0; c < C; ++c) total += (1.0 - eps) * tr[c] + static_cast<double>(eps) / C;
+        for (int64_t c = 0; c < C; ++c) {
+            const double tp = (1.0 - eps) * tr[c] + static_cast<double>(eps) / C;
+            l += tp * (lse - r[c]);
+            gref[b * C + c] = scale / B * (std::exp(r[c] - lse) * total - tp);
+        }
+        rref[b] = scale * l;
+        lref += rref[b] / B;
+    }
+    const int rc = d4j_cross_entropy_soft(emu, nullptr, x.p, t.p, B, C, eps, scale, rows.p, loss.p, grad.p);
+    const float first = loss.p[0];
+    const int rc2 = d4j_cross_entropy_soft(emu, nullptr, x.p, t.p, B, C, eps, scale, rows.p, loss.p, grad.p);
+    const double er = rel_err(rows.p, rref), el = rel_err(loss.p, {lref}), eg = rel_err(grad.p, gref);
+    bool ok = rc == 0 && rc2 == 0 && er <= 1e-5 && el <= 1e-5 && eg <= 1e-5 &&
+              std::memcmp(&first, loss.p, sizeof first) == 0;
+    double eh = 0.0;
+    if (kind == 3) {  // one-hot targets: the hard-label kernel's rows and gradient
+        buffer hrows(B), hgrad(B * C);
+        d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, eps, scale, hrows.p, nullptr, hgrad.p);
+        std::vector<double> hr(hrows.p, hrows.p + B), hg(hgrad.p, hgrad.p + B * C);
+        eh = std::max(rel_err(rows.p, hr), rel_err(grad.p, hg));
+        ok = ok && eh <= 1e-5;
+    }
+    if (!ok) ++failures;
+    static const char *kinds[] = {"distributions", "mixup pairs", "sums 0.7/1.5", "one-hot = hard"};
+    char vs_hard[32] = "";
+    if (kind == 3) std::snprintf(vs_hard, sizeof vs_hard, " vs hard %.1e", eh);
+    std::printf("CE soft B=%-4lld C=%-5lld eps=%.1f x=%-5g+-%-4g %-14s | err rows %.1e loss %.1e grad %.1e%s | %s\n",
+                static_cast<long long>(B), static_cast<long long>(C), eps, center, spread, kinds[kind], er, el, eg,
+                vs_hard, ok ? "ok" : "FAILED");
+    if (rc != 0) std::printf("  returned %d: %s\n", rc, d4j_backend_last_error(emu));
+}
+
+// Soft targets' special values, as PyTorch gives them: a NaN logit or target makes its row NaN (a NaN target makes
+// the whole gradient row NaN through sum t'); a -inf logit with a zero target makes the row loss NaN (0 * inf) and
+// leaves the gradient finite; with smoothing, its t' > 0 makes the loss +inf; a +inf logit makes the whole row NaN
+// (log_softmax is NaN there), gradient included.
+void soft_special_rows(d4j_backend *emu, std::mt19937_64 &rng) {
+    const int64_t B = 5, C = 37;
+    buffer x(B * C), t(B * C), rows(B), loss(1), grad(B * C);
+    x.random(rng);
+    for (size_t i = 0; i < t.n; ++i) t.p[i] = 1.0f / C;
+    x.p[C + 5] = NAN;                         // row 1
+    t.p[2 * C + 7] = NAN;                     // row 2
+    x.p[3 * C + 9] = -INFINITY;               // row 3, target 0 there
+    t.p[3 * C + 9] = 0.0f;
+    x.p[4 * C + 2] = INFINITY;                // row 4
+    d4j_cross_entropy_soft(emu, nullptr, x.p, t.p, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p);
+    bool grad3_finite = true, grad4_nan = true;
+    for (int64_t c = 0; c < C; ++c) grad3_finite = grad3_finite && std::isfinite(grad.p[3 * C + c]);
+    for (int64_t c = 0; c < C; ++c) grad4_nan = grad4_nan && std::isnan(grad.p[4 * C + c]);
+    expect(!std::isnan(rows.p[0]) && std::isnan(rows.p[1]) && std::isnan(rows.p[2]) && std::isnan(rows.p[3]) &&
+               std::isnan(grad.p[C]) && std::isnan(grad.p[2 * C]) && !std::isnan(grad.p[0]) && grad3_finite &&
+               std::isnan(rows.p[4]) && grad4_nan && std::isnan(loss.p[0]),
+           "soft: NaN logit/target, 0 * -inf and +inf give NaN rows, as PyTorch");
+    d4j_cross_entropy_soft(emu, nullptr, x.p, t.p, B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
+    expect(std::isinf(rows.p[3]) && rows.p[3] > 0.0f, "soft: -inf logit under smoothing: +inf row loss");
+    expect(d4j_cross_entropy_soft(emu, nullptr, x.p, nullptr, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0,
+           "soft: rejects null targets");
+    expect(d4j_cross_entropy_soft(emu, nullptr, x.p, t.p, B, C, -0.5f, 1.0f, rows.p, loss.p, grad.p) != 0,
+           "soft: rejects label smoothing -0.5");
 }
 
 void argmax_case(d4j_backend *emu, int64_t B, int64_t C, bool with_nan, std::mt19937_64 &rng) {
@@ -192,6 +292,19 @@ int main(int argc, char **argv) {
         argmax_case(emu, s.B, s.C, true, rng);
     }
     special_rows(emu, rng);
+    // Soft targets: warp-per-row (C <= 2048, partial blocks at B = 3, 9, 300) and block-per-row (2049, 4100).
+    for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{300, 3}, shape{5, 1000}, shape{3, 2048},
+                    shape{2, 2049}, shape{wide_rows, 4100}}) {
+        for (int kind = 0; kind < 4; ++kind) {
+            for (float eps : {0.0f, 0.1f}) {
+                if (s.C > 2048 && (kind % 2 == 0) != (eps == 0.0f)) continue;  // wide rows: one eps per kind
+                soft_case(emu, s.B, s.C, eps, 0.7f, 4.0f, kind, rng);
+            }
+        }
+    }
+    soft_case(emu, 7, 333, 0.2f, 1.0f, 3.0f, 0, rng, 1e5f);  // far from 0: x - max per term
+    soft_case(emu, 9, 333, 0.1f, 2.0f, 1e4f, 3, rng);
+    soft_special_rows(emu, rng);
     std::printf("%d of %d checks passed\n", cases - failures, cases);
     d4j_backend_close(emu);
     return failures == 0 ? 0 : 1;

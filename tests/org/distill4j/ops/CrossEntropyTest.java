@@ -27,8 +27,8 @@ import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /**
- * Fused softmax + cross-entropy against libtorch (F.cross_entropy with label smoothing + autograd, in float64),
- * argmax against torch.argmax, and CPU against the emulated CUDA kernels.
+ * Fused softmax + cross-entropy against libtorch (F.cross_entropy with label smoothing + autograd, in float64), with
+ * class indices and with probability targets, argmax against torch.argmax, and CPU against the emulated CUDA kernels.
  */
 @SuppressWarnings("try")
 class CrossEntropyTest {
@@ -79,6 +79,53 @@ class CrossEntropyTest {
         }
     }
 
+    static Out runSoft(Backend be, CrossEntropy op, float[] x, float[] t, int b, int c) {
+        try (Tensor xt = Tensor.of(be, x, b, c); Tensor tt = Tensor.of(be, t, b, c); Tensor rows = Tensor.empty(be, b);
+             Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
+            op.computeSoft(xt, tt, rows, loss, grad);
+            return new Out(rows.toArray(), loss.toArray(), grad.toArray());
+        }
+    }
+
+    /** libtorch, float64, probability targets: cross_entropy(x, t, reduction='none', label_smoothing) * scale. */
+    static double[][] torchSoftRef(float[] x, float[] t, int b, int c, double eps, double scale) {
+        try (PointerScope ignored = new PointerScope()) {
+            org.bytedeco.pytorch.Tensor logits = AbstractTensor.create(x, b, c).to(ScalarType.Double);
+            logits.set_requires_grad(true);
+            org.bytedeco.pytorch.Tensor target = AbstractTensor.create(t, b, c).to(ScalarType.Double);
+            org.bytedeco.pytorch.Tensor rows = torch.cross_entropy_loss(logits, target, new TensorOptional(), 0, -100, eps)
+                    .mul(new Scalar(scale));
+            org.bytedeco.pytorch.Tensor loss = rows.mean();
+            loss.backward();
+            double[] r = new double[b], l = new double[1], g = new double[b * c];
+            rows.contiguous().data_ptr_double().get(r);
+            l[0] = loss.item_double();
+            logits.grad().contiguous().data_ptr_double().get(g);
+            return new double[][] {r, l, g};
+        }
+    }
+
+    /**
+     * Targets as Mixup makes them (rows 0 mod 3: lambda and 1 - lambda on two classes), random distributions (1 mod
+     * 3), and rows that do not sum to 1 (2 mod 3: times 0.6 or 1.7), which PyTorch accepts.
+     */
+    static float[] targets(Random rng, int b, int c) {
+        float[] t = new float[b * c];
+        for (int i = 0; i < b; i++) {
+            if (i % 3 == 0) {
+                float lam = rng.nextFloat();
+                t[i * c + rng.nextInt(c)] += lam;
+                t[i * c + rng.nextInt(c)] += 1 - lam;
+            } else {
+                double sum = 0;
+                for (int j = 0; j < c; j++) sum += t[i * c + j] = rng.nextFloat();
+                double want = i % 3 == 1 ? 1 : rng.nextBoolean() ? 0.6 : 1.7;
+                for (int j = 0; j < c; j++) t[i * c + j] = (float) (t[i * c + j] * want / sum);
+            }
+        }
+        return t;
+    }
+
     static float[] labels(Random rng, int b, int c) {
         float[] y = new float[b];
         for (int i = 0; i < b; i++) y[i] = rng.nextInt(c);
@@ -105,6 +152,63 @@ class CrossEntropyTest {
                 assertTrue(Check.relErr(ours.loss(), ref[1]) <= TOL, what + ": loss " + Check.relErr(ours.loss(), ref[1]));
                 assertTrue(Check.relErr(ours.grad(), ref[2]) <= TOL, what + ": grad " + Check.relErr(ours.grad(), ref[2]));
             }
+        }
+    }
+
+    @ParameterizedTest(name = "B={0} C={1}")
+    @MethodSource("shapes")
+    void probabilityTargetsMatchLibtorch(int b, int c) {
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        float[] x = Check.normal(rng, b * c, 3), t = targets(rng, b, c);
+        for (float eps : new float[] {0f, 0.1f, 1f}) {
+            for (float scale : new float[] {1f, 0.35f}) {
+                double[][] ref = torchSoftRef(x, t, b, c, eps, scale);
+                CrossEntropy op = CrossEntropy.builder().labelSmoothing(eps).lossScale(scale).build();
+                String what = String.format("seed=%d B=%d C=%d eps=%s scale=%s", seed, b, c, eps, scale);
+                for (Backend be : new Backend[] {cpu, emu}) {
+                    Out ours = runSoft(be, op, x, t, b, c);
+                    String on = what + " on " + be.device();
+                    assertTrue(Check.relErr(ours.rows(), ref[0]) <= TOL, on + ": rows " + Check.relErr(ours.rows(), ref[0]));
+                    assertTrue(Check.relErr(ours.loss(), ref[1]) <= TOL, on + ": loss " + Check.relErr(ours.loss(), ref[1]));
+                    assertTrue(Check.relErr(ours.grad(), ref[2]) <= TOL, on + ": grad " + Check.relErr(ours.grad(), ref[2]));
+                }
+            }
+        }
+    }
+
+    @Test
+    void oneHotTargetsGiveTheLabelsAnswer() {
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        int b = 9, c = 333;
+        float[] x = Check.normal(rng, b * c, 5), y = labels(rng, b, c), t = new float[b * c];
+        for (int i = 0; i < b; i++) t[i * c + (int) y[i]] = 1f;
+        CrossEntropy op = CrossEntropy.builder().labelSmoothing(0.1f).lossScale(0.5f).build();
+        for (Backend be : new Backend[] {cpu, emu}) {
+            Out hard = run(be, op, x, y, b, c), soft = runSoft(be, op, x, t, b, c);
+            String what = "seed=" + seed + " on " + be.device();
+            assertTrue(Check.relErr(soft.rows(), hard.rows()) <= TOL, what + ": rows");
+            assertTrue(Check.relErr(soft.grad(), hard.grad()) <= TOL, what + ": grad");
+        }
+    }
+
+    @Test
+    void softTargetSpecialValuesAsInPyTorch() {
+        Random rng = new Random(Check.freshSeed());
+        int b = 3, c = 17;
+        float[] x = Check.normal(rng, b * c, 1), t = targets(rng, b, c);
+        x[c + 4] = Float.NaN;
+        t[2 * c + 1] = Float.NaN;
+        double[][] ref = torchSoftRef(x, t, b, c, 0, 1);
+        assertTrue(Double.isNaN(ref[0][1]) && Double.isNaN(ref[0][2]) && !Double.isNaN(ref[0][0]),
+                "libtorch itself gives NaN rows here");
+        for (Backend be : new Backend[] {cpu, emu}) {
+            Out out = runSoft(be, CrossEntropy.builder().build(), x, t, b, c);
+            assertTrue(Float.isNaN(out.rows()[1]) && Float.isNaN(out.rows()[2]) && Float.isNaN(out.grad()[c])
+                    && Float.isNaN(out.grad()[2 * c]) && Float.isNaN(out.loss()[0]), "NaN rows on " + be.device());
+            assertTrue(Check.relErr(new float[] {out.rows()[0]}, new double[] {ref[0][0]}) <= TOL,
+                    "row 0 unaffected on " + be.device());
         }
     }
 
@@ -206,6 +310,12 @@ class CrossEntropyTest {
                 Out want = run(cpu, op, x, y, b, c), got = run(cuda, op, x, y, b, c);
                 assertTrue(Check.relErr(got.loss(), want.loss()) <= TOL, "seed=" + seed + " B=" + b + " C=" + c + ": loss");
                 assertTrue(Check.relErr(got.grad(), want.grad()) <= TOL, "seed=" + seed + " B=" + b + " C=" + c + ": grad");
+                float[] t = targets(rng, b, c);
+                Out softWant = runSoft(cpu, op, x, t, b, c), softGot = runSoft(cuda, op, x, t, b, c);
+                assertTrue(Check.relErr(softGot.rows(), softWant.rows()) <= TOL, "seed=" + seed + " B=" + b + " C=" + c
+                        + ": soft rows");
+                assertTrue(Check.relErr(softGot.grad(), softWant.grad()) <= TOL, "seed=" + seed + " B=" + b + " C=" + c
+                        + ": soft grad");
                 try (Tensor xt = Tensor.of(cuda, x, b, c); Tensor idx = Tensor.empty(cuda, b);
                      Tensor xc = Tensor.of(cpu, x, b, c); Tensor idc = Tensor.empty(cpu, b)) {
                     CrossEntropy.argmax(xt, idx);
@@ -251,6 +361,12 @@ class CrossEntropyTest {
             assertMessage(IllegalArgumentException.class, "cuda-emu", () -> ce.compute(x, onEmu, rows, null, null));
             assertMessage(IllegalArgumentException.class, "rowLoss is required", () -> ce.compute(x, rows, null, null, null));
             assertMessage(IllegalArgumentException.class, "index must have shape [2]", () -> CrossEntropy.argmax(x, y3));
+            assertMessage(IllegalArgumentException.class, "cross_entropy_soft: targets must have shape [2, 3], got [2]",
+                    () -> ce.computeSoft(x, rows, rows, null, null));
+            assertMessage(IllegalArgumentException.class, "cross_entropy_soft: targets is on cuda-emu",
+                    () -> ce.computeSoft(x, emuX, rows, null, null));
+            assertMessage(IllegalArgumentException.class, "cross_entropy_soft: grad must have shape [2, 3], got [6]",
+                    () -> ce.computeSoft(x, x, rows, null, v));
             Tensor closed = Tensor.empty(cpu, 2, 3);
             closed.close();
             assertMessage(IllegalStateException.class, "closed", () -> ce.compute(closed, rows, rows, null, null));

@@ -139,6 +139,9 @@ public final class Distill4jNative {
     /** See {@code d4j_impl_cross_entropy} in native/include/distill4j_impl.h. */
     public static native int d4j_cross_entropy(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Const FloatPointer labels, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
 
+    /** See {@code d4j_impl_cross_entropy_soft} in native/include/distill4j_impl.h. */
+    public static native int d4j_cross_entropy_soft(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Const FloatPointer targets, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
+
     /** See {@code d4j_impl_argmax} in native/include/distill4j_impl.h. */
     public static native int d4j_argmax(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long b, @Cast("int64_t") long c, FloatPointer index);
 

@@ -9,7 +9,8 @@ import org.distill4j.natives.Distill4jNative;
 
 /**
  * Fused softmax + cross-entropy: the classification loss and its gradient with respect to the logits in one pass
- * over each row (llm.c's fused classifier; CPU and CUDA kernels behind {@code d4j_cross_entropy}), and
+ * over each row (llm.c's fused classifier; CPU and CUDA kernels behind {@code d4j_cross_entropy}), the same with
+ * probability targets ({@link #computeSoft}, for Mixup and CutMix; {@code d4j_cross_entropy_soft}), and
  * {@link #argmax}.
  *
  * <p>PyTorch equivalence: {@code loss = F.cross_entropy(logits, labels, label_smoothing=eps) * lossScale} (reduction
@@ -71,6 +72,33 @@ public final class CrossEntropy {
         backend.call("cross_entropy",
                 () -> Distill4jNative.d4j_cross_entropy(backend.kernels(), backend.stream(), logits.data(),
                 labels.data(), b, c, labelSmoothing, lossScale, rowLoss.data(), loss == null ? null : loss.data(),
+                grad == null ? null : grad.data()));
+    }
+
+    /**
+     * The same with probability targets, as Mixup and CutMix make them: {@code F.cross_entropy(logits, targets,
+     * label_smoothing=eps) * lossScale} with a float {@code targets} [B, C] (reduction {@code mean}, over B). With
+     * {@code t' = (1 − eps)·targets + eps/C}, a row's loss is {@code Σ_c t'_c · (−log_softmax(logits)_c)} and the
+     * gradient is {@code lossScale/B · (softmax · Σ_c t'_c − t')}. As in PyTorch, a target row need not sum to 1 and
+     * targets are not checked: a NaN target gives a NaN row. Allocates nothing.
+     *
+     * @param logits [B, C]
+     * @param targets [B, C], the target distribution of each row
+     * @param rowLoss output [B]: lossScale times each row's loss
+     * @param loss output [] (their mean, the loss), or null to skip it
+     * @param grad output d loss / d logits [B, C], WRITTEN, or null to compute the loss only
+     */
+    public void computeSoft(Tensor logits, Tensor targets, Tensor rowLoss, Tensor loss, Tensor grad) {
+        checkMatrix("cross_entropy_soft", "logits", logits);
+        long b = logits.size(0), c = logits.size(1);
+        checkOperand("cross_entropy_soft", "targets", targets, new long[] {b, c}, logits);
+        checkOperand("cross_entropy_soft", "rowLoss", rowLoss, new long[] {b}, logits);
+        if (loss != null) checkOperand("cross_entropy_soft", "loss", loss, new long[0], logits);
+        if (grad != null) checkOperand("cross_entropy_soft", "grad", grad, new long[] {b, c}, logits);
+        Backend backend = logits.backend();
+        backend.call("cross_entropy_soft",
+                () -> Distill4jNative.d4j_cross_entropy_soft(backend.kernels(), backend.stream(), logits.data(),
+                targets.data(), b, c, labelSmoothing, lossScale, rowLoss.data(), loss == null ? null : loss.data(),
                 grad == null ? null : grad.data()));
     }
 
