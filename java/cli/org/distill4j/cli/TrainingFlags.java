@@ -47,6 +47,22 @@ final class TrainingFlags {
             description = "random crop (pad 2) and horizontal flip (default on; --no-augment)")
     boolean augment;
 
+    @Option(names = "--mixup", paramLabel = "ALPHA", defaultValue = "0", description = "Mixup of training batches: "
+            + "lambda ~ Beta(ALPHA, ALPHA), 0 = off (default ${DEFAULT-VALUE}; DeiT 0.8)")
+    double mixupAlpha;
+
+    @Option(names = "--cutmix", paramLabel = "ALPHA", defaultValue = "0", description = "CutMix of training batches, "
+            + "Beta(ALPHA, ALPHA), 0 = off (default ${DEFAULT-VALUE}; DeiT 1.0)")
+    double cutmixAlpha;
+
+    @Option(names = "--mixup-prob", paramLabel = "P", defaultValue = "1.0", description = "probability that a batch "
+            + "is mixed when --mixup or --cutmix is on (default ${DEFAULT-VALUE})")
+    double mixupProb;
+
+    @Option(names = "--mixup-switch-prob", paramLabel = "P", defaultValue = "0.5", description = "probability of "
+            + "CutMix rather than Mixup when both are on (default ${DEFAULT-VALUE})")
+    double mixupSwitchProb;
+
     @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")
     long seed;
 
@@ -78,7 +94,7 @@ final class TrainingFlags {
         TrainOptions o = new TrainOptions().withEpochs(epochs).withBatch(batch).withLr(lr, Math.min(minLr, lr))
                 .withWeightDecay(weightDecay).withWarmupEpochs(warmup).withClipNorm(clip)
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
-                .withLimits(trainLimit, testLimit);
+                .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb);
         if (labeled != null && labeledList != null) {
             throw new IllegalArgumentException("--labeled and --labeled-list both choose the labeled images: give one");
         }

@@ -159,10 +159,11 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
      */
     @Override
     public void checkFor(ImageSource train, TrainOptions options) {
-        if (options.augment()) {
+        if (options.augment() || options.mixup() != null) {
             throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
-                    + "augments them: run the teacher on every batch (SoftLabels.live(teacher, name)) or train "
-                    + "without augmentation (TrainOptions.withAugment(false))");
+                    + (options.augment() ? "augments them" : "mixes them (Mixup/CutMix)") + ": run the teacher on "
+                    + "every batch (SoftLabels.live(teacher, name)) or train without "
+                    + (options.augment() ? "augmentation (TrainOptions.withAugment(false))" : "Mixup/CutMix"));
         }
         if (train.classes() != classes) {
             throw new IllegalArgumentException(source + " have " + classes + " classes per image; the training set "

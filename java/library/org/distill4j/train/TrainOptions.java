@@ -6,6 +6,7 @@ import java.util.Objects;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
 import org.distill4j.data.LabeledSubset;
+import org.distill4j.data.Mixup;
 import org.distill4j.ops.Reduction;
 
 /**
@@ -24,6 +25,7 @@ public final class TrainOptions {
     private int trainLimit = 0, testLimit = 0;
     private int labeled = 0;         // 0: every training image keeps its label
     private int[] labeledList;       // ascending; null unless given explicitly
+    private double mixupAlpha = 0, cutmixAlpha = 0, mixupProb = 1, mixupSwitchProb = 0.5;  // off: both alphas 0
 
     /** The defaults. */
     public TrainOptions() {}
@@ -48,6 +50,10 @@ public final class TrainOptions {
         o.testLimit = testLimit;
         o.labeled = labeled;
         o.labeledList = labeledList;
+        o.mixupAlpha = mixupAlpha;
+        o.cutmixAlpha = cutmixAlpha;
+        o.mixupProb = mixupProb;
+        o.mixupSwitchProb = mixupSwitchProb;
         return o;
     }
 
@@ -148,6 +154,28 @@ public final class TrainOptions {
         TrainOptions o = copy();
         o.augment = a;
         return o;
+    }
+
+    /**
+     * Mixup and CutMix of training batches ({@link Mixup}, timm's {@code --mixup}, {@code --cutmix},
+     * {@code --mixup-prob}, {@code --mixup-switch-prob}; DeiT trains with 0.8, 1.0, 1.0, 0.5): the class head learns
+     * the mixed targets and the teacher sees the mixed images. Both alphas 0 (the default) turn it off. Not with a
+     * transfer set or stored teacher logits (refused when the run starts).
+     */
+    public TrainOptions withMixup(double mixupAlpha, double cutmixAlpha, double prob, double switchProb) {
+        new Mixup(0, mixupAlpha, cutmixAlpha, prob, switchProb);  // its checks
+        TrainOptions o = copy();
+        o.mixupAlpha = mixupAlpha;
+        o.cutmixAlpha = cutmixAlpha;
+        o.mixupProb = prob;
+        o.mixupSwitchProb = switchProb;
+        return o;
+    }
+
+    /** The run's Mixup/CutMix, seeded from {@link #seed()}, or null when off. */
+    public Mixup mixup() {
+        Mixup m = new Mixup(seed, mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb);
+        return m.isEnabled() ? m : null;
     }
 
     /** Seed of the initialisation, the shuffling, the augmentation and the labeled subset ({@link #withLabeled}). */
@@ -345,6 +373,8 @@ public final class TrainOptions {
                 : " (alpha " + alpha + (distillation == Distillation.SOFT
                         ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
                 + ", augment " + augment + ", seed " + seed
-                + (labeled == 0 ? "" : ", labeled " + labeledDescription());
+                + (labeled == 0 ? "" : ", labeled " + labeledDescription())
+                + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
+                        + ", switch " + mixupSwitchProb + ")");
     }
 }

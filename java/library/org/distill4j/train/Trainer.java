@@ -26,7 +26,8 @@ import org.distill4j.ops.Reduction;
  *       definition; DeiT's code divides by B·C instead, its issue #61).</li>
  *   <li>{@link Distillation#HARD}: distill = CE(dist head, argmax teacher).</li>
  * </ul>
- * The teacher's logits are its class head. Label smoothing applies to the true labels only.
+ * The teacher's logits are its class head. Label smoothing applies to the true labels only (or to their Mixup/CutMix
+ * mixtures: {@link #stepMixed}).
  *
  * <p><b>Transfer sets</b> ({@link TrainOptions#withLabeled}; Hinton et al. 2015, section 2). {@link
  * #step(float[], int[], boolean[], float[])} is told which images of the batch keep their true labels (m<sub>i</sub>
@@ -201,7 +202,7 @@ public final class Trainer implements AutoCloseable {
                 throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
             }
             for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-            return run(images, hostLabels, labeled, batchTeacher);
+            return run(images, hostLabels, labeled, null, batchTeacher);
         } finally {
             confinement.exit();
         }
@@ -220,13 +221,44 @@ public final class Trainer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            return run(images, batchLabels, null, batchTeacher);
+            return run(images, batchLabels, null, null, batchTeacher);
         } finally {
             confinement.exit();
         }
     }
 
-    private StepResult run(float[] images, float[] batchLabels, boolean[] labeled, float[] batchTeacher) {
+    /**
+     * One step on a Mixup/CutMix batch ({@link org.distill4j.data.Mixup}): the class head's cross-entropy (and,
+     * without distillation, the distillation head's) takes each image's target distribution instead of its label,
+     * with the label smoothing applied to it ({@link CrossEntropy#computeSoft}); the teacher runs on the mixed
+     * images, as in DeiT. Not for transfer sets: an unlabeled image has no label to mix.
+     *
+     * @param images        [B, C, H, W] of the student's shape, row-major, already mixed
+     * @param batchLabels   [B] each image's own class index, against which the training accuracy is counted
+     * @param targets       [B, classes] the target distributions ({@link org.distill4j.data.Mixup#targets})
+     * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     */
+    public StepResult stepMixed(float[] images, int[] batchLabels, float[] targets, float[] batchTeacher) {
+        confinement.enter();
+        try {
+            checkOpen();
+            if (batchLabels.length != hostLabels.length) {
+                throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+            }
+            if (targets == null || targets.length != hostTarget.length) {
+                throw new IllegalArgumentException("targets must be " + hostLabels.length + " x "
+                        + student.config().classes() + " floats, got " + (targets == null ? "null" : targets.length));
+            }
+            for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
+            return run(images, hostLabels, null, targets, batchTeacher);
+        } finally {
+            confinement.exit();
+        }
+    }
+
+    private StepResult run(float[] images, float[] batchLabels, boolean[] labeled, float[] targets,
+            float[] batchTeacher) {
         Distillation mode = options.distillation();
         int c = student.config().classes();
         CrossEntropy.checkLabels(batchLabels, c);
@@ -257,10 +289,13 @@ public final class Trainer implements AutoCloseable {
             ceTarget.copyFrom(hostTarget);
             ceWeight.copyFrom(hostWeight);
         }
+        if (targets != null) ceTarget.copyFrom(targets);  // Mixup's distributions (never with a transfer set's mask)
         student.zeroGrad();
         student.forward();
         if (labeled != null) {
             maskedCe.compute(student.logits(), ceTarget, ceWeight, clsRows, student.logitsGrad(), null);
+        } else if (targets != null) {
+            clsCe.computeSoft(student.logits(), ceTarget, clsRows, clsLoss, student.logitsGrad());
         } else {
             clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
         }
@@ -272,6 +307,9 @@ public final class Trainer implements AutoCloseable {
                         maskedCe.compute(student.distLogits(), ceTarget, ceWeight, distRows, student.distLogitsGrad(),
                                 null);
                         maskedDist = true;
+                    } else if (targets != null) {
+                        distCe.computeSoft(student.distLogits(), ceTarget, distRows, distLoss,
+                                student.distLogitsGrad());
                     } else {
                         distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
                     }

@@ -10,6 +10,7 @@ import java.util.Locale;
 import java.util.Objects;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Augment;
+import org.distill4j.data.Mixup;
 import org.distill4j.data.BatchLoader;
 import org.distill4j.data.BatchSource;
 import org.distill4j.data.Dataset;
@@ -220,6 +221,11 @@ public final class TrainingRun {
                         + options.labeledDescription() + "); the teacher's term covers every image";
             }
         }
+        Mixup mixup = options.mixup();
+        if (mixup != null && labeled != null) {
+            throw new IllegalArgumentException("Mixup/CutMix cannot mix a transfer set: an unlabeled image has no "
+                    + "label to mix (train with every image labeled, or without Mixup/CutMix)");
+        }
         if (teacher != null) teacher.checkFor(trainSet, options);
         if (trainSet.size() < b) {
             throw new IllegalArgumentException((labeledIndices != null && labeled == null ? "only " + trainSet.size()
@@ -258,6 +264,8 @@ public final class TrainingRun {
             float[] teacherLogits = teacher != null && teacherModel == null
                     ? new float[b * student.config().classes()] : null;
             boolean[] mask = labeled == null ? null : new boolean[b];
+            float[] mixed = mixup == null ? null : new float[b * student.config().classes()];
+            int channels = student.config().channels(), side = student.config().imageSize();
             if (transfer != null) log.println(name + ": " + transfer);
             if (startEpoch < options.epochs()) {
                 try (BatchSource loader = loader(run, trainSet, b, augment, startEpoch)) {
@@ -275,7 +283,15 @@ public final class TrainingRun {
                                 }
                                 Trainer.StepResult r;
                                 try {
-                                    r = trainer.step(batch.images(), batch.labels(), mask, teacherLogits);
+                                    if (mixup != null) {
+                                        // A pure function of (seed, epoch, step): a resumed run mixes alike.
+                                        Mixup.Params p = mixup.params(epoch, s, side, side);
+                                        Mixup.apply(batch.images(), 0, b, channels, side, side, p);
+                                        Mixup.targets(batch.labels(), student.config().classes(), p, mixed);
+                                        r = trainer.stepMixed(batch.images(), batch.labels(), mixed, teacherLogits);
+                                    } else {
+                                        r = trainer.step(batch.images(), batch.labels(), mask, teacherLogits);
+                                    }
                                 } catch (NonFiniteException e) {
                                     throw e.withContext(name + ", epoch " + (epoch + 1) + ", ", "; " + lastGood
                                             + " (a lower learning rate or clipping may help; check the data)");
