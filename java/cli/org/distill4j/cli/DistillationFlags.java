@@ -19,6 +19,11 @@ final class DistillationFlags {
 
     /** {@code options} distilling in {@code mode} (refuses an alpha outside [0, 1] or a temperature <= 0). */
     TrainOptions apply(TrainOptions options, Distillation mode, double defaultTau) {
+        // Checked here, before anything is written (the run itself refuses it too, later).
+        if (mode != Distillation.NONE && options.labeled() > 0 && options.mixup() != null) {
+            throw new IllegalArgumentException("--mixup/--cutmix cannot mix a transfer set (--labeled): an unlabeled "
+                    + "image has no label to mix");
+        }
         return options.withDistillation(mode, alpha, tau != null ? tau : defaultTau);
     }
 }

@@ -1,0 +1,83 @@
+package org.distill4j.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import org.distill4j.backend.Backend;
+import org.distill4j.backend.CpuBackend;
+import org.distill4j.io.SafetensorsReader;
+import org.distill4j.nn.ModelFile;
+import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
+import org.distill4j.testing.IdxFiles;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** {@code --mixup}/{@code --cutmix} on train and distill, on a tiny random Fashion-MNIST, and their bad input. */
+class MixupCliTest {
+    @TempDir
+    Path dir;
+
+    static {
+        System.setProperty("distill4j.progress", "off");
+    }
+
+    private static String[] args(String command, Path data, Path out, String... more) {
+        String[] base = {command, "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
+            "--device", "cpu", "--epochs", "1", "--batch", "16", "--no-augment"};
+        String[] all = Arrays.copyOf(base, base.length + more.length);
+        System.arraycopy(more, 0, all, base.length, more.length);
+        return all;
+    }
+
+    private static String settings(Path out) throws IOException {
+        try (SafetensorsReader r = SafetensorsReader.open(out.resolve("checkpoint.safetensors"))) {
+            return r.header().metadata().get("distill4j.settings");
+        }
+    }
+
+    @Test
+    void mixedRunsRecordTheirSettingsAndRunTheTeacherOnEveryBatch() throws IOException {
+        Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
+        Path teacher = dir.resolve("teacher.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8, 5)) {
+            ModelFile.save(teacher, m);
+        }
+        Path soft = dir.resolve("soft");
+        assertEquals(0, CliTest.run(args("distill", data, soft, "--teacher", teacher.toString(), "--mixup", "0.8",
+                "--cutmix", "1.0")).status());
+        assertTrue(settings(soft).contains("mixup 0.8, cutmix 1.0 (prob 1.0, switch 0.5)"), settings(soft));
+        JsonObject r = JsonParser.parseString(Files.readString(soft.resolve("results.json"))).getAsJsonObject();
+        assertTrue(r.get("teacher").getAsString().contains("run on every"), r.toString());
+        assertFalse(Files.exists(soft.resolve("teacher-logits.safetensors")),
+                "mixed images have no cached soft labels, even with --no-augment");
+        Path scratch = dir.resolve("scratch");
+        assertEquals(0, CliTest.run(args("train", data, scratch, "--cutmix", "1.0", "--mixup-prob", "0.5")).status());
+        assertTrue(settings(scratch).contains("mixup 0.0, cutmix 1.0 (prob 0.5, switch 0.5)"), settings(scratch));
+
+        // Bad values and a transfer set: one line, nothing written.
+        Path out = dir.resolve("never");
+        String[][] cases = {
+            {"--mixup", "-1"}, {"alphas must be finite and >= 0"},
+            {"--mixup-prob", "1.5", "--mixup", "0.8"}, {"probabilities must be in [0, 1]"},
+            {"--mixup", "0.8", "--labeled", "20"}, {"--mixup/--cutmix cannot mix a transfer set (--labeled)"},
+        };
+        for (int k = 0; k < cases.length; k += 2) {
+            String[] more = Arrays.copyOf(cases[k], cases[k].length + 2);
+            more[cases[k].length] = "--teacher";
+            more[cases[k].length + 1] = teacher.toString();
+            CliTest.Run run = CliTest.run(args("distill", data, out, more));
+            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
+            assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
+            assertFalse(Files.exists(out), String.join(" ", cases[k]) + " wrote " + out);
+        }
+    }
+}
