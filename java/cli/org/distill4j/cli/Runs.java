@@ -71,15 +71,17 @@ final class Runs {
 
     /**
      * The teacher's logits for a distillation run: without augmentation, computed once over the training set and
-     * cached in {@code cache} (reused when it matches the teacher file and dataset); with augmentation or
-     * Mixup/CutMix, the teacher model runs on every batch ({@code teacherModel}, allocated by the caller).
+     * cached in {@code cache} (reused when it matches the teacher file and dataset); with augmentation, random
+     * erasing or Mixup/CutMix, the teacher model runs on every batch ({@code teacherModel}, allocated by the caller).
      */
     static TrainingRun.TeacherLogits teacherLogits(VisionTransformer teacherModel, Path teacherFile,
                                                    ImageSource source, TrainOptions options, Path cache, int topk)
             throws IOException {
         if (options.distillation() == Distillation.NONE) return null;
-        // Augmented or mixed images are new every epoch: no cache can hold the teacher's view of them.
-        if (options.augment() || options.mixup() != null) return SoftLabels.live(teacherModel, teacherFile.toString());
+        // Augmented, erased or mixed images are new every epoch: no cache can hold the teacher's view of them.
+        if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
+            return SoftLabels.live(teacherModel, teacherFile.toString());
+        }
         if (!(source instanceof Dataset train)) {
             // The cache is tied to the images by a digest of every value: a streamed set would be decoded whole.
             System.out.println("teacher logits: the teacher runs on every batch (streamed data has no soft-label cache)");

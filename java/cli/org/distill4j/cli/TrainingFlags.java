@@ -63,6 +63,10 @@ final class TrainingFlags {
             + "CutMix rather than Mixup when both are on (default ${DEFAULT-VALUE})")
     double mixupSwitchProb;
 
+    @Option(names = "--reprob", paramLabel = "P", defaultValue = "0", description = "random erasing: probability "
+            + "that a training image gets one box of N(0, 1) noise (default ${DEFAULT-VALUE}; DeiT 0.25)")
+    double reprob;
+
     @Option(names = "--seed", defaultValue = "0", description = "seed (default ${DEFAULT-VALUE})")
     long seed;
 
@@ -94,7 +98,8 @@ final class TrainingFlags {
         TrainOptions o = new TrainOptions().withEpochs(epochs).withBatch(batch).withLr(lr, Math.min(minLr, lr))
                 .withWeightDecay(weightDecay).withWarmupEpochs(warmup).withClipNorm(clip)
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
-                .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb);
+                .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
+                .withRandomErasing(reprob);
         if (labeled != null && labeledList != null) {
             throw new IllegalArgumentException("--labeled and --labeled-list both choose the labeled images: give one");
         }

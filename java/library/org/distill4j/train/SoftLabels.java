@@ -159,11 +159,13 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
      */
     @Override
     public void checkFor(ImageSource train, TrainOptions options) {
-        if (options.augment() || options.mixup() != null) {
+        if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
+            String what = options.augment() ? "augmentation (TrainOptions.withAugment(false))"
+                    : options.mixup() != null ? "Mixup/CutMix" : "random erasing";
             throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
-                    + (options.augment() ? "augments them" : "mixes them (Mixup/CutMix)") + ": run the teacher on "
-                    + "every batch (SoftLabels.live(teacher, name)) or train without "
-                    + (options.augment() ? "augmentation (TrainOptions.withAugment(false))" : "Mixup/CutMix"));
+                    + (options.augment() ? "augments them" : options.mixup() != null ? "mixes them (Mixup/CutMix)"
+                    : "erases parts of them") + ": run the teacher on every batch (SoftLabels.live(teacher, name)) or "
+                    + "train without " + what);
         }
         if (train.classes() != classes) {
             throw new IllegalArgumentException(source + " have " + classes + " classes per image; the training set "

@@ -7,6 +7,7 @@ import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
 import org.distill4j.data.LabeledSubset;
 import org.distill4j.data.Mixup;
+import org.distill4j.data.RandomErasing;
 import org.distill4j.ops.Reduction;
 
 /**
@@ -26,6 +27,7 @@ public final class TrainOptions {
     private int labeled = 0;         // 0: every training image keeps its label
     private int[] labeledList;       // ascending; null unless given explicitly
     private double mixupAlpha = 0, cutmixAlpha = 0, mixupProb = 1, mixupSwitchProb = 0.5;  // off: both alphas 0
+    private double erasingProb = 0;
 
     /** The defaults. */
     public TrainOptions() {}
@@ -54,6 +56,7 @@ public final class TrainOptions {
         o.cutmixAlpha = cutmixAlpha;
         o.mixupProb = mixupProb;
         o.mixupSwitchProb = mixupSwitchProb;
+        o.erasingProb = erasingProb;
         return o;
     }
 
@@ -170,6 +173,23 @@ public final class TrainOptions {
         o.mixupProb = prob;
         o.mixupSwitchProb = switchProb;
         return o;
+    }
+
+    /**
+     * Random erasing of training images ({@link RandomErasing}, timm's {@code --reprob}, pixel mode, one box; DeiT
+     * 0.25), after the crop and flip and before Mixup/CutMix; 0 (the default) turns it off. Not with stored teacher
+     * logits (refused when the run starts).
+     */
+    public TrainOptions withRandomErasing(double prob) {
+        new RandomErasing(0, prob);  // its checks
+        TrainOptions o = copy();
+        o.erasingProb = prob;
+        return o;
+    }
+
+    /** The run's random erasing, seeded from {@link #seed()}, or null when off. */
+    public RandomErasing randomErasing() {
+        return erasingProb > 0 ? new RandomErasing(seed, erasingProb) : null;
     }
 
     /** The run's Mixup/CutMix, seeded from {@link #seed()}, or null when off. */
@@ -375,6 +395,7 @@ public final class TrainOptions {
                 + ", augment " + augment + ", seed " + seed
                 + (labeled == 0 ? "" : ", labeled " + labeledDescription())
                 + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
-                        + ", switch " + mixupSwitchProb + ")");
+                        + ", switch " + mixupSwitchProb + ")")
+                + (erasingProb == 0 ? "" : ", random erasing " + erasingProb);
     }
 }

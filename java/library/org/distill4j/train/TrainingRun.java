@@ -11,6 +11,7 @@ import java.util.Objects;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Augment;
 import org.distill4j.data.Mixup;
+import org.distill4j.data.RandomErasing;
 import org.distill4j.data.BatchLoader;
 import org.distill4j.data.BatchSource;
 import org.distill4j.data.Dataset;
@@ -222,6 +223,7 @@ public final class TrainingRun {
             }
         }
         Mixup mixup = options.mixup();
+        RandomErasing erasing = options.randomErasing();
         if (mixup != null && labeled != null) {
             throw new IllegalArgumentException("Mixup/CutMix cannot mix a transfer set: an unlabeled image has no "
                     + "label to mix (train with every image labeled, or without Mixup/CutMix)");
@@ -277,6 +279,13 @@ public final class TrainingRun {
                                 stepsPerEpoch)) {
                             for (int s = 0; s < stepsPerEpoch; s++) {
                                 BatchLoader.Batch batch = loader.next();
+                                if (erasing != null) { // per sample, as timm's transform: (seed, epoch, index)
+                                    int size = channels * side * side;
+                                    for (int i = 0; i < b; i++) {
+                                        erasing.apply(batch.images(), i * size, channels, side, side, epoch,
+                                                batch.indices()[i]);
+                                    }
+                                }
                                 if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
                                 if (mask != null) {
                                     for (int i = 0; i < b; i++) mask[i] = labeled[batch.indices()[i]];

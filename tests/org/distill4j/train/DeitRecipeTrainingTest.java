@@ -26,12 +26,12 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Mixup/CutMix in training (issue #17, DeiT's recipe): {@link Trainer#stepMixed}'s loss and gradients against a
- * float64 reference written here from the definition (cross-entropy on the mixed, smoothed targets; the distillation
- * terms unchanged), the teacher seeing the mixed images, and runs that mix, resume bit for bit and refuse what
- * cannot be mixed.
+ * DeiT's batch-level recipe in training (issue #17): Mixup/CutMix — {@link Trainer#stepMixed}'s loss and gradients
+ * against a float64 reference written here from the definition (cross-entropy on the mixed, smoothed targets; the
+ * distillation terms unchanged), the teacher seeing the mixed images — and random erasing: runs that use them,
+ * resume bit for bit and refuse what cannot be mixed or erased.
  */
-class MixupTrainingTest {
+class DeitRecipeTrainingTest {
     private static final VitConfig SMALL = VitConfig.of(16, 4, 1, 4, 64, 1, 2, 2, true);
     private static final int B = 8, C = 4;
     private static final PrintStream QUIET = new PrintStream(OutputStream.nullOutputStream());
@@ -228,6 +228,43 @@ class MixupTrainingTest {
                 assertTrue(e.getMessage().contains("mixup 0.8, cutmix 1.0 (prob 1.0, switch 0.5)"), e.getMessage());
             }
         }
+    }
+
+    @Test
+    void randomErasingChangesTheRunResumesExactlyAndRefusesCachedLogits() throws Exception {
+        Dataset train = Synthetic.dataset(81, 64, C, 16, 16), test = Synthetic.dataset(82, 16, C, 16, 16);
+        TrainOptions o = options(2).withDistillation(Distillation.SOFT, 0.5, 2).withRandomErasing(0.5);
+        Path ckpt = dir.resolve("e.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1)) {
+            TrainingRun.TeacherLogits live = SoftLabels.live(teacher, "t");
+            float[] straight, plain, resumed;
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+                TrainingRun.builder(s, train, test).options(o).teacher(live).log(QUIET).run();
+                straight = ModelParameters.of(s);
+            }
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+                TrainingRun.builder(s, train, test).options(o.withRandomErasing(0)).teacher(live).log(QUIET).run();
+                plain = ModelParameters.of(s);
+            }
+            assertFalse(Arrays.equals(straight, plain), "random erasing changes the run");
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+                TrainingRun.builder(s, train, test).options(o).teacher(live).checkpoint(ckpt).stopAfter(1).log(QUIET)
+                        .run();
+            }
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 99)) {
+                TrainingRun.builder(s, train, test).options(o).teacher(live).resumeFrom(ckpt).log(QUIET).run();
+                resumed = ModelParameters.of(s);
+            }
+            assertArrayEquals(straight, resumed, "an erasing run resumes bit for bit");
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> TrainingRun.builder(s, train, test).options(o).log(QUIET)
+                                .teacher(SoftLabels.compute(teacher, train, "t")).run());
+                assertTrue(e.getMessage().contains("this run erases parts of them"), e.getMessage());
+            }
+        }
+        assertThrows(IllegalArgumentException.class, () -> new TrainOptions().withRandomErasing(1.5));
     }
 
     @Test

@@ -20,8 +20,11 @@ import org.distill4j.testing.IdxFiles;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
-/** {@code --mixup}/{@code --cutmix} on train and distill, on a tiny random Fashion-MNIST, and their bad input. */
-class MixupCliTest {
+/**
+ * {@code --mixup}/{@code --cutmix} and {@code --reprob} on train and distill, on a tiny random Fashion-MNIST, and their
+ * bad input.
+ */
+class DeitRecipeCliTest {
     @TempDir
     Path dir;
 
@@ -62,6 +65,11 @@ class MixupCliTest {
         Path scratch = dir.resolve("scratch");
         assertEquals(0, CliTest.run(args("train", data, scratch, "--cutmix", "1.0", "--mixup-prob", "0.5")).status());
         assertTrue(settings(scratch).contains("mixup 0.0, cutmix 1.0 (prob 0.5, switch 0.5)"), settings(scratch));
+        Path erased = dir.resolve("erased");
+        assertEquals(0, CliTest.run(args("distill", data, erased, "--teacher", teacher.toString(), "--reprob", "0.25"))
+                .status());
+        assertTrue(settings(erased).contains("random erasing 0.25"), settings(erased));
+        assertFalse(Files.exists(erased.resolve("teacher-logits.safetensors")), "erased images have no cache either");
 
         // Bad values and a transfer set: one line, nothing written.
         Path out = dir.resolve("never");
@@ -69,6 +77,7 @@ class MixupCliTest {
             {"--mixup", "-1"}, {"alphas must be finite and >= 0"},
             {"--mixup-prob", "1.5", "--mixup", "0.8"}, {"probabilities must be in [0, 1]"},
             {"--mixup", "0.8", "--labeled", "20"}, {"--mixup/--cutmix cannot mix a transfer set (--labeled)"},
+            {"--reprob", "2"}, {"random erasing probability must be in [0, 1], got 2.0"},
         };
         for (int k = 0; k < cases.length; k += 2) {
             String[] more = Arrays.copyOf(cases[k], cases[k].length + 2);
