@@ -1,5 +1,6 @@
 package org.distill4j.cli;
 
+import static org.distill4j.cli.TransferSetCliTest.args;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -32,14 +33,6 @@ class DeitRecipeCliTest {
         System.setProperty("distill4j.progress", "off");
     }
 
-    private static String[] args(String command, Path data, Path out, String... more) {
-        String[] base = {command, "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
-            "--device", "cpu", "--epochs", "1", "--batch", "16", "--no-augment"};
-        String[] all = Arrays.copyOf(base, base.length + more.length);
-        System.arraycopy(more, 0, all, base.length, more.length);
-        return all;
-    }
-
     private static String settings(Path out) throws IOException {
         try (SafetensorsReader r = SafetensorsReader.open(out.resolve("checkpoint.safetensors"))) {
             return r.header().metadata().get("distill4j.settings");
@@ -50,8 +43,8 @@ class DeitRecipeCliTest {
     void mixedRunsRecordTheirSettingsAndRunTheTeacherOnEveryBatch() throws IOException {
         Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
         Path teacher = dir.resolve("teacher.safetensors");
-        try (Backend be = CpuBackend.open();
-             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8, 5)) {
+        VitConfig config = VitConfig.preset("mnist-tiny").withDistilled(false);
+        try (Backend be = CpuBackend.open(); VisionTransformer m = new VisionTransformer(be, config, 8, 5)) {
             ModelFile.save(teacher, m);
         }
         Path soft = dir.resolve("soft");

@@ -45,7 +45,8 @@ class TransferSetCliTest {
         return file;
     }
 
-    private static String[] args(String command, Path data, Path out, String... more) {
+    /** A one-epoch mnist-tiny run on {@code data}, batch 16, no augmentation, plus {@code more}. */
+    static String[] args(String command, Path data, Path out, String... more) {
         String[] base = {command, "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
             "--device", "cpu", "--epochs", "1", "--batch", "16", "--no-augment"};
         String[] all = Arrays.copyOf(base, base.length + more.length);

@@ -52,57 +52,56 @@ class CrossEntropyTest {
     record Out(float[] rows, float[] loss, float[] grad) {}
 
     static Out run(Backend be, CrossEntropy op, float[] x, float[] y, int b, int c) {
-        try (Tensor xt = Tensor.of(be, x, b, c); Tensor yt = Tensor.of(be, y, b); Tensor rows = Tensor.empty(be, b);
-             Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
-            op.compute(xt, yt, rows, loss, grad);
+        return call(be, x, y, b, c, new long[] {b}, op::compute);
+    }
+
+    static Out runSoft(Backend be, CrossEntropy op, float[] x, float[] t, int b, int c) {
+        return call(be, x, t, b, c, new long[] {b, c}, op::computeSoft);
+    }
+
+    /** CrossEntropy.compute or computeSoft, as one signature. */
+    interface CeCall {
+        void apply(Tensor logits, Tensor target, Tensor rows, Tensor loss, Tensor grad);
+    }
+
+    private static Out call(Backend be, float[] x, float[] target, int b, int c, long[] targetShape, CeCall op) {
+        try (Tensor xt = Tensor.of(be, x, b, c); Tensor tt = Tensor.of(be, target, targetShape);
+             Tensor rows = Tensor.empty(be, b); Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
+            op.apply(xt, tt, rows, loss, grad);
             return new Out(rows.toArray(), loss.toArray(), grad.toArray());
         }
     }
 
     /** libtorch, float64: rows = cross_entropy(x, y, reduction='none', label_smoothing) * scale; loss = rows.mean(). */
     static double[][] torchRef(float[] x, float[] y, int b, int c, double eps, double scale) {
+        long[] labels = new long[b];
+        for (int i = 0; i < b; i++) labels[i] = (long) y[i];
         try (PointerScope ignored = new PointerScope()) {
-            org.bytedeco.pytorch.Tensor logits = AbstractTensor.create(x, b, c).to(ScalarType.Double);
-            logits.set_requires_grad(true);
-            long[] labels = new long[b];
-            for (int i = 0; i < b; i++) labels[i] = (long) y[i];
-            org.bytedeco.pytorch.Tensor target = AbstractTensor.create(labels, b);
-            org.bytedeco.pytorch.Tensor rows = torch.cross_entropy_loss(logits, target, new TensorOptional(), 0, -100, eps)
-                    .mul(new Scalar(scale));
-            org.bytedeco.pytorch.Tensor loss = rows.mean();
-            loss.backward();
-            double[] r = new double[b], l = new double[1], g = new double[b * c];
-            rows.contiguous().data_ptr_double().get(r);
-            l[0] = loss.item_double();
-            logits.grad().contiguous().data_ptr_double().get(g);
-            return new double[][] {r, l, g};
-        }
-    }
-
-    static Out runSoft(Backend be, CrossEntropy op, float[] x, float[] t, int b, int c) {
-        try (Tensor xt = Tensor.of(be, x, b, c); Tensor tt = Tensor.of(be, t, b, c); Tensor rows = Tensor.empty(be, b);
-             Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
-            op.computeSoft(xt, tt, rows, loss, grad);
-            return new Out(rows.toArray(), loss.toArray(), grad.toArray());
+            return torchCe(x, AbstractTensor.create(labels, b), b, c, eps, scale);
         }
     }
 
     /** libtorch, float64, probability targets: cross_entropy(x, t, reduction='none', label_smoothing) * scale. */
     static double[][] torchSoftRef(float[] x, float[] t, int b, int c, double eps, double scale) {
         try (PointerScope ignored = new PointerScope()) {
-            org.bytedeco.pytorch.Tensor logits = AbstractTensor.create(x, b, c).to(ScalarType.Double);
-            logits.set_requires_grad(true);
-            org.bytedeco.pytorch.Tensor target = AbstractTensor.create(t, b, c).to(ScalarType.Double);
-            org.bytedeco.pytorch.Tensor rows = torch.cross_entropy_loss(logits, target, new TensorOptional(), 0, -100, eps)
-                    .mul(new Scalar(scale));
-            org.bytedeco.pytorch.Tensor loss = rows.mean();
-            loss.backward();
-            double[] r = new double[b], l = new double[1], g = new double[b * c];
-            rows.contiguous().data_ptr_double().get(r);
-            l[0] = loss.item_double();
-            logits.grad().contiguous().data_ptr_double().get(g);
-            return new double[][] {r, l, g};
+            return torchCe(x, AbstractTensor.create(t, b, c).to(ScalarType.Double), b, c, eps, scale);
         }
+    }
+
+    /** {rows, [loss], d loss / d x} of F.cross_entropy against {@code target} (indices or distributions). */
+    private static double[][] torchCe(float[] x, org.bytedeco.pytorch.Tensor target, int b, int c, double eps,
+                                      double scale) {
+        org.bytedeco.pytorch.Tensor logits = AbstractTensor.create(x, b, c).to(ScalarType.Double);
+        logits.set_requires_grad(true);
+        org.bytedeco.pytorch.Tensor rows = torch.cross_entropy_loss(logits, target, new TensorOptional(), 0, -100, eps)
+                .mul(new Scalar(scale));
+        org.bytedeco.pytorch.Tensor loss = rows.mean();
+        loss.backward();
+        double[] r = new double[b], l = new double[1], g = new double[b * c];
+        rows.contiguous().data_ptr_double().get(r);
+        l[0] = loss.item_double();
+        logits.grad().contiguous().data_ptr_double().get(g);
+        return new double[][] {r, l, g};
     }
 
     /**

@@ -1,5 +1,8 @@
 package org.distill4j.train;
 
+import static org.distill4j.testing.LossFormulas.addCe;
+import static org.distill4j.testing.LossFormulas.argmax;
+import static org.distill4j.testing.LossFormulas.softmax;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -48,37 +51,11 @@ class DeitRecipeTrainingTest {
                 .withAugment(false).withSeed(7);
     }
 
-    private static double[] softmax(float[] z, int row, double scale) {
-        double max = Double.NEGATIVE_INFINITY, sum = 0;
-        for (int c = 0; c < C; c++) max = Math.max(max, z[row * C + c] * scale);
-        double[] p = new double[C];
-        for (int c = 0; c < C; c++) sum += p[c] = Math.exp(z[row * C + c] * scale - max);
-        for (int c = 0; c < C; c++) p[c] /= sum;
-        return p;
-    }
-
-    /** Adds w·CE(p, t) to loss[0] and w·(p·Σt − t) to grad's row; CE = −Σ t log p. */
-    private static void addCe(double[] p, double[] t, double w, int row, double[] loss, double[] grad) {
-        double ce = 0, sum = 0;
-        for (int c = 0; c < C; c++) sum += t[c];
-        for (int c = 0; c < C; c++) {
-            if (t[c] > 0) ce -= t[c] * Math.log(p[c]);
-            grad[row * C + c] += w * (p[c] * sum - t[c]);
-        }
-        loss[0] += w * ce;
-    }
-
     /** Row i of the mixed targets, smoothed: (1 − eps)·t_i + eps/C. */
     private static double[] smoothed(float[] targets, int i, double eps) {
         double[] t = new double[C];
         for (int c = 0; c < C; c++) t[c] = (1 - eps) * targets[i * C + c] + eps / C;
         return t;
-    }
-
-    private static int argmax(float[] z, int row) {
-        int best = 0;
-        for (int c = 1; c < C; c++) if (z[row * C + c] > z[row * C + best]) best = c;
-        return best;
     }
 
     /** {loss, d/d class logits, d/d distillation logits} of a mixed batch, in float64. */
@@ -87,19 +64,19 @@ class DeitRecipeTrainingTest {
         double[] loss = new double[1], gz = new double[B * C], gzd = new double[B * C];
         for (int i = 0; i < B; i++) {
             double[] t = smoothed(targets, i, eps);
-            addCe(softmax(z, i, 1), t, (mode == Distillation.NONE ? 0.5 : 1 - alpha) / B, i, loss, gz);
+            addCe(softmax(z, i, C, 1), t, (mode == Distillation.NONE ? 0.5 : 1 - alpha) / B, i, loss, gz);
             switch (mode) {
                 case NONE: // both heads learn the mixed targets
-                    addCe(softmax(zd, i, 1), t, 0.5 / B, i, loss, gzd);
+                    addCe(softmax(zd, i, C, 1), t, 0.5 / B, i, loss, gzd);
                     break;
                 case HARD: { // the teacher's argmax on the mixed image, unsmoothed
                     double[] y = new double[C];
-                    y[argmax(teacher, i)] = 1;
-                    addCe(softmax(zd, i, 1), y, alpha / B, i, loss, gzd);
+                    y[argmax(teacher, i, C)] = 1;
+                    addCe(softmax(zd, i, C, 1), y, alpha / B, i, loss, gzd);
                     break;
                 }
                 case SOFT: {
-                    double[] p = softmax(zd, i, 1 / temp), q = softmax(teacher, i, 1 / temp);
+                    double[] p = softmax(zd, i, C, 1 / temp), q = softmax(teacher, i, C, 1 / temp);
                     double kl = 0;
                     for (int c = 0; c < C; c++) {
                         kl += q[c] * (Math.log(q[c]) - Math.log(p[c]));
@@ -124,13 +101,14 @@ class DeitRecipeTrainingTest {
                 for (double eps : new double[] {0, 0.1}) {
                     double lam = rng.nextDouble();
                     checkStep(be, mode, eps, new Mixup.Params(false, lam, lam, 0, 0, 0, 0, 0, 0), rng, seed);
-                    checkStep(be, mode, eps, new Mixup.Params(true, 1 - 16.0 / 256, 0.6, 8, 8, 6, 10, 6, 10), rng, seed);
+                    Mixup.Params box = new Mixup.Params(true, 1 - 16.0 / 256, 0.6, 8, 8, 6, 10, 6, 10);
+                    checkStep(be, mode, eps, box, rng, seed);
                 }
             }
         }
     }
 
-    /** The same through the CUDA kernels, emulated on the CPU: the soft-target cross-entropy inside the model's step. */
+    /** The same through the CUDA kernels, emulated on the CPU: the soft-target cross-entropy in the model's step. */
     @Test
     void mixedStepMatchesTheFormulaOnTheEmulatedCudaKernels() {
         long seed = Check.freshSeed();
@@ -168,7 +146,7 @@ class DeitRecipeTrainingTest {
             assertTrue(e1 <= 2e-5, what + ": class-head gradient rel err " + e1);
             assertTrue(e2 <= 2e-5, what + ": distillation-head gradient rel err " + e2);
             int correct = 0;
-            for (int i = 0; i < B; i++) if (argmax(z, i) == labels[i]) correct++;
+            for (int i = 0; i < B; i++) if (argmax(z, i, C) == labels[i]) correct++;
             assertEquals(B, r.labeled(), what);
             assertEquals(correct, r.correct(), what + ": accuracy against each image's own label");
         }
@@ -194,6 +172,31 @@ class DeitRecipeTrainingTest {
         }
     }
 
+    /**
+     * Parameters after the same run {@code o} straight, without what it tests ({@code without}), and stopped after
+     * epoch 1 and resumed from its checkpoint by a student of other initial weights.
+     */
+    private float[][] threeRuns(Backend be, TrainingRun.TeacherLogits live, Dataset train, Dataset test, TrainOptions o,
+                                TrainOptions without, Path ckpt) throws Exception {
+        float[][] out = new float[3][];
+        try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+            TrainingRun.builder(s, train, test).options(o).teacher(live).log(QUIET).run();
+            out[0] = ModelParameters.of(s);
+        }
+        try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+            TrainingRun.builder(s, train, test).options(without).teacher(live).log(QUIET).run();
+            out[1] = ModelParameters.of(s);
+        }
+        try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+            TrainingRun.builder(s, train, test).options(o).teacher(live).checkpoint(ckpt).stopAfter(1).log(QUIET).run();
+        }
+        try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 99)) {
+            TrainingRun.builder(s, train, test).options(o).teacher(live).resumeFrom(ckpt).log(QUIET).run();
+            out[2] = ModelParameters.of(s);
+        }
+        return out;
+    }
+
     @Test
     void runsMixAndResumeBitForBit() throws Exception {
         Dataset train = Synthetic.dataset(61, 96, C, 16, 16), test = Synthetic.dataset(62, 32, C, 16, 16);
@@ -202,25 +205,9 @@ class DeitRecipeTrainingTest {
         try (Backend be = CpuBackend.open();
              VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1)) {
             TrainingRun.TeacherLogits live = SoftLabels.live(teacher, "t");
-            float[] straight, resumed, unmixed;
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).log(QUIET).run();
-                straight = ModelParameters.of(s);
-            }
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o.withMixup(0, 0, 1, 0.5)).teacher(live).log(QUIET).run();
-                unmixed = ModelParameters.of(s);
-            }
-            assertFalse(Arrays.equals(straight, unmixed), "Mixup/CutMix changes the run");
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).checkpoint(ckpt).stopAfter(1).log(QUIET)
-                        .run();
-            }
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 99)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).resumeFrom(ckpt).log(QUIET).run();
-                resumed = ModelParameters.of(s);
-            }
-            assertArrayEquals(straight, resumed, "a mixed run resumes bit for bit");
+            float[][] runs = threeRuns(be, live, train, test, o, o.withMixup(0, 0, 1, 0.5), ckpt);
+            assertFalse(Arrays.equals(runs[0], runs[1]), "Mixup/CutMix changes the run");
+            assertArrayEquals(runs[0], runs[2], "a mixed run resumes bit for bit");
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                         () -> TrainingRun.builder(s, train, test).options(o.withMixup(0.2, 1.0, 1, 0.5)).teacher(live)
@@ -234,29 +221,12 @@ class DeitRecipeTrainingTest {
     void randomErasingChangesTheRunResumesExactlyAndRefusesCachedLogits() throws Exception {
         Dataset train = Synthetic.dataset(81, 64, C, 16, 16), test = Synthetic.dataset(82, 16, C, 16, 16);
         TrainOptions o = options(2).withDistillation(Distillation.SOFT, 0.5, 2).withRandomErasing(0.5);
-        Path ckpt = dir.resolve("e.safetensors");
         try (Backend be = CpuBackend.open();
              VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1)) {
             TrainingRun.TeacherLogits live = SoftLabels.live(teacher, "t");
-            float[] straight, plain, resumed;
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).log(QUIET).run();
-                straight = ModelParameters.of(s);
-            }
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o.withRandomErasing(0)).teacher(live).log(QUIET).run();
-                plain = ModelParameters.of(s);
-            }
-            assertFalse(Arrays.equals(straight, plain), "random erasing changes the run");
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).checkpoint(ckpt).stopAfter(1).log(QUIET)
-                        .run();
-            }
-            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 99)) {
-                TrainingRun.builder(s, train, test).options(o).teacher(live).resumeFrom(ckpt).log(QUIET).run();
-                resumed = ModelParameters.of(s);
-            }
-            assertArrayEquals(straight, resumed, "an erasing run resumes bit for bit");
+            float[][] runs = threeRuns(be, live, train, test, o, o.withRandomErasing(0), dir.resolve("e.safetensors"));
+            assertFalse(Arrays.equals(runs[0], runs[1]), "random erasing changes the run");
+            assertArrayEquals(runs[0], runs[2], "an erasing run resumes bit for bit");
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                         () -> TrainingRun.builder(s, train, test).options(o).log(QUIET)

@@ -1,5 +1,8 @@
 package org.distill4j.train;
 
+import static org.distill4j.testing.LossFormulas.addCe;
+import static org.distill4j.testing.LossFormulas.argmax;
+import static org.distill4j.testing.LossFormulas.softmax;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -54,36 +57,11 @@ class TransferSetTest {
 
     // ---- the per-image weighting, in float64 ----
 
-    private static double[] softmax(float[] z, int row, double scale) {
-        double max = Double.NEGATIVE_INFINITY, sum = 0;
-        for (int c = 0; c < C; c++) max = Math.max(max, z[row * C + c] * scale);
-        double[] p = new double[C];
-        for (int c = 0; c < C; c++) sum += p[c] = Math.exp(z[row * C + c] * scale - max);
-        for (int c = 0; c < C; c++) p[c] /= sum;
-        return p;
-    }
-
     /** (1 − eps)·onehot(y) + eps/C. */
     private static double[] target(int y, double eps) {
         double[] t = new double[C];
         for (int c = 0; c < C; c++) t[c] = (c == y ? 1 - eps : 0) + eps / C;
         return t;
-    }
-
-    /** Adds w·CE(p, t) to loss[0] and w·(p − t) to grad's row; CE = −Σ t log p. */
-    private static void addCe(double[] p, double[] t, double w, int row, double[] loss, double[] grad) {
-        double ce = 0;
-        for (int c = 0; c < C; c++) {
-            if (t[c] > 0) ce -= t[c] * Math.log(p[c]);
-            grad[row * C + c] += w * (p[c] - t[c]);
-        }
-        loss[0] += w * ce;
-    }
-
-    private static int argmax(float[] z, int row) {
-        int best = 0;
-        for (int c = 1; c < C; c++) if (z[row * C + c] > z[row * C + best]) best = c;
-        return best;
     }
 
     /**
@@ -96,16 +74,16 @@ class TransferSetTest {
         for (int i = 0; i < B; i++) {
             double[] t = target(labels[i], eps);
             double clsWeight = mode == Distillation.NONE ? 0.5 : 1 - alpha;
-            if (m[i]) addCe(softmax(z, i, 1), t, clsWeight / B, i, loss, gz);
+            if (m[i]) addCe(softmax(z, i, C, 1), t, clsWeight / B, i, loss, gz);
             switch (mode) {
                 case NONE:
-                    if (m[i]) addCe(softmax(zd, i, 1), t, 0.5 / B, i, loss, gzd);
+                    if (m[i]) addCe(softmax(zd, i, C, 1), t, 0.5 / B, i, loss, gzd);
                     break;
                 case HARD: // the teacher's argmax as a label, never smoothed, for every image
-                    addCe(softmax(zd, i, 1), target(argmax(teacher, i), 0), alpha / B, i, loss, gzd);
+                    addCe(softmax(zd, i, C, 1), target(argmax(teacher, i, C), 0), alpha / B, i, loss, gzd);
                     break;
                 case SOFT: {
-                    double[] p = softmax(zd, i, 1 / temp), q = softmax(teacher, i, 1 / temp);
+                    double[] p = softmax(zd, i, C, 1 / temp), q = softmax(teacher, i, C, 1 / temp);
                     double norm = alpha / B / (red == Reduction.MEAN ? C : 1), kl = 0;
                     for (int c = 0; c < C; c++) {
                         kl += q[c] * (Math.log(q[c]) - Math.log(p[c]));
@@ -196,7 +174,7 @@ class TransferSetTest {
                     continue;
                 }
                 labeled++;
-                if (argmax(z, i) == labels[i]) correct++;
+                if (argmax(z, i, C) == labels[i]) correct++;
             }
             assertEquals(labeled, r.labeled(), what + ": labeled images counted");
             assertEquals(correct, r.correct(), what + ": accuracy over labeled images only");
