@@ -10,13 +10,13 @@ import java.util.Locale;
 import java.util.Objects;
 import org.distill4j.backend.Backend;
 import org.distill4j.data.Augment;
-import org.distill4j.data.Mixup;
-import org.distill4j.data.RandomErasing;
 import org.distill4j.data.BatchLoader;
 import org.distill4j.data.BatchSource;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
+import org.distill4j.data.Mixup;
+import org.distill4j.data.RandomErasing;
 import org.distill4j.data.StreamLoader;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
@@ -25,7 +25,9 @@ import org.distill4j.nn.VitConfig;
  * A whole training run: epochs of {@link Trainer} steps over a background {@link BatchLoader} (an in-memory
  * {@link Dataset}) or {@link StreamLoader} (any other {@link ImageSource}, decoded on worker threads), a progress bar,
  * evaluation on the test set after every epoch, a checkpoint after every epoch (model, optimizer moments, step,
- * epoch; written atomically) from which a later run resumes exactly, and the final model.
+ * epoch; written atomically) from which a later run resumes exactly, and the final model. Random erasing and
+ * Mixup/CutMix ({@link TrainOptions#withRandomErasing}, {@link TrainOptions#withMixup}) are applied here, to each
+ * batch the loader hands over, before the step.
  *
  * <p>A transfer set ({@link TrainOptions#withLabeled}): with a distillation mode every training image is visited and
  * only the labeled ones carry a cross-entropy term (the weighting is {@link Trainer}'s); without one the run trains
