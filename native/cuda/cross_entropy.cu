@@ -106,13 +106,13 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_soft_
     const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / GROUP) + threadIdx.x / GROUP;
     if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)
     const int lane = threadIdx.x % GROUP;
-    const int64_t C = a.C;
+    const int C = static_cast<int>(a.C);  // < 2^31, checked by the entry point
     const float *x = a.logits + row * C, *t = a.labels + row * C;
     const float off = a.eps / static_cast<float>(C), hit = 1.0f - a.eps;
 
     online_sum o{-INFINITY, 0.0f};
     float total = 0.0f;  // sum t'
-    for (int64_t i = lane; i < C; i += GROUP) {
+    for (int i = lane; i < C; i += GROUP) {
         online_add(o, x[i]);
         total += hit * t[i] + off;
     }
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_soft_
     const float log_d = logf(o.d);
     float *g = a.grad != nullptr ? a.grad + row * C : nullptr;
     float loss = 0.0f;
-    for (int64_t i = lane; i < C; i += GROUP) {
+    for (int i = lane; i < C; i += GROUP) {
         const float d = x[i] - o.m, tp = hit * t[i] + off;
         // Term by term, as PyTorch: a zero target at a -inf logit is 0 * inf = NaN in the loss there too.
         loss += tp * (log_d - d);
