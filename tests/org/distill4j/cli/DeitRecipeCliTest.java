@@ -82,4 +82,35 @@ class DeitRecipeCliTest {
             assertFalse(Files.exists(out), String.join(" ", cases[k]) + " wrote " + out);
         }
     }
+
+    @Test
+    void resizedCropRecordsItsRangesAndRefusesBadOnes() throws IOException {
+        Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
+        String[] base = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu", "--epochs",
+            "1", "--batch", "16", "--out"};
+        Path out = dir.resolve("rrc");
+        CliTest.Run ok = CliTest.run(concat(base, out.toString(), "--scale", "0.08", "1", "--ratio", "0.75,1.3333"));
+        assertEquals(0, ok.status(), ok.err());
+        assertTrue(settings(out).contains("augment random resized crop (scale 0.08-1.0, ratio 0.75-1.3333)"),
+                settings(out));
+        Path never = dir.resolve("never");
+        String[][] cases = {
+            {"--scale", "0", "1"}, {"crop scale must satisfy 0 < min <= max <= 1, got 0.0, 1.0"},
+            {"--scale", "0.5"}, {"--scale takes two numbers, MIN and MAX"},
+            {"--ratio", "2", "1"}, {"crop aspect ratio must satisfy 0 < min <= max < inf, got 2.0, 1.0"},
+            {"--scale", "0.1", "1", "--no-augment"}, {"--scale/--ratio crop training images: not with --no-augment"},
+        };
+        for (int k = 0; k < cases.length; k += 2) {
+            CliTest.Run run = CliTest.run(concat(concat(base, never.toString()), cases[k]));
+            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
+            assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
+            assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
+        }
+    }
+
+    private static String[] concat(String[] a, String... b) {
+        String[] all = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, all, a.length, b.length);
+        return all;
+    }
 }

@@ -1,5 +1,6 @@
 package org.distill4j.data;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -495,5 +496,38 @@ class ImageFolderTest {
         for (int c = 0; c < 3; c++) {
             for (int i = 0; i < 64; i++) assertClose(want[c] / 255.0, got[c * 64 + i], 1e-6, "channel " + c);
         }
+    }
+
+    @Test
+    void aResizedCropIsCutFromTheImageAsDecoded() throws IOException {
+        // 40×20: left half (10, 120, 250), right half (200, 30, 90). At size 8 the eval path shrinks the image to
+        // 16×8 first; the crop path cuts the box from the 40×20 pixels, so each half comes out pure.
+        BufferedImage img = new BufferedImage(40, 20, BufferedImage.TYPE_INT_RGB);
+        for (int y = 0; y < 20; y++) {
+            for (int x = 0; x < 40; x++) img.setRGB(x, y, x < 20 ? 10 << 16 | 120 << 8 | 250 : 200 << 16 | 30 << 8 | 90);
+        }
+        png(root.resolve("c/a.png"), img);
+        ImageFolder folder = ImageFolder.open(root, 8, 3, NONE3);
+        int[][] want = {{10, 120, 250}, {200, 30, 90}};
+        for (int half = 0; half < 2; half++) {
+            int left = 20 * half;
+            float[] got = new float[3 * 64];
+            int[] asked = new int[2];
+            folder.copyImageCropped(0, (h, w) -> {
+                asked[0] = h;
+                asked[1] = w;
+                return new RandomResizedCrop.Box(0, left, 20, 20);
+            }, got, 0);
+            assertArrayEquals(new int[] {20, 40}, asked, "the box is chosen on the decoded size");
+            for (int c = 0; c < 3; c++) {
+                for (int i = 0; i < 64; i++) assertClose(want[half][c] / 255.0, got[c * 64 + i], 1e-6, "half " + half);
+            }
+        }
+        // Through a subset view the file's crop is the same.
+        float[] viaView = new float[3 * 64], direct = new float[3 * 64];
+        RandomResizedCrop.Box box = new RandomResizedCrop.Box(3, 7, 11, 25);
+        ImageSources.subset(folder, new int[] {0}).copyImageCropped(0, (h, w) -> box, viaView, 0);
+        folder.copyImageCropped(0, (h, w) -> box, direct, 0);
+        assertArrayEquals(direct, viaView);
     }
 }

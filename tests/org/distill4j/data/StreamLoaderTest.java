@@ -185,18 +185,21 @@ class StreamLoaderTest {
             assertEquals(-(i * 1000), mem.images()[i * 24 + 12]);
         }
         assertEquals(-0.25f, mem.black(1));
-        Augment aug = new Augment(9, 1, true);
-        List<Seen> streamed;
-        try (StreamLoader s = StreamLoader.builder(src, 4).seed(7).epochs(2).workers(3).augment(aug).build()) {
-            streamed = drain(s);
-        }
-        try (BatchLoader b = BatchLoader.builder(mem, 4).seed(7).epochs(2).augment(aug).build()) {
-            for (Seen s : streamed) {
-                BatchLoader.Batch m = b.next();
-                assertArrayEquals(Arrays.copyOf(m.indices(), 4), s.indices());
-                assertArrayEquals(Arrays.copyOf(m.images(), 96), Arrays.copyOf(s.images(), 96));
+        // The padded crop, and the resized crop (which the stream asks the source for, then flips).
+        for (Augment aug : List.of(new Augment(9, 1, true),
+                Augment.resizedCrop(9, new RandomResizedCrop(3, 0.2, 1, 0.5, 2), true))) {
+            List<Seen> streamed;
+            try (StreamLoader s = StreamLoader.builder(src, 4).seed(7).epochs(2).workers(3).augment(aug).build()) {
+                streamed = drain(s);
             }
-            assertFalse(b.hasNext());
+            try (BatchLoader b = BatchLoader.builder(mem, 4).seed(7).epochs(2).augment(aug).build()) {
+                for (Seen s : streamed) {
+                    BatchLoader.Batch m = b.next();
+                    assertArrayEquals(Arrays.copyOf(m.indices(), 4), s.indices());
+                    assertArrayEquals(Arrays.copyOf(m.images(), 96), Arrays.copyOf(s.images(), 96), aug.toString());
+                }
+                assertFalse(b.hasNext());
+            }
         }
     }
 

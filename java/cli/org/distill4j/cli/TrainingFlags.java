@@ -44,8 +44,18 @@ final class TrainingFlags {
     double labelSmoothing;
 
     @Option(names = "--augment", negatable = true, defaultValue = "true", fallbackValue = "true",
-            description = "random crop (pad 2) and horizontal flip (default on; --no-augment)")
+            description = "random crop (pad 2, or --scale/--ratio's) and horizontal flip (default on; --no-augment)")
     boolean augment;
+
+    @Option(names = "--scale", paramLabel = "MIN MAX", arity = "1..2", split = ",", description = "random resized "
+            + "crop instead of the padded one: area fraction of the box, uniform in [MIN, MAX] (timm's flag; DeiT "
+            + "0.08 1)")
+    double[] scale;
+
+    @Option(names = "--ratio", paramLabel = "MIN MAX", arity = "1..2", split = ",", description = "random resized "
+            + "crop: aspect ratio (width/height) of the box, log-uniform in [MIN, MAX] (default with --scale: 0.75 "
+            + "1.3333)")
+    double[] ratio;
 
     @Option(names = "--mixup", paramLabel = "ALPHA", defaultValue = "0", description = "Mixup of training batches: "
             + "lambda ~ Beta(ALPHA, ALPHA), 0 = off (default ${DEFAULT-VALUE}; DeiT 0.8)")
@@ -100,12 +110,25 @@ final class TrainingFlags {
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
                 .withRandomErasing(reprob);
+        if (scale != null || ratio != null) {
+            if (!augment) {
+                throw new IllegalArgumentException("--scale/--ratio crop training images: not with --no-augment");
+            }
+            double[] sc = pair(scale, "--scale", 0.08, 1.0), ra = pair(ratio, "--ratio", 3.0 / 4, 4.0 / 3);
+            o = o.withResizedCrop(sc[0], sc[1], ra[0], ra[1]);
+        }
         if (labeled != null && labeledList != null) {
             throw new IllegalArgumentException("--labeled and --labeled-list both choose the labeled images: give one");
         }
         if (labeled != null) o = o.withLabeled(labeled);
         if (labeledList != null) o = o.withLabeledIndices(readIndices(labeledList));
         return o;
+    }
+
+    private static double[] pair(double[] given, String flag, double min, double max) {
+        if (given == null) return new double[] {min, max};
+        if (given.length != 2) throw new IllegalArgumentException(flag + " takes two numbers, MIN and MAX");
+        return given;
     }
 
     private static int[] readIndices(Path file) throws IOException {

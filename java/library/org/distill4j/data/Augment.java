@@ -4,8 +4,9 @@ import java.util.Arrays;
 import java.util.SplittableRandom;
 
 /**
- * Training-time augmentation: random crop with padding and random horizontal flip, the two DeiT/ViT recipes keep
- * for small grey images (torchvision {@code RandomCrop(size, padding=pad)} + {@code RandomHorizontalFlip()}).
+ * Training-time geometric augmentation: a crop, then a random horizontal flip. The crop is either a shift with
+ * padding, what ViT recipes keep for small grey images (torchvision {@code RandomCrop(size, padding=pad)} +
+ * {@code RandomHorizontalFlip()}), or a {@link RandomResizedCrop}, DeiT's ({@link #resizedCrop}).
  *
  * <p>The crop pads the image by {@code pad} pixels on each side and cuts a window of the original size at a random
  * offset: equivalently the image moves by (dy, dx) ∈ [−pad, pad]² and the uncovered border is filled. The fill is
@@ -20,6 +21,7 @@ public final class Augment {
     private final long seed;
     private final int pad;
     private final boolean flip;
+    private final RandomResizedCrop crop;  // null: the padded crop (pad may be 0)
 
     /** The crop and flip of one sample. */
     public record Params(int dy, int dx, boolean flipped) {}
@@ -35,6 +37,23 @@ public final class Augment {
         this.seed = seed;
         this.pad = pad;
         this.flip = flip;
+        this.crop = null;
+    }
+
+    private Augment(long seed, RandomResizedCrop crop, boolean flip) {
+        this.seed = seed;
+        this.pad = 0;
+        this.flip = flip;
+        this.crop = crop;
+    }
+
+    /**
+     * {@code crop} (seeded on its own) and, when {@code flip}, horizontal flip with probability ½ after it, as
+     * torchvision's {@code RandomResizedCrop} + {@code RandomHorizontalFlip()}; the flip is drawn from {@code seed}.
+     */
+    public static Augment resizedCrop(long seed, RandomResizedCrop crop, boolean flip) {
+        if (crop == null) throw new IllegalArgumentException("no crop given");
+        return new Augment(seed, crop, flip);
     }
 
     /** The identity: no crop, no flip (evaluation). */
@@ -44,7 +63,12 @@ public final class Augment {
 
     /** Whether this augmentation changes anything. */
     public boolean isIdentity() {
-        return pad == 0 && !flip;
+        return pad == 0 && !flip && crop == null;
+    }
+
+    /** The random resized crop, or null when the crop is the padded one. */
+    public RandomResizedCrop resizedCrop() {
+        return crop;
     }
 
     /** The crop offset and flip of sample {@code index} in {@code epoch}. */
@@ -82,6 +106,11 @@ public final class Augment {
         }
         Params p = params(epoch, index);
         int plane = h * w;
+        if (crop != null) {
+            crop.apply(src, srcOffset, channels, h, w, epoch, index, out, offset, h, w);
+            flip(out, offset, channels, h, w, index, epoch);
+            return;
+        }
         if (p.dy() == 0 && p.dx() == 0 && !p.flipped()) {
             System.arraycopy(src, srcOffset, out, offset, channels * plane);
             return;
@@ -104,6 +133,21 @@ public final class Augment {
                     float v = sx < 0 || sx >= w ? fill[c] : src[srcRow + sx];
                     out[row + (p.flipped() ? w - 1 - x : x)] = v;
                 }
+            }
+        }
+    }
+
+    /**
+     * Mirrors the [C, h, w] image at {@code img[offset ..]} in place when sample {@code index}'s flip for
+     * {@code epoch} says so: the flip after a crop that was made elsewhere ({@link ImageSource#copyImageCropped}).
+     */
+    public void flip(float[] img, int offset, int channels, int h, int w, int index, int epoch) {
+        if (!params(epoch, index).flipped()) return;
+        for (int row = 0; row < channels * h; row++) {
+            for (int a = offset + row * w, b = a + w - 1; a < b; a++, b--) {
+                float t = img[a];
+                img[a] = img[b];
+                img[b] = t;
             }
         }
     }
@@ -137,6 +181,7 @@ public final class Augment {
 
     @Override
     public String toString() {
-        return isIdentity() ? "no augmentation" : "crop(pad " + pad + ")" + (flip ? " + hflip" : "") + ", seed " + seed;
+        if (isIdentity()) return "no augmentation";
+        return (crop != null ? crop.toString() : "crop(pad " + pad + ")") + (flip ? " + hflip" : "") + ", seed " + seed;
     }
 }

@@ -202,6 +202,20 @@ public final class ImageFolder implements ImageSource {
         ImageDecoder.Image im = ImageDecoder.decode(file, channels);
         int scaled = (int) Math.floor(size / cropPct);
         float[] px = Resize.shorterSideThenCenterCrop(im.pixels(), channels, im.height(), im.width(), scaled, size);
+        normalise(px, dst, offset);
+    }
+
+    /** Crops the image as decoded (any size), then resizes the box to the model's size: torchvision's order. */
+    @Override
+    public void copyImageCropped(int index, CropChoice choice, float[] dst, int offset) throws IOException {
+        ImageDecoder.Image im = ImageDecoder.decode(file(index), channels);
+        float[] px = new float[channels * size * size];
+        RandomResizedCrop.cropAndResize(im.pixels(), 0, channels, im.height(), im.width(),
+                choice.box(im.height(), im.width()), px, 0, size, size);
+        normalise(px, dst, offset);
+    }
+
+    private void normalise(float[] px, float[] dst, int offset) {
         int plane = size * size;
         for (int c = 0; c < channels; c++) {
             for (int i = 0; i < plane; i++) dst[offset + c * plane + i] = normalization.apply(c, px[c * plane + i]);

@@ -37,6 +37,28 @@ public interface ImageSource {
      */
     void copyImage(int index, float[] dst, int offset) throws IOException;
 
+    /** Chooses a crop box for an image as decoded, {@code height}×{@code width} pixels. */
+    @FunctionalInterface
+    interface CropChoice {
+        RandomResizedCrop.Box box(int height, int width);
+    }
+
+    /**
+     * Writes image {@code index} as {@link #copyImage} does, but cropped to the box {@code choice} picks and resized
+     * to this source's size: a {@link RandomResizedCrop} of the image. A source that decodes files larger than its
+     * output (an {@link ImageFolder}) crops the image as decoded, before any resize, as torchvision does; the
+     * others crop their output. Safe to call from several threads at once.
+     *
+     * @throws BadImageException when this one image cannot be decoded
+     * @throws IOException when the source cannot be read at all
+     */
+    default void copyImageCropped(int index, CropChoice choice, float[] dst, int offset) throws IOException {
+        float[] full = new float[imageSize()];
+        copyImage(index, full, 0);
+        int h = height(), w = width();
+        RandomResizedCrop.cropAndResize(full, 0, channels(), h, w, choice.box(h, w), dst, offset, h, w);
+    }
+
     /** A name for logs. */
     String name();
 

@@ -71,6 +71,11 @@ public final class ImageSources {
         }
 
         @Override
+        public void copyImageCropped(int index, CropChoice choice, float[] dst, int offset) throws IOException {
+            src.copyImageCropped(idx[index], choice, dst, offset);
+        }
+
+        @Override
         public Normalization normalization() {
             return src.normalization();
         }

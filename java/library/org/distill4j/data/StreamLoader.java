@@ -370,6 +370,7 @@ public final class StreamLoader implements BatchSource {
         int count = Math.min(batchSize, n - from);
         int size = source.imageSize();
         int c = source.channels();
+        RandomResizedCrop crop = augment.resizedCrop();
         float[] fill = new float[c];
         for (int k = 0; k < c; k++) fill[k] = source.black(k);
         for (int i = 0; i < count; i++) {
@@ -378,10 +379,15 @@ public final class StreamLoader implements BatchSource {
             for (int k = 0; k < n; k++) {
                 int cand = order[(from + i + k) % n];
                 if (bad.contains(cand)) continue;
-                float[] dst = augment.isIdentity() ? b.images() : scratch;
-                int off = augment.isIdentity() ? i * size : 0;
+                float[] dst = augment.isIdentity() || crop != null ? b.images() : scratch;
+                int off = augment.isIdentity() || crop != null ? i * size : 0;
                 try {
-                    source.copyImage(cand, dst, off);
+                    if (crop != null) {
+                        // The box is keyed by this source's index (cand), whatever the source does underneath.
+                        source.copyImageCropped(cand, (h, w) -> crop.box(epoch, cand, h, w), dst, off);
+                    } else {
+                        source.copyImage(cand, dst, off);
+                    }
                 } catch (BadImageException e) {
                     if (badImageLog == null) throw e;
                     if (bad.add(cand)) badImageLog.println("skipping a bad image: " + e.getMessage());
@@ -391,7 +397,9 @@ public final class StreamLoader implements BatchSource {
                 break;
             }
             if (idx < 0) throw new IOException(source.name() + ": every image failed to decode");
-            if (!augment.isIdentity()) {
+            if (crop != null) {
+                augment.flip(b.images(), i * size, c, source.height(), source.width(), idx, epoch);
+            } else if (!augment.isIdentity()) {
                 augment.apply(scratch, 0, c, source.height(), source.width(), fill, idx, epoch, b.images(), i * size);
             }
             int label = source.label(idx);

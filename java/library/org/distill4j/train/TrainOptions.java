@@ -3,11 +3,13 @@ package org.distill4j.train;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.Objects;
+import org.distill4j.data.Augment;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
 import org.distill4j.data.LabeledSubset;
 import org.distill4j.data.Mixup;
 import org.distill4j.data.RandomErasing;
+import org.distill4j.data.RandomResizedCrop;
 import org.distill4j.ops.Reduction;
 
 /**
@@ -28,6 +30,7 @@ public final class TrainOptions {
     private int[] labeledList;       // ascending; null unless given explicitly
     private double mixupAlpha = 0, cutmixAlpha = 0, mixupProb = 1, mixupSwitchProb = 0.5;  // off: both alphas 0
     private double erasingProb = 0;
+    private double[] cropRange;      // {min scale, max scale, min ratio, max ratio}; null: the padded crop
 
     /** The defaults. */
     public TrainOptions() {}
@@ -57,6 +60,7 @@ public final class TrainOptions {
         o.mixupProb = mixupProb;
         o.mixupSwitchProb = mixupSwitchProb;
         o.erasingProb = erasingProb;
+        o.cropRange = cropRange;
         return o;
     }
 
@@ -152,11 +156,34 @@ public final class TrainOptions {
         return o;
     }
 
-    /** Random crop (padding 2) and horizontal flip of training images. */
+    /**
+     * Random crop and horizontal flip of training images (the default); the crop is a shift with padding 2 unless
+     * {@link #withResizedCrop} makes it DeiT's.
+     */
     public TrainOptions withAugment(boolean a) {
         TrainOptions o = copy();
         o.augment = a;
         return o;
+    }
+
+    /**
+     * DeiT's {@link RandomResizedCrop} instead of the padded crop (timm's {@code --scale}, {@code --ratio}; DeiT
+     * 0.08–1 and 3/4–4/3): a box of random area fraction and aspect ratio, resized to the model's input; on image
+     * folders it is cut from the image as decoded. Applies while {@link #withAugment} is on.
+     */
+    public TrainOptions withResizedCrop(double minScale, double maxScale, double minRatio, double maxRatio) {
+        new RandomResizedCrop(0, minScale, maxScale, minRatio, maxRatio);  // its checks
+        TrainOptions o = copy();
+        o.cropRange = new double[] {minScale, maxScale, minRatio, maxRatio};
+        return o;
+    }
+
+    /** The run's crop and flip, seeded from {@link #seed()}: none without {@link #withAugment}. */
+    public Augment augmentation() {
+        if (!augment) return Augment.none();
+        if (cropRange == null) return new Augment(seed, 2, true);
+        return Augment.resizedCrop(seed,
+                new RandomResizedCrop(seed, cropRange[0], cropRange[1], cropRange[2], cropRange[3]), true);
     }
 
     /**
@@ -392,7 +419,8 @@ public final class TrainOptions {
                 + ", distillation " + distillation + (distillation == Distillation.NONE ? ""
                 : " (alpha " + alpha + (distillation == Distillation.SOFT
                         ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
-                + ", augment " + augment + ", seed " + seed
+                + ", augment " + (augment && cropRange != null ? augmentation().resizedCrop() : augment)
+                + ", seed " + seed
                 + (labeled == 0 ? "" : ", labeled " + labeledDescription())
                 + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
                         + ", switch " + mixupSwitchProb + ")")

@@ -264,7 +264,7 @@ public final class TrainingRun {
             // What a user falls back on when a step fails: the newest checkpoint on disk.
             String lastGood = resume != null ? "the checkpoint it resumed from is intact: " + resume
                     : "no checkpoint was written yet";
-            Augment augment = options.augment() ? new Augment(options.seed(), 2, true) : Augment.none();
+            Augment augment = options.augmentation();
             float[] teacherLogits = teacher != null && teacherModel == null
                     ? new float[b * student.config().classes()] : null;
             boolean[] mask = labeled == null ? null : new boolean[b];
