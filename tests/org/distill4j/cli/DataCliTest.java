@@ -37,6 +37,11 @@ class DataCliTest {
 
     /** root/{train,val}/{classes}/i.png: 28×28 grey, per-class brightness, {@code perClass} images per class. */
     private Path imageFolders(String name, List<String> classes, int perClass) throws IOException {
+        return imageFolders(dir, name, classes, perClass);
+    }
+
+    /** As above, under {@code dir}. */
+    static Path imageFolders(Path dir, String name, List<String> classes, int perClass) throws IOException {
         Path root = dir.resolve(name);
         for (String split : List.of("train", "val")) {
             for (int c = 0; c < classes.size(); c++) {

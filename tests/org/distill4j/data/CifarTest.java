@@ -108,6 +108,14 @@ class CifarTest {
             }
             assertEquals(List.of("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"), train.classNames());
             assertThrows(IndexOutOfBoundsException.class, () -> train.copyImage(12, new float[3072], 0));
+            // Sample names (for a sample list): file and record, across the batch files of 3, 2, 1, 2, 4 records.
+            List<String> names = new java.util.ArrayList<>();
+            for (int i = 0; i < 12; i++) names.add(train.sampleName(i));
+            assertEquals(List.of("data_batch_1.bin:0", "data_batch_1.bin:1", "data_batch_1.bin:2", "data_batch_2.bin:0",
+                    "data_batch_2.bin:1", "data_batch_3.bin:0", "data_batch_4.bin:0", "data_batch_4.bin:1",
+                    "data_batch_5.bin:0", "data_batch_5.bin:1", "data_batch_5.bin:2", "data_batch_5.bin:3"), names);
+            assertEquals("test_batch.bin:2", test.sampleName(2));
+            assertThrows(IndexOutOfBoundsException.class, () -> train.sampleName(12));
         }
     }
 

@@ -5,10 +5,13 @@ import java.util.concurrent.Callable;
 import org.distill4j.Device;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
+import org.distill4j.data.ImageSource;
+import org.distill4j.data.ImageSources;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
 import org.distill4j.train.Distillation;
+import org.distill4j.train.SoftLabels;
 import org.distill4j.train.TrainOptions;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -24,8 +27,13 @@ final class DistillCommand implements Callable<Integer> {
     @Mixin
     ModelFileFlags teacherFlags;
 
-    @Option(names = "--teacher", required = true, description = "teacher model file (safetensors)")
+    @Option(names = "--teacher", description = "teacher model file (safetensors); or --teacher-logits")
     Path teacher;
+
+    @Option(names = "--teacher-logits", paramLabel = "FILE", description = "the teacher's logits computed elsewhere "
+            + "(safetensors: logits [N, classes] or top-k, metadata distill4j.samples = the sha256 dataset-index "
+            + "printed for this --data and --train-limit), instead of --teacher; needs --no-augment")
+    Path teacherLogits;
 
     @Option(names = "--teacher-model", completionCandidates = Presets.class,
             description = "the teacher's preset, for a file that records none (timm): ${COMPLETION-CANDIDATES}")
@@ -60,9 +68,14 @@ final class DistillCommand implements Callable<Integer> {
         OutputDirectory out = flags.output(resume != null);
         VitConfig student = VitConfig.preset(model);
         if (resume != null) Inputs.file(resume, "--resume");
-        VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
+        if ((teacher == null) == (teacherLogits == null)) {
+            throw new IllegalArgumentException("give the teacher as --teacher FILE (a model) or --teacher-logits FILE "
+                    + "(its logits, computed elsewhere): one of them");
+        }
         TrainOptions options = loss.apply(flags.options(), Distillation.parse(distillation), TAU)
                 .withSoftReduction(Reduction.parse(klReduction));
+        if (teacherLogits != null) return fromLogits(student, options, out);
+        VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
         DataSets.Loaded data = flags.load(student);
         DataSets.checkShape(teacherConfig, data);
         student = DataSets.withDataClasses(student, data, "--model", System.out);
@@ -84,6 +97,41 @@ final class DistillCommand implements Callable<Integer> {
                 var r = Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir,
                         resume, flags.data);
                 if (data.classNames() != null) data.writeClassIndex(dir); // beside the model, as train does
+                return r;
+            });
+        }
+        return 0;
+    }
+
+    /** Distils from stored logits: checked against the training set's sample list before anything is written. */
+    private int fromLogits(VitConfig student, TrainOptions options, OutputDirectory out) throws Exception {
+        Inputs.file(teacherLogits, "--teacher-logits");
+        if (teacherModel != null) throw new IllegalArgumentException("--teacher-model names a teacher file's shape: "
+                + "not with --teacher-logits");
+        if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
+            throw new IllegalArgumentException("--teacher-logits hold the teacher's view of the unaugmented images: "
+                    + "train with --no-augment, and without --mixup, --cutmix and --reprob");
+        }
+        DataSets.Loaded data = flags.load(student);
+        VitConfig studentConfig = DataSets.withDataClasses(student, data, "--model", System.out);
+        TrainingFlags.checkLabeled(options, data.train());
+        ImageSource train = data.train();
+        if (options.trainLimit() > 0 && options.trainLimit() < train.size()) {
+            train = ImageSources.head(train, options.trainLimit());
+        }
+        SoftLabels logits = options.distillation() == Distillation.NONE ? null
+                : SoftLabels.external(teacherLogits, train);
+        if (logits != null) {
+            logits.checkFor(train, options);
+            System.out.println("teacher logits: " + logits.describe() + " (" + logits.images() + " images, sample list "
+                    + "checked)");
+        }
+        try (Backend backend = Backends.open(Device.parse(flags.device));
+             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
+            out.use(dir -> {
+                var r = Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir,
+                        resume, flags.data);
+                if (data.classNames() != null) data.writeClassIndex(dir);
                 return r;
             });
         }

@@ -242,13 +242,25 @@ public final class Cifar implements ImageSource, AutoCloseable {
         }
     }
 
-    /** The raw pixels of image {@code index}: 3072 bytes, R plane, G plane, B plane. */
-    public byte[] pixels(int index) throws IOException {
+    /** {@code file:record}, e.g. {@code data_batch_2.bin:17} (records from 0). */
+    @Override
+    public String sampleName(int index) {
+        int f = fileOf(index);
+        return files[f].getFileName() + ":" + (index - firstIndex[f]);
+    }
+
+    private int fileOf(int index) {
         if (index < 0 || index >= labels.length) {
             throw new IndexOutOfBoundsException("image " + index + " of " + labels.length);
         }
         int f = 0;
         while (index >= firstIndex[f + 1]) f++;
+        return f;
+    }
+
+    /** The raw pixels of image {@code index}: 3072 bytes, R plane, G plane, B plane. */
+    public byte[] pixels(int index) throws IOException {
+        int f = fileOf(index);
         long pos = (index - firstIndex[f]) * kind.recordBytes() + kind.labelBytes;
         ByteBuffer buf = ByteBuffer.allocate(IMAGE_BYTES);
         while (buf.hasRemaining()) {

@@ -222,6 +222,12 @@ public final class ImageFolder implements ImageSource {
         }
     }
 
+    /** The image's path relative to the root ({@code class/file.jpg}). */
+    @Override
+    public String sampleName(int index) {
+        return files[index];
+    }
+
     /** The file of image {@code index}. */
     public Path file(int index) {
         return root.resolve(files[index]);

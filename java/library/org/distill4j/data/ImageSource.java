@@ -59,6 +59,14 @@ public interface ImageSource {
         RandomResizedCrop.cropAndResize(full, 0, channels(), h, w, choice.box(h, w), dst, offset, h, w);
     }
 
+    /**
+     * Which file or record image {@code index} is, for a {@link SampleList}: stable across runs and machines, no tab
+     * or line break. The default, {@code #index}, suits a source whose images are identified by their index alone.
+     */
+    default String sampleName(int index) {
+        return "#" + index;
+    }
+
     /** A name for logs. */
     String name();
 

@@ -71,6 +71,11 @@ public final class ImageSources {
         }
 
         @Override
+        public String sampleName(int index) {
+            return src.sampleName(idx[index]);
+        }
+
+        @Override
         public void copyImageCropped(int index, CropChoice choice, float[] dst, int offset) throws IOException {
             src.copyImageCropped(idx[index], choice, dst, offset);
         }

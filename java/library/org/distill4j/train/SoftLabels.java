@@ -7,6 +7,7 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
+import org.distill4j.data.SampleList;
 import org.distill4j.io.Safetensors;
 import org.distill4j.io.SafetensorsFormatException;
 import org.distill4j.io.SafetensorsReader;
@@ -26,15 +27,23 @@ import org.distill4j.nn.VisionTransformer;
 public final class SoftLabels implements TrainingRun.TeacherLogits {
     private final float[] logits;
     private final int classes, images;
-    private final String dataset, source;
+    private final String dataset, samples, source;  // one of dataset (pixel digest) and samples (list digest)
 
     private SoftLabels(float[] logits, int classes, String dataset, String source) {
+        this(logits, classes, dataset, null, source);
+    }
+
+    private SoftLabels(float[] logits, int classes, String dataset, String samples, String source) {
         this.logits = logits;
         this.classes = classes;
         this.images = logits.length / classes;
         this.dataset = dataset;
+        this.samples = samples;
         this.source = source;
     }
+
+    /** The metadata key of a logits file computed elsewhere: the {@link SampleList#digest} its rows follow. */
+    public static final String SAMPLES_KEY = "distill4j.samples";
 
     /**
      * Runs {@code teacher} over every image of {@code data} (no augmentation), in batches of its size.
@@ -102,39 +111,91 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
             Map<String, String> meta = reader.header().metadata();
             if (!teacherKey.equals(meta.get("teacher")) || !data.digest().equals(meta.get("dataset"))) return null;
-            Map<String, TensorInfo> tensors = reader.header().tensors();
-            TensorInfo full = tensors.get("logits");
-            if (full != null) {
-                if (!Arrays.equals(full.shape(), new long[] {n, classes})) {
-                    throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape())
-                            + ", expected [" + n + ", " + classes + "]");
-                }
-                return new SoftLabels(reader.readFloats("logits"), classes, data.digest(), "soft labels from " + file);
-            }
-            TensorInfo lpInfo = tensors.get("topk_logprobs"), clsInfo = tensors.get("topk_classes");
-            if (lpInfo == null || clsInfo == null || lpInfo.shape().length != 2 || lpInfo.shape()[0] != n
-                    || !Arrays.equals(lpInfo.shape(), clsInfo.shape()) || lpInfo.shape()[1] >= classes) {
-                throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes
-                        + "] nor top-k entries");
-            }
-            int k = (int) lpInfo.shape()[1];
-            float[] lp = reader.readFloats("topk_logprobs"), cls = reader.readFloats("topk_classes");
-            float[] out = new float[n * classes];
-            for (int i = 0; i < n; i++) {
-                double mass = 0;
-                for (int j = 0; j < k; j++) mass += Math.exp(lp[i * k + j]);
-                float rest = (float) Math.log(Math.max(1e-12, (1 - mass) / (classes - k)));
-                Arrays.fill(out, i * classes, (i + 1) * classes, rest);
-                for (int j = 0; j < k; j++) {
-                    float cl = cls[i * k + j];
-                    if (!(cl >= 0 && cl < classes) || cl != (int) cl) {
-                        throw new SafetensorsFormatException(file, "class index " + cl + " out of range");
-                    }
-                    out[i * classes + (int) cl] = lp[i * k + j];
-                }
-            }
-            return new SoftLabels(out, classes, data.digest(), "top-" + k + " soft labels from " + file);
+            float[] out = readLogits(reader, file, n, classes);
+            return new SoftLabels(out, classes, data.digest(), describe(reader, file, "soft labels"));
         }
+    }
+
+    /**
+     * Teacher logits computed elsewhere for the images of {@code train} (the training set a run trains on, after any
+     * limit), row i for image i of its {@link SampleList}: a safetensors file holding {@code logits} [N, C] (float32)
+     * or the top-k pair {@code topk_logprobs}, {@code topk_classes} [N, k] as {@link #save} writes, with the list's
+     * {@link SampleList#digest} as the metadata entry {@value #SAMPLES_KEY} ({@code ./distill4j dataset-index} writes
+     * the list and prints its digest). Checked here, before any training: the digest against {@code train}'s own list
+     * (same images, names, labels and order), the count, the classes, every value finite.
+     *
+     * @throws IllegalArgumentException naming what does not match
+     * @throws IOException when the file cannot be read or is not safetensors
+     */
+    public static SoftLabels external(Path file, ImageSource train) throws IOException {
+        SampleList list = SampleList.of(train);
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            String digest = reader.header().metadata().get(SAMPLES_KEY);
+            if (digest == null) {
+                throw new IllegalArgumentException(file + " has no " + SAMPLES_KEY + " metadata: write the digest of "
+                        + "the sample list its rows follow (./distill4j dataset-index prints it) into the file's "
+                        + "metadata");
+            }
+            if (!digest.equals(list.digest())) {
+                throw new IllegalArgumentException(file + " follows the sample list " + abbrev(digest) + ", not the "
+                        + "training set's (" + train.name() + ", " + list.size() + " images: " + abbrev(list.digest())
+                        + "): its rows would be paired with other images");
+            }
+            float[] out = readLogits(reader, file, list.size(), train.classes());
+            for (int i = 0; i < out.length; i++) {
+                if (!Float.isFinite(out[i])) {
+                    throw new IllegalArgumentException(file + ": image " + i / train.classes() + ", class "
+                            + i % train.classes() + " has logit " + out[i] + " (every value must be finite)");
+                }
+            }
+            return new SoftLabels(out, train.classes(), null, digest, describe(reader, file, "teacher logits"));
+        }
+    }
+
+    private static String abbrev(String digest) {
+        return digest.length() > 12 ? digest.substring(0, 12) + "…" : digest;
+    }
+
+    private static String describe(SafetensorsReader reader, Path file, String what) {
+        TensorInfo lp = reader.header().tensors().get("topk_logprobs");
+        return reader.header().tensors().containsKey("logits") || lp == null ? what + " from " + file
+                : "top-" + lp.shape()[1] + " " + what + " from " + file;
+    }
+
+    /** [n, classes] logits from {@code logits}, or rebuilt from the top-k pair (shapes checked on the header first). */
+    private static float[] readLogits(SafetensorsReader reader, Path file, int n, int classes) throws IOException {
+        Map<String, TensorInfo> tensors = reader.header().tensors();
+        TensorInfo full = tensors.get("logits");
+        if (full != null) {
+            if (!Arrays.equals(full.shape(), new long[] {n, classes})) {
+                throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape())
+                        + ", expected [" + n + ", " + classes + "]");
+            }
+            return reader.readFloats("logits");
+        }
+        TensorInfo lpInfo = tensors.get("topk_logprobs"), clsInfo = tensors.get("topk_classes");
+        if (lpInfo == null || clsInfo == null || lpInfo.shape().length != 2 || lpInfo.shape()[0] != n
+                || !Arrays.equals(lpInfo.shape(), clsInfo.shape()) || lpInfo.shape()[1] >= classes) {
+            throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes
+                    + "] nor top-k entries");
+        }
+        int k = (int) lpInfo.shape()[1];
+        float[] lp = reader.readFloats("topk_logprobs"), cls = reader.readFloats("topk_classes");
+        float[] out = new float[n * classes];
+        for (int i = 0; i < n; i++) {
+            double mass = 0;
+            for (int j = 0; j < k; j++) mass += Math.exp(lp[i * k + j]);
+            float rest = (float) Math.log(Math.max(1e-12, (1 - mass) / (classes - k)));
+            Arrays.fill(out, i * classes, (i + 1) * classes, rest);
+            for (int j = 0; j < k; j++) {
+                float cl = cls[i * k + j];
+                if (!(cl >= 0 && cl < classes) || cl != (int) cl) {
+                    throw new SafetensorsFormatException(file, "class index " + cl + " out of range");
+                }
+                out[i * classes + (int) cl] = lp[i * k + j];
+            }
+        }
+        return out;
     }
 
     /** Images covered. */
@@ -164,8 +225,8 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     : options.mixup() != null ? "Mixup/CutMix" : "random erasing";
             throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
                     + (options.augment() ? "augments them" : options.mixup() != null ? "mixes them (Mixup/CutMix)"
-                    : "erases parts of them") + ": run the teacher on every batch (SoftLabels.live(teacher, name)) or "
-                    + "train without " + what);
+                    : "erases parts of them") + ": " + (samples != null ? "" : "run the teacher on every batch "
+                    + "(SoftLabels.live(teacher, name)) or ") + "train without " + what);
         }
         if (train.classes() != classes) {
             throw new IllegalArgumentException(source + " have " + classes + " classes per image; the training set "
@@ -175,6 +236,14 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             throw new IllegalArgumentException(source + " cover " + images + " images; the training set "
                     + train.name() + " has " + train.size() + " (compute them on the images the run trains on, "
                     + "after any limit: SoftLabels.compute(teacher, trainingSet, name))");
+        }
+        if (samples != null) {  // computed elsewhere: tied to the images by their sample list, streamed or not
+            String own = SampleList.of(train).digest();
+            if (!own.equals(samples)) {
+                throw new IllegalArgumentException(source + " follow the sample list " + abbrev(samples) + ", not the "
+                        + "training set's (" + train.name() + ": " + abbrev(own) + ")");
+            }
+            return;
         }
         if (!(train instanceof Dataset d)) {
             // The digest that ties logits to images covers every image value: it would decode the whole set.
