@@ -198,11 +198,7 @@ public final class Trainer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            if (batchLabels.length != hostLabels.length) {
-                throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
-            }
-            for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-            return run(images, hostLabels, labeled, null, batchTeacher);
+            return run(images, hostLabels(batchLabels), labeled, null, batchTeacher);
         } finally {
             confinement.exit();
         }
@@ -243,18 +239,23 @@ public final class Trainer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            if (batchLabels.length != hostLabels.length) {
-                throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
-            }
             if (targets == null || targets.length != hostTarget.length) {
                 throw new IllegalArgumentException("targets must be " + hostLabels.length + " x "
                         + student.config().classes() + " floats, got " + (targets == null ? "null" : targets.length));
             }
-            for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-            return run(images, hostLabels, null, targets, batchTeacher);
+            return run(images, hostLabels(batchLabels), null, targets, batchTeacher);
         } finally {
             confinement.exit();
         }
+    }
+
+    /** The class indices in the device format (floats), in the buffer kept for them; their count checked. */
+    private float[] hostLabels(int[] batchLabels) {
+        if (batchLabels.length != hostLabels.length) {
+            throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+        }
+        for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
+        return hostLabels;
     }
 
     private StepResult run(float[] images, float[] batchLabels, boolean[] labeled, float[] targets,
