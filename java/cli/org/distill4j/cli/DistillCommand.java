@@ -7,12 +7,16 @@ import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
+import org.distill4j.data.Normalization;
 import org.distill4j.nn.VisionTransformer;
+import org.distill4j.onnx.OnnxRuntime;
+import org.distill4j.onnx.OnnxTeacher;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
 import org.distill4j.train.Distillation;
 import org.distill4j.train.SoftLabels;
 import org.distill4j.train.TrainOptions;
+import org.distill4j.train.TrainingRun;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -27,8 +31,18 @@ final class DistillCommand implements Callable<Integer> {
     @Mixin
     ModelFileFlags teacherFlags;
 
-    @Option(names = "--teacher", description = "teacher model file (safetensors); or --teacher-logits")
+    @Option(names = "--teacher", description = "teacher model file: a distill4j or timm safetensors file, or an ONNX "
+            + "classifier (.onnx: input [N, C, H, W], output [N, classes], run by ONNX Runtime on every batch); or "
+            + "--teacher-logits")
     Path teacher;
+
+    @Option(names = "--teacher-mean", split = ",", paramLabel = "M", description = "an ONNX teacher's input "
+            + "normalisation mean per channel (default: the data's own; 0.485,0.456,0.406 for ImageNet models)")
+    float[] teacherMean;
+
+    @Option(names = "--teacher-std", split = ",", paramLabel = "S", description = "an ONNX teacher's std per channel, "
+            + "with --teacher-mean")
+    float[] teacherStd;
 
     @Option(names = "--teacher-logits", paramLabel = "FILE", description = "the teacher's logits computed elsewhere "
             + "(safetensors: logits [N, classes] or top-k, metadata distill4j.samples = the sha256 dataset-index "
@@ -72,9 +86,17 @@ final class DistillCommand implements Callable<Integer> {
             throw new IllegalArgumentException("give the teacher as --teacher FILE (a model) or --teacher-logits FILE "
                     + "(its logits, computed elsewhere): one of them");
         }
+        // A missing teacher is the first thing to say, before any other option's value.
+        if (teacher != null) Inputs.file(teacher, "--teacher");
+        else Inputs.file(teacherLogits, "--teacher-logits");
         TrainOptions options = loss.apply(flags.options(), Distillation.parse(distillation), TAU)
                 .withSoftReduction(Reduction.parse(klReduction));
         if (teacherLogits != null) return fromLogits(student, options, out);
+        if ((teacherMean != null || teacherStd != null) && !isOnnx(teacher)) {
+            throw new IllegalArgumentException("--teacher-mean/--teacher-std describe an ONNX teacher's input; "
+                    + teacher + " is not an .onnx file");
+        }
+        if (isOnnx(teacher)) return fromOnnx(student, options, out);
         VitConfig teacherConfig = Runs.configOf(Inputs.file(teacher, "--teacher"), teacherModel);
         DataSets.Loaded data = flags.load(student);
         DataSets.checkShape(teacherConfig, data);
@@ -115,10 +137,7 @@ final class DistillCommand implements Callable<Integer> {
         DataSets.Loaded data = flags.load(student);
         VitConfig studentConfig = DataSets.withDataClasses(student, data, "--model", System.out);
         TrainingFlags.checkLabeled(options, data.train());
-        ImageSource train = data.train();
-        if (options.trainLimit() > 0 && options.trainLimit() < train.size()) {
-            train = ImageSources.head(train, options.trainLimit());
-        }
+        ImageSource train = trainingSet(data, options);
         SoftLabels logits = options.distillation() == Distillation.NONE ? null
                 : SoftLabels.external(teacherLogits, train);
         if (logits != null) {
@@ -126,6 +145,19 @@ final class DistillCommand implements Callable<Integer> {
             System.out.println("teacher logits: " + logits.describe() + " (" + logits.images() + " images, sample list "
                     + "checked)");
         }
+        return train(studentConfig, data, options, out, logits);
+    }
+
+    /** The images a run over {@code data} trains on: the training set after --train-limit. */
+    private static ImageSource trainingSet(DataSets.Loaded data, TrainOptions options) {
+        ImageSource train = data.train();
+        int limit = options.trainLimit();
+        return limit > 0 && limit < train.size() ? ImageSources.head(train, limit) : train;
+    }
+
+    /** Trains the student from logits that need no distill4j teacher model (stored, or an ONNX model's). */
+    private int train(VitConfig studentConfig, DataSets.Loaded data, TrainOptions options, OutputDirectory out,
+            TrainingRun.TeacherLogits logits) throws Exception {
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
             out.use(dir -> {
@@ -136,5 +168,39 @@ final class DistillCommand implements Callable<Integer> {
             });
         }
         return 0;
+    }
+
+    private static boolean isOnnx(Path file) {
+        return file.getFileName().toString().toLowerCase(java.util.Locale.ROOT).endsWith(".onnx");
+    }
+
+    /** Distils from an ONNX model run by ONNX Runtime on every batch, opened and checked before anything is written. */
+    private int fromOnnx(VitConfig student, TrainOptions options, OutputDirectory out) throws Exception {
+        OnnxRuntime.require();
+        Inputs.file(teacher, "--teacher");
+        if (teacherModel != null) throw new IllegalArgumentException("--teacher-model names a safetensors teacher's "
+                + "shape; an ONNX file carries its own");
+        if ((teacherMean == null) != (teacherStd == null)) {
+            throw new IllegalArgumentException("--teacher-mean and --teacher-std go together");
+        }
+        if (options.distillation() == Distillation.NONE) {
+            throw new IllegalArgumentException("--distillation none uses no teacher");
+        }
+        DataSets.Loaded data = flags.load(student);
+        VitConfig studentConfig = DataSets.withDataClasses(student, data, "--model", System.out);
+        TrainingFlags.checkLabeled(options, data.train());
+        Normalization norm = null;
+        if (teacherMean != null) {
+            if (teacherMean.length != teacherStd.length) {
+                throw new IllegalArgumentException("--teacher-mean has " + teacherMean.length + " values, --teacher-std "
+                        + teacherStd.length);
+            }
+            norm = new Normalization(teacherMean, teacherStd);
+        }
+        try (OnnxTeacher onnx = OnnxTeacher.open(teacher, data.train(), norm)) {
+            onnx.checkFor(trainingSet(data, options), options);
+            System.out.println("teacher: " + onnx.describe());
+            return train(studentConfig, data, options, out, onnx);
+        }
     }
 }

@@ -68,6 +68,16 @@ public final class TrainingRun {
         /** Writes the stored logits of images {@code indices} into {@code out} [indices·classes]; unused with a model. */
         void copy(int[] indices, float[] out);
 
+        /**
+         * Writes the teacher's logits of a batch into {@code out} [B·classes] when {@link #model()} is null: the
+         * stored ones of images {@code indices} ({@link #copy}, the default), or, for a teacher run outside
+         * distill4j's models (an ONNX file), computed from {@code images}, the batch as the student sees it
+         * (augmented, erased and mixed).
+         */
+        default void logits(float[] images, int[] indices, float[] out) {
+            copy(indices, out);
+        }
+
         /** How the run reports it, e.g. "teacher model, every batch" or "soft labels from FILE". */
         String describe();
     }
@@ -288,17 +298,20 @@ public final class TrainingRun {
                                                 batch.indices()[i]);
                                     }
                                 }
-                                if (teacherLogits != null) teacher.copy(batch.indices(), teacherLogits);
                                 if (mask != null) {
                                     for (int i = 0; i < b; i++) mask[i] = labeled[batch.indices()[i]];
                                 }
+                                if (mixup != null) {
+                                    // A pure function of (seed, epoch, step): a resumed run mixes alike.
+                                    Mixup.Params p = mixup.params(epoch, s, side, side);
+                                    Mixup.apply(batch.images(), 0, b, channels, side, side, p);
+                                    Mixup.targets(batch.labels(), student.config().classes(), p, mixed);
+                                }
+                                // After mixing: a teacher that runs on the batch sees what the student sees.
+                                if (teacherLogits != null) teacher.logits(batch.images(), batch.indices(), teacherLogits);
                                 Trainer.StepResult r;
                                 try {
                                     if (mixup != null) {
-                                        // A pure function of (seed, epoch, step): a resumed run mixes alike.
-                                        Mixup.Params p = mixup.params(epoch, s, side, side);
-                                        Mixup.apply(batch.images(), 0, b, channels, side, side, p);
-                                        Mixup.targets(batch.labels(), student.config().classes(), p, mixed);
                                         r = trainer.stepMixed(batch.images(), batch.labels(), mixed, teacherLogits);
                                     } else {
                                         r = trainer.step(batch.images(), batch.labels(), mask, teacherLogits);
