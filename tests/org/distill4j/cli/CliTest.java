@@ -26,6 +26,15 @@ class CliTest {
 
     record Run(int status, String err) {}
 
+    /** The arguments of a one-epoch {@code mnist-tiny} distill run on the CPU, then {@code more}. */
+    static String[] distill(Path data, Path out, int batch, String... more) {
+        String[] base = {"distill", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
+            "--device", "cpu", "--epochs", "1", "--batch", Integer.toString(batch)};
+        String[] all = java.util.Arrays.copyOf(base, base.length + more.length);
+        System.arraycopy(more, 0, all, base.length, more.length);
+        return all;
+    }
+
     /** Runs the CLI in this JVM as Main does; its exit status and what it wrote to stderr. */
     static Run run(String... args) {
         CommandLine cli = Main.commandLine();

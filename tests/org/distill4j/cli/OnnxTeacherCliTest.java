@@ -27,7 +27,8 @@ class OnnxTeacherCliTest {
     private Path onnx(String name, int side, int classes) throws IOException {
         Random rng = new Random(7);
         Path f = dir.resolve(name);
-        OnnxFiles.linear(f, 0, 1, side, side, Check.normal(rng, classes * side * side, 0.1), Check.normal(rng, classes, 1));
+        OnnxFiles.linear(f, 0, 1, side, side, Check.normal(rng, classes * side * side, 0.1),
+                Check.normal(rng, classes, 1));
         return f;
     }
 
@@ -38,39 +39,33 @@ class OnnxTeacherCliTest {
         assertFalse(r.err().contains("Exception") || r.err().contains("\tat "), r.err());
     }
 
-    private static String[] distill(Path data, Path out, String... more) {
-        String[] base = {"distill", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
-            "--device", "cpu", "--epochs", "1", "--batch", "16"};
-        String[] all = java.util.Arrays.copyOf(base, base.length + more.length);
-        System.arraycopy(more, 0, all, base.length, more.length);
-        return all;
-    }
-
     @Test
     void anOnnxTeacherRunsOnEveryAugmentedBatch() throws IOException {
         Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
         Path out = dir.resolve("soft");
-        CliTest.Run r = CliTest.run(distill(data, out, "--teacher", onnx("t.onnx", 28, 10).toString()));
+        CliTest.Run r = CliTest.run(CliTest.distill(data, out, 16, "--teacher", onnx("t.onnx", 28, 10).toString()));
         assertEquals(0, r.status(), r.err());
         String teacher = JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject()
                 .get("teacher").getAsString();
         assertTrue(teacher.contains("ONNX teacher") && teacher.contains("run on every batch"), teacher);
         // A teacher of another resolution and normalisation, hard distillation, Mixup.
-        r = CliTest.run(distill(data, dir.resolve("hard"), "--teacher", onnx("half.onnx", 14, 10).toString(),
+        r = CliTest.run(CliTest.distill(data, dir.resolve("hard"), 16, "--teacher",
+                onnx("half.onnx", 14, 10).toString(),
                 "--teacher-mean", "0.5", "--teacher-std", "0.25", "--distillation", "hard", "--mixup", "0.8"));
         assertEquals(0, r.status(), r.err());
 
         Path no = dir.resolve("no");
         Path junk = Files.writeString(dir.resolve("junk.onnx"), "not a model");
-        assertOneLine(CliTest.run(distill(data, no, "--teacher", junk.toString())), "is not an ONNX model");
-        assertOneLine(CliTest.run(distill(data, no, "--teacher", onnx("five.onnx", 28, 5).toString())),
+        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", junk.toString())), "is not an ONNX model");
+        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", onnx("five.onnx", 28, 5).toString())),
                 "predicts 5 classes");
-        assertOneLine(CliTest.run(distill(data, no, "--teacher", onnx("m.onnx", 28, 10).toString(), "--teacher-mean",
-                "0.5")), "--teacher-mean and --teacher-std go together");
+        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", onnx("m.onnx", 28, 10).toString(),
+                "--teacher-mean", "0.5")), "--teacher-mean and --teacher-std go together");
         Path safetensors = Files.writeString(dir.resolve("t.safetensors"), "any file: refused before it is read");
-        assertOneLine(CliTest.run(distill(data, no, "--teacher", safetensors.toString(),
+        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", safetensors.toString(),
                 "--teacher-mean", "0.5", "--teacher-std", "0.2")), "not an .onnx file");
-        assertOneLine(CliTest.run(distill(data, no, "--teacher", dir.resolve("gone.onnx").toString())), "gone.onnx");
+        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", dir.resolve("gone.onnx").toString())),
+                "gone.onnx");
         assertFalse(Files.exists(no), "nothing written");
     }
 }

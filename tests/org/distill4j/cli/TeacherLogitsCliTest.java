@@ -48,14 +48,6 @@ class TeacherLogitsCliTest {
         return file;
     }
 
-    private static String[] distill(Path root, Path out, String... more) {
-        String[] base = {"distill", "--model", "mnist-tiny", "--data", root.toString(), "--out", out.toString(),
-            "--device", "cpu", "--epochs", "1", "--batch", "8"};
-        String[] all = java.util.Arrays.copyOf(base, base.length + more.length);
-        System.arraycopy(more, 0, all, base.length, more.length);
-        return all;
-    }
-
     @Test
     void logitsComputedElsewhereFollowTheSampleListAndTrainAStudent() throws Exception {
         Path root = DataCliTest.imageFolders(dir, "f", List.of("ant", "bee", "cat"), 8);
@@ -67,11 +59,11 @@ class TeacherLogitsCliTest {
         Path logits = logitsFor(list, "logits.safetensors", 3);
 
         Path out = dir.resolve("run");
-        r = CliTest.run(distill(root, out, "--teacher-logits", logits.toString(), "--no-augment"));
+        r = CliTest.run(CliTest.distill(root, out, 8, "--teacher-logits", logits.toString(), "--no-augment"));
         assertEquals(0, r.status(), r.err());
         assertTrue(Files.exists(out.resolve("model.safetensors")) && Files.exists(out.resolve("class_index.json")));
-        r = CliTest.run(distill(root, dir.resolve("hard"), "--teacher-logits", logits.toString(), "--no-augment",
-                "--distillation", "hard", "--labeled", "6"));
+        r = CliTest.run(CliTest.distill(root, dir.resolve("hard"), 8, "--teacher-logits", logits.toString(),
+                "--no-augment", "--distillation", "hard", "--labeled", "6"));
         assertEquals(0, r.status(), r.err());
 
         // A list of the first 16 images is another list; an existing list is kept unless --force.
@@ -83,23 +75,24 @@ class TeacherLogitsCliTest {
         assertEquals(0, CliTest.run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny",
                 "--train-limit", "16", "--out", head.toString(), "--force").status());
         Path headLogits = logitsFor(head, "head.safetensors", 3);
-        r = CliTest.run(distill(root, dir.resolve("h16"), "--teacher-logits", headLogits.toString(), "--no-augment",
-                "--train-limit", "16"));
+        r = CliTest.run(CliTest.distill(root, dir.resolve("h16"), 8, "--teacher-logits", headLogits.toString(),
+                "--no-augment", "--train-limit", "16"));
         assertEquals(0, r.status(), r.err());
 
         // Each mismatch: one line, and no output directory.
         Path no = dir.resolve("no");
-        assertOneLine(CliTest.run(distill(root, no, "--teacher-logits", headLogits.toString(), "--no-augment")),
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", headLogits.toString(),
+                "--no-augment")),
                 "not the training set's");
-        assertOneLine(CliTest.run(distill(root, no, "--teacher-logits", logits.toString())), "--no-augment");
-        assertOneLine(CliTest.run(distill(root, no, "--teacher-logits", logits.toString(), "--no-augment",
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", logits.toString())), "--no-augment");
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", logits.toString(), "--no-augment",
                 "--teacher", logits.toString())), "one of them");
-        assertOneLine(CliTest.run(distill(root, no, "--no-augment")), "one of them");
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--no-augment")), "one of them");
         Path bare = dir.resolve("bare.safetensors");
         Safetensors.write(bare, Map.of("logits", new TensorData(new long[] {24, 3}, new float[72])));
-        assertOneLine(CliTest.run(distill(root, no, "--teacher-logits", bare.toString(), "--no-augment")),
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", bare.toString(), "--no-augment")),
                 "no distill4j.samples metadata");
-        assertOneLine(CliTest.run(distill(root, no, "--teacher-logits", dir.resolve("missing").toString(),
+        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", dir.resolve("missing").toString(),
                 "--no-augment")), "missing");
         assertFalse(Files.exists(no), "nothing written");
     }
