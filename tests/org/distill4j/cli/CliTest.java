@@ -56,6 +56,12 @@ class CliTest {
         assertFalse(CLASS_NAME.matcher(r.err).find(), "no Java class name: " + r.err);
     }
 
+    /** A failure told in exactly one line of stderr, saying {@code expected}: no stack trace, no class name. */
+    static void assertOneLineOnly(Run r, String expected) {
+        assertOneLine(r, expected);
+        assertEquals(1, r.err.strip().lines().count(), "one line: " + r.err);
+    }
+
     @Test
     void missingDatasetIsOneLine() {
         Run r = run("train", "--data", dir.resolve("nowhere").toString(), "--out", dir.resolve("o").toString(),

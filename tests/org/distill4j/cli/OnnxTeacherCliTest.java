@@ -1,5 +1,8 @@
 package org.distill4j.cli;
 
+import static org.distill4j.cli.CliTest.assertOneLineOnly;
+import static org.distill4j.cli.CliTest.distill;
+import static org.distill4j.cli.CliTest.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -32,39 +35,32 @@ class OnnxTeacherCliTest {
         return f;
     }
 
-    private static void assertOneLine(CliTest.Run r, String expected) {
-        assertTrue(r.status() != 0, "non-zero exit: " + r.err());
-        assertTrue(r.err().contains(expected), "stderr: " + r.err());
-        assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
-        assertFalse(r.err().contains("Exception") || r.err().contains("\tat "), r.err());
-    }
-
     @Test
     void anOnnxTeacherRunsOnEveryAugmentedBatch() throws IOException {
         Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
         Path out = dir.resolve("soft");
-        CliTest.Run r = CliTest.run(CliTest.distill(data, out, 16, "--teacher", onnx("t.onnx", 28, 10).toString()));
+        CliTest.Run r = run(distill(data, out, 16, "--teacher", onnx("t.onnx", 28, 10).toString()));
         assertEquals(0, r.status(), r.err());
         String teacher = JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject()
                 .get("teacher").getAsString();
         assertTrue(teacher.contains("ONNX teacher") && teacher.contains("run on every batch"), teacher);
         // A teacher of another resolution and normalisation, hard distillation, Mixup.
-        r = CliTest.run(CliTest.distill(data, dir.resolve("hard"), 16, "--teacher",
+        r = run(distill(data, dir.resolve("hard"), 16, "--teacher",
                 onnx("half.onnx", 14, 10).toString(),
                 "--teacher-mean", "0.5", "--teacher-std", "0.25", "--distillation", "hard", "--mixup", "0.8"));
         assertEquals(0, r.status(), r.err());
 
         Path no = dir.resolve("no");
         Path junk = Files.writeString(dir.resolve("junk.onnx"), "not a model");
-        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", junk.toString())), "is not an ONNX model");
-        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", onnx("five.onnx", 28, 5).toString())),
+        assertOneLineOnly(run(distill(data, no, 16, "--teacher", junk.toString())), "is not an ONNX model");
+        assertOneLineOnly(run(distill(data, no, 16, "--teacher", onnx("five.onnx", 28, 5).toString())),
                 "predicts 5 classes");
-        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", onnx("m.onnx", 28, 10).toString(),
+        assertOneLineOnly(run(distill(data, no, 16, "--teacher", onnx("m.onnx", 28, 10).toString(),
                 "--teacher-mean", "0.5")), "--teacher-mean and --teacher-std go together");
         Path safetensors = Files.writeString(dir.resolve("t.safetensors"), "any file: refused before it is read");
-        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", safetensors.toString(),
+        assertOneLineOnly(run(distill(data, no, 16, "--teacher", safetensors.toString(),
                 "--teacher-mean", "0.5", "--teacher-std", "0.2")), "not an .onnx file");
-        assertOneLine(CliTest.run(CliTest.distill(data, no, 16, "--teacher", dir.resolve("gone.onnx").toString())),
+        assertOneLineOnly(run(distill(data, no, 16, "--teacher", dir.resolve("gone.onnx").toString())),
                 "gone.onnx");
         assertFalse(Files.exists(no), "nothing written");
     }

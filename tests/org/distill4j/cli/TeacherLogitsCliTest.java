@@ -1,5 +1,8 @@
 package org.distill4j.cli;
 
+import static org.distill4j.cli.CliTest.assertOneLineOnly;
+import static org.distill4j.cli.CliTest.distill;
+import static org.distill4j.cli.CliTest.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -25,13 +28,6 @@ class TeacherLogitsCliTest {
         System.setProperty("distill4j.progress", "off");
     }
 
-    private static void assertOneLine(CliTest.Run r, String expected) {
-        assertTrue(r.status() != 0, "non-zero exit: " + r.err());
-        assertTrue(r.err().contains(expected), "stderr: " + r.err());
-        assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
-        assertFalse(r.err().contains("Exception") || r.err().contains("\tat "), r.err());
-    }
-
     /** What a user's script does with the list: logits per row, sure of each row's label, and the list's SHA-256. */
     private Path logitsFor(Path list, String name, int classes) throws Exception {
         List<String> rows = Files.readAllLines(list).stream().filter(l -> !l.startsWith("#"))
@@ -52,47 +48,47 @@ class TeacherLogitsCliTest {
     void logitsComputedElsewhereFollowTheSampleListAndTrainAStudent() throws Exception {
         Path root = DataCliTest.imageFolders(dir, "f", List.of("ant", "bee", "cat"), 8);
         Path list = dir.resolve("samples.tsv");
-        CliTest.Run r = CliTest.run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny", "--out",
+        CliTest.Run r = run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny", "--out",
                 list.toString());
         assertEquals(0, r.status(), r.err());
         assertTrue(Files.readString(list).contains("\n0\t0\tant/0.png\n"), Files.readString(list));
         Path logits = logitsFor(list, "logits.safetensors", 3);
 
         Path out = dir.resolve("run");
-        r = CliTest.run(CliTest.distill(root, out, 8, "--teacher-logits", logits.toString(), "--no-augment"));
+        r = run(distill(root, out, 8, "--teacher-logits", logits.toString(), "--no-augment"));
         assertEquals(0, r.status(), r.err());
         assertTrue(Files.exists(out.resolve("model.safetensors")) && Files.exists(out.resolve("class_index.json")));
-        r = CliTest.run(CliTest.distill(root, dir.resolve("hard"), 8, "--teacher-logits", logits.toString(),
+        r = run(distill(root, dir.resolve("hard"), 8, "--teacher-logits", logits.toString(),
                 "--no-augment", "--distillation", "hard", "--labeled", "6"));
         assertEquals(0, r.status(), r.err());
 
         // A list of the first 16 images is another list; an existing list is kept unless --force.
         Path head = dir.resolve("head.tsv");
-        assertEquals(0, CliTest.run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny",
+        assertEquals(0, run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny",
                 "--train-limit", "16", "--out", head.toString()).status());
-        assertOneLine(CliTest.run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny", "--out",
+        assertOneLineOnly(run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny", "--out",
                 head.toString()), "exists");
-        assertEquals(0, CliTest.run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny",
+        assertEquals(0, run("dataset-index", "--data", root.toString(), "--model", "mnist-tiny",
                 "--train-limit", "16", "--out", head.toString(), "--force").status());
         Path headLogits = logitsFor(head, "head.safetensors", 3);
-        r = CliTest.run(CliTest.distill(root, dir.resolve("h16"), 8, "--teacher-logits", headLogits.toString(),
+        r = run(distill(root, dir.resolve("h16"), 8, "--teacher-logits", headLogits.toString(),
                 "--no-augment", "--train-limit", "16"));
         assertEquals(0, r.status(), r.err());
 
         // Each mismatch: one line, and no output directory.
         Path no = dir.resolve("no");
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", headLogits.toString(),
+        assertOneLineOnly(run(distill(root, no, 8, "--teacher-logits", headLogits.toString(),
                 "--no-augment")),
                 "not the training set's");
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", logits.toString())), "--no-augment");
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", logits.toString(), "--no-augment",
+        assertOneLineOnly(run(distill(root, no, 8, "--teacher-logits", logits.toString())), "--no-augment");
+        assertOneLineOnly(run(distill(root, no, 8, "--teacher-logits", logits.toString(), "--no-augment",
                 "--teacher", logits.toString())), "one of them");
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--no-augment")), "one of them");
+        assertOneLineOnly(run(distill(root, no, 8, "--no-augment")), "one of them");
         Path bare = dir.resolve("bare.safetensors");
         Safetensors.write(bare, Map.of("logits", new TensorData(new long[] {24, 3}, new float[72])));
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", bare.toString(), "--no-augment")),
+        assertOneLineOnly(run(distill(root, no, 8, "--teacher-logits", bare.toString(), "--no-augment")),
                 "no distill4j.samples metadata");
-        assertOneLine(CliTest.run(CliTest.distill(root, no, 8, "--teacher-logits", dir.resolve("missing").toString(),
+        assertOneLineOnly(run(distill(root, no, 8, "--teacher-logits", dir.resolve("missing").toString(),
                 "--no-augment")), "missing");
         assertFalse(Files.exists(no), "nothing written");
     }

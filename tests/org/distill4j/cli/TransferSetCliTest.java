@@ -1,5 +1,6 @@
 package org.distill4j.cli;
 
+import static org.distill4j.cli.CliTest.assertOneLineOnly;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -64,13 +65,6 @@ class TransferSetCliTest {
         }
     }
 
-    private static void assertOneLine(CliTest.Run r, String expected) {
-        assertTrue(r.status() != 0, "non-zero exit: " + r.err());
-        assertTrue(r.err().contains(expected), "stderr: " + r.err());
-        assertEquals(1, r.err().strip().lines().count(), "one line: " + r.err());
-        assertFalse(r.err().contains("Exception") || r.err().contains("\tat "), r.err());
-    }
-
     @Test
     void distillKeepsNLabelsAndTheTeacherLabelsEveryImage() throws IOException {
         Path data = data(), teacher = teacher("teacher", VitConfig.preset("mnist-tiny").withDistilled(false));
@@ -89,10 +83,10 @@ class TransferSetCliTest {
         assertEquals("20 stratified by class, seed 0", metadata(ckpt, "distill4j.labeled"));
         // Resuming with other labeled images is refused, naming both; the run in --out stays as it was.
         byte[] model = Files.readAllBytes(out.resolve("model.safetensors"));
-        assertOneLine(CliTest.run(args("distill", data, out, "--teacher", teacher.toString(), "--labeled", "21",
+        assertOneLineOnly(CliTest.run(args("distill", data, out, "--teacher", teacher.toString(), "--labeled", "21",
                 "--resume", ckpt.toString())), "its labeled images were 20 stratified by class, seed 0; this run asks "
                 + "for 21 stratified by class, seed 0");
-        assertOneLine(CliTest.run(args("distill", data, out, "--teacher", teacher.toString(), "--resume",
+        assertOneLineOnly(CliTest.run(args("distill", data, out, "--teacher", teacher.toString(), "--resume",
                 ckpt.toString())), "this run asks for all");
         assertArrayEquals(model, Files.readAllBytes(out.resolve("model.safetensors")));
 
@@ -150,12 +144,12 @@ class TransferSetCliTest {
             for (String command : new String[] {"train", "distill"}) {
                 String[] more = command.equals("train") ? cases[k]
                         : concat(cases[k], "--teacher", teacher.toString());
-                assertOneLine(CliTest.run(args(command, data, out, more)), cases[k + 1][0]);
+                assertOneLineOnly(CliTest.run(args(command, data, out, more)), cases[k + 1][0]);
                 assertFalse(Files.exists(out), command + " " + String.join(" ", cases[k]) + " wrote " + out);
             }
         }
         // A teacher of another class count labels nothing: refused before the soft-label cache is written.
-        assertOneLine(CliTest.run(args("distill", data, out, "--teacher", five.toString(), "--labeled", "20")),
+        assertOneLineOnly(CliTest.run(args("distill", data, out, "--teacher", five.toString(), "--labeled", "20")),
                 "the teacher predicts 5 classes, the student 10");
         assertFalse(Files.exists(out));
     }
