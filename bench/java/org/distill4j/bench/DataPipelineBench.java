@@ -10,12 +10,14 @@ import java.util.stream.Stream;
 import org.distill4j.data.Augment;
 import org.distill4j.data.ImageFolder;
 import org.distill4j.data.Normalization;
+import org.distill4j.data.RandomResizedCrop;
 import org.distill4j.data.StreamLoader;
 
 /**
  * Images/s of the whole streamed train pipeline, as a training run uses it: {@link ImageFolder} decoding (JDK
- * ImageIO), resize of the shorter side and centre crop to 224×224, per-channel normalisation, random crop (pad 4)
- * and flip, batches of 64 filled by {@link StreamLoader} workers, for 1 and 2 workers. Compare with the training
+ * ImageIO), per-channel normalisation, batches of 64 filled by {@link StreamLoader} workers, for 1 and 2 workers, with
+ * either augmentation: resize of the shorter side and centre crop to 224×224, then random crop (pad 4) and flip; or
+ * DeiT's random resized crop cut from the decoded image and resized to 224×224, then flip. Compare with the training
  * step's images/s ({@code distill4j bench train-step}, same machine) to see which one bounds a run.
  *
  * <p>The files: {@code count} JPEGs in an ImageFolder of two classes, written once into a temporary directory
@@ -43,13 +45,20 @@ public final class DataPipelineBench {
                 for (int c = 0; c < 2; c++) DecodeBench.write(Files.createDirectories(root.resolve("class" + c)),
                         count / 2, size[0], size[1]);
                 ImageFolder folder = ImageFolder.open(root, 224, 3, Normalization.IMAGENET);
-                for (int workers = 1; workers <= 2; workers++) {
-                    double[] rates = new double[3];
-                    for (int r = 0; r < rates.length; r++) rates[r] = imagesPerSecond(folder, workers, seconds / 3);
-                    Arrays.sort(rates);
-                    System.out.printf(Locale.ROOT, "%dx%d JPEG -> 224x224, %d worker%s: %6.0f images/s (median of 3; "
-                            + "%.0f, %.0f)%n", size[0], size[1], workers, workers == 1 ? " " : "s", rates[1], rates[0],
-                            rates[2]);
+                Augment[] augments = {new Augment(1, 4, true),
+                    Augment.resizedCrop(1, RandomResizedCrop.standard(1), true)};
+                for (Augment augment : augments) {
+                    for (int workers = 1; workers <= 2; workers++) {
+                        double[] rates = new double[3];
+                        for (int r = 0; r < rates.length; r++) {
+                            rates[r] = imagesPerSecond(folder, augment, workers, seconds / 3);
+                        }
+                        Arrays.sort(rates);
+                        System.out.printf(Locale.ROOT, "%dx%d JPEG -> 224x224, %s, %d worker%s: %6.0f images/s "
+                                + "(median of 3; %.0f, %.0f)%n", size[0], size[1], augment.resizedCrop() != null
+                                ? "resized crop" : "pad-4 crop", workers, workers == 1 ? " " : "s", rates[1], rates[0],
+                                rates[2]);
+                    }
                 }
             }
         } finally {
@@ -60,8 +69,9 @@ public final class DataPipelineBench {
     }
 
     /** Batches taken for {@code seconds} (after the first, which includes the workers' start) divided by the time. */
-    private static double imagesPerSecond(ImageFolder folder, int workers, double seconds) throws IOException {
-        try (StreamLoader loader = StreamLoader.builder(folder, BATCH).seed(1).augment(new Augment(1, 4, true))
+    private static double imagesPerSecond(ImageFolder folder, Augment augment, int workers, double seconds)
+            throws IOException {
+        try (StreamLoader loader = StreamLoader.builder(folder, BATCH).seed(1).augment(augment)
                 .workers(workers).build()) {
             loader.next();
             long t0 = System.nanoTime(), images = 0;
