@@ -108,6 +108,43 @@ class DeitRecipeCliTest {
         }
     }
 
+    @Test
+    void augmentViewsCacheTheTeachersLogitsOfEveryViewAndReuseThem() throws IOException {
+        Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
+        Path teacher = dir.resolve("teacher.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8,
+                     5)) {
+            ModelFile.save(teacher, m);
+        }
+        String[] base = {"distill", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu", "--epochs",
+            "3", "--batch", "16", "--teacher", teacher.toString(), "--out"};
+        Path out = dir.resolve("views");
+        CliTest.Run r = CliTest.run(concat(base, out.toString(), "--augment-views", "2"));
+        assertEquals(0, r.status(), r.err());
+        assertTrue(Files.exists(out.resolve("teacher-logits-views.safetensors")));
+        assertTrue(settings(out).contains(", 2 augment views"), settings(out));
+        assertTrue(teacherOf(out).contains("2 augmented views per image, computed once"), teacherOf(out));
+        r = CliTest.run(concat(base, out.toString(), "--augment-views", "2", "--force"));
+        assertEquals(0, r.status(), r.err());
+        assertTrue(teacherOf(out).contains("2 augmented views per image from"), teacherOf(out));
+
+        Path never = dir.resolve("never");
+        String[][] cases = {{"--augment-views", "2", "--no-augment"},
+            {"--augment-views fixes views of the augmentation: not with --no-augment"},
+            {"--augment-views", "-1"}, {"augment views must be >= 0, got -1"}};
+        for (int k = 0; k < cases.length; k += 2) {
+            CliTest.Run run = CliTest.run(concat(concat(base, never.toString()), cases[k]));
+            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
+            assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
+        }
+    }
+
+    private static String teacherOf(Path out) throws IOException {
+        return JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject().get("teacher")
+                .getAsString();
+    }
+
     private static String[] concat(String[] a, String... b) {
         String[] all = Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, all, a.length, b.length);

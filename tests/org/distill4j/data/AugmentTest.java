@@ -141,4 +141,28 @@ class AugmentTest {
         assertThrows(IllegalArgumentException.class, () -> new Augment(0, 3, false).apply(d, 0, 0, out, 0));
         assertThrows(IllegalArgumentException.class, () -> new Augment(0, -1, false));
     }
+
+    @Test
+    void fixedViewsRepeatEveryKEpochs() {
+        Dataset d = Synthetic.dataset(3, 40, 10, 12, 12);
+        for (Augment base : new Augment[] {new Augment(42, 3, true),
+            Augment.resizedCrop(42, RandomResizedCrop.standard(7), true)}) {
+            Augment views = base.withViews(3);
+            assertEquals(3, views.views());
+            assertEquals(1, views.view(4));
+            int size = d.imageSize(), differ = 0;
+            for (int i = 0; i < d.size(); i++) {
+                float[] e0 = new float[size], e3 = new float[size], e1 = new float[size], plain = new float[size];
+                views.apply(d, i, 0, e0, 0);
+                views.apply(d, i, 3, e3, 0);
+                views.apply(d, i, 1, e1, 0);
+                base.apply(d, i, 1, plain, 0);
+                assertArrayEquals(e0, e3, "epoch 3 shows view 0 again, image " + i);
+                assertArrayEquals(plain, e1, "view 1 is the unlimited augmentation's epoch 1");
+                if (!Arrays.equals(e0, e1)) differ++;
+            }
+            assertTrue(differ > 30, base + ": views 0 and 1 differ for " + differ + " of 40 images");
+        }
+        assertThrows(IllegalArgumentException.class, () -> new Augment(1, 2, true).withViews(-1));
+    }
 }

@@ -135,7 +135,7 @@ class OnnxTeacherTest {
                 assertTrue(Arrays.equals(new int[] {1, m.h(), m.wd()}, t.inputShape()), m.file().toString());
                 float[] out = new float[idx.length * 5];
                 Arrays.fill(out, Float.NaN);
-                t.logits(images, idx, out);
+                t.logits(images, idx, 0, out);
                 assertLogits(m, images, out, data, "seed=" + seed + " " + m.file().getFileName());
                 assertTrue(t.describe().contains("run on every batch"), t.describe());
             }
@@ -172,8 +172,8 @@ class OnnxTeacherTest {
         }
 
         @Override
-        public void logits(float[] images, int[] idx, float[] out) {
-            inner.logits(images, idx, out);
+        public void logits(float[] images, int[] idx, int epoch, float[] out) {
+            inner.logits(images, idx, epoch, out);
             assertLogits(model, images, out, data, "in the run");
             batches.add(Arrays.copyOf(images, idx.length * data.imageSize()));
             indices.add(idx.clone());

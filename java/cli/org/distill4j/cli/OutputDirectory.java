@@ -34,6 +34,7 @@ final class OutputDirectory {
     static final List<String> RUN_FILES = List.of("model.safetensors", "checkpoint.safetensors", "results.json",
             "accuracy.png");
     private static final String CACHE_FILE = "teacher-logits.safetensors";
+    private static final String VIEWS_CACHE_FILE = "teacher-logits-views.safetensors";
     /** Written by runs on CIFAR or image folders only (after training), so not one of {@link #RUN_FILES}. */
     static final String CLASS_INDEX = "class_index.json";
     private static final int LISTED = 4;
@@ -177,7 +178,7 @@ final class OutputDirectory {
     }
 
     private static boolean isOurTemporary(String name) {
-        if (AtomicFile.isTemporaryOf(name, CACHE_FILE)) return true;
+        if (AtomicFile.isTemporaryOf(name, CACHE_FILE) || AtomicFile.isTemporaryOf(name, VIEWS_CACHE_FILE)) return true;
         for (String f : RUN_FILES) {
             if (AtomicFile.isTemporaryOf(name, f)) return true;
         }

@@ -78,8 +78,10 @@ final class Runs {
                                                    ImageSource source, TrainOptions options, Path cache, int topk)
             throws IOException {
         if (options.distillation() == Distillation.NONE) return null;
-        // Augmented, erased or mixed images are new every epoch: no cache can hold the teacher's view of them.
-        if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
+        boolean views = options.augment() && options.augmentViews() > 0;
+        // Erased or mixed images, and augmented ones without fixed views, are new every epoch: no cache can hold
+        // the teacher's view of them.
+        if (options.mixup() != null || options.randomErasing() != null || options.augment() && !views) {
             return SoftLabels.live(teacherModel, teacherFile.toString());
         }
         if (!(source instanceof Dataset train)) {
@@ -90,6 +92,7 @@ final class Runs {
         Dataset data = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
         String teacherKey = sha256(teacherFile);
+        if (views) return viewLogits(teacherModel, teacherFile, teacherKey, data, options, cache);
         SoftLabels cached = SoftLabels.load(cache, teacherKey, data);
         if (cached != null) {
             System.out.println("teacher logits: reusing " + cache);
@@ -108,6 +111,30 @@ final class Runs {
         try {
             computed.save(cache, teacherKey, 0);
             System.out.println("teacher logits: cached in " + cache);
+        } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
+            System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");
+        }
+        return computed;
+    }
+
+    /** FKD: the teacher's logits of every fixed view, from {@code cache}'s views file or computed once and cached. */
+    private static SoftLabels viewLogits(VisionTransformer teacherModel, Path teacherFile, String teacherKey,
+            Dataset data, TrainOptions options, Path cache) throws IOException {
+        Path file = cache.resolveSibling("teacher-logits-views.safetensors");
+        org.distill4j.data.Augment augment = options.augmentation();
+        SoftLabels cached = SoftLabels.loadViews(file, teacherKey, data, augment);
+        if (cached != null) {
+            System.out.println("teacher logits: reusing " + file + " (" + augment.views() + " views per image)");
+            return cached;
+        }
+        long t0 = System.nanoTime();
+        SoftLabels computed = SoftLabels.computeViews(teacherModel, data, augment, teacherFile.toString());
+        System.out.printf(java.util.Locale.ROOT, "teacher logits: %d views of %d images computed once in %.1f s "
+                + "(%d teacher passes instead of one per epoch: %d epochs)%n", augment.views(), data.size(),
+                (System.nanoTime() - t0) / 1e9, augment.views(), options.epochs());
+        try {
+            computed.save(file, teacherKey, 0);
+            System.out.println("teacher logits: cached in " + file);
         } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
             System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");
         }

@@ -57,6 +57,11 @@ final class TrainingFlags {
             + "1.3333)")
     double[] ratio;
 
+    @Option(names = "--augment-views", paramLabel = "K", defaultValue = "0", description = "FKD: K fixed crop/flip "
+            + "views per image (epoch e shows view e mod K); distill computes the teacher's logits of every view once, "
+            + "caches them and trains without running the teacher (default 0: a new view every epoch)")
+    int augmentViews;
+
     @Option(names = "--mixup", paramLabel = "ALPHA", defaultValue = "0", description = "Mixup of training batches: "
             + "lambda ~ Beta(ALPHA, ALPHA), 0 = off (default ${DEFAULT-VALUE}; DeiT 0.8)")
     double mixupAlpha;
@@ -110,6 +115,11 @@ final class TrainingFlags {
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
                 .withRandomErasing(reprob);
+        if (augmentViews != 0) {
+            if (!augment) throw new IllegalArgumentException("--augment-views fixes views of the augmentation: not "
+                    + "with --no-augment");
+            o = o.withAugmentViews(augmentViews);
+        }
         if (scale != null || ratio != null) {
             if (!augment) {
                 throw new IllegalArgumentException("--scale/--ratio crop training images: not with --no-augment");

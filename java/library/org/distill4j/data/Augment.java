@@ -22,6 +22,7 @@ public final class Augment {
     private final int pad;
     private final boolean flip;
     private final RandomResizedCrop crop;  // null: the padded crop (pad may be 0)
+    private final int views;               // > 0: epoch e shows view e mod views (FKD); 0: a new view every epoch
 
     /** The crop and flip of one sample. */
     public record Params(int dy, int dx, boolean flipped) {}
@@ -38,13 +39,15 @@ public final class Augment {
         this.pad = pad;
         this.flip = flip;
         this.crop = null;
+        this.views = 0;
     }
 
-    private Augment(long seed, RandomResizedCrop crop, boolean flip) {
+    private Augment(long seed, int pad, boolean flip, RandomResizedCrop crop, int views) {
         this.seed = seed;
-        this.pad = 0;
+        this.pad = pad;
         this.flip = flip;
         this.crop = crop;
+        this.views = views;
     }
 
     /**
@@ -53,7 +56,27 @@ public final class Augment {
      */
     public static Augment resizedCrop(long seed, RandomResizedCrop crop, boolean flip) {
         if (crop == null) throw new IllegalArgumentException("no crop given");
-        return new Augment(seed, crop, flip);
+        return new Augment(seed, 0, flip, crop, 0);
+    }
+
+    /**
+     * This augmentation limited to {@code views} fixed views per image, as FKD (Shen and Xing 2022) caches them:
+     * epoch e shows view e mod views, so a teacher's logits of every view can be computed once and replayed
+     * ({@code SoftLabels.computeViews}). 0 turns the limit off.
+     */
+    public Augment withViews(int views) {
+        if (views < 0) throw new IllegalArgumentException("views must be >= 0, got " + views);
+        return new Augment(seed, pad, flip, crop, views);
+    }
+
+    /** The views per image (0: unlimited, a new view every epoch). */
+    public int views() {
+        return views;
+    }
+
+    /** The view epoch {@code epoch} shows: the key of its randomness. */
+    public int view(int epoch) {
+        return views > 0 ? Math.floorMod(epoch, views) : epoch;
     }
 
     /** The identity: no crop, no flip (evaluation). */
@@ -76,7 +99,7 @@ public final class Augment {
         if (isIdentity()) {
             return new Params(0, 0, false);
         }
-        SplittableRandom rng = new SplittableRandom(Seeds.of(seed, epoch, index));
+        SplittableRandom rng = new SplittableRandom(Seeds.of(seed, view(epoch), index));
         int dy = pad == 0 ? 0 : rng.nextInt(2 * pad + 1) - pad;
         int dx = pad == 0 ? 0 : rng.nextInt(2 * pad + 1) - pad;
         boolean flipped = flip && rng.nextBoolean();
@@ -107,7 +130,7 @@ public final class Augment {
         Params p = params(epoch, index);
         int plane = h * w;
         if (crop != null) {
-            crop.apply(src, srcOffset, channels, h, w, epoch, index, out, offset, h, w);
+            crop.apply(src, srcOffset, channels, h, w, view(epoch), index, out, offset, h, w);
             flip(out, offset, channels, h, w, index, epoch);
             return;
         }
@@ -182,6 +205,7 @@ public final class Augment {
     @Override
     public String toString() {
         if (isIdentity()) return "no augmentation";
-        return (crop != null ? crop.toString() : "crop(pad " + pad + ")") + (flip ? " + hflip" : "") + ", seed " + seed;
+        return (crop != null ? crop.toString() : "crop(pad " + pad + ")") + (flip ? " + hflip" : "") + ", seed " + seed
+                + (views > 0 ? ", " + views + " views" : "");
     }
 }

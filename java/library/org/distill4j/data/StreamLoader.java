@@ -384,7 +384,8 @@ public final class StreamLoader implements BatchSource {
                 try {
                     if (crop != null) {
                         // The box is keyed by this source's index (cand), whatever the source does underneath.
-                        source.copyImageCropped(cand, (h, w) -> crop.box(epoch, cand, h, w), dst, off);
+                        int view = augment.view(epoch);
+                        source.copyImageCropped(cand, (h, w) -> crop.box(view, cand, h, w), dst, off);
                     } else {
                         source.copyImage(cand, dst, off);
                     }

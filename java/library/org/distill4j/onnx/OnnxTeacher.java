@@ -167,12 +167,13 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
 
     @Override
     public void copy(int[] indices, float[] out) {
-        throw new UnsupportedOperationException("an ONNX teacher runs on the batch: logits(images, indices, out)");
+        throw new UnsupportedOperationException("an ONNX teacher runs on the batch: logits(images, indices, epoch, "
+                + "out)");
     }
 
     /** Runs the model on the batch {@code images} ([B, C, h, w] of the data, normalised as the data). */
     @Override
-    public void logits(float[] images, int[] indices, float[] out) {
+    public void logits(float[] images, int[] indices, int epoch, float[] out) {
         int b = indices.length, plane = height * width, size = channels * plane;
         int dataSize = dataChannels * dataHeight * dataWidth;
         if (images.length < (long) b * dataSize || out.length != b * classes) {

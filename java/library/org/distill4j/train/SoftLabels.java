@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import org.distill4j.data.Augment;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.SampleList;
@@ -28,17 +29,26 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     private final float[] logits;
     private final int classes, images;
     private final String dataset, samples, source;  // one of dataset (pixel digest) and samples (list digest)
+    private final int views;                          // > 0: logits of each augmented view, [views, images, classes]
+    private final String augment;                     // the views' augmentation (Augment.toString), or null
 
     private SoftLabels(float[] logits, int classes, String dataset, String source) {
         this(logits, classes, dataset, null, source);
     }
 
     private SoftLabels(float[] logits, int classes, String dataset, String samples, String source) {
+        this(logits, classes, dataset, samples, 0, null, source);
+    }
+
+    private SoftLabels(float[] logits, int classes, String dataset, String samples, int views, String augment,
+            String source) {
         this.logits = logits;
         this.classes = classes;
-        this.images = logits.length / classes;
+        this.images = logits.length / classes / Math.max(1, views);
         this.dataset = dataset;
         this.samples = samples;
+        this.views = views;
+        this.augment = augment;
         this.source = source;
     }
 
@@ -66,6 +76,42 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     }
 
     /**
+     * FKD's offline cache that survives augmentation (Shen and Xing 2022): runs {@code teacher} over every fixed view
+     * of every image of {@code data} — view v of image i is {@code augment} applied for epoch v, a pure function of
+     * (seed, v, i), so a training run with the same augmentation replays exactly these views ({@link
+     * TrainOptions#withAugmentViews}) and needs no teacher. {@code augment.views()} teacher passes over the data.
+     *
+     * @throws IllegalArgumentException when {@code augment} has no fixed views ({@link Augment#withViews})
+     */
+    public static SoftLabels computeViews(VisionTransformer teacher, Dataset data, Augment augment,
+            String teacherName) {
+        int views = augment.views();
+        if (views <= 0 || augment.isIdentity()) {
+            throw new IllegalArgumentException("views of an augmentation need one with fixed views (Augment.withViews),"
+                    + " got " + augment);
+        }
+        int b = teacher.batch(), c = teacher.config().classes(), size = data.imageSize(), n = data.size();
+        float[] out = new float[views * n * c], images = new float[b * size], batch = new float[b * c];
+        for (int v = 0; v < views; v++) {
+            for (int start = 0; start < n; start += b) {
+                int rows = Math.min(b, n - start);
+                for (int r = 0; r < rows; r++) augment.apply(data, start + r, v, images, r * size);
+                if (rows < b) Arrays.fill(images, rows * size, b * size, data.black());
+                teacher.forward(images);
+                teacher.logits().copyTo(batch);
+                System.arraycopy(batch, 0, out, (v * n + start) * c, rows * c);
+            }
+        }
+        return new SoftLabels(out, c, data.digest(), null, views, augment.toString(), "teacher logits of " + views
+                + " augmented views per image, computed once from " + teacherName);
+    }
+
+    /** Views per image (0: the logits of the unaugmented images). */
+    public int views() {
+        return views;
+    }
+
+    /**
      * Writes the logits (all classes when {@code topk} is 0 or &ge; C), with {@code teacherKey} (e.g. the teacher
      * file's SHA-256) and the dataset's digest in the metadata.
      */
@@ -76,7 +122,11 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         meta.put("distill4j.kind", "soft-labels");
         meta.put("teacher", teacherKey);
         meta.put("dataset", dataset);
-        if (topk <= 0 || topk >= classes) {
+        if (views > 0) {
+            if (topk > 0 && topk < classes) throw new IllegalArgumentException("views are stored with every class");
+            meta.put("augment", augment);
+            t.put("view_logits", new TensorData(new long[] {views, n, classes}, logits));
+        } else if (topk <= 0 || topk >= classes) {
             t.put("logits", new TensorData(new long[] {n, classes}, logits));
         } else {
             float[] lp = new float[n * topk], cls = new float[n * topk];
@@ -113,6 +163,30 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             if (!teacherKey.equals(meta.get("teacher")) || !data.digest().equals(meta.get("dataset"))) return null;
             float[] out = readLogits(reader, file, n, classes);
             return new SoftLabels(out, classes, data.digest(), describe(reader, file, "soft labels"));
+        }
+    }
+
+    /**
+     * Loads a views cache written by {@link #save} for this teacher, {@code data} and {@code augment} (its
+     * description, seed and view count), or returns null when the file is absent or was made for another triple.
+     */
+    public static SoftLabels loadViews(Path file, String teacherKey, Dataset data, Augment augment) throws IOException {
+        if (!java.nio.file.Files.exists(file)) return null;
+        try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+            Map<String, String> meta = reader.header().metadata();
+            if (!teacherKey.equals(meta.get("teacher")) || !data.digest().equals(meta.get("dataset"))
+                    || !augment.toString().equals(meta.get("augment"))) {
+                return null;
+            }
+            TensorInfo t = reader.header().tensors().get("view_logits");
+            long[] want = {augment.views(), data.size(), data.classes()};
+            if (t == null || !Arrays.equals(t.shape(), want)) {
+                throw new SafetensorsFormatException(file, "view_logits " + (t == null ? "missing"
+                        : Arrays.toString(t.shape())) + ", expected " + Arrays.toString(want));
+            }
+            return new SoftLabels(reader.readFloats("view_logits"), data.classes(), data.digest(), null,
+                    augment.views(), augment.toString(), "teacher logits of " + augment.views()
+                    + " augmented views per image from " + file);
         }
     }
 
@@ -220,7 +294,18 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
      */
     @Override
     public void checkFor(ImageSource train, TrainOptions options) {
-        if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
+        if (views > 0) {
+            String now = options.augmentation().toString();
+            if (options.mixup() != null || options.randomErasing() != null) {
+                throw new IllegalArgumentException(source + " replay crops and flips; this run also "
+                        + (options.mixup() != null ? "mixes" : "erases") + " images, which no stored view holds "
+                        + "(train without Mixup/CutMix and random erasing, or run the teacher on every batch)");
+            }
+            if (!now.equals(augment)) {
+                throw new IllegalArgumentException(source + " hold the views of " + augment + "; this run augments "
+                        + "as " + now + " (the same seed, crop, flip and --augment-views are needed)");
+            }
+        } else if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
             String what = options.augment() ? "augmentation (TrainOptions.withAugment(false))"
                     : options.mixup() != null ? "Mixup/CutMix" : "random erasing";
             throw new IllegalArgumentException(source + " hold the teacher's logits of unaugmented images, and this run "
@@ -258,8 +343,13 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         }
     }
 
+    /** Writes the stored logits of images {@code indices} (of view 0 when there are views) into {@code out}. */
     @Override
     public void copy(int[] indices, float[] out) {
+        copyView(0, indices, out);
+    }
+
+    private void copyView(int view, int[] indices, float[] out) {
         if (out.length != indices.length * classes) {
             throw new IllegalArgumentException("out holds " + out.length + " floats; " + indices.length + " images of "
                     + classes + " classes need " + indices.length * classes);
@@ -268,8 +358,14 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
             if (indices[r] < 0 || indices[r] >= images) {
                 throw new IndexOutOfBoundsException("image " + indices[r] + " of soft labels for " + images + " images");
             }
-            System.arraycopy(logits, indices[r] * classes, out, r * classes, classes);
+            System.arraycopy(logits, (view * images + indices[r]) * classes, out, r * classes, classes);
         }
+    }
+
+    /** The stored logits of the view epoch {@code epoch} shows (the only ones when there are no views). */
+    @Override
+    public void logits(float[] images, int[] indices, int epoch, float[] out) {
+        copyView(views > 0 ? Math.floorMod(epoch, views) : 0, indices, out);
     }
 
     @Override

@@ -31,6 +31,7 @@ public final class TrainOptions {
     private double mixupAlpha = 0, cutmixAlpha = 0, mixupProb = 1, mixupSwitchProb = 0.5;  // off: both alphas 0
     private double erasingProb = 0;
     private double[] cropRange;      // {min scale, max scale, min ratio, max ratio}; null: the padded crop
+    private int views = 0;           // > 0: FKD's fixed views per image (epoch e shows view e mod views)
 
     /** The defaults. */
     public TrainOptions() {}
@@ -61,6 +62,7 @@ public final class TrainOptions {
         o.mixupSwitchProb = mixupSwitchProb;
         o.erasingProb = erasingProb;
         o.cropRange = cropRange;
+        o.views = views;
         return o;
     }
 
@@ -178,12 +180,29 @@ public final class TrainOptions {
         return o;
     }
 
+    /**
+     * FKD's fixed views (Shen and Xing 2022): the crop and flip of epoch e are view e mod {@code views} of each image,
+     * so a teacher's logits of every view can be computed once and replayed ({@link SoftLabels#computeViews}); 0 (the
+     * default) draws a new view every epoch. Applies while {@link #withAugment} is on.
+     */
+    public TrainOptions withAugmentViews(int views) {
+        if (views < 0) throw new IllegalArgumentException("augment views must be >= 0, got " + views);
+        TrainOptions o = copy();
+        o.views = views;
+        return o;
+    }
+
+    /** FKD's views per image, 0 when off ({@link #withAugmentViews}). */
+    public int augmentViews() {
+        return views;
+    }
+
     /** The run's crop and flip, seeded from {@link #seed()}: none without {@link #withAugment}. */
     public Augment augmentation() {
         if (!augment) return Augment.none();
-        if (cropRange == null) return new Augment(seed, 2, true);
-        return Augment.resizedCrop(seed,
+        Augment a = cropRange == null ? new Augment(seed, 2, true) : Augment.resizedCrop(seed,
                 new RandomResizedCrop(seed, cropRange[0], cropRange[1], cropRange[2], cropRange[3]), true);
+        return a.withViews(views);
     }
 
     /**
@@ -424,6 +443,7 @@ public final class TrainOptions {
                 + (labeled == 0 ? "" : ", labeled " + labeledDescription())
                 + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
                         + ", switch " + mixupSwitchProb + ")")
-                + (erasingProb == 0 ? "" : ", random erasing " + erasingProb);
+                + (erasingProb == 0 ? "" : ", random erasing " + erasingProb)
+                + (views == 0 ? "" : ", " + views + " augment views");
     }
 }

@@ -69,12 +69,12 @@ public final class TrainingRun {
         void copy(int[] indices, float[] out);
 
         /**
-         * Writes the teacher's logits of a batch into {@code out} [B·classes] when {@link #model()} is null: the
-         * stored ones of images {@code indices} ({@link #copy}, the default), or, for a teacher run outside
-         * distill4j's models (an ONNX file), computed from {@code images}, the batch as the student sees it
-         * (augmented, erased and mixed).
+         * Writes the teacher's logits of a batch of {@code epoch} into {@code out} [B·classes] when {@link #model()}
+         * is null: the stored ones of images {@code indices} ({@link #copy}, the default; or of the epoch's view
+         * of them, {@link SoftLabels#computeViews}), or, for a teacher run outside distill4j's models (an ONNX
+         * file), computed from {@code images}, the batch as the student sees it (augmented, erased and mixed).
          */
-        default void logits(float[] images, int[] indices, float[] out) {
+        default void logits(float[] images, int[] indices, int epoch, float[] out) {
             copy(indices, out);
         }
 
@@ -308,7 +308,9 @@ public final class TrainingRun {
                                     Mixup.targets(batch.labels(), student.config().classes(), p, mixed);
                                 }
                                 // After mixing: a teacher that runs on the batch sees what the student sees.
-                                if (teacherLogits != null) teacher.logits(batch.images(), batch.indices(), teacherLogits);
+                                if (teacherLogits != null) {
+                                    teacher.logits(batch.images(), batch.indices(), epoch, teacherLogits);
+                                }
                                 Trainer.StepResult r;
                                 try {
                                     if (mixup != null) {
