@@ -9,9 +9,9 @@ import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
 import org.distill4j.data.Normalization;
 import org.distill4j.nn.VisionTransformer;
+import org.distill4j.nn.VitConfig;
 import org.distill4j.onnx.OnnxRuntime;
 import org.distill4j.onnx.OnnxTeacher;
-import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.Reduction;
 import org.distill4j.train.Distillation;
 import org.distill4j.train.SoftLabels;
@@ -127,7 +127,6 @@ final class DistillCommand implements Callable<Integer> {
 
     /** Distils from stored logits: checked against the training set's sample list before anything is written. */
     private int fromLogits(VitConfig student, TrainOptions options, OutputDirectory out) throws Exception {
-        Inputs.file(teacherLogits, "--teacher-logits");
         if (teacherModel != null) throw new IllegalArgumentException("--teacher-model names a teacher file's shape: "
                 + "not with --teacher-logits");
         if (options.augment() || options.mixup() != null || options.randomErasing() != null) {
@@ -177,7 +176,6 @@ final class DistillCommand implements Callable<Integer> {
     /** Distils from an ONNX model run by ONNX Runtime on every batch, opened and checked before anything is written. */
     private int fromOnnx(VitConfig student, TrainOptions options, OutputDirectory out) throws Exception {
         OnnxRuntime.require();
-        Inputs.file(teacher, "--teacher");
         if (teacherModel != null) throw new IllegalArgumentException("--teacher-model names a safetensors teacher's "
                 + "shape; an ONNX file carries its own");
         if ((teacherMean == null) != (teacherStd == null)) {

@@ -7,6 +7,7 @@ import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 import org.distill4j.backend.Backend;
+import org.distill4j.data.Augment;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
 import org.distill4j.nn.ModelFile;
@@ -121,7 +122,7 @@ final class Runs {
     private static SoftLabels viewLogits(VisionTransformer teacherModel, Path teacherFile, String teacherKey,
             Dataset data, TrainOptions options, Path cache) throws IOException {
         Path file = cache.resolveSibling("teacher-logits-views.safetensors");
-        org.distill4j.data.Augment augment = options.augmentation();
+        Augment augment = options.augmentation();
         SoftLabels cached = SoftLabels.loadViews(file, teacherKey, data, augment);
         if (cached != null) {
             System.out.println("teacher logits: reusing " + file + " (" + augment.views() + " views per image)");
