@@ -109,10 +109,15 @@ final class Runs {
             computed.save(cache, teacherKey, topk);
             return SoftLabels.load(cache, teacherKey, data);
         }
+        return cached(computed, cache, teacherKey);
+    }
+
+    /** Writes {@code computed} to {@code file} when it can; a cache is an optimisation: the run has them in memory. */
+    private static SoftLabels cached(SoftLabels computed, Path file, String teacherKey) {
         try {
-            computed.save(cache, teacherKey, 0);
-            System.out.println("teacher logits: cached in " + cache);
-        } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
+            computed.save(file, teacherKey, 0);
+            System.out.println("teacher logits: cached in " + file);
+        } catch (IOException e) {
             System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");
         }
         return computed;
@@ -133,13 +138,7 @@ final class Runs {
         System.out.printf(java.util.Locale.ROOT, "teacher logits: %d views of %d images computed once in %.1f s "
                 + "(%d teacher passes instead of one per epoch: %d epochs)%n", augment.views(), data.size(),
                 (System.nanoTime() - t0) / 1e9, augment.views(), options.epochs());
-        try {
-            computed.save(file, teacherKey, 0);
-            System.out.println("teacher logits: cached in " + file);
-        } catch (IOException e) { // a cache is an optimisation: this run has the logits in memory
-            System.err.println("warning: teacher logits not cached (" + Messages.of(e) + "); training goes on");
-        }
-        return computed;
+        return cached(computed, file, teacherKey);
     }
 
     static String sha256(Path file) throws IOException {
