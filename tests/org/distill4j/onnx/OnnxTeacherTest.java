@@ -142,6 +142,42 @@ class OnnxTeacherTest {
         }
     }
 
+    @Test
+    void greyImagesAreCopiedIntoTheThreeChannelsOfAnRgbTeacher() throws IOException {
+        long seed = Check.freshSeed();
+        Dataset grey = Synthetic.dataset(seed, 12, 4, 16, 16);
+        int[] idx = {0, 5, 11};
+        float[] images = batchOf(grey, idx);
+        int plane = 16 * 16;
+        for (Normalization norm : new Normalization[] {null, Normalization.IMAGENET}) {
+            Linear m = linear("rgb.onnx", 0, 3, 16, 16, 4, seed);
+            try (OnnxTeacher t = OnnxTeacher.open(m.file(), grey, norm)) {
+                assertTrue(Arrays.equals(new int[] {3, 16, 16}, t.inputShape()));
+                float[] out = new float[idx.length * 4];
+                t.logits(images, idx, 0, out);
+                for (int i = 0; i < idx.length; i++) {
+                    // The pixel p (the data's normalisation undone) in each channel c, normalised as the teacher's
+                    // channel c wants; without a teacher normalisation, the data's own in every channel.
+                    double[] x = new double[3 * plane];
+                    for (int c = 0; c < 3; c++) {
+                        for (int k = 0; k < plane; k++) {
+                            double p = images[i * plane + k] * (double) grey.normalization().std()[0]
+                                    + grey.normalization().mean()[0];
+                            double mean = norm == null ? grey.normalization().mean()[0] : norm.mean()[c];
+                            double std = norm == null ? grey.normalization().std()[0] : norm.std()[c];
+                            x[c * plane + k] = (p - mean) / std;
+                        }
+                    }
+                    double[][] want = m.of(x);
+                    for (int k = 0; k < 4; k++) {
+                        assertTrue(Math.abs(out[i * 4 + k] - want[0][k]) <= want[1][k], "seed=" + seed + " " + norm
+                                + " image " + i + " class " + k + ": " + out[i * 4 + k] + " vs " + want[0][k]);
+                    }
+                }
+            }
+        }
+    }
+
     /** Records what the run handed the teacher, and checks each batch's logits on the spot. */
     private static final class Recording implements TrainingRun.TeacherLogits {
         final OnnxTeacher inner;
@@ -226,10 +262,13 @@ class OnnxTeacherTest {
         io = assertThrows(IOException.class, () -> OnnxTeacher.open(dir.resolve("none.onnx"), grey, null));
         assertTrue(io.getMessage().contains("no such file"), io.getMessage());
 
-        Linear rgb = linear("rgb.onnx", 0, 3, 16, 16, 4, seed);
+        // An RGB image is not made grey for a grey teacher (the other way round is the test below).
+        float[] px = Check.normal(new java.util.Random(seed), 8 * 3 * 16 * 16, 1);
+        Dataset rgbData = new Dataset("rgb", px, new int[8], 3, 16, 16, 4, 0f, 1f);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> OnnxTeacher.open(rgb.file(), grey, null));
-        assertTrue(e.getMessage().contains("takes images of 3 channel(s); the data"), e.getMessage());
+                () -> OnnxTeacher.open(linear("g.onnx", 0, 1, 16, 16, 4, seed).file(), rgbData, null));
+        assertTrue(e.getMessage().contains("takes images of 1 channel(s); the data rgb has 3 (an RGB image is not "
+                + "made grey"), e.getMessage());
 
         TrainOptions o = new TrainOptions().withBatch(BATCH);
         try (OnnxTeacher five = OnnxTeacher.open(linear("five.onnx", 0, 1, 16, 16, 5, seed).file(), grey, null)) {

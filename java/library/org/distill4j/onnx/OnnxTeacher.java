@@ -26,9 +26,10 @@ import org.distill4j.train.TrainingRun;
  *
  * <p>The model takes one float tensor [N, C, H, W] (N and H, W may be dynamic; a dynamic H, W takes the data's size)
  * and gives [N, classes]. Each batch is brought to the teacher's own input, as timm does for a teacher of another
- * resolution: the student's normalisation undone, resized to H×W with Pillow's antialiased bilinear filter
- * ({@link Resize#resize}) when the sizes differ, and normalised with the teacher's mean and std. The logits are
- * handed to the student's loss through host memory (the CPU build of ONNX Runtime).
+ * resolution: the student's normalisation undone, grey images copied into three channels for an RGB teacher (as
+ * Pillow's {@code convert("RGB")}), resized to H×W with Pillow's antialiased bilinear filter ({@link Resize#resize})
+ * when the sizes differ, and normalised with the teacher's mean and std. The logits are handed to the student's loss
+ * through host memory (the CPU build of ONNX Runtime).
  *
  * <p>Needs the optional dependency {@value OnnxRuntime#ARTIFACT}: call {@link OnnxRuntime#require()} first for a
  * message naming it. Not thread-safe: one training run uses it. Close it to free the session.
@@ -87,22 +88,30 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
             Map.Entry<String, NodeInfo> in = session.getInputInfo().entrySet().iterator().next();
             long[] is = floatShape(file, "input", in.getValue(), 4);
             long[] os = floatShape(file, "output", session.getOutputInfo().values().iterator().next(), 2);
-            int c = train.channels();
-            if (is[1] != -1 && is[1] != c) {
+            int c = train.channels(), tc = is[1] == -1 ? c : (int) is[1];
+            if (tc != c && !(c == 1 && tc == 3)) {
                 throw new IllegalArgumentException(file + " takes images of " + is[1] + " channel(s); the data "
-                        + train.name() + " has " + c);
+                        + train.name() + " has " + c + (c == 3 ? " (an RGB image is not made grey for a teacher)"
+                        : ""));
             }
             if (os[1] <= 0) throw new IllegalArgumentException(file + ": its output's class count is not fixed");
             if (is[0] != -1 && os[0] != -1 && is[0] != os[0]) {
                 throw new IllegalArgumentException(file + ": input batch " + is[0] + ", output batch " + os[0]);
             }
             int h = is[2] > 0 ? (int) is[2] : train.height(), w = is[3] > 0 ? (int) is[3] : train.width();
-            if (normalization != null && normalization.mean().length != c) {
+            if (normalization != null && normalization.mean().length != tc) {
                 throw new IllegalArgumentException("the teacher's mean/std have " + normalization.mean().length
-                        + " channel(s), its input " + c);
+                        + " channel(s), its input " + tc);
             }
-            return new OnnxTeacher(file, env, session, in.getKey(), is[0], c, h, w, (int) os[1], train,
-                    normalization != null ? normalization : train.normalization());
+            Normalization own = train.normalization();
+            if (normalization == null && tc != c) {  // grey data for an RGB teacher: the data's statistics, thrice
+                float[] m = new float[tc], sd = new float[tc];
+                Arrays.fill(m, own.mean()[0]);
+                Arrays.fill(sd, own.std()[0]);
+                own = new Normalization(m, sd);
+            }
+            return new OnnxTeacher(file, env, session, in.getKey(), is[0], tc, h, w, (int) os[1], train,
+                    normalization != null ? normalization : own);
         } catch (OrtException | RuntimeException e) {
             closeQuietly(session);
             if (e instanceof RuntimeException r) throw r;
@@ -182,13 +191,16 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
         }
         if (scratch.length != b * size) scratch = new float[b * size];
         boolean resize = height != dataHeight || width != dataWidth;
-        float[] px = new float[dataSize];
+        int dataPlane = dataHeight * dataWidth;
+        float[] px = new float[channels * dataPlane];
         for (int i = 0; i < b; i++) {
-            // Undo the data's normalisation, resize in pixel space, normalise as the teacher expects.
-            for (int c = 0; c < dataChannels; c++) {
-                float m = data.mean()[c], s = data.std()[c];
-                int base = c * dataHeight * dataWidth;
-                for (int k = 0; k < dataHeight * dataWidth; k++) px[base + k] = images[i * dataSize + base + k] * s + m;
+            // Undo the data's normalisation (grey copied into every channel of an RGB teacher), resize in pixel
+            // space, normalise as the teacher expects.
+            for (int c = 0; c < channels; c++) {
+                int dc = dataChannels == channels ? c : 0;
+                float m = data.mean()[dc], s = data.std()[dc];
+                int from = i * dataSize + dc * dataPlane, to = c * dataPlane;
+                for (int k = 0; k < dataPlane; k++) px[to + k] = images[from + k] * s + m;
             }
             float[] sized = resize ? Resize.resize(px, channels, dataHeight, dataWidth, height, width) : px;
             for (int c = 0; c < channels; c++) {
