@@ -43,7 +43,8 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
     private final int channels, height, width, classes;
     private final int dataChannels, dataHeight, dataWidth;
     private final Normalization data, teacher;
-    private float[] scratch = new float[0];
+    private float[] scratch = new float[0];  // the batch in the teacher's input, kept between batches
+    private final float[] pixels;            // one image in pixel space, the teacher's channels at the data's size
 
     private OnnxTeacher(Path file, OrtEnvironment env, OrtSession session, String input, long fixedBatch,
             int channels, int height, int width, int classes, ImageSource source, Normalization teacher) {
@@ -61,6 +62,7 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
         this.dataWidth = source.width();
         this.data = source.normalization();
         this.teacher = teacher;
+        this.pixels = new float[channels * dataHeight * dataWidth];
     }
 
     /**
@@ -192,7 +194,7 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
         if (scratch.length != b * size) scratch = new float[b * size];
         boolean resize = height != dataHeight || width != dataWidth;
         int dataPlane = dataHeight * dataWidth;
-        float[] px = new float[channels * dataPlane];
+        float[] px = pixels;
         for (int i = 0; i < b; i++) {
             // Undo the data's normalisation (grey copied into every channel of an RGB teacher), resize in pixel
             // space, normalise as the teacher expects.
