@@ -203,11 +203,6 @@ class OnnxTeacherTest {
         }
 
         @Override
-        public void copy(int[] idx, float[] out) {
-            inner.copy(idx, out);
-        }
-
-        @Override
         public void logits(float[] images, int[] idx, int epoch, float[] out) {
             inner.logits(images, idx, epoch, out);
             assertLogits(model, images, out, data, "in the run");
@@ -277,7 +272,6 @@ class OnnxTeacherTest {
             e = assertThrows(IllegalArgumentException.class,
                     () -> five.checkFor(Synthetic.dataset(seed, 32, 5, 8, 8), o));
             assertTrue(e.getMessage().contains("was opened for 1×16×16 images"), e.getMessage());
-            assertThrows(UnsupportedOperationException.class, () -> five.copy(new int[1], new float[5]));
         }
         try (OnnxTeacher seven = OnnxTeacher.open(linear("seven.onnx", 7, 1, 16, 16, 4, seed).file(), grey, null)) {
             e = assertThrows(IllegalArgumentException.class, () -> seven.checkFor(grey, o));

@@ -64,11 +64,6 @@ class AugmentViewsTest {
         }
 
         @Override
-        public void copy(int[] indices, float[] out) {
-            stored.copy(indices, out);
-        }
-
-        @Override
         public void logits(float[] batch, int[] indices, int epoch, float[] out) {
             stored.logits(batch, indices, epoch, out);
             int c = out.length / indices.length, size = batch.length / indices.length;

@@ -176,12 +176,6 @@ public final class OnnxTeacher implements TrainingRun.TeacherLogits, AutoCloseab
         }
     }
 
-    @Override
-    public void copy(int[] indices, float[] out) {
-        throw new UnsupportedOperationException("an ONNX teacher runs on the batch: logits(images, indices, epoch, "
-                + "out)");
-    }
-
     /** Runs the model on the batch {@code images} ([B, C, h, w] of the data, normalised as the data). */
     @Override
     public void logits(float[] images, int[] indices, int epoch, float[] out) {

@@ -344,7 +344,6 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
     }
 
     /** Writes the stored logits of images {@code indices} (of view 0 when there are views) into {@code out}. */
-    @Override
     public void copy(int[] indices, float[] out) {
         copyView(0, indices, out);
     }
@@ -388,11 +387,6 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     throw new IllegalArgumentException("the teacher " + name + " predicts " + teacher.config().classes()
                             + " classes; the training set " + train.name() + " has " + train.classes());
                 }
-            }
-
-            @Override
-            public void copy(int[] indices, float[] out) {
-                throw new UnsupportedOperationException("a live teacher runs on the batch");
             }
 
             @Override

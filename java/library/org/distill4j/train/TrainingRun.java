@@ -65,17 +65,15 @@ public final class TrainingRun {
          */
         void checkFor(ImageSource train, TrainOptions options);
 
-        /** Writes the stored logits of images {@code indices} into {@code out} [indices·classes]; unused with a model. */
-        void copy(int[] indices, float[] out);
-
         /**
          * Writes the teacher's logits of a batch of {@code epoch} into {@code out} [B·classes] when {@link #model()}
-         * is null: the stored ones of images {@code indices} ({@link #copy}, the default; or of the epoch's view
-         * of them, {@link SoftLabels#computeViews}), or, for a teacher run outside distill4j's models (an ONNX
-         * file), computed from {@code images}, the batch as the student sees it (augmented, erased and mixed).
+         * is null: stored ones of images {@code indices} (or of the epoch's view of them, {@link
+         * SoftLabels#computeViews}), or, for a teacher run outside distill4j's models (an ONNX file), computed from
+         * {@code images}, the batch as the student sees it (augmented, erased and mixed). A teacher with a model
+         * is run by the trainer and never asked.
          */
         default void logits(float[] images, int[] indices, int epoch, float[] out) {
-            copy(indices, out);
+            throw new UnsupportedOperationException("this teacher's model runs on the batch in the trainer");
         }
 
         /** How the run reports it, e.g. "teacher model, every batch" or "soft labels from FILE". */
