@@ -11,6 +11,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.Set;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.io.SafetensorsReader;
@@ -128,6 +129,16 @@ class DeitRecipeCliTest {
         r = CliTest.run(concat(base, out.toString(), "--augment-views", "2", "--force"));
         assertEquals(0, r.status(), r.err());
         assertTrue(teacherOf(out).contains("2 augmented views per image from"), teacherOf(out));
+
+        // FKD's top-k storage: the file holds the views' top-2 classes only, and the run trains on what it holds.
+        Path top = dir.resolve("views-top2");
+        r = CliTest.run(concat(base, top.toString(), "--augment-views", "2", "--soft-label-topk", "2"));
+        assertEquals(0, r.status(), r.err());
+        try (SafetensorsReader reader = SafetensorsReader.open(top.resolve("teacher-logits-views.safetensors"))) {
+            assertEquals(Set.of("view_topk_logprobs", "view_topk_classes"), reader.header().tensors().keySet());
+            assertEquals(2, reader.header().tensors().get("view_topk_logprobs").shape()[2]);
+        }
+        assertTrue(teacherOf(top).contains("top-2 teacher logits of 2 augmented views per image from"), teacherOf(top));
 
         Path never = dir.resolve("never");
         String[][] cases = {{"--augment-views", "2", "--no-augment"},

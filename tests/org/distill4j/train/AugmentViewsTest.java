@@ -20,6 +20,10 @@ import org.distill4j.data.Augment;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.Synthetic;
+import org.distill4j.io.Safetensors;
+import org.distill4j.io.SafetensorsFormatException;
+import org.distill4j.io.SafetensorsReader;
+import org.distill4j.io.TensorData;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.testing.Check;
@@ -137,6 +141,69 @@ class AugmentViewsTest {
             assertNull(SoftLabels.loadViews(file, "key", train, o.withAugmentViews(3).augmentation()));
             assertNull(SoftLabels.loadViews(file, "key", train, o.withSeed(6).augmentation()));
             assertNull(SoftLabels.loadViews(file, "other", train, o.augmentation()));
+        }
+    }
+
+    /**
+     * Top-k views (FKD's storage): for every view and image the k classes kept are the teacher's largest, each holding
+     * its log-probability (float64 log-softmax of the stored logits, rounded once to float), and the other C − k share
+     * the rest of the mass evenly; the loaded rows are log-probabilities (their exponentials sum to 1).
+     */
+    @Test
+    void topKViewsKeepTheTeachersLargestClassesAndSpreadTheRest() throws IOException {
+        long seed = Check.freshSeed();
+        Dataset train = Synthetic.dataset(seed, 48, 4, 16, 16);
+        TrainOptions o = new TrainOptions().withEpochs(2).withBatch(BATCH).withSeed(7).withAugmentViews(3)
+                .withDistillation(Distillation.SOFT, 0.5, 2.0);
+        int c = 4, k = 2;
+        try (Backend be = CpuBackend.open();
+             VisionTransformer teacher = new VisionTransformer(be, STUDENT.withDistilled(false), BATCH, 11)) {
+            SoftLabels views = SoftLabels.computeViews(teacher, train, o.augmentation(), "t");
+            Path file = dir.resolve("top2.safetensors");
+            views.save(file, "key", k);
+            try (SafetensorsReader reader = SafetensorsReader.open(file)) {
+                assertArrayEquals(new long[] {3, 48, k}, reader.header().tensors().get("view_topk_logprobs").shape());
+                assertFalse(reader.header().tensors().containsKey("view_logits"));
+            }
+            SoftLabels loaded = SoftLabels.loadViews(file, "key", train, o.augmentation());
+            assertTrue(loaded.describe().startsWith("top-2 teacher logits of 3 augmented views"), loaded.describe());
+            int[] all = new int[48];
+            for (int i = 0; i < 48; i++) all[i] = i;
+            float[] full = new float[48 * c], got = new float[48 * c];
+            for (int v = 0; v < 3; v++) {
+                views.logits(null, all, v, full);
+                loaded.logits(null, all, v, got);
+                for (int i = 0; i < 48; i++) {
+                    double max = Double.NEGATIVE_INFINITY, sum = 0;
+                    for (int j = 0; j < c; j++) max = Math.max(max, full[i * c + j]);
+                    for (int j = 0; j < c; j++) sum += Math.exp(full[i * c + j] - max);
+                    double lse = max + Math.log(sum);
+                    Integer[] order = {0, 1, 2, 3};
+                    final int row = i;
+                    Arrays.sort(order, (a, b) -> Double.compare(full[row * c + b], full[row * c + a]));
+                    double mass = 0, total = 0;
+                    for (int j = 0; j < k; j++) {
+                        float want = (float) (full[i * c + order[j]] - lse);
+                        assertEquals(want, got[i * c + order[j]], 0.0, "view " + v + " image " + i);
+                        mass += Math.exp(want);
+                    }
+                    float rest = (float) Math.log((1 - mass) / (c - k));
+                    for (int j = k; j < c; j++) {
+                        assertEquals(rest, got[i * c + order[j]], 0.0, "view " + v + " image " + i + ", " + order[j]);
+                    }
+                    for (int j = 0; j < c; j++) total += Math.exp(got[i * c + j]);
+                    assertEquals(1.0, total, 1e-6, "view " + v + " image " + i);
+                }
+            }
+            // A file for this teacher, data and augmentation whose top-k tensors cover other images: named, not read.
+            Path bad = dir.resolve("bad.safetensors");
+            TensorData zeros = new TensorData(new long[] {3, 47, k}, new float[3 * 47 * k]);
+            Safetensors.write(bad, Map.of("view_topk_logprobs", zeros, "view_topk_classes", zeros),
+                    Map.of("teacher", "key", "dataset", train.digest(), "augment", o.augmentation().toString()));
+            SafetensorsFormatException e = assertThrows(SafetensorsFormatException.class,
+                    () -> SoftLabels.loadViews(bad, "key", train, o.augmentation()));
+            assertTrue(e.getMessage().contains("view_topk_logprobs/view_topk_classes [3, 48] + [k < 4]"),
+                    e.getMessage());
         }
     }
 

@@ -93,7 +93,7 @@ final class Runs {
         Dataset data = options.trainLimit() > 0 && options.trainLimit() < train.size()
                 ? train.head(options.trainLimit()) : train;
         String teacherKey = sha256(teacherFile);
-        if (views) return viewLogits(teacherModel, teacherFile, teacherKey, data, options, cache);
+        if (views) return viewLogits(teacherModel, teacherFile, teacherKey, data, options, cache, topk);
         SoftLabels cached = SoftLabels.load(cache, teacherKey, data);
         if (cached != null) {
             System.out.println("teacher logits: reusing " + cache);
@@ -125,7 +125,7 @@ final class Runs {
 
     /** FKD: the teacher's logits of every fixed view, from {@code cache}'s views file or computed once and cached. */
     private static SoftLabels viewLogits(VisionTransformer teacherModel, Path teacherFile, String teacherKey,
-            Dataset data, TrainOptions options, Path cache) throws IOException {
+            Dataset data, TrainOptions options, Path cache, int topk) throws IOException {
         Path file = cache.resolveSibling("teacher-logits-views.safetensors");
         Augment augment = options.augmentation();
         SoftLabels cached = SoftLabels.loadViews(file, teacherKey, data, augment);
@@ -138,6 +138,10 @@ final class Runs {
         System.out.printf(java.util.Locale.ROOT, "teacher logits: %d views of %d images computed once in %.1f s "
                 + "(%d teacher passes instead of one per epoch: %d epochs)%n", augment.views(), data.size(),
                 (System.nanoTime() - t0) / 1e9, augment.views(), options.epochs());
+        if (topk > 0) { // as above: train on what the file holds
+            computed.save(file, teacherKey, topk);
+            return SoftLabels.loadViews(file, teacherKey, data, augment);
+        }
         return cached(computed, file, teacherKey);
     }
 

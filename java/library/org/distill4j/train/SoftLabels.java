@@ -23,7 +23,8 @@ import org.distill4j.nn.VisionTransformer;
  * spread evenly over the other C − k (each gets (1 − Σ top-k p) / (C − k)); then the stored logits are log-probabilities,
  * which the KL op softens with T exactly as logits (softmax(log p / T) = softmax(z / T) when nothing was dropped).
  * The metadata names the teacher and the dataset ({@link Dataset#digest}), so a cache is never reused for another
- * pair, and a training run refuses soft labels of other images ({@link #checkFor}).
+ * pair, and a training run refuses soft labels of other images ({@link #checkFor}). FKD's views of augmented images
+ * ({@link #computeViews}) are stored the same way, with a leading views axis.
  */
 public final class SoftLabels implements TrainingRun.TeacherLogits {
     private final float[] logits;
@@ -113,24 +114,25 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
 
     /**
      * Writes the logits (all classes when {@code topk} is 0 or &ge; C), with {@code teacherKey} (e.g. the teacher
-     * file's SHA-256) and the dataset's digest in the metadata.
+     * file's SHA-256) and the dataset's digest in the metadata. Views are stored the same way, their tensors named
+     * {@code view_logits} [views, N, C], or {@code view_topk_logprobs} and {@code view_topk_classes} [views, N, k]
+     * (FKD stores its views' top-k too: at ImageNet's 1,000 classes, k = 10 is 1 % of the file).
      */
     public void save(Path file, String teacherKey, int topk) throws IOException {
-        int n = images;
         Map<String, TensorData> t = new LinkedHashMap<>();
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("distill4j.kind", "soft-labels");
         meta.put("teacher", teacherKey);
         meta.put("dataset", dataset);
-        if (views > 0) {
-            if (topk > 0 && topk < classes) throw new IllegalArgumentException("views are stored with every class");
-            meta.put("augment", augment);
-            t.put("view_logits", new TensorData(new long[] {views, n, classes}, logits));
-        } else if (topk <= 0 || topk >= classes) {
-            t.put("logits", new TensorData(new long[] {n, classes}, logits));
+        if (views > 0) meta.put("augment", augment);
+        String prefix = views > 0 ? VIEW_PREFIX : "";
+        long[] lead = views > 0 ? new long[] {views, images} : new long[] {images};
+        if (topk <= 0 || topk >= classes) {
+            t.put(prefix + "logits", new TensorData(append(lead, classes), logits));
         } else {
-            float[] lp = new float[n * topk], cls = new float[n * topk];
-            for (int i = 0; i < n; i++) {
+            int rows = logits.length / classes;
+            float[] lp = new float[rows * topk], cls = new float[rows * topk];
+            for (int i = 0; i < rows; i++) {
                 double max = Double.NEGATIVE_INFINITY, sum = 0;
                 for (int c = 0; c < classes; c++) max = Math.max(max, logits[i * classes + c]);
                 for (int c = 0; c < classes; c++) sum += Math.exp(logits[i * classes + c] - max);
@@ -144,10 +146,18 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     cls[i * topk + k] = order[k];
                 }
             }
-            t.put("topk_logprobs", new TensorData(new long[] {n, topk}, lp));
-            t.put("topk_classes", new TensorData(new long[] {n, topk}, cls));
+            t.put(prefix + "topk_logprobs", new TensorData(append(lead, topk), lp));
+            t.put(prefix + "topk_classes", new TensorData(append(lead, topk), cls));
         }
         Safetensors.write(file, t, meta);
+    }
+
+    private static final String VIEW_PREFIX = "view_";
+
+    private static long[] append(long[] lead, long last) {
+        long[] shape = Arrays.copyOf(lead, lead.length + 1);
+        shape[lead.length] = last;
+        return shape;
     }
 
     /**
@@ -161,8 +171,8 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         try (SafetensorsReader reader = SafetensorsReader.open(file)) {
             Map<String, String> meta = reader.header().metadata();
             if (!teacherKey.equals(meta.get("teacher")) || !data.digest().equals(meta.get("dataset"))) return null;
-            float[] out = readLogits(reader, file, n, classes);
-            return new SoftLabels(out, classes, data.digest(), describe(reader, file, "soft labels"));
+            float[] out = readLogits(reader, file, "", new long[] {n}, classes);
+            return new SoftLabels(out, classes, data.digest(), describe(reader, file, "", "soft labels"));
         }
     }
 
@@ -178,15 +188,11 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                     || !augment.toString().equals(meta.get("augment"))) {
                 return null;
             }
-            TensorInfo t = reader.header().tensors().get("view_logits");
-            long[] want = {augment.views(), data.size(), data.classes()};
-            if (t == null || !Arrays.equals(t.shape(), want)) {
-                throw new SafetensorsFormatException(file, "view_logits " + (t == null ? "missing"
-                        : Arrays.toString(t.shape())) + ", expected " + Arrays.toString(want));
-            }
-            return new SoftLabels(reader.readFloats("view_logits"), data.classes(), data.digest(), null,
-                    augment.views(), augment.toString(), "teacher logits of " + augment.views()
-                    + " augmented views per image from " + file);
+            float[] logits = readLogits(reader, file, VIEW_PREFIX, new long[] {augment.views(), data.size()},
+                    data.classes());
+            return new SoftLabels(logits, data.classes(), data.digest(), null, augment.views(), augment.toString(),
+                    describe(reader, file, VIEW_PREFIX, "teacher logits of " + augment.views()
+                    + " augmented views per image"));
         }
     }
 
@@ -215,14 +221,14 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
                         + "training set's (" + train.name() + ", " + list.size() + " images: " + abbrev(list.digest())
                         + "): its rows would be paired with other images");
             }
-            float[] out = readLogits(reader, file, list.size(), train.classes());
+            float[] out = readLogits(reader, file, "", new long[] {list.size()}, train.classes());
             for (int i = 0; i < out.length; i++) {
                 if (!Float.isFinite(out[i])) {
                     throw new IllegalArgumentException(file + ": image " + i / train.classes() + ", class "
                             + i % train.classes() + " has logit " + out[i] + " (every value must be finite)");
                 }
             }
-            return new SoftLabels(out, train.classes(), null, digest, describe(reader, file, "teacher logits"));
+            return new SoftLabels(out, train.classes(), null, digest, describe(reader, file, "", "teacher logits"));
         }
     }
 
@@ -230,33 +236,41 @@ public final class SoftLabels implements TrainingRun.TeacherLogits {
         return digest.length() > 12 ? digest.substring(0, 12) + "…" : digest;
     }
 
-    private static String describe(SafetensorsReader reader, Path file, String what) {
-        TensorInfo lp = reader.header().tensors().get("topk_logprobs");
-        return reader.header().tensors().containsKey("logits") || lp == null ? what + " from " + file
-                : "top-" + lp.shape()[1] + " " + what + " from " + file;
+    private static String describe(SafetensorsReader reader, Path file, String prefix, String what) {
+        TensorInfo lp = reader.header().tensors().get(prefix + "topk_logprobs");
+        return reader.header().tensors().containsKey(prefix + "logits") || lp == null ? what + " from " + file
+                : "top-" + lp.shape()[lp.shape().length - 1] + " " + what + " from " + file;
     }
 
-    /** [n, classes] logits from {@code logits}, or rebuilt from the top-k pair (shapes checked on the header first). */
-    private static float[] readLogits(SafetensorsReader reader, Path file, int n, int classes) throws IOException {
+    /**
+     * The logits [rows…, classes] from {@code prefix + "logits"}, or rebuilt from the top-k pair (shapes checked on
+     * the header first); {@code lead} is the expected shape before the class axis ([N], or [views, N]).
+     */
+    private static float[] readLogits(SafetensorsReader reader, Path file, String prefix, long[] lead, int classes)
+            throws IOException {
         Map<String, TensorInfo> tensors = reader.header().tensors();
-        TensorInfo full = tensors.get("logits");
+        TensorInfo full = tensors.get(prefix + "logits");
+        long[] want = append(lead, classes);
         if (full != null) {
-            if (!Arrays.equals(full.shape(), new long[] {n, classes})) {
-                throw new SafetensorsFormatException(file, "logits " + Arrays.toString(full.shape())
-                        + ", expected [" + n + ", " + classes + "]");
+            if (!Arrays.equals(full.shape(), want)) {
+                throw new SafetensorsFormatException(file, prefix + "logits " + Arrays.toString(full.shape())
+                        + ", expected " + Arrays.toString(want));
             }
-            return reader.readFloats("logits");
+            return reader.readFloats(prefix + "logits");
         }
-        TensorInfo lpInfo = tensors.get("topk_logprobs"), clsInfo = tensors.get("topk_classes");
-        if (lpInfo == null || clsInfo == null || lpInfo.shape().length != 2 || lpInfo.shape()[0] != n
-                || !Arrays.equals(lpInfo.shape(), clsInfo.shape()) || lpInfo.shape()[1] >= classes) {
-            throw new SafetensorsFormatException(file, "neither logits [" + n + ", " + classes
-                    + "] nor top-k entries");
+        TensorInfo lpInfo = tensors.get(prefix + "topk_logprobs"), clsInfo = tensors.get(prefix + "topk_classes");
+        if (lpInfo == null || clsInfo == null || lpInfo.shape().length != want.length
+                || !Arrays.equals(Arrays.copyOf(lpInfo.shape(), lead.length), lead)
+                || !Arrays.equals(lpInfo.shape(), clsInfo.shape()) || lpInfo.shape()[lead.length] >= classes) {
+            throw new SafetensorsFormatException(file, "neither " + prefix + "logits " + Arrays.toString(want)
+                    + " nor " + prefix + "topk_logprobs/" + prefix + "topk_classes " + Arrays.toString(lead)
+                    + " + [k < " + classes + "]");
         }
-        int k = (int) lpInfo.shape()[1];
-        float[] lp = reader.readFloats("topk_logprobs"), cls = reader.readFloats("topk_classes");
-        float[] out = new float[n * classes];
-        for (int i = 0; i < n; i++) {
+        int k = (int) lpInfo.shape()[lead.length];
+        float[] lp = reader.readFloats(prefix + "topk_logprobs"), cls = reader.readFloats(prefix + "topk_classes");
+        int rows = lp.length / k;
+        float[] out = new float[rows * classes];
+        for (int i = 0; i < rows; i++) {
             double mass = 0;
             for (int j = 0; j < k; j++) mass += Math.exp(lp[i * k + j]);
             float rest = (float) Math.log(Math.max(1e-12, (1 - mass) / (classes - k)));
