@@ -47,7 +47,7 @@ bash native/tests/run-sanitizers.sh build/sanitize
 echo "== 3/3 platform consumer (depends on org.distill4j:distill4j-platform only)"
 cd "$root/tests/consumer"
 mvn -B -q package dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
-for extra in picocli progressbar jline xchart pytorch onnxruntime distill4j-cli distill4j-bench junit; do
+for extra in picocli progressbar jline xchart pytorch onnxruntime opencv distill4j-cli distill4j-bench junit; do
   if tr ':' '\n' <target/classpath.txt | grep -q "/$extra[^/]*\.jar$"; then
     echo "FAIL: distill4j-platform brings $extra to a user's classpath:"; tr ':' '\n' <target/classpath.txt; exit 1
   fi

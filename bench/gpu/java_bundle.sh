@@ -57,6 +57,8 @@ tr ':' '\n' <target/tests/classpath.txt | while read -r jar; do
   case $(basename "$jar") in
     junit-*|opentest4j-*|apiguardian-*) ;;  # in the console launcher
     pytorch-*-linux-x86_64.jar) ;;          # libtorch: not carried
+    opencv-*.jar) ;;                        # JPEG decoding: ImageIO does without it (33 MB)
+    onnxruntime-*.jar) keep "$jar" '\.class$|native/linux-x64/' ;;  # 75 MB for every platform; Linux x64 only
     openblas-*-linux-x86_64.jar) keep "$jar" 'libjniopenblas_nolapack\.so|libopenblas\.so\.0|libgfortran|libquadmath|libgcc_s|jnijavacpp|jniopenblas_nolapack/' ;;
     cuda-*-linux-x86_64.jar) keep "$jar" 'libjnicudart\.so|jnicudart/|jnijavacpp' ;;
     *) cp "$jar" "$STAGE/lib/" ;;

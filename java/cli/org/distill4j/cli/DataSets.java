@@ -9,6 +9,7 @@ import org.distill4j.data.Cifar;
 import org.distill4j.data.DataLayout;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.FashionMnist;
+import org.distill4j.data.ImageDecoder;
 import org.distill4j.data.ImageFolder;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.Normalization;
@@ -88,7 +89,8 @@ final class DataSets {
                 }
                 yield new Loaded(split.train(), split.val(), split.train().classNames(), train, "image folders "
                         + train + " (" + split.train().size() + " images), " + val + " (" + split.val().size()
-                        + " images), " + norm + ", streamed");
+                        + " images), " + norm + ", streamed, JPEG decoded by "
+                        + ImageDecoder.Library.best().describe());
             }
         };
         log.println("data: " + loaded.description());

@@ -34,9 +34,12 @@ import javax.imageio.stream.ImageInputStream;
  * file as a warning and fills the missing rows with grey). CMYK and YCCK JPEGs get a message saying how to convert
  * them: older JDKs cannot decode them, and recent ones decode CMYK without converting it to RGB.
  *
- * <p>The decoder is the JDK's ImageIO. bench/RESULTS.md (DecodeBench) measured OpenCV's {@code imread}
- * (libjpeg-turbo, {@code org.bytedeco:opencv}) about 2× faster on 224×224 JPEGs with the same pixels; it is not
- * wired in until its handling of truncated and corrupt files is checked to be as strict as this class's.
+ * <p><b>Libraries</b>: PNG files are read by the JDK's ImageIO. JPEG files are read by OpenCV's {@code imdecode}
+ * (libjpeg-turbo, {@link Library#OPENCV}) when {@code org.bytedeco:opencv}, an optional dependency, is on the
+ * classpath — about 2× faster than ImageIO (bench/RESULTS.md, DecodeBench) with the same pixels — and by ImageIO
+ * otherwise. The two differ on corrupt data only: libjpeg-turbo decodes what it can recover from with a warning
+ * ("Corrupt JPEG data"), as Pillow does, where ImageIO's path refuses; both refuse truncated files. CMYK/YCCK,
+ * 12-bit, lossless and arithmetic-coded JPEGs always go through ImageIO and its messages.
  */
 public final class ImageDecoder {
     private ImageDecoder() {}
@@ -44,15 +47,62 @@ public final class ImageDecoder {
     /** A decoded image: {@code channels} (1 grey or 3 RGB) planes of {@code height × width} values in [0, 1]. */
     public record Image(float[] pixels, int channels, int height, int width) {}
 
-    /** Decodes {@code file}; the result has 1 channel for grey sources and 3 for colour ones. */
+    /** What decodes JPEG files. */
+    public enum Library {
+        /** The JDK's ImageIO (IJG libjpeg 6b): always there. */
+        IMAGEIO,
+        /** OpenCV's imdecode (libjpeg-turbo), when {@code org.bytedeco:opencv} is on the classpath. */
+        OPENCV;
+
+        /** OPENCV when it loads, else IMAGEIO. */
+        public static Library best() {
+            return OpenCvJpeg.available() ? OPENCV : IMAGEIO;
+        }
+
+        /** Whether this library can be used here. */
+        public boolean available() {
+            return this == IMAGEIO || OpenCvJpeg.available();
+        }
+
+        /** How logs name it. */
+        public String describe() {
+            return this == IMAGEIO ? "JDK ImageIO" : "OpenCV (libjpeg-turbo)";
+        }
+    }
+
+    /** The artifact that brings {@link Library#OPENCV}, for messages. */
+    public static final String OPENCV_ARTIFACT = OpenCvJpeg.ARTIFACT;
+
+    /** Decodes {@code file} with {@link Library#best()}; 1 channel for grey sources and 3 for colour ones. */
     public static Image decode(Path file) throws DatasetException {
-        BufferedImage img = read(file);
-        return toPlanar(file, img);
+        return decode(file, Library.best());
+    }
+
+    /**
+     * Decodes {@code file}, JPEG files with {@code library}.
+     *
+     * @throws IllegalStateException when {@code library} is OPENCV and OpenCV is not on the classpath
+     */
+    public static Image decode(Path file, Library library) throws DatasetException {
+        if (library == Library.OPENCV) {
+            if (!OpenCvJpeg.available()) {
+                throw new IllegalStateException("OpenCV is not on the classpath: add " + OpenCvJpeg.ARTIFACT);
+            }
+            if (!Files.isRegularFile(file)) throw new BadImageException(file, "no such file");
+            Image im = OpenCvJpeg.decode(file);
+            if (im != null) return im;
+        }
+        return toPlanar(file, read(file));
     }
 
     /** Decodes {@code file} to exactly {@code channels} (1 or 3) channels, converting as documented above. */
     public static Image decode(Path file, int channels) throws DatasetException {
         return convert(decode(file), channels);
+    }
+
+    /** As {@link #decode(Path, int)}, JPEG files with {@code library}. */
+    public static Image decode(Path file, int channels, Library library) throws DatasetException {
+        return convert(decode(file, library), channels);
     }
 
     /** Converts grey to RGB (replicate) or RGB to grey (Pillow's L); the identity when the counts match. */
