@@ -23,7 +23,8 @@
 // Dh/8 columns of O, the 8 threads sharing a row sit in one warp (shuffle max/sum, no shared-memory exchange), and
 // P goes through shared memory read back only by the warp that wrote it (__syncwarp). Shared-memory rows are
 // padded by 4 floats so that the rows a warp reads at one column fall in different banks. The inner products are
-// plain SIMT FMAs; a bf16 tensor-core version keeps the same tiles and replaces the two inner loops by mma.sync.
+// plain fp32 SIMT FMAs. Which thread owns which element here is not mma.sync's fragment layout, so a tensor-core
+// version is another kernel with its own tiles (issue #18), not these loops with mma.sync swapped in.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"

@@ -1,8 +1,11 @@
 // Fused log_softmax + KL divergence on the GPU: loss and d loss / d student in one kernel.
 // A group of threads owns a row: a warp when the row is short (8 rows per block), a 512-thread block otherwise.
-// Sweep 1 reads the row once with an online max/sum for both distributions; sweep 2 reads it again (from L2:
-// the group just touched it) to write the gradient with a streaming store and accumulate the loss. Nothing of
-// size [B,C] but the gradient is written. The scalar loss is the sum of the [B] row losses in a second,
+// Sweep 1 reads the row once with an online max/sum for both distributions; sweep 2 reads it again to write the
+// gradient with a streaming store and accumulate the loss. Nothing of size [B,C] but the gradient is written.
+// The second read comes from L2 only while the rows in flight fit there: each holds 8*C bytes of input, and at
+// C = 32000 with every SM's resident blocks (H100: 50 MB of L2) they do not, so the kernel moves 20 bytes per
+// element, not 12: bench/RESULTS.md's 61 % of copy bandwidth counted 12, and 20/12 of it is about the copy's own.
+// Keeping the row on chip (a CTA or cluster holding it) is still to do. The scalar loss is the sum of the [B] row losses in a second,
 // one-block kernel: fixed order, so the loss is deterministic (atomics would not be).
 #include "common.cuh"
 #include "distill4j_impl.h"
@@ -90,7 +93,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) kl_div_r
             term(sv.y, tv.y, gv.y);
             term(sv.z, tv.z, gv.z);
             term(sv.w, tv.w, gv.w);
-            // The gradient is not read again by this kernel: evict-first keeps L2 for the rows' second sweep.
+            // Evict-first: the gradient is not read again here, so it should not push the rows out of L2.
             if (g != nullptr) __stcs(reinterpret_cast<float4 *>(g) + i, gv);
         }
     } else {
