@@ -520,6 +520,61 @@ class RandAugmentTest {
         assertNotEquals(a, other);
     }
 
+    /**
+     * Both loaders apply RandAugment after the resized crop and flip, keyed by the view: each image is the crop-only
+     * augmentation's image with the draw of (view, index) applied, in memory and streamed alike, and with two FKD
+     * views epoch 2 shows view 0 again.
+     */
+    @Test
+    void loadersApplyItAfterTheCropAndFlipInMemoryAndStreamed() throws Exception {
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        int n = 24, c = 3, h = 20, w = 20, size = c * h * w;
+        Normalization norm = Normalization.IMAGENET;
+        float[][] lut = norm.byteTables();
+        float[] images = new float[n * size];
+        int[] labels = new int[n];
+        for (int k = 0; k < images.length; k++) images[k] = lut[(k / (h * w)) % c][rng.nextInt(256)];
+        for (int i = 0; i < n; i++) labels[i] = i % 3;
+        Dataset mem = new Dataset("rgb", images, labels, c, h, w, 3, norm);
+        RandAugment ra = new RandAugment(seed, "rand-m9-mstd0.5-inc1");
+        Augment crop = Augment.resizedCrop(seed, new RandomResizedCrop(seed, 0.2, 1, 0.75, 4 / 3.0), true).withViews(2);
+        Augment aug = crop.withRandAugment(ra);
+        assertTrue(aug.toString().contains(" + hflip + RandAugment rand-m9-mstd0.5-inc1, seed "), aug.toString());
+        assertFalse(aug.isIdentity());
+        List<BatchLoader.Batch> streamed = new ArrayList<>();
+        List<float[]> streamedImages = new ArrayList<>();
+        try (StreamLoader s = StreamLoader.builder(mem, 4).seed(7).epochs(3).workers(3).augment(aug).build()) {
+            while (s.hasNext()) {
+                BatchLoader.Batch b = s.next();
+                streamed.add(b);
+                streamedImages.add(b.images().clone());
+            }
+        }
+        int changed = 0;
+        float[] want = new float[size];
+        try (BatchLoader b = BatchLoader.builder(mem, 4).seed(7).epochs(3).augment(aug).build()) {
+            for (int k = 0; k < streamed.size(); k++) {
+                BatchLoader.Batch m = b.next();
+                int epoch = m.epoch();
+                for (int i = 0; i < m.size(); i++) {
+                    int idx = m.indices()[i];
+                    crop.apply(mem, idx, epoch, want, 0);
+                    float[] cropOnly = want.clone();
+                    ra.apply(want, 0, c, h, w, norm, epoch % 2, idx);
+                    if (!java.util.Arrays.equals(cropOnly, want)) changed++;
+                    String what = "seed=" + seed + " epoch " + epoch + " image " + idx;
+                    assertSameFinite(want, java.util.Arrays.copyOfRange(m.images(), i * size, (i + 1) * size), 0,
+                            size, "in memory, " + what);
+                    assertSameFinite(want, java.util.Arrays.copyOfRange(streamedImages.get(k), i * size,
+                            (i + 1) * size), 0, size, "streamed, " + what);
+                }
+            }
+            assertFalse(b.hasNext());
+        }
+        assertTrue(changed > 20, "RandAugment changed " + changed + " of " + 3 * n + " images");
+    }
+
     @Test
     void badImagesAreRefused() {
         RandAugment ra = new RandAugment(0, "rand-m9-mstd0.5-inc1");

@@ -242,6 +242,11 @@ public final class RandAugment {
         return new IllegalArgumentException("RandAugment config '" + config + "': " + why);
     }
 
+    /** The seed its draws are keyed by, with the view and sample index. */
+    public long seed() {
+        return seed;
+    }
+
     /** The config string this was made from. */
     public String config() {
         return config;
