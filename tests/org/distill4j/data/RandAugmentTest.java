@@ -341,9 +341,12 @@ class RandAugmentTest {
         }
         assertEquals(layers / 2.0, applied, 6 * Math.sqrt(layers / 4.0), s + "apply rate");
         assertEquals(signed / 2.0, negated, 6 * Math.sqrt(signed / 4.0), s + "negation rate");
+        // min(9 + 0.5·Z, 10) = 9 + 0.5·min(Z, 2): E[min(Z, 2)] = −φ(2) + 2·Q(2), E[min(Z, 2)²] = Φ(2) − 2φ(2) + 4·Q(2).
+        double phi2 = 0.05399096651, q2 = 0.02275013195;
+        double zMean = -phi2 + 2 * q2, zVar = (1 - q2) - 2 * phi2 + 4 * q2 - zMean * zMean;
         double mean = sum / applied, std = Math.sqrt(sumSq / applied - mean * mean);
-        assertEquals(9.0, mean, 6 * 0.5 / Math.sqrt(applied), s + "magnitude mean");
-        assertEquals(0.5, std, 0.02, s + "magnitude std");
+        assertEquals(9.0 + 0.5 * zMean, mean, 6 * 0.5 / Math.sqrt(applied), s + "magnitude mean");
+        assertEquals(0.5 * Math.sqrt(zVar), std, 6 * 0.5 / Math.sqrt(2.0 * applied), s + "magnitude std, clipped");
         // A wide std clips: m9 ± 5 puts P(Z > 0.2) ≈ 0.421 at 10 and P(Z < −1.8) ≈ 0.036 at 0.
         RandAugment wide = new RandAugment(seed, "rand-m9-mstd5-p1.0");
         int n = 0, top = 0, bottom = 0;

@@ -248,6 +248,7 @@ class DeitRecipeTrainingTest {
              VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1)) {
             TrainingRun.TeacherLogits live = SoftLabels.live(teacher, "t");
             float[][] runs = threeRuns(be, live, train, test, o, o.withRandAugment(null), ckpt);
+            for (float v : runs[0]) assertTrue(Float.isFinite(v), "finite parameters");
             assertFalse(Arrays.equals(runs[0], runs[1]), "RandAugment changes the run");
             assertArrayEquals(runs[0], runs[2], "a RandAugment run resumes bit for bit");
             try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {

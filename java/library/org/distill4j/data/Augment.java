@@ -149,7 +149,8 @@ public final class Augment {
      * Writes the augmented image {@code src[srcOffset ..]} ([C, H, W], already decoded and normalised; sample
      * {@code index} of its dataset) for {@code epoch} into {@code out} at {@code offset}; {@code fill[c]} is the
      * padding of channel c ({@link ImageSource#black}). {@code src} and {@code out} must not overlap. The crop and
-     * flip only: {@link #randAugment}, which needs the normalisation, follows.
+     * flip only: {@link #randAugment(float[], int, int, int, int, Normalization, int, int)},
+     * which needs the normalisation, follows.
      */
     public void apply(float[] src, int srcOffset, int channels, int h, int w, float[] fill, int index, int epoch,
             float[] out, int offset) {
