@@ -35,7 +35,10 @@ import java.util.regex.Pattern;
  *       resumed run and an FKD view replay it exactly.
  *   <li>Config strings: timm ignores sections without a digit, treats {@code inc0} as on ({@code bool("0")}) and
  *       keeps the first {@code mstd}/{@code mmax} but the last {@code m}/{@code n}; here an unknown or repeated
- *       section is an error, {@code inc0} is off, and the {@code t} (transform set) section is not supported.
+ *       section is an error, {@code inc0} is off, and the {@code w} (weighted choice) and {@code t} (transform
+ *       set) sections are not supported. The {@code p} section and the caps of Solarize's threshold at 256 and
+ *       SolarizeAdd's amount at 128 are recent timm's; the timm DeiT pinned (0.3.2) has neither, which matters only
+ *       above magnitude 10 ({@code mmax}).
  *   <li>Only 1- and 3-channel images (Pillow's L and RGB).
  * </ul>
  *
