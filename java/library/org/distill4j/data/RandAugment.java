@@ -37,8 +37,8 @@ import java.util.regex.Pattern;
  *       keeps the first {@code mstd}/{@code mmax} but the last {@code m}/{@code n}; here an unknown or repeated
  *       section is an error, {@code inc0} is off, and the {@code w} (weighted choice) and {@code t} (transform
  *       set) sections are not supported. The {@code p} section and the caps of Solarize's threshold at 256 and
- *       SolarizeAdd's amount at 128 are recent timm's; the timm DeiT pinned (0.3.2) has neither, which matters only
- *       above magnitude 10 ({@code mmax}).
+ *       SolarizeAdd's amount at 128 are recent timm's, absent from older releases; the caps matter only above
+ *       magnitude 10 ({@code mmax}).
  *   <li>Only 1- and 3-channel images (Pillow's L and RGB).
  * </ul>
  *
