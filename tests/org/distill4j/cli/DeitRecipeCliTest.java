@@ -151,6 +151,52 @@ class DeitRecipeCliTest {
         }
     }
 
+    @Test
+    void randAugmentIsRecordedCachedPerViewAndBadConfigsAreOneLine() throws IOException {
+        Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
+        Path teacher = dir.resolve("teacher.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8,
+                     5)) {
+            ModelFile.save(teacher, m);
+        }
+        String[] train = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu", "--epochs",
+            "1", "--batch", "16", "--out"};
+        Path out = dir.resolve("ra");
+        CliTest.Run ok = CliTest.run(concat(train, out.toString(), "--aa", "rand-m9-mstd0.5-inc1", "--scale", "0.08",
+                "1"));
+        assertEquals(0, ok.status(), ok.err());
+        assertTrue(settings(out).contains("RandAugment rand-m9-mstd0.5-inc1"), settings(out));
+
+        // FKD: views without RandAugment are not served to a run with it; its own views are computed once.
+        String[] distill = {"distill", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu",
+            "--epochs", "2", "--batch", "16", "--teacher", teacher.toString(), "--augment-views", "2", "--out"};
+        Path views = dir.resolve("views");
+        assertEquals(0, CliTest.run(concat(distill, views.toString())).status());
+        CliTest.Run r = CliTest.run(concat(distill, views.toString(), "--aa", "rand-m9-mstd0.5-inc1", "--force"));
+        assertEquals(0, r.status(), r.err());
+        assertTrue(teacherOf(views).contains("2 augmented views per image, computed once"), teacherOf(views));
+        assertTrue(settings(views).contains("RandAugment rand-m9-mstd0.5-inc1"), settings(views));
+        r = CliTest.run(concat(distill, views.toString(), "--aa", "rand-m9-mstd0.5-inc1", "--force"));
+        assertEquals(0, r.status(), r.err());
+        assertTrue(teacherOf(views).contains("2 augmented views per image from"), teacherOf(views));
+
+        Path never = dir.resolve("never");
+        String[][] cases = {
+            {"--aa", "rand-m9-foo1"}, {"RandAugment config 'rand-m9-foo1': unknown section 'foo1'"},
+            {"--aa", "m9-mstd0.5"}, {"must start with 'rand'"},
+            {"--aa", "rand-m9", "--no-augment"}, {"--aa augments training images: not with --no-augment"},
+        };
+        for (String[] cmd : new String[][] {train, distill}) {
+            for (int k = 0; k < cases.length; k += 2) {
+                CliTest.Run run = CliTest.run(concat(concat(cmd, never.toString()), cases[k]));
+                assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
+                assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
+                assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
+            }
+        }
+    }
+
     private static String teacherOf(Path out) throws IOException {
         return JsonParser.parseString(Files.readString(out.resolve("results.json"))).getAsJsonObject().get("teacher")
                 .getAsString();

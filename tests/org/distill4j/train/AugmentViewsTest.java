@@ -17,6 +17,7 @@ import java.util.Map;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Augment;
+import org.distill4j.data.RandAugment;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
 import org.distill4j.data.Synthetic;
@@ -86,10 +87,20 @@ class AugmentViewsTest {
 
     @Test
     void theImageShownIsTheStoredViewAndItsLogitsAreTheTeachers() throws IOException {
+        checkStoredViews(null);
+    }
+
+    /** The same with DeiT's RandAugment after the crop and flip: a view's draw is replayed with it. */
+    @Test
+    void storedViewsReplayRandAugment() throws IOException {
+        checkStoredViews("rand-m9-mstd0.5-inc1");
+    }
+
+    private void checkStoredViews(String randAugment) throws IOException {
         long seed = Check.freshSeed();
         Dataset train = Synthetic.dataset(seed, 64, 4, 16, 16), test = Synthetic.dataset(seed + 1, 32, 4, 16, 16);
         TrainOptions o = new TrainOptions().withEpochs(3).withBatch(BATCH).withSeed(5).withAugmentViews(2)
-                .withDistillation(Distillation.SOFT, 0.5, 2.0);
+                .withDistillation(Distillation.SOFT, 0.5, 2.0).withRandAugment(randAugment);
         try (Backend be = CpuBackend.open();
              VisionTransformer teacher = new VisionTransformer(be, STUDENT.withDistilled(false), BATCH, 9)) {
             SoftLabels views = SoftLabels.computeViews(teacher, train, o.augmentation(), "t");
@@ -104,7 +115,8 @@ class AugmentViewsTest {
             // Each view, made here from its definition (the crop and flip of epoch v) and run through the teacher in
             // batches of the data's order, as the cache was: the run showed exactly these images and handed the
             // loss exactly these logits, epoch 2 repeating view 0.
-            Augment augment = new Augment(5, 2, true);
+            Augment augment = new Augment(5, 2, true).withRandAugment(randAugment == null ? null
+                    : new RandAugment(5, randAugment));
             int size = train.imageSize();
             float[] batch = new float[BATCH * size], out = new float[BATCH * 4];
             int differ = 0;
@@ -140,6 +152,8 @@ class AugmentViewsTest {
             }
             assertNull(SoftLabels.loadViews(file, "key", train, o.withAugmentViews(3).augmentation()));
             assertNull(SoftLabels.loadViews(file, "key", train, o.withSeed(6).augmentation()));
+            assertNull(SoftLabels.loadViews(file, "key", train,
+                    o.withRandAugment(randAugment == null ? "rand-m9-mstd0.5-inc1" : null).augmentation()));
             assertNull(SoftLabels.loadViews(file, "other", train, o.augmentation()));
         }
     }
@@ -218,7 +232,8 @@ class AugmentViewsTest {
             SoftLabels views = SoftLabels.computeViews(teacher, train, o.augmentation(), "t");
             views.checkFor(train, o);
             for (TrainOptions other : new TrainOptions[] {o.withAugmentViews(3), o.withAugmentViews(0), o.withSeed(6),
-                o.withAugment(false), o.withResizedCrop(0.5, 1, 0.75, 4 / 3.0)}) {
+                o.withAugment(false), o.withResizedCrop(0.5, 1, 0.75, 4 / 3.0),
+                o.withRandAugment("rand-m9-mstd0.5-inc1")}) {
                 IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                         () -> views.checkFor(train, other));
                 assertTrue(e.getMessage().contains("hold the views of crop(pad 2) + hflip, seed 5, 2 views"),

@@ -6,6 +6,7 @@ import static org.distill4j.testing.LossFormulas.softmax;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -235,6 +236,37 @@ class DeitRecipeTrainingTest {
             }
         }
         assertThrows(IllegalArgumentException.class, () -> new TrainOptions().withRandomErasing(1.5));
+    }
+
+    @Test
+    void randAugmentChangesTheRunResumesExactlyAndIsPartOfTheSettings() throws Exception {
+        Dataset train = Synthetic.dataset(91, 64, C, 16, 16), test = Synthetic.dataset(92, 16, C, 16, 16);
+        TrainOptions o = options(2).withAugment(true).withDistillation(Distillation.SOFT, 0.5, 2)
+                .withRandAugment("rand-m9-mstd0.5-inc1");
+        Path ckpt = dir.resolve("ra.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer teacher = new VisionTransformer(be, SMALL.withDistilled(false), 16, 1)) {
+            TrainingRun.TeacherLogits live = SoftLabels.live(teacher, "t");
+            float[][] runs = threeRuns(be, live, train, test, o, o.withRandAugment(null), ckpt);
+            for (float v : runs[0]) assertTrue(Float.isFinite(v), "finite parameters");
+            assertFalse(Arrays.equals(runs[0], runs[1]), "RandAugment changes the run");
+            assertArrayEquals(runs[0], runs[2], "a RandAugment run resumes bit for bit");
+            try (VisionTransformer s = new VisionTransformer(be, SMALL, 16, 5)) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> TrainingRun.builder(s, train, test).options(o.withRandAugment("rand-m5-inc1"))
+                                .teacher(live).resumeFrom(ckpt).log(QUIET).run());
+                assertTrue(e.getMessage().contains("RandAugment rand-m9-mstd0.5-inc1"), e.getMessage());
+                e = assertThrows(IllegalArgumentException.class, () -> TrainingRun.builder(s, train, test).options(o)
+                        .log(QUIET).teacher(SoftLabels.compute(teacher, train, "t")).run());
+                assertTrue(e.getMessage().contains("augments them"), e.getMessage());
+            }
+        }
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> new TrainOptions().withRandAugment("rand-m9-x"));
+        assertTrue(e.getMessage().contains("section 'x'"), e.getMessage());
+        assertNull(new TrainOptions().withRandAugment("").randAugment());
+        assertNull(o.withAugment(false).augmentation().randAugment(), "RandAugment applies while augment is on");
+        assertFalse(o.withAugment(false).toString().contains("RandAugment"), o.withAugment(false).toString());
     }
 
     @Test

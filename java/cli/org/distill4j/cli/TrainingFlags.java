@@ -78,6 +78,12 @@ final class TrainingFlags {
             + "CutMix rather than Mixup when both are on (default ${DEFAULT-VALUE})")
     double mixupSwitchProb;
 
+    @Option(names = "--aa", paramLabel = "CONFIG", description = "RandAugment of training images after the crop and "
+            + "flip, as timm's config string: rand, then -mM (magnitude 0..10), -nN (ops per image, default 2), "
+            + "-mstdS (magnitude std), -inc1 (the increasing ops), -pP (probability of each op, default 0.5) "
+            + "(DeiT rand-m9-mstd0.5-inc1; default off)")
+    String autoAugment;
+
     @Option(names = "--reprob", paramLabel = "P", defaultValue = "0", description = "random erasing: probability "
             + "that a training image gets one box of N(0, 1) noise (default ${DEFAULT-VALUE}; DeiT 0.25)")
     double reprob;
@@ -115,6 +121,10 @@ final class TrainingFlags {
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
                 .withRandomErasing(reprob);
+        if (autoAugment != null && !autoAugment.isEmpty()) {
+            if (!augment) throw new IllegalArgumentException("--aa augments training images: not with --no-augment");
+            o = o.withRandAugment(autoAugment);
+        }
         if (augmentViews != 0) {
             if (!augment) throw new IllegalArgumentException("--augment-views fixes views of the augmentation: not "
                     + "with --no-augment");

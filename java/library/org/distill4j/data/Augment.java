@@ -6,14 +6,16 @@ import java.util.SplittableRandom;
 /**
  * Training-time geometric augmentation: a crop, then a random horizontal flip. The crop is either a shift with
  * padding, what ViT recipes keep for small grey images (torchvision {@code RandomCrop(size, padding=pad)} +
- * {@code RandomHorizontalFlip()}), or a {@link RandomResizedCrop}, DeiT's ({@link #resizedCrop}).
+ * {@code RandomHorizontalFlip()}), or a {@link RandomResizedCrop}, DeiT's ({@link #resizedCrop}). DeiT's
+ * {@link RandAugment} may follow them ({@link #withRandAugment}), as in timm's transform (crop, flip, RandAugment).
  *
  * <p>The crop pads the image by {@code pad} pixels on each side and cuts a window of the original size at a random
  * offset: equivalently the image moves by (dy, dx) ∈ [−pad, pad]² and the uncovered border is filled. The fill is
  * a black pixel ({@link Dataset#black()}, the value 0 takes after normalisation), as torchvision pads with 0 before
  * {@code Normalize}; for data normalised with mean 0 this is plain zero padding.
  *
- * <p>Randomness is a pure function of (seed, epoch, index): every sample's crop and flip can be recomputed, so
+ * <p>Randomness is a pure function of (seed, view, index), the view being the epoch or FKD's view of it
+ * ({@link #withViews}): every sample's crop, flip and RandAugment draw can be recomputed, so
  * resuming at any batch reproduces the uninterrupted run exactly, and the batch loader's thread count or order of
  * work cannot change results.
  */
@@ -23,6 +25,7 @@ public final class Augment {
     private final boolean flip;
     private final RandomResizedCrop crop;  // null: the padded crop (pad may be 0)
     private final int views;               // > 0: epoch e shows view e mod views (FKD); 0: a new view every epoch
+    private final RandAugment randAugment; // null: none
 
     /** The crop and flip of one sample. */
     public record Params(int dy, int dx, boolean flipped) {}
@@ -40,14 +43,16 @@ public final class Augment {
         this.flip = flip;
         this.crop = null;
         this.views = 0;
+        this.randAugment = null;
     }
 
-    private Augment(long seed, int pad, boolean flip, RandomResizedCrop crop, int views) {
+    private Augment(long seed, int pad, boolean flip, RandomResizedCrop crop, int views, RandAugment randAugment) {
         this.seed = seed;
         this.pad = pad;
         this.flip = flip;
         this.crop = crop;
         this.views = views;
+        this.randAugment = randAugment;
     }
 
     /**
@@ -56,7 +61,7 @@ public final class Augment {
      */
     public static Augment resizedCrop(long seed, RandomResizedCrop crop, boolean flip) {
         if (crop == null) throw new IllegalArgumentException("no crop given");
-        return new Augment(seed, 0, flip, crop, 0);
+        return new Augment(seed, 0, flip, crop, 0, null);
     }
 
     /**
@@ -66,7 +71,20 @@ public final class Augment {
      */
     public Augment withViews(int views) {
         if (views < 0) throw new IllegalArgumentException("views must be >= 0, got " + views);
-        return new Augment(seed, pad, flip, crop, views);
+        return new Augment(seed, pad, flip, crop, views, randAugment);
+    }
+
+    /**
+     * This augmentation followed by {@code randAugment} (seeded on its own; null: none), applied to each image
+     * after the crop and flip, keyed by the same (view, index); its draw is part of a view, so FKD's views replay it.
+     */
+    public Augment withRandAugment(RandAugment randAugment) {
+        return new Augment(seed, pad, flip, crop, views, randAugment);
+    }
+
+    /** The RandAugment after the crop and flip, or null. */
+    public RandAugment randAugment() {
+        return randAugment;
     }
 
     /** The views per image (0: unlimited, a new view every epoch). */
@@ -86,7 +104,7 @@ public final class Augment {
 
     /** Whether this augmentation changes anything. */
     public boolean isIdentity() {
-        return pad == 0 && !flip && crop == null;
+        return pad == 0 && !flip && crop == null && randAugment == null;
     }
 
     /** The random resized crop, or null when the crop is the padded one. */
@@ -115,12 +133,24 @@ public final class Augment {
         float[] fill = new float[c];
         for (int k = 0; k < c; k++) fill[k] = data.black(k);
         apply(data.images(), index * data.imageSize(), c, data.height(), data.width(), fill, index, epoch, out, offset);
+        randAugment(out, offset, c, data.height(), data.width(), data.normalization(), index, epoch);
+    }
+
+    /**
+     * Applies sample {@code index}'s RandAugment for {@code epoch}'s view, in place, to the cropped and flipped
+     * [channels, h, w] image at {@code img[offset ..]}, normalised with {@code norm}; nothing without one.
+     */
+    public void randAugment(float[] img, int offset, int channels, int h, int w, Normalization norm, int index,
+            int epoch) {
+        if (randAugment != null) randAugment.apply(img, offset, channels, h, w, norm, view(epoch), index);
     }
 
     /**
      * Writes the augmented image {@code src[srcOffset ..]} ([C, H, W], already decoded and normalised; sample
      * {@code index} of its dataset) for {@code epoch} into {@code out} at {@code offset}; {@code fill[c]} is the
-     * padding of channel c ({@link ImageSource#black}). {@code src} and {@code out} must not overlap.
+     * padding of channel c ({@link ImageSource#black}). {@code src} and {@code out} must not overlap. The crop and
+     * flip only: {@link #randAugment(float[], int, int, int, int, Normalization, int, int)},
+     * which needs the normalisation, follows.
      */
     public void apply(float[] src, int srcOffset, int channels, int h, int w, float[] fill, int index, int epoch,
             float[] out, int offset) {
@@ -205,7 +235,10 @@ public final class Augment {
     @Override
     public String toString() {
         if (isIdentity()) return "no augmentation";
-        return (crop != null ? crop.toString() : "crop(pad " + pad + ")") + (flip ? " + hflip" : "") + ", seed " + seed
+        return (crop != null ? crop.toString() : "crop(pad " + pad + ")") + (flip ? " + hflip" : "")
+                + (randAugment == null ? "" : " + RandAugment " + randAugment.config()
+                        + (randAugment.seed() == seed ? "" : " (seed " + randAugment.seed() + ")"))
+                + ", seed " + seed
                 + (views > 0 ? ", " + views + " views" : "");
     }
 }

@@ -403,6 +403,8 @@ public final class StreamLoader implements BatchSource {
             } else if (!augment.isIdentity()) {
                 augment.apply(scratch, 0, c, source.height(), source.width(), fill, idx, epoch, b.images(), i * size);
             }
+            augment.randAugment(b.images(), i * size, c, source.height(), source.width(), source.normalization(), idx,
+                    epoch);
             int label = source.label(idx);
             b.indices()[i] = idx;
             b.labels()[i] = label;

@@ -8,6 +8,7 @@ import org.distill4j.data.ImageSource;
 import org.distill4j.data.ImageSources;
 import org.distill4j.data.LabeledSubset;
 import org.distill4j.data.Mixup;
+import org.distill4j.data.RandAugment;
 import org.distill4j.data.RandomErasing;
 import org.distill4j.data.RandomResizedCrop;
 import org.distill4j.ops.Reduction;
@@ -32,6 +33,7 @@ public final class TrainOptions {
     private double erasingProb = 0;
     private double[] cropRange;      // {min scale, max scale, min ratio, max ratio}; null: the padded crop
     private int views = 0;           // > 0: FKD's fixed views per image (epoch e shows view e mod views)
+    private String randAugment;      // timm's config string; null: none
 
     /** The defaults. */
     public TrainOptions() {}
@@ -63,6 +65,7 @@ public final class TrainOptions {
         o.erasingProb = erasingProb;
         o.cropRange = cropRange;
         o.views = views;
+        o.randAugment = randAugment;
         return o;
     }
 
@@ -192,17 +195,36 @@ public final class TrainOptions {
         return o;
     }
 
+    /**
+     * DeiT's {@link RandAugment} after the crop and flip, from timm's config string (timm's {@code --aa}; DeiT
+     * {@code rand-m9-mstd0.5-inc1}); null or empty (the default) turns it off. Applies while {@link #withAugment} is
+     * on; its draws are part of FKD's views ({@link #withAugmentViews}).
+     *
+     * @throws IllegalArgumentException when {@code config} is not a RandAugment config string
+     */
+    public TrainOptions withRandAugment(String config) {
+        if (config != null && !config.isEmpty()) new RandAugment(0, config);  // its checks
+        TrainOptions o = copy();
+        o.randAugment = config == null || config.isEmpty() ? null : config;
+        return o;
+    }
+
+    /** The RandAugment config string, or null when off ({@link #withRandAugment}). */
+    public String randAugment() {
+        return randAugment;
+    }
+
     /** FKD's views per image, 0 when off ({@link #withAugmentViews}). */
     public int augmentViews() {
         return views;
     }
 
-    /** The run's crop and flip, seeded from {@link #seed()}: none without {@link #withAugment}. */
+    /** The run's crop, flip and RandAugment, seeded from {@link #seed()}: none without {@link #withAugment}. */
     public Augment augmentation() {
         if (!augment) return Augment.none();
         Augment a = cropRange == null ? new Augment(seed, 2, true) : Augment.resizedCrop(seed,
                 new RandomResizedCrop(seed, cropRange[0], cropRange[1], cropRange[2], cropRange[3]), true);
-        return a.withViews(views);
+        return a.withViews(views).withRandAugment(randAugment == null ? null : new RandAugment(seed, randAugment));
     }
 
     /**
@@ -439,6 +461,7 @@ public final class TrainOptions {
                 : " (alpha " + alpha + (distillation == Distillation.SOFT
                         ? ", T " + temperature + ", KL " + softReduction.torchName() : "") + ")")
                 + ", augment " + (augment && cropRange != null ? augmentation().resizedCrop() : augment)
+                + (augment && randAugment != null ? ", RandAugment " + randAugment : "")
                 + ", seed " + seed
                 + (labeled == 0 ? "" : ", labeled " + labeledDescription())
                 + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
