@@ -101,23 +101,13 @@ class DeitRecipeCliTest {
             {"--ratio", "2", "1"}, {"crop aspect ratio must satisfy 0 < min <= max < inf, got 2.0, 1.0"},
             {"--scale", "0.1", "1", "--no-augment"}, {"--scale/--ratio crop training images: not with --no-augment"},
         };
-        for (int k = 0; k < cases.length; k += 2) {
-            CliTest.Run run = CliTest.run(concat(concat(base, never.toString()), cases[k]));
-            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
-            assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
-            assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
-        }
+        refusedInOneLine(base, never, cases);
     }
 
     @Test
     void augmentViewsCacheTheTeachersLogitsOfEveryViewAndReuseThem() throws IOException {
         Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
-        Path teacher = dir.resolve("teacher.safetensors");
-        try (Backend be = CpuBackend.open();
-             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8,
-                     5)) {
-            ModelFile.save(teacher, m);
-        }
+        Path teacher = tinyTeacher();
         String[] base = {"distill", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu", "--epochs",
             "3", "--batch", "16", "--teacher", teacher.toString(), "--out"};
         Path out = dir.resolve("views");
@@ -144,22 +134,13 @@ class DeitRecipeCliTest {
         String[][] cases = {{"--augment-views", "2", "--no-augment"},
             {"--augment-views fixes views of the augmentation: not with --no-augment"},
             {"--augment-views", "-1"}, {"augment views must be >= 0, got -1"}};
-        for (int k = 0; k < cases.length; k += 2) {
-            CliTest.Run run = CliTest.run(concat(concat(base, never.toString()), cases[k]));
-            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
-            assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
-        }
+        refusedInOneLine(base, never, cases);
     }
 
     @Test
     void randAugmentIsRecordedCachedPerViewAndBadConfigsAreOneLine() throws IOException {
         Path data = IdxFiles.randomFashionMnist(dir.resolve("idx"), 64);
-        Path teacher = dir.resolve("teacher.safetensors");
-        try (Backend be = CpuBackend.open();
-             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8,
-                     5)) {
-            ModelFile.save(teacher, m);
-        }
+        Path teacher = tinyTeacher();
         String[] train = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--device", "cpu", "--epochs",
             "1", "--batch", "16", "--out"};
         Path out = dir.resolve("ra");
@@ -187,14 +168,32 @@ class DeitRecipeCliTest {
             {"--aa", "m9-mstd0.5"}, {"must start with 'rand'"},
             {"--aa", "rand-m9", "--no-augment"}, {"--aa augments training images: not with --no-augment"},
         };
-        for (String[] cmd : new String[][] {train, distill}) {
-            for (int k = 0; k < cases.length; k += 2) {
-                CliTest.Run run = CliTest.run(concat(concat(cmd, never.toString()), cases[k]));
-                assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
-                assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
-                assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
-            }
+        refusedInOneLine(train, never, cases);
+        refusedInOneLine(distill, never, cases);
+    }
+
+    /**
+     * Each {@code cases[k]} added to {@code base} and {@code never}: refused with {@code cases[k + 1][0]} in one line
+     * of stderr, nothing written.
+     */
+    private static void refusedInOneLine(String[] base, Path never, String[][] cases) {
+        for (int k = 0; k < cases.length; k += 2) {
+            CliTest.Run run = CliTest.run(concat(concat(base, never.toString()), cases[k]));
+            assertTrue(run.status() != 0 && run.err().contains(cases[k + 1][0]), "stderr: " + run.err());
+            assertEquals(1, run.err().strip().lines().count(), "one line: " + run.err());
+            assertFalse(Files.exists(never), String.join(" ", cases[k]) + " wrote " + never);
         }
+    }
+
+    /** An untrained mnist-tiny teacher (no distillation token) written to the test folder. */
+    private Path tinyTeacher() throws IOException {
+        Path teacher = dir.resolve("teacher.safetensors");
+        try (Backend be = CpuBackend.open();
+             VisionTransformer m = new VisionTransformer(be, VitConfig.preset("mnist-tiny").withDistilled(false), 8,
+                     5)) {
+            ModelFile.save(teacher, m);
+        }
+        return teacher;
     }
 
     private static String teacherOf(Path out) throws IOException {

@@ -10,19 +10,14 @@ import static org.junit.jupiter.api.Assertions.fail;
 import com.google.gson.JsonObject;
 import com.google.gson.JsonParser;
 import java.awt.image.BufferedImage;
-import java.awt.image.WritableRaster;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import javax.imageio.IIOImage;
 import javax.imageio.ImageIO;
-import javax.imageio.ImageWriteParam;
-import javax.imageio.ImageWriter;
-import javax.imageio.stream.MemoryCacheImageOutputStream;
+import org.distill4j.testing.ImageFiles;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -67,20 +62,7 @@ class ImageFolderTest {
     }
 
     private static Path jpeg(Path file, BufferedImage img, float quality) throws IOException {
-        Files.createDirectories(file.getParent());
-        ImageWriter writer = ImageIO.getImageWritersByFormatName("jpeg").next();
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        try (MemoryCacheImageOutputStream out = new MemoryCacheImageOutputStream(bytes)) {
-            writer.setOutput(out);
-            ImageWriteParam p = writer.getDefaultWriteParam();
-            p.setCompressionMode(ImageWriteParam.MODE_EXPLICIT);
-            p.setCompressionQuality(quality);
-            writer.write(null, new IIOImage(img, null, null), p);
-        } finally {
-            writer.dispose();
-        }
-        Files.write(file, bytes.toByteArray());
-        return file;
+        return ImageFiles.jpeg(file, img, quality, false);
     }
 
     private static Path tinyPng(Path file) throws IOException {
@@ -391,19 +373,7 @@ class ImageFolderTest {
 
     @Test
     void cmykJpegGetsAClearError() throws IOException {
-        // A 4-component JPEG written from a raster (the JPEG writer's raster path): ImageIO reads it back as CMYK.
-        WritableRaster r = java.awt.image.Raster.createInterleavedRaster(java.awt.image.DataBuffer.TYPE_BYTE, 8, 8, 4,
-                null);
-        for (int y = 0; y < 8; y++) for (int x = 0; x < 8; x++) r.setPixel(x, y, new int[] {x * 30, y * 30, 50, 10});
-        Path file = root.resolve("c/cmyk.jpg");
-        Files.createDirectories(file.getParent());
-        ImageWriter writer = ImageIO.getImageWritersByFormatName("jpeg").next();
-        try (MemoryCacheImageOutputStream out = new MemoryCacheImageOutputStream(Files.newOutputStream(file))) {
-            writer.setOutput(out);
-            writer.write(null, new IIOImage(r, null, null), writer.getDefaultWriteParam());
-        } finally {
-            writer.dispose();
-        }
+        Path file = ImageFiles.cmykJpeg(root.resolve("c/cmyk.jpg"));
         BadImageException e = assertThrows(BadImageException.class, () -> ImageDecoder.decode(file));
         assertTrue(e.getMessage().startsWith(file.toString()) && e.getMessage().contains("CMYK"), e.getMessage());
         assertInstanceOf(DatasetException.class, e);

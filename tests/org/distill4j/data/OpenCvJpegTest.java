@@ -10,10 +10,6 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.awt.image.BufferedImage;
-import java.awt.image.DataBuffer;
-import java.awt.image.Raster;
-import java.awt.image.WritableRaster;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.lang.reflect.InvocationTargetException;
 import java.net.URL;
@@ -22,12 +18,9 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Random;
-import javax.imageio.IIOImage;
 import javax.imageio.ImageIO;
-import javax.imageio.ImageWriteParam;
-import javax.imageio.ImageWriter;
-import javax.imageio.stream.MemoryCacheImageOutputStream;
 import org.distill4j.testing.Check;
+import org.distill4j.testing.ImageFiles;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -56,19 +49,7 @@ class OpenCvJpegTest {
     }
 
     private Path jpeg(String name, BufferedImage img, float quality, boolean progressive) throws IOException {
-        ImageWriter writer = ImageIO.getImageWritersByFormatName("jpeg").next();
-        ByteArrayOutputStream bytes = new ByteArrayOutputStream();
-        try (MemoryCacheImageOutputStream out = new MemoryCacheImageOutputStream(bytes)) {
-            writer.setOutput(out);
-            ImageWriteParam p = writer.getDefaultWriteParam();
-            p.setCompressionMode(ImageWriteParam.MODE_EXPLICIT);
-            p.setCompressionQuality(quality);
-            if (progressive) p.setProgressiveMode(ImageWriteParam.MODE_DEFAULT);
-            writer.write(null, new IIOImage(img, null, null), p);
-        } finally {
-            writer.dispose();
-        }
-        return Files.write(dir.resolve(name), bytes.toByteArray());
+        return ImageFiles.jpeg(dir.resolve(name), img, quality, progressive);
     }
 
     @Test
@@ -136,27 +117,13 @@ class OpenCvJpegTest {
         BadImageException e = assertThrows(BadImageException.class,
                 () -> ImageDecoder.decode(text, ImageDecoder.Library.OPENCV));
         assertTrue(e.getMessage().contains("not a JPEG or PNG image ImageIO recognises"), e.getMessage());
-        Path cmyk = cmykJpeg(dir.resolve("cmyk.jpg"));
+        Path cmyk = ImageFiles.cmykJpeg(dir.resolve("cmyk.jpg"));
         assertNull(OpenCvJpeg.decode(cmyk));
         e = assertThrows(BadImageException.class, () -> ImageDecoder.decode(cmyk, ImageDecoder.Library.OPENCV));
         assertTrue(e.getMessage().contains("CMYK"), e.getMessage());
         Path missing = dir.resolve("missing.jpg");
         e = assertThrows(BadImageException.class, () -> ImageDecoder.decode(missing, ImageDecoder.Library.OPENCV));
         assertTrue(e.getMessage().equals(missing + ": no such file"), e.getMessage());
-    }
-
-    /** A 4-component JPEG from a raster (the JPEG writer's raster path), which ImageIO reads back as CMYK. */
-    private static Path cmykJpeg(Path file) throws IOException {
-        WritableRaster r = Raster.createInterleavedRaster(DataBuffer.TYPE_BYTE, 8, 8, 4, null);
-        for (int y = 0; y < 8; y++) for (int x = 0; x < 8; x++) r.setPixel(x, y, new int[] {x * 30, y * 30, 50, 10});
-        ImageWriter writer = ImageIO.getImageWritersByFormatName("jpeg").next();
-        try (MemoryCacheImageOutputStream out = new MemoryCacheImageOutputStream(Files.newOutputStream(file))) {
-            writer.setOutput(out);
-            writer.write(null, new IIOImage(r, null, null), writer.getDefaultWriteParam());
-        } finally {
-            writer.dispose();
-        }
-        return file;
     }
 
     /** Frame headers by hand: which files OpenCV is given. */
