@@ -1,5 +1,6 @@
 package org.distill4j.onnx;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
@@ -18,7 +19,9 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
+import org.distill4j.Device;
 import org.distill4j.backend.Backend;
+import org.distill4j.backend.Backends;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.data.Dataset;
 import org.distill4j.data.ImageSource;
@@ -245,6 +248,39 @@ class OnnxTeacherTest {
                 assertEquals(mixed ? 0 : rec.batches.size(), same, "seed=" + seed + " " + o);
             }
         }
+    }
+
+    /**
+     * The same teacher driving a run on the CUDA kernels (emulated on the CPU): it is handed the same batches as on
+     * the CPU backend, its logits are checked on each, and the run's loss agrees with the CPU run's — 4 AdamW steps
+     * from the same start, kernels that differ in summation order only, so within 1 %; logits that did not reach the
+     * student's loss would move it by far more.
+     */
+    @Test
+    void theEmulatedCudaBackendTrainsFromItAsTheCpuBackendDoes() throws IOException {
+        long seed = Check.freshSeed();
+        Dataset train = Synthetic.dataset(seed, 64, 4, 16, 16), test = Synthetic.dataset(seed + 1, 32, 4, 16, 16);
+        Linear m = linear("t.onnx", 0, 1, 12, 12, 4, seed);
+        TrainOptions o = new TrainOptions().withEpochs(1).withBatch(BATCH).withSeed(5)
+                .withDistillation(Distillation.SOFT, 0.5, 2.0);
+        double[] loss = new double[2];
+        List<List<float[]>> seen = new ArrayList<>();
+        Device[] devices = {Device.cpu(), Device.cudaEmu()};
+        for (int d = 0; d < 2; d++) {
+            try (Backend be = Backends.open(devices[d]); OnnxTeacher t = OnnxTeacher.open(m.file(), train, TEACHER);
+                 VisionTransformer s = new VisionTransformer(be, STUDENT, BATCH, 3)) {
+                Recording rec = new Recording(t, m, train);
+                loss[d] = TrainingRun.builder(s, train, test).options(o).log(QUIET).teacher(rec).run().epochs().get(0)
+                        .trainLoss();
+                seen.add(rec.batches);
+            }
+        }
+        assertEquals(seen.get(0).size(), seen.get(1).size());
+        for (int k = 0; k < seen.get(0).size(); k++) {
+            assertArrayEquals(seen.get(0).get(k), seen.get(1).get(k), "batch " + k);
+        }
+        assertTrue(Math.abs(loss[1] - loss[0]) <= 0.01 * Math.abs(loss[0]),
+                "seed=" + seed + ": cuda-emu loss " + loss[1] + ", cpu " + loss[0]);
     }
 
     @Test
