@@ -8,14 +8,16 @@ import java.util.Comparator;
 import java.util.Locale;
 import java.util.stream.Stream;
 import org.distill4j.data.Augment;
+import org.distill4j.data.ImageDecoder;
 import org.distill4j.data.ImageFolder;
 import org.distill4j.data.Normalization;
 import org.distill4j.data.RandomResizedCrop;
 import org.distill4j.data.StreamLoader;
 
 /**
- * Images/s of the whole streamed train pipeline, as a training run uses it: {@link ImageFolder} decoding (JDK
- * ImageIO), per-channel normalisation, batches of 64 filled by {@link StreamLoader} workers, for 1 and 2 workers, with
+ * Images/s of the whole streamed train pipeline, as a training run uses it: {@link ImageFolder} decoding (OpenCV's
+ * libjpeg-turbo when {@code org.bytedeco:opencv} is on the classpath, else JDK ImageIO: the first line says which),
+ * per-channel normalisation, batches of 64 filled by {@link StreamLoader} workers, for 1 and 2 workers, with
  * either augmentation: resize of the shorter side and centre crop to 224×224, then random crop (pad 4) and flip; or
  * DeiT's random resized crop cut from the decoded image and resized to 224×224, then flip. Compare with the training
  * step's images/s ({@code distill4j bench train-step}, same machine) to see which one bounds a run.
@@ -35,8 +37,9 @@ public final class DataPipelineBench {
         int count = args.length > 0 ? Integer.parseInt(args[0]) : 256;
         double seconds = args.length > 1 ? Double.parseDouble(args[1]) : 6;
         if (count < 2 * BATCH) throw new IllegalArgumentException("count must be at least " + 2 * BATCH);
-        System.out.printf(Locale.ROOT, "%d JPEGs per size, batches of %d, %s %s, %d CPUs%n", count, BATCH,
-                System.getProperty("java.vm.name"), Runtime.version(), Runtime.getRuntime().availableProcessors());
+        System.out.printf(Locale.ROOT, "%d JPEGs per size, batches of %d, JPEG decoded by %s, %s %s, %d CPUs%n",
+                count, BATCH, ImageDecoder.Library.best().describe(), System.getProperty("java.vm.name"),
+                Runtime.version(), Runtime.getRuntime().availableProcessors());
         int[][] sizes = {{224, 224}, {500, 375}};
         Path dir = Files.createTempDirectory("pipeline-bench");
         try {
