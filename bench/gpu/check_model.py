@@ -14,7 +14,9 @@ its buffers torch CUDA tensors. Three parts:
    forward + backward must give the same bits (reported; cuBLAS may legitimately differ, so it does not fail).
 2. Timing: one training step (zero grads, forward, CE on the cls head + soft KL on the dist head through our
    cross_entropy and kl_div entries, backward, AdamW over every parameter) against timm's model + F.cross_entropy
-   + F.kl_div + torch.optim.AdamW (foreach, and fused), fp32, TF32 off, at B=8 and B=64.
+   + F.kl_div + torch.optim.AdamW, at B=64 and 256, against the baselines people train with (--baselines): eager
+   fp32 (AdamW foreach, fused), eager with TF32, bf16 autocast eager, bf16 autocast + torch.compile (default mode;
+   max-autotune-no-cudagraphs with --baselines all). Ours is fp32 until the bf16 path exists: the rows say so.
 3. With --save-model DIR: timm's deit_tiny_distilled state dict (random init, torch.manual_seed(--init-seed)) as
    DIR/deit_tiny_distilled.safetensors, a fixed input (torch.manual_seed(--input-seed); torch.randn(2,3,224,224))
    as DIR/deit_tiny_distilled_input.safetensors ("input"), and DIR/deit_tiny_distilled_logits.json: the fp64 CPU
@@ -360,7 +362,55 @@ def correctness(impl, stream, dev, cfg, timm, B, seed, model_tol):
     return ok, rows, state, timm_model
 
 
-def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed):
+# The fair baselines (issue #18): how people train DeiT in PyTorch, not only eager fp32. Each is timm's model (or the
+# functional one) + F.cross_entropy + F.kl_div + torch.optim.AdamW with timm's two parameter groups.
+#   name                  precision of the matmuls             model                                   AdamW
+BASELINES = {
+    "eager_fp32":        ("fp32, TF32 off",                    "eager",                                 "foreach"),
+    "eager_fp32_fused":  ("fp32, TF32 off",                    "eager",                                 "fused"),
+    "eager_tf32":        ("fp32 with allow_tf32 (matmul+cuDNN)", "eager",                               "fused"),
+    "amp_bf16":          ("bf16 autocast",                     "eager",                                 "fused"),
+    "amp_bf16_compile":  ("bf16 autocast",                     "torch.compile (default mode)",          "fused"),
+    "amp_bf16_compile_max": ("bf16 autocast",                  "torch.compile (max-autotune-no-cudagraphs)", "fused"),
+}
+
+
+def baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, alpha, T, lr, wd):
+    """One training step of baseline `name` as a closure (its own copy of the weights and optimizer state)."""
+    precision, how, variant = BASELINES[name]
+    ref = Reference(cfg, state, timm_model, dev, torch.float32)
+    decay = [p for k, p in ref.params.items() if k.endswith(".weight") and p.dim() > 1]
+    other = [p for k, p in ref.params.items() if not (k.endswith(".weight") and p.dim() > 1)]
+    # The fused AdamW is CUDA-only in some torch versions: the dry run (CPU) uses foreach in its place.
+    kind = variant if dev == "cuda" else "foreach"
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=other, weight_decay=0.0)],
+                            lr=lr, **({"fused": True} if kind == "fused" else {"foreach": True}))
+    heads = ref.heads
+    if how.startswith("torch.compile"):
+        mode = "max-autotune-no-cudagraphs" if "max-autotune" in how else None
+        heads = torch.compile(ref.heads, mode=mode, dynamic=False)
+    autocast = precision.startswith("bf16")
+    tf32 = precision.startswith("fp32 with")
+
+    def step():
+        set_tf32(torch, tf32)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=autocast):
+            cls, dist = heads(images)
+        # Losses in fp32, as under AMP (autocast runs log_softmax in fp32 anyway).
+        cls, dist = cls.float(), dist.float()
+        loss = (1 - alpha) * F.cross_entropy(cls, labels) + alpha * T * T * F.kl_div(
+            F.log_softmax(dist / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean", log_target=True)
+        loss.backward()
+        opt.step()
+        set_tf32(torch, False)
+        return loss
+    label = (f"{'timm' if timm_model is not None else 'functional torch'} model ({how}, {precision}) + "
+             f"F.cross_entropy + F.kl_div + AdamW({kind}) ({dev})")
+    return step, label
+
+
+def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed, baselines):
     set_tf32(torch, False)
     timer = Timer(torch, dev)
     alpha, T, lr, wd = 0.5, 3.0, 5e-4, 0.05
@@ -375,36 +425,24 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed)
         ours.labels.copy_(labels.float())
         ours.teacher.copy_(teacher)
         ours.alpha.fill_(alpha)
-        refs = []
-        for variant in ("foreach", "fused") if dev == "cuda" else ("foreach",):
-            ref = Reference(cfg, state, timm_model, dev, torch.float32)
-            decay = [p for k, p in ref.params.items() if k.endswith(".weight") and p.dim() > 1]
-            other = [p for k, p in ref.params.items() if not (k.endswith(".weight") and p.dim() > 1)]
-            opt = torch.optim.AdamW([dict(params=decay, weight_decay=wd), dict(params=other, weight_decay=0.0)],
-                                    lr=lr, **({"fused": True} if variant == "fused" else {"foreach": True}))
-            refs.append((variant, ref, opt))
+        refs = [(name,) + baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, alpha, T, lr, wd)
+                for name in baselines]
 
         def ours_step():
             ours.train_step(alpha, T, lr, wd)
 
-        def ref_step_fn(ref, opt):
-            def step():
-                opt.zero_grad(set_to_none=True)
-                cls, dist = ref.heads(images)
-                loss = (1 - alpha) * F.cross_entropy(cls, labels) + alpha * T * T * F.kl_div(
-                    F.log_softmax(dist / T, 1), F.log_softmax(teacher / T, 1), reduction="batchmean", log_target=True)
-                loss.backward()
-                opt.step()
-                return loss
-            return step
-
-        # The loss of the first step, from identical weights: ours vs the fp32 reference.
+        # The loss of the first step, from identical weights: ours (fp32) vs each baseline's own first step.
         ours_step()
         impl.synchronize(stream)
         our_loss = (ours.ce_loss + alpha * ours.kl_loss).item()
-        ref_loss = ref_step_fn(refs[0][1], refs[0][2])().item()
-        loss_err = abs(our_loss - ref_loss) / abs(ref_loss)
-        fns = [ours_step] + [ref_step_fn(r, o) for _, r, o in refs]
+        first = {}
+        for name, step, _ in refs:
+            t0 = time.perf_counter()
+            first[name] = step().item()  # compiles the torch.compile baselines: their cost is reported, not timed
+            if dev == "cuda":
+                torch.cuda.synchronize()
+            first[name] = (first[name], time.perf_counter() - t0)
+        fns = [ours_step] + [step for _, step, _ in refs]
         warm = 3 if dev == "cuda" else 1
         for f in fns:
             for _ in range(warm):
@@ -415,16 +453,16 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed)
             for i, f in enumerate(fns):
                 samples[i].append(timer(f, inner))
         med = [sorted(s)[len(s) // 2] for s in samples]
-        print(f"\n== training step ({cfg['name']}, B={B}, {dev}, fp32, TF32 off; median of {n_reps} x {inner}) ==")
-        print(f"  first-step loss: ours {our_loss:.6f}  torch {ref_loss:.6f}  rel diff {loss_err:.1e}")
-        print(f"  ours {med[0]:.3f} ms ({B / med[0] * 1e3:.0f} img/s)")
-        for (variant, _, _), t in zip(refs, med[1:]):
-            print(f"  torch ({'timm' if timm_model is not None else 'functional'} + AdamW {variant}) {t:.3f} ms "
-                  f"({B / t * 1e3:.0f} img/s)  speedup {t / med[0]:.2f}x")
+        print(f"\n== training step ({cfg['name']}, B={B}, {dev}; ours fp32, TF32 off; median of {n_reps} x {inner}) ==")
+        print(f"  ours {med[0]:.3f} ms ({B / med[0] * 1e3:.0f} img/s), first-step loss {our_loss:.6f}")
+        for (name, _, label), t in zip(refs, med[1:]):
+            loss, first_s = first[name]
+            loss_err = abs(our_loss - loss) / abs(loss)
+            print(f"  {name:22s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s)  ours is {t / med[0]:.2f}x  "
+                  f"(first step {first_s:.1f} s, loss {loss:.6f}, rel diff {loss_err:.1e})")
             rows.append(dict(op="train_step", backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=med[0],
-                             reference=f"{'timm' if timm_model is not None else 'functional torch'} model + "
-                                       f"F.cross_entropy + F.kl_div + AdamW({variant}) fp32 ({dev}, TF32 off)",
-                             reference_ms=t, speedup=t / med[0], max_rel_err=loss_err))
+                             reference=f"{name}: {label}", reference_ms=t, speedup=t / med[0],
+                             max_rel_err=loss_err))
         del ours, refs
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -505,7 +543,14 @@ def main():
     global torch, F
     ap = arg_parser(__doc__, JSON_NAME)
     ap.add_argument("--model-tol", type=float, default=1e-4, help="whole-model tolerance (or 10 x torch fp32's)")
-    ap.add_argument("--batches", default="8,64", help="training-step batch sizes timed on the GPU")
+    ap.add_argument("--batches", default="64,256", help="training-step batch sizes timed on the GPU")
+    # check.sh passes its arguments to every script: the environment carries this one past the others.
+    ap.add_argument("--baselines",
+                    default=os.environ.get("D4J_BASELINES",
+                                           "eager_fp32,eager_fp32_fused,eager_tf32,amp_bf16,amp_bf16_compile"),
+                    help="PyTorch training steps timed against ours, comma-separated, or 'all' ("
+                         + ", ".join(BASELINES) + "; default $D4J_BASELINES or all but max-autotune, which "
+                         "compiles for minutes)")
     ap.add_argument("--save-model", default=None, help="folder for the safetensors files and the logits JSON")
     ap.add_argument("--logits-json", default=None, help="default: $OUT/deit_tiny_distilled_logits.json")
     ap.add_argument("--init-seed", type=int, default=0)
@@ -524,8 +569,13 @@ def main():
     cfg, B, batches = (DRY, 2, [2]) if dev == "cpu" else (DEIT_TINY, 2, [int(b) for b in args.batches.split(",")])
     ok, rows, state, timm_model = correctness(impl, stream, dev, cfg, timm, B, seed, args.model_tol)
     if not args.skip_timing:
+        names = list(BASELINES) if args.baselines == "all" else args.baselines.split(",")
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown:
+            print(f"unknown --baselines {unknown}; known: {', '.join(BASELINES)}")
+            return 2
         timing_ok, t_rows = timed_rows(lambda: timing(impl, stream, dev, cfg, timm, state, timm_model, batches,
-                                                      max(10, min(args.reps, 15)), seed))
+                                                      max(10, min(args.reps, 15)), seed, names))
         ok &= timing_ok
         rows += t_rows
     if not args.skip_reference_file:
