@@ -373,12 +373,12 @@ public final class Trainer implements AutoCloseable {
         return student;
     }
 
-    /** AdamW's first moments, one per student parameter, in parameter order. */
+    /** AdamW's first moments, one per student parameter, in parameter order (views of one buffer). */
     public List<Tensor> firstMoments() {
         return optimizer.firstMoments();
     }
 
-    /** AdamW's second moments, one per student parameter, in parameter order. */
+    /** AdamW's second moments, one per student parameter, in parameter order (views of one buffer). */
     public List<Tensor> secondMoments() {
         return optimizer.secondMoments();
     }
