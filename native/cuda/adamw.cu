@@ -32,7 +32,8 @@ constexpr int64_t kAdamMaxBlocks = D4J_CUDA_EMU ? 8 : 4096;  // emulated: small,
 // One block over the whole tensor: each thread a strided float sum per 4 elements, folded into a double, then a
 // fixed-order tree in shared memory. No second kernel and no workspace (the ABI has none), no float atomics: the
 // same bits on every run. One block streams at a fraction of the device's bandwidth, but the call is once per
-// gradient tensor per step, a few MB in all for a ViT.
+// step, over the model's flat gradient buffer (24 MB for DeiT-Ti): many blocks in a fixed order would need a
+// workspace the ABI does not have.
 __global__ void __launch_bounds__(kSumThreads) sum_squares_block(const float *x, int64_t n, int accumulate,
                                                                   float *out) {
     D4J_STATIC_SMEM(double, part, [kSumThreads]);

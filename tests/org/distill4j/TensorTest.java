@@ -103,4 +103,67 @@ class TensorTest {
             kept.close();
         }
     }
+
+    @Test
+    void aViewSharesItsRangeOfTheMemoryAndOwnsNone() {
+        Random rng = new Random(Check.freshSeed());
+        float[] values = Check.normal(rng, 40, 1);
+        for (Device d : new Device[] {Device.cpu(), Device.cudaEmu()}) {
+            try (Backend be = Backends.open(d); Tensor t = Tensor.of(be, values, 4, 10)) {
+                long before = be.liveAllocations();
+                Tensor v = t.view(16, 3, 4);
+                assertTrue(v.isView() && !t.isView());
+                assertArrayEquals(new long[] {3, 4}, v.shape());
+                assertArrayEquals(java.util.Arrays.copyOfRange(values, 16, 28), v.toArray(), "reads its range");
+                assertEquals(t.data().address() + 16 * Float.BYTES, v.data().address(), "its own address");
+                assertEquals(before, be.liveAllocations(), "a view allocates nothing");
+                v.copyFrom(2, new float[] {7, 8}, 0, 2);  // a part, relative to the view's start
+                v.view(8, 4).zero();                      // a view of a view: elements 24..27 of t
+                float[] want = values.clone();
+                want[18] = 7;
+                want[19] = 8;
+                java.util.Arrays.fill(want, 24, 28, 0f);
+                assertArrayEquals(want, t.toArray(), "writes through the view land in the tensor");
+                try (Tensor dst = Tensor.empty(be, 12)) {
+                    v.copyTo(dst);
+                    assertArrayEquals(java.util.Arrays.copyOfRange(want, 16, 28), dst.toArray(), "copyTo");
+                }
+                v.close();
+                v.close();
+                assertTrue(v.isClosed());
+                assertThrows(IllegalStateException.class, v::toArray);
+                assertEquals(before, be.liveAllocations(), "closing a view frees nothing");
+                assertArrayEquals(want, t.toArray(), "the tensor outlives its view");
+            }
+        }
+    }
+
+    @Test
+    void aViewOfAClosedTensorThrowsAndARangeOutsideIsRefused() {
+        try (Backend cpu = Backends.open(Device.cpu())) {
+            Tensor t = Tensor.empty(cpu, 10).zero();
+            Tensor v = t.view(4, 6), w = v.view(1, 2, 2);
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> t.view(5, 6));
+            assertTrue(e.getMessage().contains("offset 5") && e.getMessage().contains("[10]"), e.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> t.view(-1, 2));
+            assertThrows(IllegalArgumentException.class, () -> v.view(1, 6), "a view's view stays in the view");
+            assertThrows(IllegalArgumentException.class, () -> t.view(0, 2, -1));
+            assertEquals(0, t.view(10, 0).numel(), "an empty view at the end");
+            long before = cpu.liveAllocations();
+            t.close();
+            assertEquals(before - 1, cpu.liveAllocations());
+            for (Tensor x : new Tensor[] {v, w}) {
+                assertTrue(x.isClosed());
+                IllegalStateException s = assertThrows(IllegalStateException.class, x::toArray);
+                assertTrue(s.getMessage().contains("closed"), s.getMessage());
+                assertThrows(IllegalStateException.class, x::data);
+                assertThrows(IllegalStateException.class, x::zero);
+                assertThrows(IllegalStateException.class, () -> x.copyFrom(new float[x.numel() > 4 ? 6 : 4]));
+            }
+            assertThrows(IllegalStateException.class, () -> t.view(0, 1));
+            assertThrows(IllegalStateException.class, () -> w.view(0, 1));
+            v.close();  // after its tensor: harmless
+            assertEquals(before - 1, cpu.liveAllocations());
+        }
+    }
 }

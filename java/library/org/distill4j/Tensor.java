@@ -11,17 +11,48 @@ import org.distill4j.backend.Backend;
  *
  * <p>Memory is freed by {@link #close()}, never by the garbage collector: closing twice is harmless, and any use
  * of a closed tensor throws {@link IllegalStateException}. A rank-0 tensor (shape {@code []}) holds one scalar.
+ *
+ * <p>A {@linkplain #view view} is a tensor over a contiguous part of another tensor's memory: it owns none, so
+ * closing it frees nothing, and it refuses every use once the tensor it was cut from is closed (as the backend
+ * reuses that memory, a stale view would read or write someone else's buffer).
  */
 public final class Tensor implements AutoCloseable {
     private final Backend backend;
     private final long[] shape;
     private final long numel;
     private final Throwable site;
+    private final Tensor owner;  // the tensor whose memory a view uses (never itself a view); null when not a view
+    private final long start;    // a view's first element in owner
     private FloatPointer data;
 
     private Tensor(Backend backend, long[] shape) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.shape = shape.clone();
+        long n = elements(this.shape);
+        FloatPointer p = new FloatPointer(backend.allocate(n * Float.BYTES));
+        this.data = p.capacity(n).limit(n);
+        this.numel = n;
+        this.owner = null;
+        this.start = 0;
+        // Where it was allocated, with -Ddistill4j.debug.allocations=true: a stack trace per tensor, so only on demand.
+        this.site = Boolean.getBoolean("distill4j.debug.allocations") ? new Throwable() : null;
+        backend.adopt(this);
+    }
+
+    /** A view of {@code n} elements of {@code owner}'s memory from element {@code start} (checked by the caller). */
+    private Tensor(Tensor owner, long start, long[] shape, long n) {
+        this.backend = owner.backend;
+        this.shape = shape;
+        this.numel = n;
+        this.owner = owner;
+        this.start = start;
+        // Its own address (position 0): code that positions data() relative to 0 works on a view as on a tensor.
+        this.data = owner.data().getPointer(start).capacity(n).limit(n);
+        this.site = null;
+    }
+
+    /** The element count of {@code shape}, checked: no negative dimension, no byte count past 2^63. */
+    private static long elements(long[] shape) {
         long n = 1;
         boolean empty = false, tooLarge = false;
         for (long d : shape) {
@@ -40,12 +71,7 @@ public final class Tensor implements AutoCloseable {
             throw new MemoryLimitException("a tensor of shape " + Arrays.toString(shape)
                     + " would need more than 2^63 bytes", Long.MAX_VALUE, Long.MAX_VALUE);
         }
-        this.numel = n;
-        FloatPointer p = new FloatPointer(backend.allocate(n * Float.BYTES));
-        this.data = p.capacity(n).limit(n);
-        // Where it was allocated, with -Ddistill4j.debug.allocations=true: a stack trace per tensor, so only on demand.
-        this.site = Boolean.getBoolean("distill4j.debug.allocations") ? new Throwable() : null;
-        backend.adopt(this);
+        return n;
     }
 
     /** A tensor of the given shape with uninitialised contents. */
@@ -63,6 +89,29 @@ public final class Tensor implements AutoCloseable {
             throw e;
         }
         return t;
+    }
+
+    /**
+     * A tensor of shape {@code shape} over elements {@code [offset, offset + numel(shape))} of this one's memory,
+     * row-major: writes through either are seen by the other. The view owns no memory ({@link #close()} on it frees
+     * nothing) and throws {@link IllegalStateException} on any use after this tensor (or the tensor this one is a
+     * view of) is closed. Its address is this tensor's plus {@code 4·offset} bytes: backends allocate 64-byte
+     * aligned memory, so an offset that is a multiple of 16 keeps that alignment (kernels that load float4 check
+     * for 16 bytes and otherwise take a slower path).
+     *
+     * @throws IllegalArgumentException when the elements are not all inside this tensor
+     * @throws IllegalStateException when this tensor is closed
+     */
+    public Tensor view(long offset, long... shape) {
+        Objects.requireNonNull(shape, "shape");
+        long[] s = shape.clone();
+        long n = elements(s);
+        data();  // closed (or its owner closed): refused
+        if (offset < 0 || offset > numel - n) {
+            throw new IllegalArgumentException("a view of " + n + " elements " + Arrays.toString(s) + " at offset "
+                    + offset + " does not fit in tensor " + Arrays.toString(this.shape) + " (" + numel + " elements)");
+        }
+        return owner != null ? new Tensor(owner, start + offset, s, n) : new Tensor(this, offset, s, n);
     }
 
     /** The backend that owns this tensor's memory. */
@@ -95,9 +144,14 @@ public final class Tensor implements AutoCloseable {
         return numel;
     }
 
-    /** Whether {@link #close()} was called. */
+    /** Whether {@link #close()} was called (on a view: on it or on the tensor it is a view of). */
     public boolean isClosed() {
-        return data == null;
+        return data == null || (owner != null && owner.data == null);
+    }
+
+    /** Whether this tensor is a {@linkplain #view view} of another's memory. */
+    public boolean isView() {
+        return owner != null;
     }
 
     /**
@@ -107,6 +161,10 @@ public final class Tensor implements AutoCloseable {
      */
     public FloatPointer data() {
         if (data == null) throw new IllegalStateException("tensor " + Arrays.toString(shape) + " is closed");
+        if (owner != null && owner.data == null) {
+            throw new IllegalStateException("view " + Arrays.toString(shape) + " of tensor "
+                    + Arrays.toString(owner.shape) + ": that tensor is closed");
+        }
         return data;
     }
 
@@ -210,10 +268,12 @@ public final class Tensor implements AutoCloseable {
         return this;
     }
 
-    /** Frees the memory. Closing twice is harmless. */
+    /** Frees the memory (a view's: none; the tensor it is a view of stays open). Closing twice is harmless. */
     @Override
     public void close() {
-        if (data != null) {
+        if (owner != null) {
+            data = null;
+        } else if (data != null) {
             backend.free(data);
             data = null;
             backend.disown(this);
@@ -234,6 +294,7 @@ public final class Tensor implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "Tensor" + Arrays.toString(shape) + (data == null ? " (closed)" : " on " + backend.device());
+        return "Tensor" + Arrays.toString(shape) + (isClosed() ? " (closed)" : " on " + backend.device())
+                + (owner != null ? " (view at " + start + ")" : "");
     }
 }

@@ -2,31 +2,30 @@ package org.distill4j.nn;
 
 import java.util.Arrays;
 import org.distill4j.Tensor;
-import org.distill4j.backend.Backend;
 
 /**
  * One trainable tensor of a model: its timm name and shape, its value and its gradient (same shape, accumulated
  * by the backward pass, cleared by {@link VisionTransformer#zeroGrad()}), and whether AdamW decays it (timm decays
  * weight matrices and the patch-embedding kernel, not biases, norms, tokens or the position embedding).
+ *
+ * <p>The value and the gradient are {@linkplain Tensor#view views} at {@link #offset()} of the model's
+ * {@linkplain VisionTransformer#parameterBuffer() parameter} and {@linkplain VisionTransformer#gradientBuffer()
+ * gradient} buffers: they are valid while the model is open.
  */
 public final class Parameter implements AutoCloseable {
     private final String name;
     private final long[] shape;
     private final boolean weightDecay;
+    private final long offset;
     private final Tensor value, grad;
 
-    Parameter(Backend backend, String name, boolean weightDecay, long... shape) {
+    Parameter(String name, boolean weightDecay, long offset, Tensor value, Tensor grad) {
         this.name = name;
-        this.shape = shape.clone();
+        this.shape = value.shape();
         this.weightDecay = weightDecay;
-        this.value = Tensor.empty(backend, shape);
-        Tensor g = null;
-        try {
-            g = Tensor.empty(backend, shape).zero();
-        } finally {
-            if (g == null) value.close();
-        }
-        this.grad = g;
+        this.offset = offset;
+        this.value = value;
+        this.grad = grad;
     }
 
     /** The name in a timm state dict, e.g. {@code blocks.0.attn.qkv.weight}. */
@@ -49,6 +48,15 @@ public final class Parameter implements AutoCloseable {
         return weightDecay;
     }
 
+    /**
+     * Where the value starts in the model's {@linkplain VisionTransformer#parameterBuffer() parameter buffer}, in
+     * floats (the gradient at the same offset of the gradient buffer); a multiple of {@value
+     * VisionTransformer#ALIGNMENT}.
+     */
+    public long offset() {
+        return offset;
+    }
+
     /** The value, in the model's backend memory. */
     public Tensor value() {
         return value;
@@ -59,6 +67,7 @@ public final class Parameter implements AutoCloseable {
         return grad;
     }
 
+    /** Closes the two views (the model's buffers stay open: {@link VisionTransformer#close()} frees them). */
     @Override
     public void close() {
         value.close();

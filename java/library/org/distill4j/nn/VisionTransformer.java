@@ -34,6 +34,13 @@ import org.distill4j.ops.PatchEmbed;
  * each thread its own model, or use one at a time.
  */
 public final class VisionTransformer implements AutoCloseable {
+    /**
+     * Each parameter starts in the flat buffers at a multiple of this many floats (64 bytes): a cache line, and the
+     * 16 bytes the float4 paths of the kernels check for (patch_embed's bias and position embedding; adamw's and
+     * sum_squares' loads do not need it) with room to spare. The gaps are zero and stay zero (nothing writes them):
+     * the global gradient norm, one sum over the whole gradient buffer, does not see them.
+     */
+    public static final int ALIGNMENT = 16;
     /** Java heap a block's objects take, with margin (measured: 6.6 KB with its 24 tensors and 12 parameters). */
     static final long HEAP_PER_BLOCK = 16 << 10;
     private static final int INIT_CHUNK = 1 << 16;
@@ -45,6 +52,10 @@ public final class VisionTransformer implements AutoCloseable {
     private final List<Tensor> owned = new ArrayList<>();
     private final List<Parameter> parameters = new ArrayList<>();
     private final Map<String, Parameter> byName = new LinkedHashMap<>();
+    // Every parameter's value (and gradient) in one buffer: weight-decayed parameters first, then the others, each
+    // group in timm's order; so the optimizer updates each group with one call and zeroGrad is one memset.
+    private final Tensor parameterBuffer, gradientBuffer;
+    private final long decayedLength;
 
     private final PatchEmbed patchEmbed;
     private final Attention attention;
@@ -102,13 +113,29 @@ public final class VisionTransformer implements AutoCloseable {
             patchEmbed = pe;
             attention = at;
 
-            parameterShapes(config).forEach((name, shape) -> {
-                Parameter q = new Parameter(backend, name, decays(name), shape);
-                owned.add(q.value());
-                owned.add(q.grad());
+            Map<String, long[]> shapes = parameterShapes(config);
+            Map<String, Long> offsets = new LinkedHashMap<>();
+            long end = 0, decayedEnd = 0;
+            for (boolean decayed : new boolean[] {true, false}) {
+                for (Map.Entry<String, long[]> e : shapes.entrySet()) {
+                    if (decays(e.getKey()) != decayed) continue;
+                    offsets.put(e.getKey(), end);
+                    end += padded(numel(e.getValue()));
+                }
+                if (decayed) decayedEnd = end;
+            }
+            decayedLength = decayedEnd;
+            // Zeroed, gaps included: the gradient norm sums the whole buffer, and AdamW keeps a zero gap zero.
+            parameterBuffer = tensor(end).zero();
+            gradientBuffer = tensor(end).zero();
+            for (Map.Entry<String, long[]> e : shapes.entrySet()) {
+                String name = e.getKey();
+                long start = offsets.get(name);
+                Parameter q = new Parameter(name, decays(name), start, parameterBuffer.view(start, e.getValue()),
+                        gradientBuffer.view(start, e.getValue()));
                 parameters.add(q);
                 byName.put(name, q);
-            });
+            }
             patchWeight = byName.get("patch_embed.proj.weight");
             patchBias = byName.get("patch_embed.proj.bias");
             clsToken = byName.get("cls_token");
@@ -223,6 +250,31 @@ public final class VisionTransformer implements AutoCloseable {
         return m;
     }
 
+    /** Floats a parameter of {@code n} floats takes in the flat buffers: n rounded up to {@link #ALIGNMENT}. */
+    private static long padded(long n) {
+        return add(n, ALIGNMENT - 1) / ALIGNMENT * ALIGNMENT;
+    }
+
+    private static long numel(long[] shape) {
+        return mul(shape);
+    }
+
+    /**
+     * Length of the flat parameter (and gradient) buffer of a model of {@code config}: every parameter padded to
+     * {@link #ALIGNMENT}, summed without listing them (a config of any depth), saturating at {@link Long#MAX_VALUE}.
+     */
+    static long flatLength(VitConfig config) {
+        final long t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long p = config.patch(), ch = config.channels(), dist = config.distilled() ? 1 : 0;
+        // As parameterShapes: patch_embed.proj, cls_token, dist_token, pos_embed; per block 4 norm vectors, qkv,
+        // proj, fc1, fc2; the final norm; head and head_dist.
+        long stem = add(add(padded(mul(d, ch, p, p)), mul(2 + dist, padded(d))), padded(mul(t, d)));
+        long block = add(add(mul(6, padded(d)), add(padded(mul(3, d, d)), padded(mul(3, d)))),
+                add(add(padded(mul(d, d)), padded(mul(h, d))), add(padded(h), padded(mul(d, h)))));
+        long heads = mul(1 + dist, add(padded(mul(c, d)), padded(c)));
+        return add(add(stem, mul(config.depth(), block)), add(mul(2, padded(d)), heads));
+    }
+
     /** How many tensors {@link #parameterShapes} lists, without listing them. */
     public static long parameterTensors(VitConfig config) {
         return 2 + 1 + 1 + 12L * config.depth() + 2 + 2 + (config.distilled() ? 3 : 0);
@@ -248,7 +300,7 @@ public final class VisionTransformer implements AutoCloseable {
         // Per block: ln1, qkv (3), attn, mid, ln2 [b, t, d]; mean/rstd of both norms [b·t]; lse [b, heads, t];
         // fc1, act [b, t, h].
         long block = add(add(mul(7, b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(2, b, t, h)));
-        long floats = mul(2, config.parameterCount());                       // values and gradients
+        long floats = mul(2, flatLength(config));                            // values and gradients, padded
         floats = add(floats, mul(config.depth(), block));
         floats = add(floats, mul(b, ch, s, s));                               // input
         floats = add(floats, mul(config.depth() + 1L, b, t, d));              // residual stream
@@ -369,6 +421,31 @@ public final class VisionTransformer implements AutoCloseable {
     /** The backend holding every tensor of the model. */
     public Backend backend() {
         return backend;
+    }
+
+    /**
+     * Every parameter's value in one buffer of the backend's memory: each {@link Parameter#value()} is a view of
+     * it at {@link Parameter#offset()}, weight-decayed parameters first ({@link #decayedLength()} floats), then
+     * the others, each starting at a multiple of {@link #ALIGNMENT} floats; the gaps hold zeros. For an optimizer
+     * that updates all parameters in one or two calls; read parameters through {@link #parameters()}.
+     */
+    public Tensor parameterBuffer() {
+        checkOpen();
+        return parameterBuffer;
+    }
+
+    /** Every parameter's gradient in one buffer, laid out as {@link #parameterBuffer()}; the gaps hold zeros. */
+    public Tensor gradientBuffer() {
+        checkOpen();
+        return gradientBuffer;
+    }
+
+    /**
+     * How many floats at the start of the {@linkplain #parameterBuffer() flat buffers} hold the weight-decayed
+     * parameters (with their gaps): the rest holds those AdamW does not decay.
+     */
+    public long decayedLength() {
+        return decayedLength;
     }
 
     /** The parameters in timm's state-dict order and names. */
@@ -517,7 +594,7 @@ public final class VisionTransformer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            for (Parameter p : parameters) p.grad().zero();
+            gradientBuffer.zero();  // one memset: the gaps too, so they stay zero whatever wrote there
         } finally {
             confinement.exit();
         }

@@ -13,6 +13,9 @@ import org.distill4j.natives.Distill4jNative;
  * The gradients are not touched: pass {@link #scale()} to {@link AdamW} as its {@code gradScale}, which multiplies
  * the gradient as it reads it (the same product clip_grad_norm_ writes in place).
  *
+ * <p>The trainer passes one tensor, the model's whole {@linkplain org.distill4j.nn.VisionTransformer#gradientBuffer()
+ * gradient buffer} (its gaps hold zeros): one sum-of-squares call a step whatever the parameter count.
+ *
  * <p>Owns three scalars on its backend, allocated once; close it to free them. Nothing is copied to the host
  * unless {@link #normValue()} or {@link #scaleValue()} is called. Used from one thread at a time.
  */

@@ -5,11 +5,9 @@ import java.util.List;
 import java.util.Objects;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
-import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.ops.AdamW;
 import org.distill4j.ops.CrossEntropy;
-import org.distill4j.ops.GradNorm;
 import org.distill4j.ops.KlDiv;
 import org.distill4j.ops.Reduction;
 
@@ -57,8 +55,6 @@ public final class Trainer implements AutoCloseable {
     private final Backend backend;
     private final TrainOptions options;
     private final LrSchedule schedule;
-    private final List<Parameter> params;
-    private final List<Tensor> grads = new ArrayList<>(), m = new ArrayList<>(), v = new ArrayList<>();
     private final List<Tensor> owned = new ArrayList<>();
     private final Tensor labels, teacherLogits, hardLabels, clsRows, clsLoss, distRows, distLoss, alpha;
     private final CrossEntropy clsCe, distCe;
@@ -67,9 +63,7 @@ public final class Trainer implements AutoCloseable {
     private final float[] hostTarget, hostWeight, hostRows;
     private final float logOn, logOff;
     private final double targetEntropy;
-    private final AdamW adamw;
-    private final GradNorm norm;
-    private final boolean clipping;
+    private final FlatAdamW optimizer;
     private final float[] hostLogits, hostLabels, hostScalar = new float[1];
     private final org.distill4j.ThreadConfinement confinement;
     private long step;
@@ -112,7 +106,6 @@ public final class Trainer implements AutoCloseable {
         }
         long warmup = Math.min(totalSteps - 1, Math.round(options.warmupEpochs() * totalSteps / options.epochs()));
         this.schedule = new LrSchedule(options.lr(), options.minLr(), Math.max(0, warmup), totalSteps);
-        this.params = student.parameters();
         this.clsCe = CrossEntropy.builder().labelSmoothing((float) options.labelSmoothing())
                 .lossScale((float) (mode == Distillation.NONE ? (student.config().distilled() ? 0.5 : 1.0)
                         : 1 - options.alpha())).build();
@@ -130,9 +123,9 @@ public final class Trainer implements AutoCloseable {
         this.logOn = (float) Math.log(on);
         this.logOff = (float) Math.log(off);  // -inf without smoothing: the op takes 0·log 0 as 0
         this.targetEntropy = -(on * Math.log(on) + (off > 0 ? (c - 1) * off * Math.log(off) : 0));
-        this.adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
+        AdamW adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
         boolean ok = false;
-        GradNorm gn = null;
+        FlatAdamW opt = null;
         try {
             labels = tensor(b);
             teacherLogits = mode == Distillation.NONE ? null : tensor(b, c);
@@ -144,19 +137,12 @@ public final class Trainer implements AutoCloseable {
             alpha = tensor().copyFrom(new float[] {(float) options.alpha()});
             ceTarget = tensor(b, c);
             ceWeight = tensor(b);
-            for (Parameter p : params) {
-                grads.add(p.grad());
-                m.add(tensor(p.shape()).zero());
-                v.add(tensor(p.shape()).zero());
-            }
-            // Without clipping the norm is still formed (maxNorm +inf): it is how a non-finite gradient is caught.
-            gn = new GradNorm(backend, options.clipNorm() > 0 ? (float) options.clipNorm() : Float.POSITIVE_INFINITY);
+            opt = new FlatAdamW(student, adamw, (float) options.weightDecay(), (float) options.clipNorm());
             ok = true;
         } finally {
             if (!ok) owned.forEach(Tensor::close);
         }
-        this.norm = gn;
-        this.clipping = options.clipNorm() > 0;
+        this.optimizer = opt;
         this.hostLogits = new float[b * c];
         this.hostLabels = new float[b];
         this.hostTarget = new float[b * c];
@@ -328,7 +314,7 @@ public final class Trainer implements AutoCloseable {
             }
         }
         student.backward();
-        norm.compute(grads);
+        optimizer.computeNorm();
         // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
         double loss;
         if (labeled != null) {
@@ -345,20 +331,14 @@ public final class Trainer implements AutoCloseable {
             // scales both.
             loss += (mode == Distillation.SOFT ? options.alpha() : 1.0) * hostScalar[0];
         }
-        norm.norm().copyTo(hostScalar);
+        optimizer.norm().norm().copyTo(hostScalar);
         double gradNorm = hostScalar[0];
         student.logits().copyTo(hostLogits);
         if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
             throw new NonFiniteException(step + 1, loss, gradNorm);
         }
         step++;
-        float lr = (float) schedule.at(step - 1);
-        float wd = (float) options.weightDecay();
-        for (int i = 0; i < params.size(); i++) {
-            Parameter p = params.get(i);
-            adamw.step(p.value(), p.grad(), m.get(i), v.get(i), step, lr, p.weightDecay() ? wd : 0f,
-                    clipping ? norm.scale() : null);
-        }
+        optimizer.update(step, (float) schedule.at(step - 1));
         int count = batchLabels.length;
         if (labeled != null) {
             count = 0;
@@ -393,14 +373,14 @@ public final class Trainer implements AutoCloseable {
         return student;
     }
 
-    /** AdamW's first moments, one per student parameter, in parameter order. */
+    /** AdamW's first moments, one per student parameter, in parameter order (views of one buffer). */
     public List<Tensor> firstMoments() {
-        return java.util.Collections.unmodifiableList(m);
+        return optimizer.firstMoments();
     }
 
-    /** AdamW's second moments, one per student parameter, in parameter order. */
+    /** AdamW's second moments, one per student parameter, in parameter order (views of one buffer). */
     public List<Tensor> secondMoments() {
-        return java.util.Collections.unmodifiableList(v);
+        return optimizer.secondMoments();
     }
 
     /** Sets the step counter (after loading moments and parameters from a checkpoint). */
@@ -415,7 +395,7 @@ public final class Trainer implements AutoCloseable {
         if (closed) return;
         closed = true;
         owned.forEach(Tensor::close);
-        norm.close();
+        optimizer.close();
     }
 
     private void checkOpen() {
