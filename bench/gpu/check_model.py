@@ -164,11 +164,23 @@ class Ours:
         self.Dh = D // cfg["heads"]
         self.scale = float(np.float32(1.0) / np.sqrt(np.float32(self.Dh)))  # what Attention.java passes
         z = lambda *shape: torch.zeros(shape, device=dev)  # noqa: E731
-        self.w = {k: v.to(dev).contiguous().clone() for k, v in state.items()}
-        self.g = {k: torch.zeros_like(v) for k, v in self.w.items()}
-        self.decay = {k: (k.endswith(".weight") and self.w[k].dim() > 1) for k in self.w}
-        self.m = {k: torch.zeros_like(v) for k, v in self.w.items()}
-        self.v = {k: torch.zeros_like(v) for k, v in self.w.items()}
+        # VisionTransformer.java's flat buffers: decayed parameters first, each at a multiple of 16 floats, the gaps
+        # zero; zeroing is one memset, AdamW one call per group (FlatAdamW.java).
+        self.decay = {k: (k.endswith(".weight") and v.dim() > 1) for k, v in state.items()}
+        order = [k for k in state if self.decay[k]] + [k for k in state if not self.decay[k]]
+        offsets, n = {}, 0
+        for k in order:
+            offsets[k] = n
+            n += -(-state[k].numel() // 16) * 16
+        n_decayed = sum(self.decay.values())
+        self.decayed = offsets[order[n_decayed]] if n_decayed < len(order) else n  # where the no-decay group starts
+        flat = lambda: torch.zeros(n, device=dev)  # noqa: E731
+        self.flat_w, self.flat_g, self.flat_m, self.flat_v = flat(), flat(), flat(), flat()
+        view = lambda buf, k: buf[offsets[k]:offsets[k] + state[k].numel()].view(state[k].shape)  # noqa: E731
+        self.w = {k: view(self.flat_w, k) for k in state}
+        for k, v in state.items():
+            self.w[k].copy_(v)
+        self.g = {k: view(self.flat_g, k) for k in state}
         self.step_count = 0
         M = B * T
         self.images = z(B, cfg["chans"], cfg["img"], cfg["img"])
@@ -272,8 +284,7 @@ class Ours:
                                        g["dist_token"].data_ptr(), None, self.ws_pe.data_ptr())
 
     def zero_grad(self):
-        for t in self.g.values():
-            t.zero_()
+        self.flat_g.zero_()
 
     def train_step(self, alpha, T, lr, wd):
         """Trainer.step's device work (soft distillation, teacher logits given, no clipping): zero grads, forward,
@@ -288,10 +299,11 @@ class Ours:
                          self.g_dist.data_ptr())
         self.backward()
         self.step_count += 1
-        for k, p in self.w.items():
-            self.impl.call("adamw", self.s, p.data_ptr(), self.g[k].data_ptr(), self.m[k].data_ptr(),
-                           self.v[k].data_ptr(), p.numel(), lr, 0.9, 0.999, 1e-8, wd if self.decay[k] else 0.0,
-                           self.step_count, None)
+        n = self.flat_w.numel()
+        for start, end, decay in ((0, self.decayed, wd), (self.decayed, n, 0.0)):
+            ptr = lambda buf: buf.data_ptr() + 4 * start  # noqa: E731
+            self.impl.call("adamw", self.s, ptr(self.flat_w), ptr(self.flat_g), ptr(self.flat_m), ptr(self.flat_v),
+                           end - start, lr, 0.9, 0.999, 1e-8, decay, self.step_count, None)
 
 
 # ---------------------------------------------------------------------------------------------------------
