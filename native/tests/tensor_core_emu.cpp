@@ -30,7 +30,9 @@
 //   Planted bugs, each must be caught (CTest checks the message): bug_read_before_wait (shared memory read after
 //   cp.async without a wait: "result WRONG" in every build), bug_wait_no_sync (read of another thread's copy after
 //   its wait without __syncthreads: a ThreadSanitizer race), bug_mma_lane_exited, bug_mma_diverged,
-//   bug_ldmatrix_misaligned, bug_ldmatrix_global, bug_cp_async_global_dst (the emulator's abort messages).
+//   bug_ldmatrix_misaligned, bug_ldmatrix_global, bug_cp_async_global_dst (the emulator's abort messages),
+//   bug_ldmatrix_no_sync (ldmatrix of rows another warp wrote, without __syncthreads: a ThreadSanitizer race).
+//   Their correct twins read_after_wait_ok and ldmatrix_sync_ok run in every build.
 //
 // Tolerance of mma (derived, not fitted): products of two bf16 (8-bit significands) are exact in fp32. One
 // m16n8k16 step sums 17 terms (c and 16 products); fp32 summation in any order errs by at most 16 u sum|terms|
@@ -173,7 +175,8 @@ __global__ void widen(int n, float *value, uint16_t *back, float2 *pair) {
 int test_bf16(std::mt19937_64 &rng) {
     std::vector<float> in;
     for (uint32_t hi = 0; hi < 65536; ++hi) {
-        for (uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu}) in.push_back(from_bits(hi << 16 | lo));
+        for (uint32_t lo : {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu})
+            in.push_back(from_bits(hi << 16 | lo));
         for (int r = 0; r < 4; ++r) in.push_back(from_bits(hi << 16 | static_cast<uint32_t>(rng() & 0xffff)));
     }
     for (int r = 0; r < (1 << 20); ++r) in.push_back(from_bits(static_cast<uint32_t>(rng())));
@@ -243,9 +246,9 @@ int test_bf16(std::mt19937_64 &rng) {
         const double want = ref_bf16_value(static_cast<uint16_t>(h));
         const float got = value[h];
         const float got_pair = h % 2 == 0 ? pair[h / 2].x : pair[h / 2].y;
+        const bool same = static_cast<double>(got) == want && std::signbit(got) == std::signbit(want);
         const bool ok = std::isnan(want) ? std::isnan(got) && std::isnan(got_pair) && is_quiet_nan_bf16(back[h])
-                                         : static_cast<double>(got) == want && std::signbit(got) == std::signbit(want) &&
-                                               bits(got_pair) == bits(got) && back[h] == h;
+                                         : same && bits(got_pair) == bits(got) && back[h] == h;
         if (!ok && bad_widen++ < 8)
             std::printf("bf16: 0x%04x -> %a (pair %a) -> 0x%04x, want %a and back\n", h, got, got_pair, back[h], want);
     }
@@ -308,7 +311,8 @@ int check_ldmatrix(std::mt19937_64 &rng) {
                 const uint16_t want = rows[static_cast<size_t>((8 * m + i) * 8 + j)];
                 const uint16_t got = static_cast<uint16_t>(out[static_cast<size_t>(lane * N + m)] >> (16 * half));
                 if (got != want && bad++ < 8)
-                    std::printf("ldmatrix.x%d%s: lane %d register %d half %d = 0x%04x, want matrix %d (%d, %d) = 0x%04x\n",
+                    std::printf("ldmatrix.x%d%s: lane %d register %d half %d = 0x%04x, want matrix %d (%d, %d) "
+                                "= 0x%04x\n",
                                 N, TRANS ? ".trans" : "", lane, m, half, got, m, i, j, want);
             }
         }
@@ -534,6 +538,7 @@ __global__ void cp_async_groups(const uint32_t *src, uint32_t *out) {
     for (int i = 0; i < 4; ++i) o[11 + i] = r3[i];
 }
 
+#if D4J_CUDA_EMU  // emulator-only expectations
 // A copy issued and committed, never waited for, by a thread that then returns; the next launch waits (for
 // nothing of its own) and reads the same static shared slot.
 __device__ uint32_t *pending_slot() {
@@ -548,6 +553,7 @@ __global__ void wait_for_nothing(uint32_t *out) {
     cp_async_wait_all();
     for (int i = 0; i < 4; ++i) out[threadIdx.x * 4 + i] = pending_slot()[i];
 }
+#endif
 
 int test_cp_async(std::mt19937_64 &rng) {
     std::vector<uint32_t> src(32 * 16);
@@ -622,6 +628,40 @@ int run_staged_shift(const char *mode, bool buggy) {
     return buggy || ok ? 0 : 1;
 }
 
+// Warp 1 writes the rows, warp 0 loads them with ldmatrix: without the __syncthreads between, a race (TSan sees
+// ldmatrix's loads as warp 0's own).
+template <bool SYNC>
+__global__ void ldmatrix_other_warp(uint32_t *out) {
+    D4J_STATIC_SMEM(smem_row, rows, [32]);
+    const int tid = static_cast<int>(threadIdx.x), lane = tid % 32;
+    if (tid >= 32)
+        for (int c = 0; c < 8; ++c) rows[lane].v[c] = static_cast<uint16_t>(lane * 8 + c);
+    if (SYNC) __syncthreads();
+    if (tid < 32) {
+        uint32_t r[4];
+        ldmatrix(r, &rows[lane]);
+        for (int m = 0; m < 4; ++m) out[lane * 4 + m] = r[m];
+    }
+}
+
+template <bool SYNC>
+int run_ldmatrix_other_warp(const char *mode) {
+    uint32_t *d_out = device_filled<uint32_t>(128, 0);
+    D4J_LAUNCH(ldmatrix_other_warp<SYNC>, 1, 64, 0, nullptr, d_out);
+    bool ok = launched(mode);
+    const std::vector<uint32_t> out = to_host(d_out, 128);
+    // Row r of matrix m holds 8 (8m + r) + column: lane l's register m holds row l / 4, columns 2 (l % 4), +1.
+    for (int lane = 0; lane < 32; ++lane)
+        for (int m = 0; m < 4; ++m) {
+            const uint32_t e = static_cast<uint32_t>(8 * (8 * m + lane / 4) + 2 * (lane % 4));
+            ok = ok && out[static_cast<size_t>(lane * 4 + m)] == (e | (e + 1) << 16);
+        }
+    cudaFree(d_out);
+    std::printf("%s: result %s\n", mode, ok ? "correct" : "WRONG");
+    return !SYNC || ok ? 0 : 1;
+}
+
+#if D4J_CUDA_EMU  // the emulator's aborts
 __global__ void mma_lane_exited(float *out) {
     const int lane = static_cast<int>(threadIdx.x) % 32;
     if (lane == 5) return;
@@ -649,8 +689,8 @@ __global__ void ldmatrix_bad_address(const uint16_t *global_rows, uint32_t *out)
     for (int c = 0; c < 8; ++c) rows[lane].v[c] = static_cast<uint16_t>(lane * 8 + c);
     __syncwarp();
     // Misaligned: a row that starts 8 bytes into a 16-byte slot (lane 3 only: the others are right).
-    const void *row = GLOBAL ? static_cast<const void *>(global_rows + lane * 8)
-                             : static_cast<const void *>(reinterpret_cast<const char *>(&rows[lane]) + (lane == 3 ? 8 : 0));
+    const char *mine = reinterpret_cast<const char *>(&rows[lane]) + (lane == 3 ? 8 : 0);
+    const void *row = GLOBAL ? static_cast<const void *>(global_rows + lane * 8) : static_cast<const void *>(mine);
     uint32_t r[4];
     ldmatrix(r, row);
     for (int m = 0; m < 4; ++m) out[lane * 4 + m] = r[m];
@@ -660,11 +700,14 @@ __global__ void cp_async_to_global(const float *in, float *not_shared) {
     cp_async_cg16(not_shared + 4 * threadIdx.x, in + 4 * threadIdx.x);
     cp_async_wait_all();
 }
+#endif
 
 int run_planted(const std::string &mode) {
     if (mode == "read_after_wait_ok") return run_staged_shift<true, true>("read_after_wait_ok", false);
     if (mode == "bug_read_before_wait") return run_staged_shift<false, true>("bug_read_before_wait", true);
     if (mode == "bug_wait_no_sync") return run_staged_shift<true, false>("bug_wait_no_sync", true);
+    if (mode == "ldmatrix_sync_ok") return run_ldmatrix_other_warp<true>("ldmatrix_sync_ok");
+    if (mode == "bug_ldmatrix_no_sync") return run_ldmatrix_other_warp<false>("bug_ldmatrix_no_sync");
 #if D4J_CUDA_EMU
     // The emulator abort()s on misuse; CTest counts a death by signal as a failure before it looks at the
     // output: leave with a plain exit status instead (the message is what CTest checks).
@@ -672,7 +715,7 @@ int run_planted(const std::string &mode) {
     float *f = device_filled<float>(256, 0.0f);
     uint16_t *h = device_filled<uint16_t>(256, 0);
     uint32_t *u = device_filled<uint32_t>(128, 0);
-    if (mode == "bug_mma_lane_exited") D4J_LAUNCH(mma_lane_exited, 1, 64, 0, nullptr, f);
+    if (mode == "bug_mma_lane_exited") D4J_LAUNCH(mma_lane_exited, 1, 32, 0, nullptr, f);
     else if (mode == "bug_mma_diverged") D4J_LAUNCH(mma_diverged, 1, 32, 0, nullptr, f);
     else if (mode == "bug_ldmatrix_misaligned") D4J_LAUNCH(ldmatrix_bad_address<false>, 1, 32, 0, nullptr, h, u);
     else if (mode == "bug_ldmatrix_global") D4J_LAUNCH(ldmatrix_bad_address<true>, 1, 32, 0, nullptr, h, u);
@@ -693,7 +736,8 @@ int run_planted(const std::string &mode) {
 
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "all";
-    if (mode.rfind("bug_", 0) == 0 || mode == "read_after_wait_ok") return run_planted(mode);
+    if (mode.rfind("bug_", 0) == 0 || mode == "read_after_wait_ok" || mode == "ldmatrix_sync_ok")
+        return run_planted(mode);
     std::mt19937_64 rng(d4j_test::test_seed("tensor_core_emu"));
     int status = 0;
     bool known = false;
