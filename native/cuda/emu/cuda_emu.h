@@ -28,6 +28,8 @@
 //   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
 //     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
 //     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
+//   - bf16 (cuda_bf16_emu.h) and the tensor-core instructions of ../tensor_core.cuh (tensor_core_emu.h: mma.sync
+//     and ldmatrix as warp collectives, cp.async deferred until its wait_group, on_kernel_return below).
 // Not modelled: memory fences, bank conflicts, occupancy, timing; __CUDA_ARCH__ is undefined; the fast-math
 // intrinsics (__expf, ...) are the exact functions. The OS threads are pooled and reused across launches (see
 // thread_pool): a block then costs little more than its barriers, ~1-5 ms for 256 threads. Under
