@@ -3,8 +3,9 @@
 # repository root:
 #   bash bench/gpu/check.sh             build with CMake (nvcc, for the GPU's own architecture only, e.g. 90-real
 #                                       on an H100: D4J_CUDA_ARCHITECTURES=... overrides), then on the GPU
-#                                       bench/gpu/check_{kl,patch_embed,attention,linear,loss,norm,model}.py (each
-#                                       runs whatever the others say)
+#                                       bench/gpu/check_{kl,patch_embed,attention,linear,loss,norm,model}.py and
+#                                       native/tests/tensor_core_emu.cpp built by nvcc (each runs whatever the
+#                                       others say)
 #   bash bench/gpu/check.sh --dry-run   no GPU: emulated CUDA library vs CPU library vs numpy; the checks that need
 #                                       torch (linear, loss, norm, model) run on torch CPU tensors when $PYTHON
 #                                       has torch, and say SKIPPED otherwise, e.g.
@@ -33,7 +34,8 @@ done
 
 PY=${PYTHON:-python3}
 JSON_DIR=$BUILD/json  # one file per script; merged into $OUT/gpu_checks.json at the end
-CHECKS=(model norm linear attention patch_embed kl loss)  # most informative first: a cut-short run keeps them
+# Most informative first: a cut-short run keeps them. tensor_core is not a script (check_tensor_core below).
+CHECKS=(model norm linear attention patch_embed kl loss tensor_core)
 if [[ -n ${D4J_CHECKS:-} ]]; then read -r -a CHECKS <<<"$D4J_CHECKS"; fi  # e.g. D4J_CHECKS="norm loss"
 OUT_DIR=${OUT:-}
 if [[ -n $OUT_DIR ]]; then
@@ -50,6 +52,23 @@ else
 fi
 
 source bench/gpu/check_lib.sh
+
+# native/tests/tensor_core_emu.cpp, the emulator's test of mma.sync/ldmatrix/cp.async/bf16 (fragment layouts from
+# the PTX ISA's text), compiled by nvcc for this GPU and run on it: the layouts the emulator assumes, confirmed on
+# hardware. In a dry run g++ compiles it against the emulator instead. Uses main's $archs.
+check_tensor_core() {
+  local bin=$BUILD/tensor_core_check
+  if [[ $DRY_RUN == 1 ]]; then
+    g++ -std=c++20 -O2 -pthread -Inative/include -Inative/cuda -Inative/tests -x c++ native/tests/tensor_core_emu.cpp \
+      -o "$bin" || return 1
+  else
+    local arch=native
+    if [[ -n ${archs:-} ]]; then arch=sm_${archs%%[-;]*}; fi
+    nvcc -std=c++17 -O2 -x cu -arch="$arch" -Inative/include -Inative/cuda -Inative/tests \
+      native/tests/tensor_core_emu.cpp -o "$bin" || return 1
+  fi
+  "$bin" all
+}
 
 main() {
   # main runs as a pipeline element with the caller's `set +e`: turn errexit back on for its own steps.
@@ -136,12 +155,16 @@ main() {
   local name all=0
   declare -A verdict
   for name in "${CHECKS[@]}"; do
-    section "check_$name.py"
+    if [[ $name == tensor_core ]]; then section "tensor_core_emu.cpp"; else section "check_$name.py"; fi
     local extra=()
     if [[ $name == model ]]; then extra=(--logits-json "$REF_JSON"); fi
     local t0=$SECONDS rc=0
-    "$PY" "bench/gpu/check_$name.py" --lib-dir "$LIB" --json "$JSON_DIR/gpu_$name.json" "${extra[@]}" \
-      "${PY_ARGS[@]}" || rc=$?
+    if [[ $name == tensor_core ]]; then
+      check_tensor_core || rc=$?
+    else
+      "$PY" "bench/gpu/check_$name.py" --lib-dir "$LIB" --json "$JSON_DIR/gpu_$name.json" "${extra[@]}" \
+        "${PY_ARGS[@]}" || rc=$?
+    fi
     if [[ $rc == 0 ]]; then
       verdict[$name]="PASSED ($((SECONDS - t0))s)"
     elif [[ $rc == 75 && $DRY_RUN == 1 ]]; then
@@ -166,7 +189,9 @@ with open(dst, "w") as fh:
 print(f"merged {len(merged)} JSON files ({', '.join(merged)}) into {dst}")
 PYEOF
   for name in "${CHECKS[@]}"; do
-    echo "check_$name.py: ${verdict[$name]}"
+    local label=check_$name.py
+    if [[ $name == tensor_core ]]; then label=tensor_core_emu.cpp; fi
+    echo "$label: ${verdict[$name]}"
   done
   return $all
 }

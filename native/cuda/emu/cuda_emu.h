@@ -28,6 +28,8 @@
 //   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
 //     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
 //     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
+//   - bf16 (cuda_bf16_emu.h) and the tensor-core instructions of ../tensor_core.cuh (tensor_core_emu.h: mma.sync
+//     and ldmatrix as warp collectives, cp.async deferred until its wait_group, on_kernel_return below).
 // Not modelled: memory fences, bank conflicts, occupancy, timing; __CUDA_ARCH__ is undefined; the fast-math
 // intrinsics (__expf, ...) are the exact functions. The OS threads are pooled and reused across launches (see
 // thread_pool): a block then costs little more than its barriers, ~1-5 ms for 256 threads. Under
@@ -236,6 +238,8 @@ struct thread_ctx {
     uint64_t seq;
 };
 inline thread_local thread_ctx *tls = nullptr;
+// Called when this thread returns from a kernel, if set (tensor_core_emu.h: its cp.async copies still pending).
+inline thread_local void (*on_kernel_return)() = nullptr;
 
 [[noreturn]] inline void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 inline void fail(const char *fmt, ...) {
@@ -432,6 +436,7 @@ inline void run(const char *kernel, dim3 grid, dim3 block, size_t smem_bytes, co
                         static_cast<unsigned>(b / (uint64_t{grid.x} * grid.y))};
             c.seq = 0;
             body();
+            if (on_kernel_return != nullptr) on_kernel_return();
             // Returned from the kernel: this thread no longer counts at the block's or its warp's barriers.
             c.warp->live.fetch_and(~(1u << c.lane), std::memory_order_relaxed);
             c.warp->bar->arrive_and_drop();
@@ -694,4 +699,6 @@ inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemc
     return cudaMemcpyAsync(dst, src, bytes, kind);
 }
 
+
+#include "cuda_bf16_emu.h"  // __nv_bfloat16 and its conversions, as <cuda_bf16.h> has them
 #endif

@@ -25,6 +25,14 @@ sys.path.insert(0, HERE)
 from mutants import MUTANTS  # noqa: E402
 
 CONFIGS = [("plain", []), ("tsan", ["-DD4J_SANITIZE=thread"]), ("asan", ["-DD4J_SANITIZE=address"])]
+# native/tests/tensor_core_emu.cpp's CTest entries (the last two under ThreadSanitizer only).
+TENSOR_CORE_TESTS = [
+    "tensor_core_bf16", "tensor_core_ldmatrix", "tensor_core_mma_layout", "tensor_core_tile",
+    "tensor_core_cp_async", "tensor_core_read_after_wait_ok", "tensor_core_ldmatrix_sync_ok",
+    "tensor_core_bug_read_before_wait", "tensor_core_bug_mma_lane_exited", "tensor_core_bug_mma_diverged",
+    "tensor_core_bug_ldmatrix_misaligned", "tensor_core_bug_ldmatrix_global", "tensor_core_bug_cp_async_global_dst",
+    "tensor_core_bug_wait_no_sync", "tensor_core_bug_ldmatrix_no_sync",
+]
 # The tests that exercise each file's kernels, run first.
 OP_TESTS = {
     "reduce.cuh": ["kl_div_emu_vs_cpu", "cross_entropy_emu", "norm_act_emu"],
@@ -32,6 +40,8 @@ OP_TESTS = {
     "cross_entropy.cu": ["cross_entropy_emu"], "attention.cu": ["attention_emu"],
     "patch_embed.cu": ["patch_embed_emu"], "token_rows.cu": ["token_rows_emu"], "adamw.cu": ["adamw_emu"],
     "linear.cu": ["linear_emu"],
+    "emu/tensor_core_emu.h": TENSOR_CORE_TESTS, "emu/cuda_bf16_emu.h": TENSOR_CORE_TESTS,
+    "tensor_core.cuh": TENSOR_CORE_TESTS,
 }
 # Tests that never load libdistill4j_cudaemu: a mutant of native/cuda cannot change them.
 UNRELATED = ["cpu_threads", "cpu_regions_num_threads", "cpu_thread_invariance"]
