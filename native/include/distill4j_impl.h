@@ -99,6 +99,16 @@ D4J_IMPL_API int d4j_impl_attention_backward(void *stream, const float *qkv, con
                                              float scale, float *dqkv, void *workspace);
 
 /*
+ * The same attention forward in bf16 on tensor cores (issue #18; not yet used by the model): qkv [B, N, 3, H, Dh]
+ * and out [B, N, H*Dh] hold bf16 values as uint16_t bit patterns (the upper half of the IEEE binary32 word, as
+ * CUDA's __nv_bfloat16 and torch.bfloat16 store them); lse [B, H, N] is fp32, natural log. S = Q K^T, the softmax
+ * statistics and O are fp32; P is rounded to bf16 (nearest even) before P V, out rounded once. Dh 32 or 64 (others
+ * rejected with a message), any N >= 1, scale finite; qkv and out 16-byte aligned (cuda). No workspace.
+ */
+D4J_IMPL_API int d4j_impl_attention_bf16_forward(void *stream, const uint16_t *qkv, int64_t B, int64_t N, int64_t H,
+                                                 int64_t Dh, float scale, uint16_t *out, float *lse);
+
+/*
  * Linear layer, weights stored (out, in) as PyTorch's nn.Linear:  y = x W^T + b (+ residual).
  *   x [M, K], weight [N, K], bias [N] or NULL, residual [M, N] or NULL (the ViT's skip connection, fused so the
  *   block output is written once; it may not alias y), y [M, N] WRITTEN.
