@@ -109,9 +109,11 @@ __global__ void __launch_bounds__(kThreads) attn_bf16_fwd(const uint16_t *qkv, i
     constexpr int NB = kBc / 8;   // 8-key blocks of S
     constexpr int DB = DH / 8;    // 8-column blocks of O
     D4J_DYNAMIC_SMEM(uint16_t, smem);
+    // Stage st: K at tile 1 + 2 st, V at 2 + 2 st (arithmetic, not a pointer array: indexed by a loop variable,
+    // an array would live in local memory).
     uint16_t *sQ = smem;
-    uint16_t *sK[2] = {sQ + kTileElems<DH>, sQ + 3 * kTileElems<DH>};
-    uint16_t *sV[2] = {sQ + 2 * kTileElems<DH>, sQ + 4 * kTileElems<DH>};
+    const auto sK = [&](int st) { return sQ + (1 + 2 * st) * kTileElems<DH>; };
+    const auto sV = [&](int st) { return sQ + (2 + 2 * st) * kTileElems<DH>; };
 
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane % 4;
     const int q0 = static_cast<int>(blockIdx.x) * kBr, h = static_cast<int>(blockIdx.y),
@@ -122,8 +124,8 @@ __global__ void __launch_bounds__(kThreads) attn_bf16_fwd(const uint16_t *qkv, i
     const int tiles = (N + kBc - 1) / kBc;
 
     stage_tile<DH>(sQ, q_src, stride, q0, N);
-    stage_tile<DH>(sK[0], k_src, stride, 0, N);
-    stage_tile<DH>(sV[0], v_src, stride, 0, N);
+    stage_tile<DH>(sK(0), k_src, stride, 0, N);
+    stage_tile<DH>(sV(0), v_src, stride, 0, N);
     cp_async_commit();
 
     uint32_t qf[KS][4];
@@ -137,8 +139,8 @@ __global__ void __launch_bounds__(kThreads) attn_bf16_fwd(const uint16_t *qkv, i
         const int st = kt % 2;
         if (kt + 1 < tiles) {
             // Stage (kt + 1) % 2 was last read in iteration kt - 1, before its closing barrier.
-            stage_tile<DH>(sK[st ^ 1], k_src, stride, (kt + 1) * kBc, N);
-            stage_tile<DH>(sV[st ^ 1], v_src, stride, (kt + 1) * kBc, N);
+            stage_tile<DH>(sK(st ^ 1), k_src, stride, (kt + 1) * kBc, N);
+            stage_tile<DH>(sV(st ^ 1), v_src, stride, (kt + 1) * kBc, N);
             cp_async_commit();
             cp_async_wait<1>();  // tile kt (and Q) landed; kt + 1 may still be in flight
         } else {
@@ -157,7 +159,7 @@ __global__ void __launch_bounds__(kThreads) attn_bf16_fwd(const uint16_t *qkv, i
         float s[NB][4];
 #pragma unroll
         for (int j = 0; j < NB; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        const uint16_t *K = sK[st], *V = sV[st];
+        const uint16_t *K = sK(st), *V = sV(st);
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
