@@ -325,9 +325,9 @@ MUTANTS = [
               "                return (a >> 16) | (b & 0xffff0000u);\n            };\n"
               "            const uint32_t pa[4] = {pack_bf16x2("),
     dict(id="abf16-no-mask", file="attention_bf16.cu", cls="removed bounds check",
-         why="keys past N in the last tile not masked: their zero-filled K rows score 0 and join l",
+         why="keys masked against the padded length (tiles * 64), not N: the zero-filled K rows of the last tile score 0 and join l",
          orig="const bool valid = k0 + 8 * j + 2 * t + e % 2 < N;",
-         repl="const bool valid = true;"),
+         repl="const bool valid = k0 + 8 * j + 2 * t + e % 2 < tiles * kBc;"),
     dict(id="abf16-swizzle-load", file="attention_bf16.cu", cls="wrong swizzle",
          why="the cp.async stores unswizzled rows while ldmatrix reads swizzled ones",
          orig="cp_async_cg16(dst + swz<DH>(r, c),",
