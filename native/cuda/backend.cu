@@ -22,7 +22,8 @@ int d4j::cuda::check_launch(const char *what) {
     last_error = std::string(what) + ": " + cudaGetErrorString(e);
 #if D4J_CUDA_EMU
     // The emulator's reason (which argument, which devices) is worth more than the error code's text.
-    if (!d4j_emu::device_error.empty()) last_error += " (emulator: " + d4j_emu::device_error + ")";
+    if (e == cudaErrorIllegalAddress && !d4j_emu::device_error.empty())
+        last_error += " (emulator: " + d4j_emu::device_error + ")";
     d4j_emu::device_error.clear();
 #endif
     return 1;

@@ -221,6 +221,7 @@ inline bool on_current_device(const char *what, const char *which, const void *p
     last_error = cudaErrorIllegalAddress;
     return false;
 }
+
 // Highest limit any kernel was given with cudaFuncSetAttribute (not tracked per kernel: a simplification).
 inline std::atomic<size_t> dynamic_smem_limit{kDefaultDynamicSmem};
 

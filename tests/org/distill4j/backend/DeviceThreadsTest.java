@@ -102,30 +102,35 @@ class DeviceThreadsTest {
     }
 
     /**
-     * Opened on one thread, its memory allocated on a second (the model's constructor), run on a third: the
-     * allocations must happen on device 1 too (the emulator tags them with the device current at the call).
+     * The issue's case: cuda-emu:1 opened on one thread, a model built there and run on another. Beside it a second
+     * model on the same backend built on a third thread (its memory allocated where the backend was never opened:
+     * the allocations must switch to device 1 too), also run on the other thread; then both again where they began.
      */
     @Test
     void emulatedDevice1BuiltOnOneThreadRunsOnAnother() throws Exception {
         Case c = newCase();
         ExecutorService opener = Executors.newSingleThreadExecutor(), builder = Executors.newSingleThreadExecutor(),
                 runner = Executors.newSingleThreadExecutor();
+        List<VisionTransformer> models = new ArrayList<>();
+        Backend backend = on(opener, () -> Backends.open(Device.cudaEmu(1)));
         try {
-            Backend backend = on(opener, () -> Backends.open(Device.cudaEmu(1)));
-            VisionTransformer m = on(builder, () -> build(backend, c));
-            try {
+            models.add(on(opener, () -> build(backend, c)));
+            models.add(on(builder, () -> build(backend, c)));
+            String[] where = {"built on the thread that opened it", "built on a third thread"};
+            for (int i = 0; i < 2; ++i) {
+                VisionTransformer m = models.get(i);
                 Outputs got = on(runner, () -> run(m, c.images(), c.dLogits(), c.dDist()));
-                assertMatchesCpu(got, c, "cuda-emu:1 built on one thread, run on another");
-                // Back on the first thread, after the second: each call sets the device again.
-                got = on(builder, () -> run(m, c.images(), c.dLogits(), c.dDist()));
-                assertMatchesCpu(got, c, "cuda-emu:1 run again on the thread that built it");
-            } finally {
-                on(runner, () -> {
-                    close(m);
-                    return null;
-                });
+                assertMatchesCpu(got, c, "cuda-emu:1 " + where[i] + ", run on another");
+                // Back on the thread that built it, after the other: each call sets the device again.
+                got = on(i == 0 ? opener : builder, () -> run(m, c.images(), c.dLogits(), c.dDist()));
+                assertMatchesCpu(got, c, "cuda-emu:1 " + where[i] + ", run there again");
             }
         } finally {
+            on(runner, () -> {
+                for (VisionTransformer m : models) m.close();
+                backend.close();
+                return null;
+            });
             opener.shutdownNow();
             builder.shutdownNow();
             runner.shutdownNow();
