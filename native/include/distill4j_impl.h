@@ -14,6 +14,7 @@
 #ifndef DISTILL4J_IMPL_H
 #define DISTILL4J_IMPL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -31,8 +32,24 @@ enum d4j_reduction {
     D4J_REDUCTION_MEAN = 3       /* sum / (B*C): PyTorch's `mean`, not the KL */
 };
 
-/* Prepares the implementation for `device` (cuda: cudaSetDevice + capability check; others: nothing). */
+/* Prepares the implementation for `device` (cuda: range and capability checks, then d4j_impl_set_device;
+ * others: nothing). */
 D4J_IMPL_API int d4j_impl_init(int device);
+/*
+ * Makes `device` current on the calling thread (cuda, cuda-emu: cudaSetDevice unless cudaGetDevice already says so;
+ * cpu: nothing). CUDA's current device belongs to the host thread, and a backend opened on one thread is called from
+ * others: the dispatch library calls this before every entry below that takes a stream, so the entries themselves
+ * may assume the backend's device is current (cuBLAS handles, launches, cudaGetDevice all rely on it).
+ */
+D4J_IMPL_API int d4j_impl_set_device(int device);
+/*
+ * Optional (cuda-emu only): memory for a host-memory backend that the implementation wants to know about. The
+ * emulator tags each block with the device current at the call, so that a launch with another device current is
+ * caught as hardware would fault. NULL when out of memory. d4j_impl_free returns nonzero for a pointer it did
+ * not allocate.
+ */
+D4J_IMPL_API void *d4j_impl_malloc(size_t bytes);
+D4J_IMPL_API int d4j_impl_free(void *ptr);
 /* Message of the last failed call on this thread (never NULL). */
 D4J_IMPL_API const char *d4j_impl_last_error(void);
 /* Blocks until the work queued on `stream` has finished (cpu, cuda-emu: returns at once). */

@@ -64,6 +64,22 @@ public final class Distill4jNative {
     /** Frees memory from {@link #d4j_host_alloc}. */
     public static native void d4j_host_free(Pointer ptr);
 
+    /**
+     * Makes the backend's device current on the calling thread, for the caller's own CUDA runtime calls (the
+     * kernel calls below do it themselves); 0, or nonzero with {@link #d4j_backend_last_error}'s message.
+     */
+    public static native int d4j_backend_use_device(d4j_backend backend);
+
+    /**
+     * Memory of a host-memory backend (cpu, cuda-emu): the implementation's allocator on the backend's device when
+     * it has one (cuda-emu: the emulator's, which tags it with the device), else {@link #d4j_host_alloc}; null
+     * when out of memory.
+     */
+    public static native Pointer d4j_backend_alloc(d4j_backend backend, @Cast("size_t") long bytes);
+
+    /** Frees memory from {@link #d4j_backend_alloc}; nonzero for a pointer it did not return. */
+    public static native int d4j_backend_free(d4j_backend backend, Pointer ptr);
+
     /** Fused log_softmax + KL divergence: see {@code d4j_impl_kl_div} in native/include/distill4j_impl.h. */
     public static native int d4j_kl_div(d4j_backend backend, Pointer stream, @Const FloatPointer student,
                                         @Const FloatPointer teacher, @Cast("int64_t") long batch,
