@@ -212,6 +212,7 @@ void argmax_case(d4j_backend *be, const char *name, int64_t B, int64_t C, bool w
     if (with_nan) {
         for (int64_t b = 0; b < B; b += 2) x.p[b * C + (rng() % C)] = NAN;
         if (C > 1) x.p[(B - 1) * C + C - 1] = NAN;  // a NaN in the last column: past every lane's first element
+        if (C > 37) x.p[5] = x.p[37] = NAN;         // two NaNs in one lane (5 and 37 mod 32): the first must win
     }
     const int rc = d4j_argmax(be, nullptr, x.p, B, C, idx.data());
     bool ok = rc == 0;

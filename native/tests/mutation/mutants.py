@@ -125,6 +125,10 @@ MUTANTS = [
          why=">= for > in the comparison: equal maxima let the later index win (torch.argmax keeps the first)",
          orig="return va > vb || (va == vb && ia < ib);",
          repl="return va >= vb;"),
+    dict(id="ce-argmax-nan-order", file="cross_entropy.cu", cls="wrong tie-break",
+         why="any NaN beats the best so far, another NaN included: the last NaN of a row wins, not torch's first",
+         orig="if (na || nb) return na && (!nb || ia < ib);",
+         repl="if (na || nb) return na;"),
 
     # ---- attention.cu
     dict(id="attn-fwd-syncwarp", file="attention.cu", cls="dropped __syncwarp",
