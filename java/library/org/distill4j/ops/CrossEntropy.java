@@ -17,8 +17,8 @@ import org.distill4j.natives.Distill4jNative;
  * <p>PyTorch equivalence: {@code loss = F.cross_entropy(logits, labels, label_smoothing=eps) * lossScale} (reduction
  * {@code mean}, no class weights, no ignore index); the gradient is {@code lossScale/B · (softmax − target)} with
  * {@code target = (1 − eps)·onehot + eps/C}. Labels and argmax indices are int32 ({@link IntTensor}), as PyTorch's
- * are integers (int64 there; int32 covers any class count a [B, C] float tensor can hold here, C &lt; 2³¹). There is
- * no ignore index: PyTorch's default −100 is an out-of-range label here.
+ * are integers (int64 there; int32 covers every class count the kernels take, C &lt; 2³¹). PyTorch's default
+ * {@code ignore_index} −100 is an out-of-range label here.
  *
  * <p>Labels are checked to be in [0, C) when the backend's memory is host memory (cpu, cuda-emu): an
  * {@link IllegalArgumentException} names the first bad row and its value. On cuda they live in device memory and
