@@ -37,10 +37,10 @@ struct function_table {
     int (*layernorm_backward)(void *, const float *, const float *, const float *, const float *, const float *, int64_t, int64_t, float *, float *, float *, void *);
     int (*gelu_forward)(void *, const float *, int64_t, float *);
     int (*gelu_backward)(void *, const float *, const float *, int64_t, float *);
-    int (*cross_entropy)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *, float *);
+    int (*cross_entropy)(void *, const float *, const int32_t *, int64_t, int64_t, float, float, float *, float *, float *);
     int (*cross_entropy_soft)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *,
                               float *);
-    int (*argmax)(void *, const float *, int64_t, int64_t, float *);
+    int (*argmax)(void *, const float *, int64_t, int64_t, int32_t *);
     int (*sum_squares)(void *, const float *, int64_t, int, float *);
     int (*clip_scale)(void *, const float *, float, float *, float *);
     int (*adamw)(void *, float *, const float *, float *, float *, int64_t, float, float, float, float, float, int64_t, const float *);
@@ -275,7 +275,7 @@ int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const 
     return backend->fn.gelu_backward(stream, x, dy, n, dx);
 }
 
-int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
     if (int e = use_device(backend)) return e;
     return backend->fn.cross_entropy(stream, logits, labels, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
 }
@@ -285,7 +285,7 @@ int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logi
     return backend->fn.cross_entropy_soft(stream, logits, targets, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
 }
 
-int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index) {
+int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, int32_t *index) {
     if (int e = use_device(backend)) return e;
     return backend->fn.argmax(stream, x, B, C, index);
 }

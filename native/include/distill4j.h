@@ -88,9 +88,9 @@ D4J_API int d4j_layernorm_forward(d4j_backend *backend, void *stream, const floa
 D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace);
 D4J_API int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y);
 D4J_API int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx);
-D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
+D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
 D4J_API int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
-D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index);
+D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, int32_t *index);
 D4J_API int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out);
 D4J_API int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale);
 D4J_API int d4j_adamw(d4j_backend *backend, void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, const float *grad_scale);

@@ -153,13 +153,16 @@ D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const floa
 /*
  * Fused softmax + cross-entropy forward and backward in one pass (llm.c's fused classifier), PyTorch's
  * F.cross_entropy(logits, labels, label_smoothing=eps) with reduction 'mean', times loss_scale:
- *   logits [B, C]; labels [B] class indices stored as floats (exact below 2^24; each in [0, C), checked in Java);
+ *   logits [B, C]; labels [B] int32 class indices, each in [0, C) (no ignore_index: PyTorch's -100 is out of range);
  *   row_loss [B] WRITTEN: loss_scale * the row's loss; loss [1] WRITTEN: their mean (NULL skips it);
  *   grad [B, C] WRITTEN: loss_scale/B * (softmax - target), target = (1 - eps) onehot + eps/C (NULL skips it).
+ * A label outside [0, C) is never used as an index. The CPU kernel returns nonzero (the message names the row and the
+ * label) before writing anything; a CUDA kernel cannot report without a synchronisation, so it writes NaN into that
+ * row's loss and gradient row, and the mean is NaN. Java checks labels in host memory before either runs.
  */
-D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const float *labels, int64_t B, int64_t C,
-                                        float label_smoothing, float loss_scale, float *row_loss, float *loss,
-                                        float *grad);
+D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const int32_t *labels, int64_t B,
+                                        int64_t C, float label_smoothing, float loss_scale, float *row_loss,
+                                        float *loss, float *grad);
 /*
  * The same with probability targets (Mixup, CutMix, soft labels): F.cross_entropy(logits, targets,
  * label_smoothing=eps) with a float target [B, C], reduction 'mean' (over B), times loss_scale:
@@ -170,8 +173,11 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const
 D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *stream, const float *logits, const float *targets, int64_t B,
                                              int64_t C, float label_smoothing, float loss_scale, float *row_loss,
                                              float *loss, float *grad);
-/* index [B] WRITTEN: the column of each row's maximum (first on ties, as torch.argmax), stored as a float. */
-D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, float *index);
+/*
+ * index [B] int32 WRITTEN: the column of each row's maximum as torch.argmax(x, 1) gives it: the first of equal
+ * maxima, and the first NaN where a row holds one (NaN is the maximum). C < 2^31.
+ */
+D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, int32_t *index);
 
 /*
  * Global gradient-norm clipping without a host round trip (torch.nn.utils.clip_grad_norm_):
