@@ -86,13 +86,13 @@ def main():
         for eps in (0.0, 0.1):
             x = torch.randn(B, C, generator=gen, device=dev) * 3.0
             y = torch.randint(0, C, (B,), generator=gen, device=dev)
-            yf = y.float()
+            yi = y.int()  # the kernel's labels are int32
             rows = torch.full((B,), float("nan"), device=dev)
             loss = torch.full((1,), float("nan"), device=dev)
             grad = torch.full((B, C), float("nan"), device=dev)
-            ce(x, yf, eps, 0.5, rows, loss, grad)
+            ce(x, yi, eps, 0.5, rows, loss, grad)
             loss2 = torch.full((1,), float("nan"), device=dev)
-            ce(x, yf, eps, 0.5, rows, loss2, grad)
+            ce(x, yi, eps, 0.5, rows, loss2, grad)
             x64 = x.double().requires_grad_()
             r64 = F.cross_entropy(x64, y, reduction="none", label_smoothing=eps) * 0.5
             l64 = r64.mean()
@@ -106,7 +106,7 @@ def main():
         x = (torch.rand(B, C, generator=gen, device=dev) * 2 - 1) * 1e4
         y = torch.randint(0, C, (B,), generator=gen, device=dev)
         rows, loss, grad = torch.empty(B, device=dev), torch.empty(1, device=dev), torch.empty(B, C, device=dev)
-        ce(x, y.float(), 0.1, 2.0, rows, loss, grad)
+        ce(x, y.int(), 0.1, 2.0, rows, loss, grad)
         x64 = x.double().requires_grad_()
         l64 = F.cross_entropy(x64, y, label_smoothing=0.1) * 2.0
         l64.backward()
@@ -138,7 +138,7 @@ def main():
     for (B, C) in argmax_shapes:
         x = torch.randint(0, 4, (B, C), generator=gen, device=dev).float()
         x[::3, C // 2] = float("nan")
-        idx = torch.full((B,), -1.0, device=dev)
+        idx = torch.full((B,), -1, dtype=torch.int32, device=dev)
         call("d4j_impl_argmax", x.data_ptr(), B, C, idx.data_ptr())
         ok = torch.equal(idx.long(), torch.argmax(x, 1))
         report(ok, f"argmax B={B} C={C}")
@@ -193,12 +193,12 @@ def main():
         for (B, C) in timed_ce:
             x = torch.randn(B, C, generator=gen, device=dev)
             y = torch.randint(0, C, (B,), generator=gen, device=dev)
-            yf = y.float()
+            yi = y.int()  # the kernel's labels are int32
             rows, loss, grad = torch.empty(B, device=dev), torch.empty(1, device=dev), torch.empty(B, C, device=dev)
             xr = x.clone().requires_grad_()
 
             def ours():
-                ce(x, yf, 0.1, 1.0, rows, loss, grad)
+                ce(x, yi, 0.1, 1.0, rows, loss, grad)
 
             def ref():
                 xr.grad = None

@@ -202,7 +202,7 @@ class Ours:
         self.att_shape = (B, T, cfg["heads"], self.Dh)
         self.ws_att = u8(impl.attention_workspace(*self.att_shape))
         # the trainer's loss buffers
-        self.labels, self.teacher = z(B), z(B, C)
+        self.labels, self.teacher = torch.zeros(B, dtype=torch.int32, device=dev), z(B, C)
         self.ce_rows, self.ce_loss, self.kl_rows, self.kl_loss = z(B), z(1), z(B), z(1)
         self.alpha = z(1)
 
@@ -434,7 +434,7 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
         labels = torch.randint(0, cfg["classes"], (B,), generator=g).to(dev)
         teacher = (torch.randn(B, cfg["classes"], generator=g) * 2).to(dev)
         ours.images.copy_(images)
-        ours.labels.copy_(labels.float())
+        ours.labels.copy_(labels.int())
         ours.teacher.copy_(teacher)
         ours.alpha.fill_(alpha)
         refs = [(name,) + baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, alpha, T, lr, wd)

@@ -57,6 +57,11 @@ D4J_IMPL_API int d4j_impl_init(int device) {
     return device == 0 ? 0 : d4j::cpu::fail("the cpu backend has one device, 0");
 }
 
+// One device, nothing per thread to set.
+D4J_IMPL_API int d4j_impl_set_device(int device) {
+    return device == 0 ? 0 : d4j::cpu::fail("the cpu backend has one device, 0");
+}
+
 D4J_IMPL_API const char *d4j_impl_last_error(void) { return last_error.c_str(); }
 
 D4J_IMPL_API int d4j_impl_synchronize(void *) { return 0; }

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 
 namespace {
@@ -136,7 +137,7 @@ void mean_rows(const float *row_loss, int64_t B, float *loss) {
 
 }  // namespace
 
-D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float *labels, int64_t B, int64_t C,
+D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const int32_t *labels, int64_t B, int64_t C,
                                         float label_smoothing, float loss_scale, float *row_loss, float *loss,
                                         float *grad) {
     if (logits == nullptr || labels == nullptr || row_loss == nullptr || B <= 0 || C <= 0)
@@ -144,15 +145,19 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *, const float *logits, const float
     if (!(label_smoothing >= 0.f && label_smoothing <= 1.f)) return fail("cross_entropy: label_smoothing not in [0, 1]");
     // Host memory: a bad label is an error before anything is written (the CUDA kernel can only write NaN rows).
     for (int64_t b = 0; b < B; ++b) {
-        const float l = labels[b];
-        if (!(l >= 0.f && l < static_cast<float>(C)) || l != std::floor(l))
-            return fail("cross_entropy: a label is not a class index in [0, C)");
+        if (labels[b] < 0 || labels[b] >= C) {
+            char message[128];
+            std::snprintf(message, sizeof message,
+                          "cross_entropy: label %d at row %lld is not a class index in [0, %lld)",
+                          static_cast<int>(labels[b]), static_cast<long long>(b), static_cast<long long>(C));
+            return fail(message);
+        }
     }
     const float k = loss_scale / static_cast<float>(B);
 #pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(2 * B * C))
     for (int64_t b = 0; b < B; ++b) {
         const float *x = logits + b * C;
-        const int64_t y = static_cast<int64_t>(labels[b]);
+        const int64_t y = labels[b];
         const float l = grad != nullptr ? ce_row<true>(x, y, grad + b * C, C, label_smoothing, k)
                                         : ce_row<false>(x, y, nullptr, C, label_smoothing, k);
         row_loss[b] = loss_scale * l;
@@ -180,8 +185,9 @@ D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *, const float *logits, const 
     return 0;
 }
 
-D4J_IMPL_API int d4j_impl_argmax(void *, const float *x, int64_t B, int64_t C, float *index) {
+D4J_IMPL_API int d4j_impl_argmax(void *, const float *x, int64_t B, int64_t C, int32_t *index) {
     if (x == nullptr || index == nullptr || B <= 0 || C <= 0) return fail("argmax: null buffer or empty shape");
+    if (C > INT32_MAX) return fail("argmax: more than 2^31 - 1 classes (the index is int32)");
 #pragma omp parallel for schedule(dynamic, row_chunk(B)) num_threads(threads_for(B * C))
     for (int64_t b = 0; b < B; ++b) {
         const float *r = x + b * C;
@@ -197,7 +203,7 @@ D4J_IMPL_API int d4j_impl_argmax(void *, const float *x, int64_t B, int64_t C, f
                 if (r[i] > m) m = r[i], best = i;
             }
         }
-        index[b] = static_cast<float>(best);
+        index[b] = static_cast<int32_t>(best);
     }
     return 0;
 }

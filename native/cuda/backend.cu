@@ -20,21 +20,28 @@ int d4j::cuda::check_launch(const char *what) {
     const cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) return 0;
     last_error = std::string(what) + ": " + cudaGetErrorString(e);
+#if D4J_CUDA_EMU
+    // The emulator's reason (which argument, which devices) is worth more than the error code's text.
+    if (e == cudaErrorIllegalAddress && !d4j_emu::device_error.empty())
+        last_error += " (emulator: " + d4j_emu::device_error + ")";
+    d4j_emu::device_error.clear();
+#endif
     return 1;
 }
 
 D4J_IMPL_API int d4j_impl_init(int device) {
-#ifdef __CUDACC__
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) return d4j::cuda::fail((std::string("no usable CUDA device: ") + cudaGetErrorString(e)).c_str());
     if (device < 0 || device >= count) {
         char msg[128];
-        std::snprintf(msg, sizeof msg, "CUDA device %d does not exist (this machine has %d)", device, count);
+        std::snprintf(msg, sizeof msg, "CUDA device %d does not exist (%s %d)", device,
+                      D4J_CUDA_EMU ? "the emulator has" : "this machine has", count);
         return d4j::cuda::fail(msg);
     }
+#ifdef __CUDACC__
     cudaDeviceProp prop{};
-    if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess || (e = cudaSetDevice(device)) != cudaSuccess)
+    if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
         return d4j::cuda::fail(cudaGetErrorString(e));
     // The fat binary holds sm_80, 86, 89, 90 and PTX for newer: older cards have no code to run.
     if (prop.major < 8) {
@@ -44,11 +51,36 @@ D4J_IMPL_API int d4j_impl_init(int device) {
                                 std::to_string(prop.major) + "." + std::to_string(prop.minor) +
                                 "; distill4j needs 8.0 or newer").c_str());
     }
-    return 0;
-#else
-    return device == 0 ? 0 : d4j::cuda::fail("the emulated CUDA backend has one device, 0");
 #endif
+    return d4j_impl_set_device(device);
 }
+
+// CUDA's current device belongs to the host thread, and a backend opened on one thread is used from others (Java
+// hands a model from thread to thread): the dispatch library calls this before every entry. cudaGetDevice first,
+// as PyTorch's c10::cuda::SetDevice does: it reads the runtime's per-thread state (no driver round trip), and,
+// unlike a cache of our own, it stays true when other code on the thread (the Java preset, libtorch, the user's)
+// sets a device in between.
+D4J_IMPL_API int d4j_impl_set_device(int device) {
+    int current = -1;
+    if (cudaGetDevice(&current) == cudaSuccess && current == device) return 0;
+    const cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) return 0;
+    return d4j::cuda::fail(("cudaSetDevice(" + std::to_string(device) + "): " + cudaGetErrorString(e)).c_str());
+}
+
+#if D4J_CUDA_EMU
+// Memory for the Java cuda-emu backend: the emulator's cudaMalloc, so that each block carries the device current
+// at the call and the emulator can catch a launch with another device current (see d4j_impl_malloc).
+D4J_IMPL_API void *d4j_impl_malloc(size_t bytes) {
+    void *p = nullptr;
+    return cudaMalloc(&p, bytes) == cudaSuccess ? p : nullptr;
+}
+
+D4J_IMPL_API int d4j_impl_free(void *ptr) {
+    const cudaError_t e = cudaFree(ptr);
+    return e == cudaSuccess ? 0 : d4j::cuda::fail((std::string("cudaFree: ") + cudaGetErrorString(e)).c_str());
+}
+#endif
 
 D4J_IMPL_API const char *d4j_impl_last_error(void) { return last_error.c_str(); }
 

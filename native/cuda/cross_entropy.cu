@@ -21,7 +21,9 @@ constexpr int kBlockRow = 512;       // block-per-row launches
 constexpr int64_t kWarpRowMaxC = 2048;
 
 struct ce_args {
-    const float *logits, *labels;  // labels: [B] class indices, or [B, C] targets for ce_soft_rows
+    const float *logits;
+    const int32_t *labels;  // [B] class indices (ce_rows)
+    const float *targets;   // [B, C] distributions (ce_soft_rows)
     int64_t B, C;
     float eps, loss_scale, k;  // k = loss_scale / B, the gradient's factor
     float *row_loss, *grad;
@@ -53,9 +55,9 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_rows(
     const float log_d = logf(o.d);
     // The label is data: a value that is not a class index gives a NaN row, never a read out of bounds (Java checks
     // labels in host memory; on cuda the caller checks its host copy).
-    const float yf = a.labels[row];
-    const bool valid = yf >= 0.0f && yf < static_cast<float>(C) && yf == floorf(yf);
-    const int64_t y = valid ? static_cast<int64_t>(yf) : 0;
+    const int32_t label = a.labels[row];
+    const bool valid = label >= 0 && label < C;
+    const int64_t y = valid ? label : 0;
     // NaN anywhere (o.d is NaN), +inf, or an all -inf row: NaN, as PyTorch's log_softmax gives.
     const bool bad = !isfinite(o.m + log_d) || !valid;
     const float eps = a.eps, off = eps / static_cast<float>(C), hit = 1.0f - eps;
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_rows(
     }
 }
 
-// Probability targets (Mixup, CutMix): a.labels is t [B, C]; t' = (1 - eps) t + eps/C, loss = sum_c t'_c (log_d -
+// Probability targets (Mixup, CutMix): a.targets is t [B, C]; t' = (1 - eps) t + eps/C, loss = sum_c t'_c (log_d -
 // (x_c - max)), grad = k (softmax * sum t' - t'). A target row need not sum to 1 (PyTorch does not ask it to), so
 // sweep 1 sums t' beside the online max/sum: the gradient needs it before sweep 2 writes. Scalar loads only: the
 // float4 path of ce_rows would buy nothing on an op of a few hundred KB a step.
@@ -107,7 +109,7 @@ __global__ void __launch_bounds__(GROUP == 32 ? kWarpRowsBlock : GROUP) ce_soft_
     if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)
     const int lane = threadIdx.x % GROUP;
     const int C = static_cast<int>(a.C);  // < 2^31, checked by the entry point
-    const float *x = a.logits + row * C, *t = a.labels + row * C;
+    const float *x = a.logits + row * C, *t = a.targets + row * C;
     const float off = a.eps / static_cast<float>(C), hit = 1.0f - a.eps;
 
     online_sum o{-INFINITY, 0.0f};
@@ -151,7 +153,7 @@ __device__ __forceinline__ bool argmax_before(float va, int ia, float vb, int ib
     return va > vb || (va == vb && ia < ib);
 }
 
-__global__ void __launch_bounds__(kWarpRowsBlock) argmax_rows(const float *x, int64_t B, int64_t C, float *index) {
+__global__ void __launch_bounds__(kWarpRowsBlock) argmax_rows(const float *x, int64_t B, int64_t C, int32_t *index) {
     const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
     if (row >= B) return;  // whole warps leave together
     const int lane = threadIdx.x % 32;
@@ -168,7 +170,7 @@ __global__ void __launch_bounds__(kWarpRowsBlock) argmax_rows(const float *x, in
         const int ib = __shfl_xor_sync(kFullMask, at, o);
         if (argmax_before(vb, ib, best, at)) best = vb, at = ib;
     }
-    if (lane == 0) index[row] = static_cast<float>(at < C ? at : 0);
+    if (lane == 0) index[row] = at < C ? at : 0;
 }
 
 template <int GROUP>
@@ -201,7 +203,7 @@ bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 }  // namespace
 
-D4J_IMPL_API int d4j_impl_cross_entropy(void *stream_ptr, const float *logits, const float *labels, int64_t B,
+D4J_IMPL_API int d4j_impl_cross_entropy(void *stream_ptr, const float *logits, const int32_t *labels, int64_t B,
                                         int64_t C, float label_smoothing, float loss_scale, float *row_loss,
                                         float *loss, float *grad) {
     if (logits == nullptr || labels == nullptr || row_loss == nullptr || B <= 0 || C <= 0)
@@ -209,8 +211,8 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *stream_ptr, const float *logits, c
     if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f)) return fail("cross_entropy: label_smoothing not in [0, 1]");
     if (B > 2147483647LL || C > 2147483647LL) return fail("cross_entropy: more than 2^31 - 1 rows or classes");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-    const ce_args a{logits, labels, B, C, label_smoothing, loss_scale, loss_scale / static_cast<float>(B), row_loss,
-                    grad};
+    const ce_args a{logits, labels, nullptr, B, C, label_smoothing, loss_scale, loss_scale / static_cast<float>(B),
+                    row_loss, grad};
     const bool vec4 = C % 4 == 0 && aligned16(logits) && (grad == nullptr || aligned16(grad));
     if (C <= kWarpRowMaxC)
         vec4 ? launch_rows<32, true>(a, stream) : launch_rows<32, false>(a, stream);
@@ -228,13 +230,13 @@ D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *stream_ptr, const float *logi
         return fail("cross_entropy_soft: label_smoothing not in [0, 1]");
     if (B > 2147483647LL || C > 2147483647LL) return fail("cross_entropy_soft: more than 2^31 - 1 rows or classes");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
-    const ce_args a{logits, targets, B, C, label_smoothing, loss_scale, loss_scale / static_cast<float>(B), row_loss,
-                    grad};
+    const ce_args a{logits, nullptr, targets, B, C, label_smoothing, loss_scale, loss_scale / static_cast<float>(B),
+                    row_loss, grad};
     C <= kWarpRowMaxC ? launch_soft_rows<32>(a, stream) : launch_soft_rows<kBlockRow>(a, stream);
     return reduce_rows(a, loss, stream, "cross_entropy_soft_rows");
 }
 
-D4J_IMPL_API int d4j_impl_argmax(void *stream_ptr, const float *x, int64_t B, int64_t C, float *index) {
+D4J_IMPL_API int d4j_impl_argmax(void *stream_ptr, const float *x, int64_t B, int64_t C, int32_t *index) {
     if (x == nullptr || index == nullptr || B <= 0 || C <= 0) return fail("argmax: null buffer or empty shape");
     if (B > 2147483647LL || C > 2147483647LL) return fail("argmax: more than 2^31 - 1 rows or classes");
     const int rows_per_block = kWarpRowsBlock / 32;

@@ -5,8 +5,15 @@
 // cuBLAS without its headers or library at build time. The build machine has neither, and a user without a GPU
 // must be able to load this library, so the few entry points are declared here and resolved with dlopen/dlsym
 // from libcublas.so.13 on the first linear call; a missing library is reported with dlerror()'s text, naming it.
-// One handle per device, created on first use and kept for the process (destroying it at exit races the
-// driver's own teardown, as PyTorch's handle pool also avoids).
+// One handle per (device, stream), created on first use and kept for the process (destroying it at exit races the
+// driver's own teardown, as PyTorch's handle pool also avoids). Why per stream: a handle is bound to one stream
+// by cublasSetStream, and cuBLAS asks that a handle not be used by two threads at once; with one handle per device,
+// two threads on two streams had to take turns on one lock for the (set stream, GEMM) pair. Keyed by stream, two
+// backends (two Java threads, each with its own stream) never share a handle or a lock; the handle's own mutex
+// only matters if one stream is driven from two threads at once. The (later) cuBLASLt workspace belongs beside
+// the handle for the same reason: memory used by a stream's queued GEMM must not be handed to another stream.
+// Cost: one small map lookup under a mutex per GEMM, and one handle per stream ever used (a process that opens
+// and closes many CUDA backends keeps one handle per stream it created).
 //
 // Under the emulator (D4J_CUDA_EMU) device memory is host memory: the GEMMs go to the host OpenBLAS already in
 // the process (the CPU backend's preset), so the kernels of this file still run emulated around them.
@@ -23,7 +30,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
 
 namespace {
 
@@ -49,9 +60,18 @@ cblas_sgemm_fn host_sgemm() {
     return f;
 }
 
-// Row-major C[M, N] = op(A) op(B) + beta C.
+// Row-major C[M, N] = op(A) op(B) + beta C. cuBLAS launches on the current device: its operands are checked
+// as a kernel's arguments are.
 int gemm_rm(cudaStream_t, int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (!d4j_emu::on_current_device("cublasSgemm (emulated) launched", "operand A", A) ||
+        !d4j_emu::on_current_device("cublasSgemm (emulated) launched", "operand B", B) ||
+        !d4j_emu::on_current_device("cublasSgemm (emulated) launched", "operand C", C)) {
+        cudaGetLastError();  // reported here, not by the next launch check
+        const std::string why = "linear: " + d4j_emu::device_error;
+        d4j_emu::device_error.clear();
+        return fail(why.c_str());
+    }
     const cblas_sgemm_fn f = host_sgemm();
     if (f == nullptr)
         return fail("linear (cuda-emu): OpenBLAS (libopenblas_nolapack.so.0 or libopenblas.so.0) is not loaded in "
@@ -77,9 +97,13 @@ struct cublas_api {
     char error[512] = {};
 };
 
-constexpr int kMaxDevices = 64;
-std::mutex cublas_mutex;  // guards the handles and the (set stream, sgemm) pair on a shared handle
-cublas_handle handles[kMaxDevices] = {};
+struct stream_handle {
+    std::mutex mutex;  // cuBLAS: a handle is used by one thread at a time
+    cublas_handle handle = nullptr;
+};
+std::mutex handles_mutex;  // guards the map only, never held during a GEMM
+std::map<std::pair<int, cudaStream_t>, std::unique_ptr<stream_handle>> &handles =
+    *new std::map<std::pair<int, cudaStream_t>, std::unique_ptr<stream_handle>>;  // never destroyed (see above)
 
 const cublas_api &api() {
     static const cublas_api a = [] {
@@ -108,22 +132,31 @@ int gemm_rm(cudaStream_t stream, int ta, int tb, int64_t M, int64_t N, int64_t K
             const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     const cublas_api &a = api();
     if (a.create == nullptr) return fail(a.error);
+    // The dispatch library made the backend's device current on this thread (d4j_impl_set_device).
     int device = 0;
-    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices)
-        return fail("linear: no current CUDA device");
-    std::lock_guard<std::mutex> lock(cublas_mutex);
-    if (handles[device] == nullptr) {
-        if (int s = a.create(&handles[device]); s != 0) {
-            handles[device] = nullptr;
+    if (cudaGetDevice(&device) != cudaSuccess) return fail("linear: no current CUDA device");
+    stream_handle *h;
+    {
+        std::lock_guard<std::mutex> lock(handles_mutex);
+        std::unique_ptr<stream_handle> &slot = handles[{device, stream}];
+        if (slot == nullptr) slot = std::make_unique<stream_handle>();
+        h = slot.get();  // stable: entries are never erased
+    }
+    std::lock_guard<std::mutex> lock(h->mutex);
+    if (h->handle == nullptr) {
+        // Created with `device` current, so the handle belongs to it.
+        if (int s = a.create(&h->handle); s != 0) {
+            h->handle = nullptr;
             char msg[128];
             std::snprintf(msg, sizeof msg, "linear: cublasCreate_v2 failed (cublasStatus_t %d)", s);
             return fail(msg);
         }
     }
     const float one = 1.0f;
-    int s = a.set_stream(handles[device], stream);
+    // Set on every call (a store in the handle): nothing is assumed from an earlier call's stream of that address.
+    int s = a.set_stream(h->handle, stream);
     if (s == 0)
-        s = a.sgemm(handles[device], tb, ta, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
+        s = a.sgemm(h->handle, tb, ta, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &one, B,
                     static_cast<int>(ldb), A, static_cast<int>(lda), &beta, C, static_cast<int>(ldc));
     if (s != 0) {
         char msg[128];

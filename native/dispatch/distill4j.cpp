@@ -13,6 +13,7 @@ namespace {
 
 struct function_table {
     int (*init)(int);
+    int (*set_device)(int);
     const char *(*last_error)();
     int (*synchronize)(void *);
     int (*kl_div)(void *, const float *, const float *, int64_t, int64_t, float, int, int, float, const float *,
@@ -38,16 +39,18 @@ struct function_table {
     int (*layernorm_backward)(void *, const float *, const float *, const float *, const float *, const float *, int64_t, int64_t, float *, float *, float *, void *);
     int (*gelu_forward)(void *, const float *, int64_t, float *);
     int (*gelu_backward)(void *, const float *, const float *, int64_t, float *);
-    int (*cross_entropy)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *, float *);
+    int (*cross_entropy)(void *, const float *, const int32_t *, int64_t, int64_t, float, float, float *, float *, float *);
     int (*cross_entropy_soft)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *,
                               float *);
-    int (*argmax)(void *, const float *, int64_t, int64_t, float *);
+    int (*argmax)(void *, const float *, int64_t, int64_t, int32_t *);
     int (*sum_squares)(void *, const float *, int64_t, int, float *);
     int (*clip_scale)(void *, const float *, float, float *, float *);
     int (*adamw)(void *, float *, const float *, float *, float *, int64_t, float, float, float, float, float, int64_t, const float *);
     int (*token_rows_forward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
     int (*token_rows_backward)(void *, const float *, int64_t, int64_t, int64_t, int64_t, float *);
     int (*threads)();  // optional: only the CPU library runs kernels on host threads
+    void *(*malloc)(size_t);  // optional, with free: only the emulator tags memory with its device
+    int (*free)(void *);
 };
 
 void write_error(char *err, int errlen, const char *fmt, const char *a, const char *b) {
@@ -68,7 +71,14 @@ bool resolve(void *lib, const char *name, F &slot, const char *path, char *err, 
 struct d4j_backend {
     void *lib;
     function_table fn;
+    int device;
 };
+
+namespace {
+// CUDA's current device is per host thread and a handle is used from any thread: every entry makes the backend's
+// device current first (distill4j.h, "Threads and devices").
+int use_device(d4j_backend *backend) { return backend->fn.set_device(backend->device); }
+}  // namespace
 
 extern "C" {
 
@@ -86,6 +96,7 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
     }
     function_table fn{};
     bool ok = resolve(lib, "d4j_impl_init", fn.init, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_set_device", fn.set_device, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_last_error", fn.last_error, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_synchronize", fn.synchronize, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_kl_div", fn.kl_div, impl_path, err, errlen) &&
@@ -116,12 +127,19 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
         return nullptr;
     }
     fn.threads = reinterpret_cast<int (*)()>(dlsym(lib, "d4j_impl_threads"));
+    fn.malloc = reinterpret_cast<void *(*)(size_t)>(dlsym(lib, "d4j_impl_malloc"));
+    fn.free = reinterpret_cast<int (*)(void *)>(dlsym(lib, "d4j_impl_free"));
+    if ((fn.malloc == nullptr) != (fn.free == nullptr)) {
+        write_error(err, errlen, "%s exports only one of d4j_impl_malloc and d4j_impl_free%s", impl_path, "");
+        dlclose(lib);
+        return nullptr;
+    }
     if (fn.init(device) != 0) {
         write_error(err, errlen, "%s", fn.last_error(), "");
         dlclose(lib);
         return nullptr;
     }
-    d4j_backend *backend = new (std::nothrow) d4j_backend{lib, fn};
+    d4j_backend *backend = new (std::nothrow) d4j_backend{lib, fn, device};
     if (backend == nullptr) {
         write_error(err, errlen, "%s%s", "out of host memory", "");
         dlclose(lib);
@@ -141,6 +159,7 @@ const char *d4j_backend_last_error(d4j_backend *backend) {
 }
 
 int d4j_synchronize(d4j_backend *backend, void *stream) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.synchronize(stream);
 }
 
@@ -162,9 +181,26 @@ void *d4j_host_alloc(size_t bytes) {
 
 void d4j_host_free(void *ptr) { std::free(ptr); }
 
+int d4j_backend_use_device(d4j_backend *backend) { return use_device(backend); }
+
+void *d4j_backend_alloc(d4j_backend *backend, size_t bytes) {
+    if (backend->fn.malloc == nullptr) return d4j_host_alloc(bytes);
+    if (use_device(backend) != 0) return nullptr;
+    return backend->fn.malloc(bytes == 0 ? 1 : bytes);
+}
+
+int d4j_backend_free(d4j_backend *backend, void *ptr) {
+    if (backend->fn.free == nullptr) {
+        d4j_host_free(ptr);
+        return 0;
+    }
+    return backend->fn.free(ptr);
+}
+
 int d4j_kl_div(d4j_backend *backend, void *stream, const float *student, const float *teacher, int64_t B, int64_t C,
                float T, int reduction, int log_target, float loss_scale, const float *grad_out, float *row_loss,
                float *loss, float *grad) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.kl_div(stream, student, teacher, B, C, T, reduction, log_target, loss_scale, grad_out,
                               row_loss, loss, grad);
 }
@@ -177,6 +213,7 @@ int64_t d4j_patch_embed_workspace(d4j_backend *backend, int64_t B, int64_t Cin, 
 int d4j_patch_embed_forward(d4j_backend *backend, void *stream, const float *images, int64_t B, int64_t Cin, int64_t H,
                             int64_t W, int64_t P, int64_t D, const float *weight, const float *bias, const float *pos,
                             const float *cls, const float *dist, float *tokens, void *workspace) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.patch_embed_forward(stream, images, B, Cin, H, W, P, D, weight, bias, pos, cls, dist, tokens,
                                            workspace);
 }
@@ -185,6 +222,7 @@ int d4j_patch_embed_backward(d4j_backend *backend, void *stream, const float *im
                              int64_t H, int64_t W, int64_t P, int64_t D, const float *weight, const float *dtokens,
                              float *dweight, float *dbias, float *dpos, float *dcls, float *ddist, float *dimages,
                              void *workspace) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.patch_embed_backward(stream, images, B, Cin, H, W, P, D, weight, dtokens, dweight, dbias, dpos,
                                             dcls, ddist, dimages, workspace);
 }
@@ -195,12 +233,14 @@ int64_t d4j_attention_workspace(d4j_backend *backend, int64_t B, int64_t N, int6
 
 int d4j_attention_forward(d4j_backend *backend, void *stream, const float *qkv, int64_t B, int64_t N, int64_t H,
                           int64_t Dh, float scale, float *out, float *lse, void *workspace) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.attention_forward(stream, qkv, B, N, H, Dh, scale, out, lse, workspace);
 }
 
 int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv, const float *out, const float *lse,
                            const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh, float scale, float *dqkv,
                            void *workspace) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.attention_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv, workspace);
 }
 
@@ -210,10 +250,12 @@ int d4j_attention_bf16_forward(d4j_backend *backend, void *stream, const uint16_
 }
 
 int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.linear_forward(stream, x, weight, bias, residual, M, K, N, y);
 }
 
 int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.linear_backward(stream, x, weight, dy, M, K, N, dx, dweight, dbias);
 }
 
@@ -222,50 +264,62 @@ int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C) {
 }
 
 int d4j_layernorm_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.layernorm_forward(stream, x, weight, bias, M, C, eps, y, mean, rstd);
 }
 
 int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.layernorm_backward(stream, x, weight, mean, rstd, dy, M, C, dx, dweight, dbias, workspace);
 }
 
 int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.gelu_forward(stream, x, n, y);
 }
 
 int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.gelu_backward(stream, x, dy, n, dx);
 }
 
-int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.cross_entropy(stream, logits, labels, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
 }
 
 int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.cross_entropy_soft(stream, logits, targets, B, C, label_smoothing, loss_scale, row_loss, loss, grad);
 }
 
-int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index) {
+int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, int32_t *index) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.argmax(stream, x, B, C, index);
 }
 
 int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.sum_squares(stream, x, n, accumulate, out);
 }
 
 int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.clip_scale(stream, sumsq, max_norm, norm, scale);
 }
 
 int d4j_adamw(d4j_backend *backend, void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, const float *grad_scale) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.adamw(stream, param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
 }
 
 int d4j_token_rows_forward(d4j_backend *backend, void *stream, const float *tokens, int64_t B, int64_t T, int64_t D, int64_t prefix, float *rows) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.token_rows_forward(stream, tokens, B, T, D, prefix, rows);
 }
 
 int d4j_token_rows_backward(d4j_backend *backend, void *stream, const float *drows, int64_t B, int64_t T, int64_t D, int64_t prefix, float *dtokens) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.token_rows_backward(stream, drows, B, T, D, prefix, dtokens);
 }
 

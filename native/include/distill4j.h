@@ -21,6 +21,14 @@ extern "C" {
 
 typedef struct d4j_backend d4j_backend;
 
+/*
+ * Threads and devices: a handle may be used from any thread, one call at a time per stream. Every call below that
+ * takes a backend first makes the backend's device current on the calling thread (d4j_impl_set_device: a cheap
+ * check when it already is), so a backend opened for cuda:1 on one thread launches on cuda:1 from any other.
+ * Code that calls the CUDA runtime itself for a backend (the Java CudaBackend's allocations, copies and streams)
+ * calls d4j_backend_use_device first, on the same thread.
+ */
+
 /* Opens `impl_path` and initialises it for `device`. NULL on failure, with the reason in err[errlen]. */
 D4J_API d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int errlen);
 D4J_API void d4j_backend_close(d4j_backend *backend);
@@ -37,6 +45,14 @@ D4J_API int d4j_probe_library(const char *name, char *err, int errlen);
 /* Host memory for the cpu and cuda-emu backends: 64-byte aligned so rows vectorise and float4 loads are legal. */
 D4J_API void *d4j_host_alloc(size_t bytes);
 D4J_API void d4j_host_free(void *ptr);
+/* Makes the backend's device current on the calling thread, for the caller's own CUDA runtime calls; 0 or nonzero
+ * with d4j_backend_last_error's message. */
+D4J_API int d4j_backend_use_device(d4j_backend *backend);
+/* Memory for a host-memory backend (cpu, cuda-emu): the implementation's d4j_impl_malloc on the backend's device
+ * when it has one (cuda-emu: tagged with the device, 256-byte aligned), else d4j_host_alloc. NULL when out of memory.
+ * d4j_backend_free frees it (nonzero for a pointer the implementation did not allocate). */
+D4J_API void *d4j_backend_alloc(d4j_backend *backend, size_t bytes);
+D4J_API int d4j_backend_free(d4j_backend *backend, void *ptr);
 
 /* See d4j_impl_kl_div in distill4j_impl.h. */
 D4J_API int d4j_kl_div(d4j_backend *backend, void *stream, const float *student, const float *teacher, int64_t B, int64_t C,
@@ -75,9 +91,9 @@ D4J_API int d4j_layernorm_forward(d4j_backend *backend, void *stream, const floa
 D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace);
 D4J_API int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y);
 D4J_API int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx);
-D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const float *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
+D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
 D4J_API int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
-D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, float *index);
+D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, int32_t *index);
 D4J_API int d4j_sum_squares(d4j_backend *backend, void *stream, const float *x, int64_t n, int accumulate, float *out);
 D4J_API int d4j_clip_scale(d4j_backend *backend, void *stream, const float *sumsq, float max_norm, float *norm, float *scale);
 D4J_API int d4j_adamw(d4j_backend *backend, void *stream, float *param, const float *grad, float *m, float *v, int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay, int64_t step, const float *grad_scale);

@@ -14,6 +14,7 @@
 #ifndef DISTILL4J_IMPL_H
 #define DISTILL4J_IMPL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -31,8 +32,24 @@ enum d4j_reduction {
     D4J_REDUCTION_MEAN = 3       /* sum / (B*C): PyTorch's `mean`, not the KL */
 };
 
-/* Prepares the implementation for `device` (cuda: cudaSetDevice + capability check; others: nothing). */
+/* Prepares the implementation for `device` (cuda: range and capability checks, then d4j_impl_set_device;
+ * others: nothing). */
 D4J_IMPL_API int d4j_impl_init(int device);
+/*
+ * Makes `device` current on the calling thread (cuda, cuda-emu: cudaSetDevice unless cudaGetDevice already says so;
+ * cpu: nothing). CUDA's current device belongs to the host thread, and a backend opened on one thread is called from
+ * others: the dispatch library calls this before every entry below that takes a stream, so the entries themselves
+ * may assume the backend's device is current (cuBLAS handles, launches, cudaGetDevice all rely on it).
+ */
+D4J_IMPL_API int d4j_impl_set_device(int device);
+/*
+ * Optional (cuda-emu only): memory for a host-memory backend that the implementation wants to know about. The
+ * emulator tags each block with the device current at the call, so that a launch with another device current is
+ * caught as hardware would fault. NULL when out of memory. d4j_impl_free returns nonzero for a pointer it did
+ * not allocate.
+ */
+D4J_IMPL_API void *d4j_impl_malloc(size_t bytes);
+D4J_IMPL_API int d4j_impl_free(void *ptr);
 /* Message of the last failed call on this thread (never NULL). */
 D4J_IMPL_API const char *d4j_impl_last_error(void);
 /* Blocks until the work queued on `stream` has finished (cpu, cuda-emu: returns at once). */
@@ -146,13 +163,16 @@ D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const floa
 /*
  * Fused softmax + cross-entropy forward and backward in one pass (llm.c's fused classifier), PyTorch's
  * F.cross_entropy(logits, labels, label_smoothing=eps) with reduction 'mean', times loss_scale:
- *   logits [B, C]; labels [B] class indices stored as floats (exact below 2^24; each in [0, C), checked in Java);
+ *   logits [B, C]; labels [B] int32 class indices, each in [0, C) (no ignore_index: PyTorch's -100 is out of range);
  *   row_loss [B] WRITTEN: loss_scale * the row's loss; loss [1] WRITTEN: their mean (NULL skips it);
  *   grad [B, C] WRITTEN: loss_scale/B * (softmax - target), target = (1 - eps) onehot + eps/C (NULL skips it).
+ * A label outside [0, C) is never used as an index. The CPU kernel returns nonzero (the message names the row and the
+ * label) before writing anything; a CUDA kernel cannot report without a synchronisation, so it writes NaN into that
+ * row's loss and gradient row, and the mean is NaN. Java checks labels in host memory before either runs.
  */
-D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const float *labels, int64_t B, int64_t C,
-                                        float label_smoothing, float loss_scale, float *row_loss, float *loss,
-                                        float *grad);
+D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const int32_t *labels, int64_t B,
+                                        int64_t C, float label_smoothing, float loss_scale, float *row_loss,
+                                        float *loss, float *grad);
 /*
  * The same with probability targets (Mixup, CutMix, soft labels): F.cross_entropy(logits, targets,
  * label_smoothing=eps) with a float target [B, C], reduction 'mean' (over B), times loss_scale:
@@ -163,8 +183,11 @@ D4J_IMPL_API int d4j_impl_cross_entropy(void *stream, const float *logits, const
 D4J_IMPL_API int d4j_impl_cross_entropy_soft(void *stream, const float *logits, const float *targets, int64_t B,
                                              int64_t C, float label_smoothing, float loss_scale, float *row_loss,
                                              float *loss, float *grad);
-/* index [B] WRITTEN: the column of each row's maximum (first on ties, as torch.argmax), stored as a float. */
-D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, float *index);
+/*
+ * index [B] int32 WRITTEN: the column of each row's maximum as torch.argmax(x, 1) gives it: the first of equal
+ * maxima, and the first NaN where a row holds one (NaN is the maximum). C < 2^31.
+ */
+D4J_IMPL_API int d4j_impl_argmax(void *stream, const float *x, int64_t B, int64_t C, int32_t *index);
 
 /*
  * Global gradient-norm clipping without a host round trip (torch.nn.utils.clip_grad_norm_):

@@ -111,15 +111,16 @@ int child(const char *cpu_library, uint64_t seed, int team) {
     }
     {  // AdamW and the gradient norm over 150,000 parameters; the losses at B = 256, C = 1000 (soft targets too)
         const int64_t n = 150000, B = 256, C = 1000;
-        buffer p(n), grad(n), m(n), v(n), sumsq(1), logits(B * C), teacher(B * C), labels(B), rows(B), loss(1),
+        buffer p(n), grad(n), m(n), v(n), sumsq(1), logits(B * C), teacher(B * C), rows(B), loss(1),
             g(B * C), krows(B), kloss(1), kg(B * C);
         p.random(rng), grad.random(rng), m.random(rng), v.random(rng), logits.random(rng), teacher.random(rng);
         for (size_t i = 0; i < v.n; ++i) v.p[i] = std::fabs(v.p[i]);
-        for (int64_t i = 0; i < B; ++i) labels.p[i] = static_cast<float>(rng() % C);
+        std::vector<int32_t> labels(B);
+        for (int64_t i = 0; i < B; ++i) labels[i] = static_cast<int32_t>(rng() % C);
         good = good && ok(be, d4j_sum_squares(be, nullptr, grad.p, n, 0, sumsq.p), "sum_squares");
         good = good && ok(be, d4j_adamw(be, nullptr, p.p, grad.p, m.p, v.p, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.05f, 3,
                                         nullptr), "adamw");
-        good = good && ok(be, d4j_cross_entropy(be, nullptr, logits.p, labels.p, B, C, 0.1f, 1.0f, rows.p, loss.p,
+        good = good && ok(be, d4j_cross_entropy(be, nullptr, logits.p, labels.data(), B, C, 0.1f, 1.0f, rows.p, loss.p,
                                                 g.p), "cross_entropy");
         good = good && ok(be, d4j_kl_div(be, nullptr, logits.p, teacher.p, B, C, 4.0f, 1, 0, 1.0f, nullptr, krows.p,
                                          kloss.p, kg.p), "kl_div");

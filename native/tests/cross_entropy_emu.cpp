@@ -1,14 +1,16 @@
 // The CUDA cross-entropy and argmax kernels (native/cuda/cross_entropy.cu), run on the CPU by the emulator
 // (libdistill4j_cudaemu), against a float64 reference written here from the definition in distill4j_impl.h, through
-// the dispatch API as Java calls them.
+// the dispatch API as Java calls them. The CPU kernels' int32 contract (bad labels refused, argmax ties and NaN) is
+// checked beside them, so that both run under the sanitizers; the CPU kernels' values are CrossEntropyTest's.
 //
-//   cross_entropy_emu <libdistill4j_cudaemu.so>
+//   cross_entropy_emu <libdistill4j_cpu.so> <libdistill4j_cudaemu.so>
 //
 // Fresh random inputs every run (D4J_SEED=<seed> repeats one). Each case checks row losses, the loss and the
 // gradient (all pre-filled with NaN, so an element left unwritten fails) by ||x - ref|| / ||ref|| <= 1e-5, with and
 // without label smoothing, for warp-per-row and block-per-row launches, float4 and scalar paths, logits of +-1e4;
 // a second call must give the same loss bits. argmax: ties (first index wins) and NaN (the first NaN wins). Then a
-// NaN row, an invalid label (NaN row, no out-of-bounds read) and the argument checks. Exit 1 if anything fails.
+// NaN row, invalid labels (a NaN row on the emulator, the call refused on the CPU, never a read out of bounds) and
+// the argument checks. Exit 1 if anything fails.
 //
 // Branches and thresholds, and the cases that reach them:
 //   group per row     warp (C <= 2048: C = 1 .. 2048) or 512-thread block (C = 2049, 4099, 4100, 8192)
@@ -16,9 +18,12 @@
 //   float4 / scalar   C % 4 == 0 and aligned (1000, 2048, 4100), else scalar (37, 2049, 4099; offset logits at 1000,
 //                     8192); labels 0..3 rows at C-1..C-4: the class test in each float4 component
 //   smoothing         eps = 0 (term skipped) and 0.1, 0.2; logits +-1e4 and 1e5 +- 3 (sum of x - max per term)
-//   label validity    C, -1, 2.5, NaN, 1e30 give a NaN row without reading out of bounds
+//   label validity    int32 labels C, C + 1, -1, INT32_MAX, INT32_MIN at the first and the last row: a NaN row
+//                     without a read out of bounds (emulated CUDA), the call refused naming row and label (CPU)
+//   large C           C = 70000 (labels at C - 1, C - 2)
 //   one-block reduce  loss = mean of B rows by 256 threads: B = 300
-//   argmax            ties (lower index), NaN (first NaN), lanes without elements (C = 1, 7 < 32)
+//   argmax            int32 out; ties (lower index), NaN (first NaN), lanes without elements (C = 1, 7 < 32); both
+//                     backends
 //   soft targets      the same groupings; distributions, Mixup pairs, rows summing to 0.7 / 1.5 (sum t' in the
 //                     gradient), one-hot rows against the hard kernel; NaN logit/target, 0 * -inf, +inf under smoothing
 #include "distill4j.h"
@@ -26,6 +31,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -60,10 +66,11 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
              std::mt19937_64 &rng, float center = 0.0f) {
     ++cases;
     // misalign: logits one float into the buffer, so the kernel must take its scalar path.
-    buffer xbuf(B * C + 1), y(B), rows(B), loss(1), grad(B * C + 1);
+    buffer xbuf(B * C + 1), rows(B), loss(1), grad(B * C + 1);
+    std::vector<int32_t> y(B);
     std::uniform_real_distribution<float> u(-spread, spread);
     for (size_t i = 0; i < xbuf.n; ++i) xbuf.p[i] = center + u(rng);
-    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(b < 4 && b < C ? C - 1 - b : rng() % C);
+    for (int64_t b = 0; b < B; ++b) y[b] = static_cast<int32_t>(b < 4 && b < C ? C - 1 - b : rng() % C);
     rows.fill(NAN), loss.fill(NAN), grad.fill(NAN);
     const float *x = xbuf.p + (misalign ? 1 : 0);
     float *g = grad.p + (misalign ? 1 : 0);
@@ -75,7 +82,7 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
         for (int64_t c = 0; c < C; ++c) mx = std::max(mx, static_cast<double>(r[c]));
         for (int64_t c = 0; c < C; ++c) s += std::exp(r[c] - mx);
         const double lse = mx + std::log(s);
-        const int64_t yy = static_cast<int64_t>(y.p[b]);
+        const int64_t yy = y[b];
         for (int64_t c = 0; c < C; ++c) {
             smooth += lse - r[c];
             const double target = (c == yy ? 1.0 - eps : 0.0) + eps / C;
@@ -84,9 +91,9 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
         rref[b] = scale * ((1.0 - eps) * (lse - r[yy]) + eps * smooth / C);
         lref += rref[b] / B;
     }
-    const int rc = d4j_cross_entropy(emu, nullptr, x, y.p, B, C, eps, scale, rows.p, loss.p, g);
+    const int rc = d4j_cross_entropy(emu, nullptr, x, y.data(), B, C, eps, scale, rows.p, loss.p, g);
     const float first = loss.p[0];
-    const int rc2 = d4j_cross_entropy(emu, nullptr, x, y.p, B, C, eps, scale, rows.p, loss.p, g);
+    const int rc2 = d4j_cross_entropy(emu, nullptr, x, y.data(), B, C, eps, scale, rows.p, loss.p, g);
     const double er = rel_err(rows.p, rref), el = rel_err(loss.p, {lref}), eg = rel_err(g, gref);
     const bool ok = rc == 0 && rc2 == 0 && er <= 1e-5 && el <= 1e-5 && eg <= 1e-5 &&
                     std::memcmp(&first, loss.p, sizeof first) == 0;
@@ -104,13 +111,14 @@ void ce_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, flo
 void soft_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, float spread, int kind,
                std::mt19937_64 &rng, float center = 0.0f) {
     ++cases;
-    buffer x(B * C), t(B * C), y(B), rows(B), loss(1), grad(B * C);
+    buffer x(B * C), t(B * C), rows(B), loss(1), grad(B * C);
+    std::vector<int32_t> y(B);
     std::uniform_real_distribution<float> u(-spread, spread), p(0.0f, 1.0f);
     for (size_t i = 0; i < x.n; ++i) x.p[i] = center + u(rng);
     t.fill(0.0f);
     for (int64_t b = 0; b < B; ++b) {
         float *tr = t.p + b * C;
-        y.p[b] = static_cast<float>(rng() % C);
+        y[b] = static_cast<int32_t>(rng() % C);
         if (kind == 0 || kind == 2) {
             double s = 0.0;
             for (int64_t c = 0; c < C; ++c) s += tr[c] = p(rng);
@@ -118,10 +126,10 @@ void soft_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, f
             for (int64_t c = 0; c < C; ++c) tr[c] = static_cast<float>(tr[c] * want / s);
         } else if (kind == 1) {
             const float lam = p(rng);
-            tr[static_cast<int64_t>(y.p[b])] += lam;
+            tr[y[b]] += lam;
             tr[rng() % C] += 1.0f - lam;
         } else {
-            tr[static_cast<int64_t>(y.p[b])] = 1.0f;
+            tr[y[b]] = 1.0f;
         }
     }
     rows.fill(NAN), loss.fill(NAN), grad.fill(NAN);
@@ -151,7 +159,7 @@ void soft_case(d4j_backend *emu, int64_t B, int64_t C, float eps, float scale, f
     double eh = 0.0;
     if (kind == 3) {  // one-hot targets: the hard-label kernel's rows and gradient
         buffer hrows(B), hgrad(B * C);
-        d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, eps, scale, hrows.p, nullptr, hgrad.p);
+        d4j_cross_entropy(emu, nullptr, x.p, y.data(), B, C, eps, scale, hrows.p, nullptr, hgrad.p);
         std::vector<double> hr(hrows.p, hrows.p + B), hg(hgrad.p, hgrad.p + B * C);
         eh = std::max(rel_err(rows.p, hr), rel_err(grad.p, hg));
         ok = ok && eh <= 1e-5;
@@ -196,13 +204,17 @@ void soft_special_rows(d4j_backend *emu, std::mt19937_64 &rng) {
            "soft: rejects label smoothing -0.5");
 }
 
-void argmax_case(d4j_backend *emu, int64_t B, int64_t C, bool with_nan, std::mt19937_64 &rng) {
-    buffer x(B * C), idx(B);
+// torch.argmax's answer from its definition: the first NaN if the row has one, else the first of equal maxima.
+void argmax_case(d4j_backend *be, const char *name, int64_t B, int64_t C, bool with_nan, std::mt19937_64 &rng) {
+    buffer x(B * C);
+    std::vector<int32_t> idx(B, -7);  // -7: a row left unwritten fails
     for (size_t i = 0; i < x.n; ++i) x.p[i] = static_cast<float>(rng() % 4);  // many ties
-    if (with_nan)
+    if (with_nan) {
         for (int64_t b = 0; b < B; b += 2) x.p[b * C + (rng() % C)] = NAN;
-    idx.fill(NAN);
-    const int rc = d4j_argmax(emu, nullptr, x.p, B, C, idx.p);
+        if (C > 1) x.p[(B - 1) * C + C - 1] = NAN;  // a NaN in the last column: past every lane's first element
+        if (C > 37) x.p[5] = x.p[37] = NAN;         // two NaNs in one lane (5 and 37 mod 32): the first must win
+    }
+    const int rc = d4j_argmax(be, nullptr, x.p, B, C, idx.data());
     bool ok = rc == 0;
     for (int64_t b = 0; b < B && ok; ++b) {
         int64_t want = 0;
@@ -214,54 +226,81 @@ void argmax_case(d4j_backend *emu, int64_t B, int64_t C, bool with_nan, std::mt1
             }
             if (v > x.p[b * C + want]) want = c;
         }
-        ok = idx.p[b] == static_cast<float>(want);
+        ok = idx[b] == want;
     }
     char what[96];
-    std::snprintf(what, sizeof what, "argmax B=%lld C=%lld%s", static_cast<long long>(B), static_cast<long long>(C),
-                  with_nan ? " with NaN" : "");
+    std::snprintf(what, sizeof what, "argmax %s B=%lld C=%lld%s", name, static_cast<long long>(B),
+                  static_cast<long long>(C), with_nan ? " with NaN" : "");
     expect(ok, what);
 }
 
-void special_rows(d4j_backend *emu, std::mt19937_64 &rng) {
+void special_rows(d4j_backend *cpu, d4j_backend *emu, std::mt19937_64 &rng) {
     const int64_t B = 3, C = 17;
-    buffer x(B * C), y(B), rows(B), loss(1), grad(B * C);
+    buffer x(B * C), rows(B), loss(1), grad(B * C);
+    std::vector<int32_t> y(B);
     x.random(rng);
-    for (int64_t b = 0; b < B; ++b) y.p[b] = static_cast<float>(b);
+    for (int64_t b = 0; b < B; ++b) y[b] = static_cast<int32_t>(b);
     x.p[C + 3] = NAN;  // row 1
-    d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
+    d4j_cross_entropy(emu, nullptr, x.p, y.data(), B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
     expect(std::isnan(rows.p[1]) && std::isnan(grad.p[C]) && std::isnan(loss.p[0]) && !std::isnan(rows.p[0]) &&
                !std::isnan(rows.p[2]) && !std::isnan(grad.p[0]),
            "NaN logit: NaN row, other rows finite");
     x.p[C + 3] = 0.5f;
-    for (float bad : {17.0f, -1.0f, 2.5f, NAN, 1e30f}) {
-        y.p[2] = bad;
-        d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p);
-        char what[96];
-        std::snprintf(what, sizeof what, "label %g: NaN row, no out-of-bounds read", bad);
-        expect(std::isnan(rows.p[2]) && std::isnan(grad.p[2 * C]) && !std::isnan(rows.p[0]), what);
+    // Bad labels at the first row (a negative index would read before the logits) and the last (C would read one
+    // past them): the buffers are exact, so AddressSanitizer sees either read.
+    for (int32_t bad : {17, 18, -1, INT32_MAX, INT32_MIN}) {
+        for (int64_t at : {int64_t{0}, B - 1}) {
+            for (int64_t b = 0; b < B; ++b) y[b] = static_cast<int32_t>(b);
+            y[at] = bad;
+            const int64_t other = at == 0 ? 1 : 0;
+            rows.fill(0.0f), grad.fill(0.0f);
+            const int rc = d4j_cross_entropy(emu, nullptr, x.p, y.data(), B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
+            bool grad_nan = true;
+            for (int64_t c = 0; c < C; ++c) grad_nan = grad_nan && std::isnan(grad.p[at * C + c]);
+            char what[112];
+            std::snprintf(what, sizeof what, "emu: label %d at row %lld: NaN row and loss, read in bounds",
+                          static_cast<int>(bad), static_cast<long long>(at));
+            expect(rc == 0 && std::isnan(rows.p[at]) && grad_nan && std::isnan(loss.p[0]) &&
+                       std::isfinite(rows.p[other]) && std::isfinite(grad.p[other * C]),
+                   what);
+            // The CPU kernel refuses the call before writing anything, and says which row and label.
+            rows.fill(-3.0f);
+            const int rc_cpu =
+                d4j_cross_entropy(cpu, nullptr, x.p, y.data(), B, C, 0.1f, 1.0f, rows.p, loss.p, grad.p);
+            char want[96];
+            std::snprintf(want, sizeof want, "label %d at row %lld is not a class index in [0, 17)",
+                          static_cast<int>(bad), static_cast<long long>(at));
+            std::snprintf(what, sizeof what, "cpu: label %d at row %lld: refused, named, nothing written",
+                          static_cast<int>(bad), static_cast<long long>(at));
+            expect(rc_cpu != 0 && std::strstr(d4j_backend_last_error(cpu), want) != nullptr && rows.p[0] == -3.0f &&
+                       rows.p[B - 1] == -3.0f,
+                   what);
+        }
     }
-    y.p[2] = 2.0f;
+    for (int64_t b = 0; b < B; ++b) y[b] = static_cast<int32_t>(b);
     rows.fill(NAN);
-    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 0.0f, 1.0f, rows.p, nullptr, nullptr) == 0 &&
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.data(), B, C, 0.0f, 1.0f, rows.p, nullptr, nullptr) == 0 &&
                !std::isnan(rows.p[0]) && !std::isnan(rows.p[2]),
            "loss and grad may be NULL");
-    expect(d4j_cross_entropy(emu, nullptr, nullptr, y.p, B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0,
+    expect(d4j_cross_entropy(emu, nullptr, nullptr, y.data(), B, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0,
            "rejects null logits");
-    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, 0, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0, "rejects B = 0");
-    expect(d4j_cross_entropy(emu, nullptr, x.p, y.p, B, C, 1.5f, 1.0f, rows.p, loss.p, grad.p) != 0,
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.data(), 0, C, 0.0f, 1.0f, rows.p, loss.p, grad.p) != 0,
+           "rejects B = 0");
+    expect(d4j_cross_entropy(emu, nullptr, x.p, y.data(), B, C, 1.5f, 1.0f, rows.p, loss.p, grad.p) != 0,
            "rejects label smoothing 1.5");
-    expect(d4j_argmax(emu, nullptr, x.p, B, 0, rows.p) != 0, "argmax rejects C = 0");
+    expect(d4j_argmax(emu, nullptr, x.p, B, 0, y.data()) != 0, "argmax rejects C = 0");
+    expect(d4j_argmax(cpu, nullptr, x.p, B, 0, y.data()) != 0, "cpu argmax rejects C = 0");
 }
 
 }  // namespace
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        std::fprintf(stderr, "usage: cross_entropy_emu <libdistill4j_cudaemu.so>\n");
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: cross_entropy_emu <libdistill4j_cpu.so> <libdistill4j_cudaemu.so>\n");
         return 2;
     }
-    d4j_backend *emu = d4j_test::open_backend(argv[1]);
-    if (emu == nullptr) return 1;
+    d4j_backend *cpu = d4j_test::open_backend(argv[1]), *emu = d4j_test::open_backend(argv[2]);
+    if (cpu == nullptr || emu == nullptr) return 1;
     std::mt19937_64 rng(d4j_test::test_seed("cross_entropy_emu"));
     struct shape {
         int64_t B, C;
@@ -287,11 +326,15 @@ int main(int argc, char **argv) {
 #ifndef D4J_TEST_SANITIZED
     ce_case(emu, 2, 4100, 0.1f, 1.0f, 3.0f, false, rng, 1e5f);
 #endif
+    // Past 2^16 classes, labels at the top (C - 1, C - 2): the int32 label reaches the last columns of a wide row.
+    ce_case(emu, 2, 70000, 0.1f, 1.0f, 3.0f, false, rng);
     for (shape s : {shape{1, 1}, shape{9, 7}, shape{17, 100}, shape{3, 4099}}) {
-        argmax_case(emu, s.B, s.C, false, rng);
-        argmax_case(emu, s.B, s.C, true, rng);
+        for (bool with_nan : {false, true}) {
+            argmax_case(cpu, "cpu", s.B, s.C, with_nan, rng);
+            argmax_case(emu, "emu", s.B, s.C, with_nan, rng);
+        }
     }
-    special_rows(emu, rng);
+    special_rows(cpu, emu, rng);
     // Soft targets: warp-per-row (C <= 2048, partial blocks at B = 3, 9, 300) and block-per-row (2049, 4100).
     for (shape s : {shape{1, 1}, shape{9, 10}, shape{3, 37}, shape{300, 3}, shape{5, 1000}, shape{3, 2048},
                     shape{2, 2049}, shape{wide_rows, 4100}}) {
@@ -307,5 +350,6 @@ int main(int argc, char **argv) {
     soft_special_rows(emu, rng);
     std::printf("%d of %d checks passed\n", cases - failures, cases);
     d4j_backend_close(emu);
+    d4j_backend_close(cpu);
     return failures == 0 ? 0 : 1;
 }

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -299,6 +300,50 @@ void check_launch_errors() {
     expect(D4J_CHECK_LAUNCH() == cudaSuccess && count == 2048, "1024 threads per block is allowed");
 }
 
+// Two devices, a current device per host thread, allocations tagged with theirs (cuda_emu.h, "devices").
+__global__ void add_one(int *p, int n) {
+    const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i < n) p[i] += 1;
+}
+
+void check_devices() {
+    int count = 0, current = -1, other_thread = -1;
+    bool ok = cudaGetDeviceCount(&count) == cudaSuccess && count == 2 && cudaGetDevice(&current) == cudaSuccess &&
+              current == 0 && cudaSetDevice(2) == cudaErrorInvalidDevice && cudaSetDevice(-1) == cudaErrorInvalidDevice;
+    ok = ok && cudaSetDevice(1) == cudaSuccess && cudaGetDevice(&current) == cudaSuccess && current == 1;
+    std::thread([&] { cudaGetDevice(&other_thread); }).join();
+    expect(ok && other_thread == 0, "two devices; the current one is per host thread, 0 on a new thread");
+
+    // This thread is on device 1: memory allocated now belongs to it.
+    int *p1 = nullptr;
+    ok = cudaMalloc(&p1, 64 * sizeof(int)) == cudaSuccess && reinterpret_cast<uintptr_t>(p1) % 256 == 0;
+    for (int i = 0; i < 64; ++i) p1[i] = i;
+    D4J_LAUNCH(add_one, 1, 64, 0, nullptr, p1, 64);
+    ok = ok && D4J_CHECK_LAUNCH() == cudaSuccess && p1[0] == 1 && p1[63] == 64;
+    ok = ok && cudaMemset(p1 + 10, 0, sizeof(int)) == cudaSuccess && p1[10] == 0;
+    expect(ok, "a launch and a memset on the current device's memory (256-byte aligned) run");
+
+    // Device 0 current: the same pointers are another device's memory, interior ones too.
+    cudaSetDevice(0);
+    D4J_LAUNCH(add_one, 1, 64, 0, nullptr, p1 + 5, 59);
+    ok = D4J_CHECK_LAUNCH() == cudaErrorIllegalAddress && p1[5] == 6 && !d4j_emu::device_error.empty();
+    d4j_emu::device_error.clear();
+    ok = ok && cudaMemset(p1, 0, sizeof(int)) == cudaErrorIllegalAddress && p1[0] == 1;
+    cudaGetLastError();
+    d4j_emu::device_error.clear();
+    // Memory not from cudaMalloc (host buffers) is not checked, nor one past the end of an allocation.
+    std::vector<int> host(64, 0);
+    D4J_LAUNCH(add_one, 1, 64, 0, nullptr, host.data(), 64);
+    ok = ok && D4J_CHECK_LAUNCH() == cudaSuccess && host[63] == 1;
+    D4J_LAUNCH(add_one, 1, 1, 0, nullptr, p1 + 64, 0);
+    ok = ok && D4J_CHECK_LAUNCH() == cudaSuccess;
+    expect(ok, "another device's memory: the launch and the memset run nothing, report cudaErrorIllegalAddress");
+
+    // cudaFree from any device (unified addressing); a pointer cudaMalloc did not return is refused.
+    ok = cudaFree(host.data()) == cudaErrorInvalidValue && cudaFree(p1) == cudaSuccess && cudaFree(p1) == cudaErrorInvalidValue;
+    expect(ok, "cudaFree from another device; a foreign or freed pointer is an error");
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -333,6 +378,7 @@ int main(int argc, char **argv) {
     check_static_smem();
     check_early_exit();
     check_launch_errors();
+    check_devices();
     std::printf("%s\n", failures == 0 ? "all passed" : "FAILURES");
     return failures == 0 ? 0 : 1;
 }

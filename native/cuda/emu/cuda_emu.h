@@ -25,6 +25,12 @@
 //     Static shared arrays are filled the same way before every block (each is registered the first time a
 //     thread reaches its definition), so a slot the block did not write reads as garbage, never as 0 or as what
 //     the previous block left; AddressSanitizer sees their overflows as it does any global's;
+//   - devices: kDeviceCount of them (2, so that device bugs can show), a current device per host thread (0 until
+//     cudaSetDevice, as CUDA's runtime), every cudaMalloc tagged with the device current at the call. A launch
+//     whose pointer arguments point into another device's allocation, a cudaMemset(Async) of another device's
+//     memory, and the emulated GEMMs' operands are refused as a card without peer access faults: the message on
+//     stderr, cudaErrorIllegalAddress for cudaGetLastError, nothing run. Pointers inside structs and memory not
+//     from cudaMalloc (test buffers, host memory) are not checked; streams carry no device here;
 //   - launch configurations are checked as the hardware does (at most 1024 threads per block, block z <= 64,
 //     grid y,z <= 65535, 48 KiB of dynamic shared memory unless raised with cudaFuncSetAttribute); a bad one
 //     runs nothing and leaves cudaErrorInvalidConfiguration for cudaGetLastError.
@@ -56,11 +62,13 @@
 #include <cstring>
 #include <functional>
 #include <latch>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <semaphore>
 #include <source_location>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <type_traits>
@@ -125,7 +133,8 @@ enum cudaError {
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
-    cudaErrorInvalidDevice = 101
+    cudaErrorInvalidDevice = 101,
+    cudaErrorIllegalAddress = 700
 };
 typedef enum cudaError cudaError_t;
 struct CUstream_st;
@@ -159,7 +168,7 @@ extern "C" void __tsan_ignore_thread_end();
 // Hidden: each library (and test program) that includes this header has its own private emulator.
 namespace __attribute__((visibility("hidden"))) d4j_emu {
 
-// The emulated device: compute capability 9.0 (so capability checks pass), few SMs so that kernels sizing
+// The emulated devices: compute capability 9.0 (so capability checks pass), few SMs so that kernels sizing
 // their grid by the SM count launch few (slow, emulated) blocks.
 inline constexpr int kSmCount = 4;
 inline constexpr unsigned kMaxThreadsPerBlock = 1024;
@@ -168,6 +177,53 @@ inline constexpr size_t kMaxDynamicSmemOptin = 227 * 1024;
 
 // Like CUDA's, the last error belongs to the host thread that launched.
 inline thread_local cudaError_t last_error = cudaSuccess;
+
+// ---- Devices. Two, so that a kernel launched with the wrong device current can be caught (hardware without
+// peer access faults on the other device's memory; one emulated device could never tell).
+inline constexpr int kDeviceCount = 2;
+// Per host thread, 0 until cudaSetDevice, as CUDA's runtime has it.
+inline thread_local int current_device = 0;
+// Why the last device check on this thread failed ("" when none did), for messages that outlive stderr.
+inline thread_local std::string device_error;
+
+// Every live cudaMalloc block: base -> (bytes, device it was allocated on). Never destroyed (a static's destructor
+// at exit would race detached pool threads and late frees).
+struct allocation {
+    size_t bytes;
+    int device;
+};
+inline std::mutex &allocations_mutex = *new std::mutex;
+inline std::map<uintptr_t, allocation> &allocations = *new std::map<uintptr_t, allocation>;
+
+// The device whose allocation contains p (one past the end is outside), or -1 for memory not from cudaMalloc.
+inline int device_of(const void *p) {
+    if (p == nullptr) return -1;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lock(allocations_mutex);
+    auto it = allocations.upper_bound(a);
+    if (it == allocations.begin()) return -1;
+    --it;
+    return a - it->first < (it->second.bytes == 0 ? 1 : it->second.bytes) ? it->second.device : -1;
+}
+
+// True when p is not another device's memory; otherwise says so on stderr, records it for device_error and sets
+// cudaErrorIllegalAddress, as the fault a card without peer access would report. `what` names the operation and
+// the device, `which` the operand ("argument 3").
+inline bool on_current_device(const char *what, const char *which, const void *p) {
+    const int d = device_of(p);
+    if (d < 0 || d == current_device) return true;
+    char msg[512];
+    std::snprintf(msg, sizeof msg,
+                  "%s on device %d, but %s points into memory allocated on device %d (not the device current on "
+                  "this host thread: cudaSetDevice missing on this thread?)",
+                  what, current_device, which, d);
+    std::fprintf(stderr, "d4j-emu: %s\n", msg);
+    std::fflush(stderr);
+    device_error = msg;
+    last_error = cudaErrorIllegalAddress;
+    return false;
+}
+
 // Highest limit any kernel was given with cudaFuncSetAttribute (not tracked per kernel: a simplification).
 inline std::atomic<size_t> dynamic_smem_limit{kDefaultDynamicSmem};
 
@@ -451,8 +507,20 @@ inline void run(const char *kernel, dim3 grid, dim3 block, size_t smem_bytes, co
 
 // Kernel arguments are evaluated once, by the launching thread, as `<<<>>>` does; each emulated thread calls
 // the kernel with its own copies of them (kernels may modify their by-value parameters).
+// Pointer arguments are checked against the device current on the launching thread first (on_current_device).
 template <typename Call, typename... Args>
 void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, const char *kernel, Call call, Args... args) {
+    const std::string what = std::string("kernel ") + kernel + " launched";
+    int index = 0;
+    auto same_device = [&](const auto &arg) {
+        ++index;
+        if constexpr (std::is_pointer_v<std::decay_t<decltype(arg)>>)
+            return on_current_device(what.c_str(), ("argument " + std::to_string(index)).c_str(),
+                                     static_cast<const void *>(arg));
+        else
+            return true;
+    };
+    if (!(same_device(args) && ...)) return;
     std::tuple<Args...> params(args...);
     run(kernel, grid, block, smem_bytes, [&] { std::apply(call, params); });
 }
@@ -623,6 +691,7 @@ inline const char *cudaGetErrorName(cudaError_t e) {
         case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
         case cudaErrorNoDevice: return "cudaErrorNoDevice";
         case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+        case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     }
     return "cudaErrorUnknown";
 }
@@ -634,6 +703,7 @@ inline const char *cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidConfiguration: return "invalid configuration argument";
         case cudaErrorNoDevice: return "no CUDA-capable device is detected";
         case cudaErrorInvalidDevice: return "invalid device ordinal";
+        case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     }
     return "unknown error";
 }
@@ -641,16 +711,21 @@ inline const char *cudaGetErrorString(cudaError_t e) {
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = d4j_emu::kDeviceCount;
     return cudaSuccess;
 }
-inline cudaError_t cudaSetDevice(int device) { return device == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+// The current device of the calling host thread only, as CUDA's runtime.
+inline cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= d4j_emu::kDeviceCount) return cudaErrorInvalidDevice;
+    d4j_emu::current_device = device;
+    return cudaSuccess;
+}
 inline cudaError_t cudaGetDevice(int *device) {
-    *device = 0;
+    *device = d4j_emu::current_device;
     return cudaSuccess;
 }
 inline cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
-    if (device != 0) return cudaErrorInvalidDevice;
+    if (device < 0 || device >= d4j_emu::kDeviceCount) return cudaErrorInvalidDevice;
     switch (attr) {
         case cudaDevAttrMaxThreadsPerBlock: *value = static_cast<int>(d4j_emu::kMaxThreadsPerBlock); break;
         case cudaDevAttrMaxSharedMemoryPerBlock: *value = static_cast<int>(d4j_emu::kDefaultDynamicSmem); break;
@@ -673,20 +748,36 @@ cudaError_t cudaFuncSetAttribute(Kernel *, cudaFuncAttribute attr, int value) {
     }
     return cudaSuccess;
 }
-// "Device" memory is host memory of exactly the requested size (AddressSanitizer sees overflows).
+// "Device" memory is host memory of exactly the requested size (AddressSanitizer sees overflows), 256-byte
+// aligned as cudaMalloc's, tagged with the calling thread's current device.
 inline cudaError_t cudaMalloc(void **ptr, size_t bytes) {
-    *ptr = std::malloc(bytes);
-    return *ptr != nullptr || bytes == 0 ? cudaSuccess : cudaErrorMemoryAllocation;
+    *ptr = nullptr;
+    if (posix_memalign(ptr, 256, bytes == 0 ? 1 : bytes) != 0) {
+        *ptr = nullptr;
+        return cudaErrorMemoryAllocation;
+    }
+    std::lock_guard<std::mutex> lock(d4j_emu::allocations_mutex);
+    d4j_emu::allocations[reinterpret_cast<uintptr_t>(*ptr)] = {bytes, d4j_emu::current_device};
+    return cudaSuccess;
 }
 template <typename T>
 cudaError_t cudaMalloc(T **ptr, size_t bytes) {
     return cudaMalloc(reinterpret_cast<void **>(ptr), bytes);
 }
+// As CUDA's, from any device (unified addressing finds the owner); a pointer cudaMalloc did not return is an error.
 inline cudaError_t cudaFree(void *ptr) {
+    if (ptr == nullptr) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> lock(d4j_emu::allocations_mutex);
+        if (d4j_emu::allocations.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) return cudaErrorInvalidValue;
+    }
     std::free(ptr);
     return cudaSuccess;
 }
+// Refused on another device's memory, as a kernel would be. cudaMemcpy is not checked: with unified addressing
+// CUDA finds each side's device from the pointer and copies between devices (through the host without peer access).
 inline cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t = nullptr) {
+    if (!d4j_emu::on_current_device("cudaMemset", "its destination", ptr)) return cudaErrorIllegalAddress;
     if (bytes != 0) std::memset(ptr, value, bytes);
     return cudaSuccess;
 }

@@ -36,6 +36,8 @@ public final class Device {
     private static final System.Logger LOG = System.getLogger("org.distill4j");
     private static final Device CPU = new Device(Kind.CPU, 0);
     private static final Device CUDA_EMU = new Device(Kind.CUDA_EMU, 0);
+    /** Devices the CUDA emulator has (native/cuda/emu/cuda_emu.h): two, so device bugs can show in tests. */
+    private static final int EMULATED_DEVICES = 2;
 
     private final Kind kind;
     private final int index;
@@ -62,6 +64,19 @@ public final class Device {
     }
 
     /**
+     * Emulated CUDA device {@code index} (0 or 1): the emulator has two devices, a current device per thread and
+     * memory tagged with its device, so that a kernel launched with the wrong device current fails as it would on
+     * a card (tests only).
+     */
+    public static Device cudaEmu(int index) {
+        if (index < 0 || index >= EMULATED_DEVICES) {
+            throw new IllegalArgumentException("emulated CUDA device index must be 0 or 1 (the emulator has "
+                    + EMULATED_DEVICES + " devices), got " + index);
+        }
+        return index == 0 ? CUDA_EMU : new Device(Kind.CUDA_EMU, index);
+    }
+
+    /**
      * CUDA device 0 when it can be used here, otherwise the CPU; the choice and the reason are logged as one record
      * (INFO, logger {@code org.distill4j}; java.util.logging's default format prints a record on two lines, the CLI
      * sets a one-line format).
@@ -74,7 +89,7 @@ public final class Device {
         return chosen;
     }
 
-    /** Parses {@code cpu}, {@code cuda}, {@code cuda:N}, {@code cuda-emu} or {@code best}. */
+    /** Parses {@code cpu}, {@code cuda}, {@code cuda:N}, {@code cuda-emu}, {@code cuda-emu:N} or {@code best}. */
     public static Device parse(String text) {
         String s = Objects.requireNonNull(text, "device").trim().toLowerCase(Locale.ROOT);
         switch (s) {
@@ -83,12 +98,11 @@ public final class Device {
             case "cuda-emu": return cudaEmu();
             case "best": return best();
             default:
-                if (s.startsWith("cuda:")) {
-                    try {
-                        return cuda(Integer.parseInt(s.substring(5)));
-                    } catch (NumberFormatException e) {
-                        // fall through to the error below
-                    }
+                try {
+                    if (s.startsWith("cuda:")) return cuda(Integer.parseInt(s.substring(5)));
+                    if (s.startsWith("cuda-emu:")) return cudaEmu(Integer.parseInt(s.substring(9)));
+                } catch (NumberFormatException e) {
+                    // fall through to the error below
                 }
                 throw new IllegalArgumentException("unknown device '" + text + "': expected cpu, cuda, cuda:N, cuda-emu or best");
         }
@@ -99,7 +113,7 @@ public final class Device {
         return kind;
     }
 
-    /** The device number (0 for cpu and cuda-emu). */
+    /** The device number (0 for cpu; 0 or 1 for cuda-emu). */
     public int index() {
         return index;
     }
@@ -114,9 +128,9 @@ public final class Device {
         return kind.hashCode() * 31 + index;
     }
 
-    /** {@code cpu}, {@code cuda:N} or {@code cuda-emu}. */
+    /** {@code cpu}, {@code cuda:N}, {@code cuda-emu} or {@code cuda-emu:1}. */
     @Override
     public String toString() {
-        return kind == Kind.CUDA ? "cuda:" + index : kind.label();
+        return kind == Kind.CUDA || (kind == Kind.CUDA_EMU && index != 0) ? kind.label() + ":" + index : kind.label();
     }
 }

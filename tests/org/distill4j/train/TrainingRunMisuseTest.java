@@ -103,29 +103,22 @@ class TrainingRunMisuseTest {
     }
 
     @Test
-    void intLabelsStepAsTheirFloatForm() {
+    void badLabelsAreRefusedNamingRowAndValue() {
         long seed = Check.freshSeed();
         Dataset data = Synthetic.dataset(seed, BATCH, 4, 16, 16);
         TrainOptions options = new TrainOptions().withBatch(BATCH);
-        float[] asFloat = new float[BATCH];
-        for (int i = 0; i < BATCH; i++) asFloat[i] = data.label(i);
-        double[] losses = new double[2];
-        try (Backend be = CpuBackend.open()) {
-            for (int k = 0; k < 2; k++) {
-                try (VisionTransformer m = new VisionTransformer(be, STUDENT, BATCH, seed);
-                     Trainer trainer = new Trainer(m, null, options, 10)) {
-                    losses[k] = k == 0 ? trainer.step(data.images(), data.labels(), null).loss()
-                            : trainer.step(data.images(), asFloat, null).loss();
-                }
+        try (Backend be = CpuBackend.open();
+             VisionTransformer m = new VisionTransformer(be, STUDENT, BATCH, seed);
+             Trainer trainer = new Trainer(m, null, options, 10)) {
+            refused("3 labels for a batch of " + BATCH, () -> trainer.step(data.images(), new int[] {0, 1, 2}, null));
+            int[] bad = data.labels().clone();
+            for (int label : new int[] {4, -1, Integer.MAX_VALUE}) {
+                bad[5] = label;
+                refused("label " + label + " at row 5 is not a class index in [0, 4)",
+                        () -> trainer.step(data.images(), bad, null));
             }
-            assertEquals(losses[1], losses[0], 0.0, "seed " + seed);
-            try (VisionTransformer m = new VisionTransformer(be, STUDENT, BATCH, seed);
-                 Trainer trainer = new Trainer(m, null, options, 10)) {
-                refused("3 labels for a batch of " + BATCH, () -> trainer.step(data.images(), new int[] {0, 1, 2}, null));
-                int[] bad = data.labels().clone();
-                bad[5] = 4;
-                assertThrows(IllegalArgumentException.class, () -> trainer.step(data.images(), bad, null));
-            }
+            assertEquals(0, trainer.steps(), "nothing was stepped");
+            assertTrue(Double.isFinite(trainer.step(data.images(), data.labels(), null).loss()), "seed " + seed);
         }
     }
 

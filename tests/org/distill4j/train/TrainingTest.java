@@ -159,7 +159,8 @@ class TrainingTest {
     @Test
     void softLossReductionDividesByClassesForMean() {
         Dataset train = data(9, 16);
-        float[] images = new float[16 * 256], labels = new float[16];
+        float[] images = new float[16 * 256];
+        int[] labels = new int[16];
         for (int i = 0; i < 16; i++) {
             train.copyImage(i, images, i * 256);
             labels[i] = train.label(i);
@@ -185,7 +186,8 @@ class TrainingTest {
     @Test
     void memoryStaysFlatOver200Steps() {
         Dataset train = data(8, 64);
-        float[] images = new float[16 * 256], labels = new float[16], teacher = new float[16 * 4];
+        float[] images = new float[16 * 256], teacher = new float[16 * 4];
+        int[] labels = new int[16];
         for (int i = 0; i < 16; i++) {
             train.copyImage(i, images, i * 256);
             labels[i] = train.label(i);
@@ -209,7 +211,8 @@ class TrainingTest {
     @Test
     void aNonFiniteGradientNormStopsTheStepBeforeTheUpdate() {
         Dataset train = data(12, 16);
-        float[] images = new float[16 * 256], labels = new float[16];
+        float[] images = new float[16 * 256];
+        int[] labels = new int[16];
         for (int i = 0; i < 16; i++) {
             train.copyImage(i, images, i * 256);
             labels[i] = train.label(i);

@@ -49,9 +49,9 @@ public final class TrainStepBench {
         int s = config.imageSize(), c = config.classes();
         float[] images = normal(rng, b * config.channels() * s * s);
         float[] teacher = normal(rng, b * c);
-        float[] labels = new float[b];
+        int[] labels = new int[b];
         long[] labelsLong = new long[b];
-        for (int i = 0; i < b; i++) labelsLong[i] = (long) (labels[i] = rng.nextInt(c));
+        for (int i = 0; i < b; i++) labelsLong[i] = labels[i] = rng.nextInt(c);
         TrainOptions options = new TrainOptions().withBatch(b).withClipNorm(0).withWarmupEpochs(0)
                 .withLr(5e-4, 5e-4).withDistillation(Distillation.SOFT, 0.5, 3.0);
         try (VisionTransformer model = new VisionTransformer(backend, config, b, 1)) {

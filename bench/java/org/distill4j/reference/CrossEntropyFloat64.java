@@ -12,11 +12,11 @@ public final class CrossEntropyFloat64 {
     public record Result(double[] rowLoss, double[] loss, double[] grad) {}
 
     /** Computes the row losses, their mean and the gradient; labels are class indices. */
-    public static Result compute(float[] logits, float[] labels, int batch, int classes, double eps, double scale) {
+    public static Result compute(float[] logits, int[] labels, int batch, int classes, double eps, double scale) {
         double[] rows = new double[batch], grad = new double[batch * classes];
         double total = 0;
         for (int b = 0; b < batch; b++) {
-            int off = b * classes, y = (int) labels[b];
+            int off = b * classes, y = labels[b];
             double max = Double.NEGATIVE_INFINITY, sum = 0;
             for (int c = 0; c < classes; c++) max = Math.max(max, logits[off + c]);
             for (int c = 0; c < classes; c++) sum += Math.exp(logits[off + c] - max);

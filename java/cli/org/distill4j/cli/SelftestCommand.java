@@ -6,6 +6,7 @@ import java.util.Random;
 import java.util.TreeSet;
 import java.util.concurrent.Callable;
 import org.distill4j.Device;
+import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
@@ -239,7 +240,8 @@ final class SelftestCommand implements Callable<Integer> {
         int failures = 0;
         for (int[] shape : shapes) {
             int b = shape[0], c = shape[1];
-            float[] x = normal(rng, b * c), y = new float[b];
+            float[] x = normal(rng, b * c);
+            int[] y = new int[b];
             for (int i = 0; i < b; i++) y[i] = rng.nextInt(c);
             for (float eps : new float[] {0f, 0.1f}) {
                 CrossEntropy ce = CrossEntropy.builder().labelSmoothing(eps).lossScale(0.5f).build();
@@ -265,9 +267,9 @@ final class SelftestCommand implements Callable<Integer> {
     }
 
     /** Row losses, loss and gradient of one call. */
-    private static float[][] runCrossEntropy(Backend be, CrossEntropy ce, float[] x, float[] y, int b, int c) {
-        try (Tensor xt = Tensor.of(be, x, b, c); Tensor yt = Tensor.of(be, y, b); Tensor rows = Tensor.empty(be, b);
-             Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
+    private static float[][] runCrossEntropy(Backend be, CrossEntropy ce, float[] x, int[] y, int b, int c) {
+        try (Tensor xt = Tensor.of(be, x, b, c); IntTensor yt = IntTensor.of(be, y, b);
+             Tensor rows = Tensor.empty(be, b); Tensor loss = Tensor.empty(be); Tensor grad = Tensor.empty(be, b, c)) {
             ce.compute(xt, yt, rows, loss, grad);
             return new float[][] {rows.toArray(), loss.toArray(), grad.toArray()};
         }

@@ -43,6 +43,12 @@ public interface Backend extends AutoCloseable {
     /** {@code tensor} was closed and is no longer this backend's to free. Called by Tensor, not by users. */
     default void disown(org.distill4j.Tensor tensor) {}
 
+    /** As {@link #adopt(org.distill4j.Tensor)}, for an int32 buffer. Called by IntTensor, not by users. */
+    default void adopt(org.distill4j.IntTensor tensor) {}
+
+    /** As {@link #disown(org.distill4j.Tensor)}, for an int32 buffer. Called by IntTensor, not by users. */
+    default void disown(org.distill4j.IntTensor tensor) {}
+
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 

@@ -15,7 +15,7 @@ public final class Backends {
     public static Backend open(Device device) {
         switch (device.kind()) {
             case CPU: return CpuBackend.open();
-            case CUDA_EMU: return CpuBackend.openCudaEmulator();
+            case CUDA_EMU: return CpuBackend.openCudaEmulator(device.index());
             case CUDA: return CudaBackend.open(device.index());
             default: throw new AssertionError(device);
         }

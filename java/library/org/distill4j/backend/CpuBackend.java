@@ -10,12 +10,15 @@ import org.distill4j.natives.Distill4jNative;
 /**
  * Host memory with host-side kernels: the C++/OpenMP kernels ({@link Device#cpu()}) with OpenBLAS for GEMMs, or
  * the CUDA kernels run by the emulator ({@link Device#cudaEmu()}, tests only). Memory is 64-byte aligned and freed
- * deterministically.
+ * deterministically. The emulated backend takes its memory from the emulator (through the dispatch library, with
+ * the backend's device current), which tags every block with its device: a kernel then launched with another
+ * device current fails, as it would on a card.
  */
 public final class CpuBackend extends NativeBackend {
     // Smaller allocations are not worth reading /proc/meminfo for: a model checks its total before it allocates.
     private static final long CHECKED_ALLOCATION = 64L << 20;
     private final Pointer noStream = new Pointer();
+    private final boolean emulated;
 
     private CpuBackend(Device device, String library) {
         super(device);
@@ -26,6 +29,7 @@ public final class CpuBackend extends NativeBackend {
         // their work and steal the cores the other needs next (2 cores: patch_embed backward 2-4x slower).
         // This library (the preset's nolapack build) is only ours: libtorch loads its own libopenblas.so.0.
         openblas_nolapack.blas_set_num_threads(1);
+        this.emulated = device.kind() == Device.Kind.CUDA_EMU;
         openKernels(library);
     }
 
@@ -36,7 +40,12 @@ public final class CpuBackend extends NativeBackend {
 
     /** The CUDA kernels on the CPU (libdistill4j_cudaemu): for tests and selftest, far slower than {@link #open}. */
     public static CpuBackend openCudaEmulator() {
-        return new CpuBackend(Device.cudaEmu(), "cudaemu");
+        return openCudaEmulator(0);
+    }
+
+    /** The same on emulated device {@code index} (0 or 1, {@link Device#cudaEmu(int)}). */
+    public static CpuBackend openCudaEmulator(int index) {
+        return new CpuBackend(Device.cudaEmu(index), "cudaemu");
     }
 
     /**
@@ -70,7 +79,8 @@ public final class CpuBackend extends NativeBackend {
                         + " of host memory available", bytes, available);
             }
         }
-        Pointer p = Distill4jNative.d4j_host_alloc(bytes);
+        Pointer p = emulated ? Distill4jNative.d4j_backend_alloc(kernels(), bytes)
+                : Distill4jNative.d4j_host_alloc(bytes);
         if (p == null || p.isNull()) {
             throw new MemoryLimitException("host allocation of " + MemoryLimitException.formatBytes(bytes)
                     + " failed", bytes, availableBytes());
@@ -82,7 +92,12 @@ public final class CpuBackend extends NativeBackend {
     @Override
     public void free(Pointer memory) {
         if (memory == null || memory.isNull()) return;
-        Distill4jNative.d4j_host_free(memory);
+        if (!emulated) {
+            Distill4jNative.d4j_host_free(memory);
+        } else if (Distill4jNative.d4j_backend_free(kernels(), memory) != 0) {
+            throw new IllegalStateException("free on " + device() + ": "
+                    + Distill4jNative.d4j_backend_last_error(kernels()).getString());
+        }
         freed();
     }
 

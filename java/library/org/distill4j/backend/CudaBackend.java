@@ -22,6 +22,7 @@ import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.SizeTPointer;
 import org.distill4j.Device;
 import org.distill4j.MemoryLimitException;
+import org.distill4j.natives.Distill4jNative;
 
 /**
  * Device memory and one stream through the {@code org.bytedeco:cuda} preset, kernels from libdistill4j_cuda.
@@ -29,6 +30,12 @@ import org.distill4j.MemoryLimitException;
  * <p>One CUDA runtime per process: the preset loads libcudart.so.13 first, and libdistill4j_cuda links the same
  * shared libcudart, so the dynamic loader hands it the copy already loaded (same soname): pointers and streams
  * from either side are valid on the other.
+ *
+ * <p>CUDA's current device belongs to the host thread, and a backend is used from whichever thread holds it: every
+ * runtime call here first makes this backend's device current on the calling thread ({@code useDevice}, through
+ * the dispatch library's {@code d4j_backend_use_device}: a cudaGetDevice when it already is), as every kernel call
+ * does in the dispatch library. Without it, a backend opened for cuda:1 on one thread would allocate and copy on
+ * device 0 from another.
  */
 public final class CudaBackend extends NativeBackend {
     private CUstream_st stream;
@@ -39,6 +46,7 @@ public final class CudaBackend extends NativeBackend {
         if (why != null) throw new BackendUnavailableException("CUDA backend unavailable: " + why);
         checkCuda(cudaSetDevice(device.index()), "cudaSetDevice");
         openKernels("cuda");
+        useDevice();
         CUstream_st s = new CUstream_st();
         checkCuda(cudaStreamCreate(s), "cudaStreamCreate");
         this.stream = s;
@@ -69,6 +77,15 @@ public final class CudaBackend extends NativeBackend {
         return null;
     }
 
+    /** Makes this backend's device current on the calling thread, for the runtime calls that follow. */
+    private void useDevice() {
+        if (Distill4jNative.d4j_backend_use_device(kernels()) != 0) {
+            throw new IllegalStateException("cannot make " + device() + " current on thread '"
+                    + Thread.currentThread().getName() + "': "
+                    + Distill4jNative.d4j_backend_last_error(kernels()).getString());
+        }
+    }
+
     private void checkCuda(int status, String what) {
         if (status != 0) throw new IllegalStateException(what + " on " + device() + ": " + cudaGetErrorString(status).getString());
     }
@@ -81,6 +98,7 @@ public final class CudaBackend extends NativeBackend {
     /** The device's free memory (cudaMemGetInfo: one driver call, no synchronisation). */
     @Override
     public long availableBytes() {
+        useDevice();  // cudaMemGetInfo reports the current device
         try (SizeTPointer free = new SizeTPointer(1); SizeTPointer total = new SizeTPointer(1)) {
             checkCuda(cudaMemGetInfo(free, total), "cudaMemGetInfo");
             return free.get();
@@ -90,6 +108,7 @@ public final class CudaBackend extends NativeBackend {
     @Override
     public Pointer allocate(long bytes) {
         if (bytes < 0) throw new IllegalArgumentException("negative allocation: " + bytes + " bytes");
+        useDevice();
         Pointer p = new Pointer();
         int status = cudaMalloc(p, Math.max(bytes, 1));
         if (status != 0) {
@@ -108,12 +127,14 @@ public final class CudaBackend extends NativeBackend {
     @Override
     public void free(Pointer memory) {
         if (memory == null || memory.isNull()) return;
+        useDevice();
         checkCuda(cudaFree(memory), "cudaFree");
         freed();
     }
 
     @Override
     public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
+        useDevice();
         checkCuda(cudaMemcpyAsync(destination, hostSource, bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
         // The host buffer may be reused by the caller as soon as we return.
         checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
@@ -121,17 +142,20 @@ public final class CudaBackend extends NativeBackend {
 
     @Override
     public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
+        useDevice();
         checkCuda(cudaMemcpyAsync(hostDestination, source, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
         checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     }
 
     @Override
     public void copy(Pointer source, Pointer destination, long bytes) {
+        useDevice();
         checkCuda(cudaMemcpyAsync(destination, source, bytes, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
     }
 
     @Override
     public void zero(Pointer destination, long bytes) {
+        useDevice();
         checkCuda(cudaMemsetAsync(destination, 0, bytes, stream), "cudaMemsetAsync");
     }
 
@@ -142,11 +166,13 @@ public final class CudaBackend extends NativeBackend {
 
     @Override
     public void synchronize() {
+        useDevice();
         checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     }
 
     @Override
     void releaseResources() {
+        useDevice();
         cudaStreamSynchronize(stream);
         cudaStreamDestroy(stream);
     }

@@ -7,6 +7,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.IntSupplier;
 import org.distill4j.Device;
+import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
 import org.distill4j.ThreadConfinement;
 import org.distill4j.natives.Distill4jNative;
@@ -18,6 +19,7 @@ abstract class NativeBackend implements Backend {
     // Atomic: tensors are closed by whichever thread holds them (or a cleaner), not only the backend's user.
     private final AtomicLong live = new AtomicLong();
     private final Set<Tensor> tensors = ConcurrentHashMap.newKeySet();  // open tensors, freed by close()
+    private final Set<IntTensor> intTensors = ConcurrentHashMap.newKeySet();
     // Kernel calls and close(): the kernel libraries keep per-backend state (stream, workspaces, cuBLAS handle).
     private final ThreadConfinement confinement;
 
@@ -78,6 +80,16 @@ abstract class NativeBackend implements Backend {
     }
 
     @Override
+    public final void adopt(IntTensor tensor) {
+        intTensors.add(tensor);
+    }
+
+    @Override
+    public final void disown(IntTensor tensor) {
+        intTensors.remove(tensor);
+    }
+
+    @Override
     public final long liveAllocations() {
         return live.get();
     }
@@ -95,16 +107,23 @@ abstract class NativeBackend implements Backend {
 
     private void closeConfined() {
         List<Tensor> open = new ArrayList<>(tensors);
-        if (!open.isEmpty()) {
+        List<IntTensor> openInt = new ArrayList<>(intTensors);
+        int count = open.size() + openInt.size();
+        if (count > 0) {
             StringBuilder sites = new StringBuilder();
             int listed = 0;
             for (Tensor t : open) {
                 String site = t.allocationSite();
                 if (site != null && listed++ < 10) sites.append("\n  ").append(t).append(" allocated at ").append(site);
             }
+            for (IntTensor t : openInt) {
+                String site = t.allocationSite();
+                if (site != null && listed++ < 10) sites.append("\n  ").append(t).append(" allocated at ").append(site);
+            }
             for (Tensor t : open) t.close();
+            for (IntTensor t : openInt) t.close();
             System.getLogger("org.distill4j").log(System.Logger.Level.WARNING, "closing " + name() + ": freed "
-                    + open.size() + " tensor" + (open.size() == 1 ? "" : "s") + " left open (close tensors and models "
+                    + count + " tensor" + (count == 1 ? "" : "s") + " left open (close tensors and models "
                     + "when done; -Ddistill4j.debug.allocations=true lists where they were allocated)" + sites);
         }
         releaseResources();

@@ -21,9 +21,9 @@ import java.util.concurrent.TimeUnit;
  * following {@code next()} or {@link #close()}; copy out what must live longer. When filling a batch takes less
  * time than a training step, {@code next()} returns without waiting ({@link #waitNanos()} measures any wait).
  *
- * <p><b>Shapes.</b> images {@code [B, C, H, W]} floats, labels both as {@code int[]} and as {@code float[]} class
- * indices (the device format of the cross-entropy kernel), and the dataset indices of the samples (for per-sample
- * state such as cached teacher logits). With {@code dropLast} (the default) every batch is full; otherwise the last
+ * <p><b>Shapes.</b> images {@code [B, C, H, W]} floats, labels as {@code int[]} class indices (int32, the format
+ * the cross-entropy kernel takes), and the dataset indices of the samples (for per-sample state such as cached
+ * teacher logits). With {@code dropLast} (the default) every batch is full; otherwise the last
  * batch of an epoch has {@link Batch#size()} &lt; B and the array tails past it are left as they were.
  *
  * <p><b>Errors.</b> An exception in the producer ends it and is rethrown by the consumer's next {@code next()},
@@ -34,7 +34,7 @@ import java.util.concurrent.TimeUnit;
  *         .epochs(10).build()) {
  *     while (loader.hasNext()) {
  *         BatchLoader.Batch b = loader.next();
- *         step(b.images(), b.labelsAsFloat(), b.size());
+ *         step(b.images(), b.labels(), b.size());
  *     }
  * }
  * }</pre>
@@ -50,7 +50,6 @@ public final class BatchLoader implements BatchSource {
     public static final class Batch {
         private final float[] images;
         private final int[] labels;
-        private final float[] labelsAsFloat;
         private final int[] indices;
         private int size;
         private int epoch;
@@ -59,7 +58,6 @@ public final class BatchLoader implements BatchSource {
         Batch(int batchSize, int imageSize) {
             images = new float[batchSize * imageSize];
             labels = new int[batchSize];
-            labelsAsFloat = new float[batchSize];
             indices = new int[batchSize];
         }
 
@@ -71,11 +69,6 @@ public final class BatchLoader implements BatchSource {
         /** Class indices; the first {@code size()} are valid. */
         public int[] labels() {
             return labels;
-        }
-
-        /** Class indices as floats (exact for any class count below 2^24), the device format. */
-        public float[] labelsAsFloat() {
-            return labelsAsFloat;
         }
 
         /** Dataset index of each sample. */
@@ -411,7 +404,6 @@ public final class BatchLoader implements BatchSource {
             int label = data.label(idx);
             b.indices[i] = idx;
             b.labels[i] = label;
-            b.labelsAsFloat[i] = label;
         }
         b.size = count;
         b.epoch = epoch;

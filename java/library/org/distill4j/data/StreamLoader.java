@@ -408,7 +408,6 @@ public final class StreamLoader implements BatchSource {
             int label = source.label(idx);
             b.indices()[i] = idx;
             b.labels()[i] = label;
-            b.labelsAsFloat()[i] = label;
         }
         b.set(count, epoch, batch);
     }

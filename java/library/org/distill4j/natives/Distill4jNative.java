@@ -2,6 +2,7 @@ package org.distill4j.natives;
 
 import org.bytedeco.javacpp.BytePointer;
 import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.annotation.Cast;
@@ -63,6 +64,22 @@ public final class Distill4jNative {
 
     /** Frees memory from {@link #d4j_host_alloc}. */
     public static native void d4j_host_free(Pointer ptr);
+
+    /**
+     * Makes the backend's device current on the calling thread, for the caller's own CUDA runtime calls (the
+     * kernel calls below do it themselves); 0, or nonzero with {@link #d4j_backend_last_error}'s message.
+     */
+    public static native int d4j_backend_use_device(d4j_backend backend);
+
+    /**
+     * Memory of a host-memory backend (cpu, cuda-emu): the implementation's allocator on the backend's device when
+     * it has one (cuda-emu: the emulator's, which tags it with the device), else {@link #d4j_host_alloc}; null
+     * when out of memory.
+     */
+    public static native Pointer d4j_backend_alloc(d4j_backend backend, @Cast("size_t") long bytes);
+
+    /** Frees memory from {@link #d4j_backend_alloc}; nonzero for a pointer it did not return. */
+    public static native int d4j_backend_free(d4j_backend backend, Pointer ptr);
 
     /** Fused log_softmax + KL divergence: see {@code d4j_impl_kl_div} in native/include/distill4j_impl.h. */
     public static native int d4j_kl_div(d4j_backend backend, Pointer stream, @Const FloatPointer student,
@@ -137,13 +154,13 @@ public final class Distill4jNative {
     public static native int d4j_gelu_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer dy, @Cast("int64_t") long n, FloatPointer dx);
 
     /** See {@code d4j_impl_cross_entropy} in native/include/distill4j_impl.h. */
-    public static native int d4j_cross_entropy(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Const FloatPointer labels, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
+    public static native int d4j_cross_entropy(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Cast("const int32_t*") IntPointer labels, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
 
     /** See {@code d4j_impl_cross_entropy_soft} in native/include/distill4j_impl.h. */
     public static native int d4j_cross_entropy_soft(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Const FloatPointer targets, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
 
     /** See {@code d4j_impl_argmax} in native/include/distill4j_impl.h. */
-    public static native int d4j_argmax(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long b, @Cast("int64_t") long c, FloatPointer index);
+    public static native int d4j_argmax(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long b, @Cast("int64_t") long c, @Cast("int32_t*") IntPointer index);
 
     /** See {@code d4j_impl_sum_squares} in native/include/distill4j_impl.h. */
     public static native int d4j_sum_squares(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long n, int accumulate, FloatPointer out);

@@ -2,7 +2,8 @@ package org.distill4j.ops;
 
 import java.util.Arrays;
 import java.util.Objects;
-import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.IntPointer;
+import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.natives.Distill4jNative;
@@ -15,12 +16,17 @@ import org.distill4j.natives.Distill4jNative;
  *
  * <p>PyTorch equivalence: {@code loss = F.cross_entropy(logits, labels, label_smoothing=eps) * lossScale} (reduction
  * {@code mean}, no class weights, no ignore index); the gradient is {@code lossScale/B · (softmax − target)} with
- * {@code target = (1 − eps)·onehot + eps/C}. Labels are class indices stored as floats (exact below 2²⁴).
+ * {@code target = (1 − eps)·onehot + eps/C}. Labels and argmax indices are int32 ({@link IntTensor}), as PyTorch's
+ * are integers (int64 there; int32 covers every class count the kernels take, C &lt; 2³¹). PyTorch's default
+ * {@code ignore_index} −100 is an out-of-range label here.
  *
- * <p>Labels are checked to be integers in [0, C) when the backend's memory is host memory (cpu, cuda-emu). On
- * cuda they live in device memory and are NOT checked here (reading them back would cost a synchronisation every
- * step): the caller checks its host copy of the batch with {@link #checkLabels(float[], long)} before uploading it.
- * An out-of-range label reaching the CUDA kernel gives a NaN row loss, never an out-of-bounds read.
+ * <p>Labels are checked to be in [0, C) when the backend's memory is host memory (cpu, cuda-emu): an
+ * {@link IllegalArgumentException} names the first bad row and its value. On cuda they live in device memory and
+ * are NOT checked here (reading them back would cost a synchronisation every step): the caller checks its host copy
+ * of the batch with {@link #checkLabels(int[], long)} before uploading it. Below that check the kernels never use a
+ * bad label as an index: the CPU kernel refuses the call (an {@link IllegalStateException} naming row and label),
+ * and the CUDA kernel, which cannot report without a synchronisation, writes NaN into that row's loss and gradient
+ * (so the mean loss is NaN, and the trainer stops with its non-finite error).
  *
  * <p>Instances are immutable and thread-safe; the tensors passed to one call must not be used concurrently.
  */
@@ -52,15 +58,15 @@ public final class CrossEntropy {
      * Computes row losses, their mean and the gradient into caller-owned tensors; allocates nothing.
      *
      * @param logits [B, C]
-     * @param labels [B], class indices as floats
+     * @param labels [B], int32 class indices in [0, C)
      * @param rowLoss output [B]: lossScale times each row's loss
      * @param loss output [] (their mean, the loss), or null to skip it
      * @param grad output d loss / d logits [B, C], WRITTEN, or null to compute the loss only
      */
-    public void compute(Tensor logits, Tensor labels, Tensor rowLoss, Tensor loss, Tensor grad) {
+    public void compute(Tensor logits, IntTensor labels, Tensor rowLoss, Tensor loss, Tensor grad) {
         checkMatrix("cross_entropy", "logits", logits);
         long b = logits.size(0), c = logits.size(1);
-        checkOperand("cross_entropy", "labels", labels, new long[] {b}, logits);
+        checkIndices("cross_entropy", "labels", labels, b, logits);
         checkOperand("cross_entropy", "rowLoss", rowLoss, new long[] {b}, logits);
         if (loss != null) checkOperand("cross_entropy", "loss", loss, new long[0], logits);
         if (grad != null) checkOperand("cross_entropy", "grad", grad, new long[] {b, c}, logits);
@@ -103,15 +109,16 @@ public final class CrossEntropy {
     }
 
     /**
-     * Writes the column of each row's maximum into {@code index} (as floats): the first on ties, and the first NaN
-     * where a row holds one, as {@code torch.argmax(x, dim=1)}.
+     * Writes the column of each row's maximum into {@code index}, as {@code torch.argmax(x, dim=1)} gives it: the
+     * first of equal maxima, and the first NaN where a row holds one (torch takes NaN as the maximum). The indices
+     * are what {@link #compute} takes as labels (hard distillation feeds the teacher's argmax straight back).
      *
      * @param x [B, C]
-     * @param index output [B], same backend
+     * @param index output [B], int32, same backend
      */
-    public static void argmax(Tensor x, Tensor index) {
+    public static void argmax(Tensor x, IntTensor index) {
         checkMatrix("argmax", "x", x);
-        checkOperand("argmax", "index", index, new long[] {x.size(0)}, x);
+        checkIndices("argmax", "index", index, x.size(0), x);
         Backend backend = x.backend();
         backend.call("argmax",
                 () -> Distill4jNative.d4j_argmax(backend.kernels(), backend.stream(), x.data(), x.size(0), x.size(1),
@@ -119,20 +126,20 @@ public final class CrossEntropy {
     }
 
     /**
-     * Throws {@link IllegalArgumentException} unless every label is an integer in [0, classes): the check a caller
-     * runs on its host copy of a batch bound for a cuda backend.
+     * Throws {@link IllegalArgumentException}, naming the first bad row and its value, unless every label is in
+     * [0, classes): the check a caller runs on its host copy of a batch bound for a cuda backend.
      */
-    public static void checkLabels(float[] labels, long classes) {
+    public static void checkLabels(int[] labels, long classes) {
         Objects.requireNonNull(labels, "labels");
         for (int i = 0; i < labels.length; i++) checkLabel(labels[i], i, classes);
     }
 
-    private static void checkLabels(FloatPointer labels, long b, long classes) {
+    private static void checkLabels(IntPointer labels, long b, long classes) {
         for (long i = 0; i < b; i++) checkLabel(labels.get(i), i, classes);
     }
 
-    private static void checkLabel(float l, long i, long classes) {
-        if (!(l >= 0f && (double) l < classes) || l != Math.floor(l)) {
+    private static void checkLabel(int l, long i, long classes) {
+        if (l < 0 || l >= classes) {
             throw new IllegalArgumentException("cross_entropy: label " + l + " at row " + i
                     + " is not a class index in [0, " + classes + ")");
         }
@@ -155,6 +162,19 @@ public final class CrossEntropy {
         if (!Arrays.equals(t.shape(), shape)) {
             throw new IllegalArgumentException(op + ": " + name + " must have shape " + Arrays.toString(shape)
                     + ", got " + Arrays.toString(t.shape()));
+        }
+        if (t.backend() != first.backend()) {
+            throw new IllegalArgumentException(op + ": " + name + " is on " + t.backend().name() + ", the logits on "
+                    + first.backend().name());
+        }
+    }
+
+    private static void checkIndices(String op, String name, IntTensor t, long b, Tensor first) {
+        if (t == null) throw new IllegalArgumentException(op + ": " + name + " is required");
+        if (t.isClosed()) throw new IllegalStateException(op + ": " + name + " tensor is closed");
+        if (t.rank() != 1 || t.size(0) != b) {
+            throw new IllegalArgumentException(op + ": " + name + " must have shape [" + b + "], got "
+                    + Arrays.toString(t.shape()));
         }
         if (t.backend() != first.backend()) {
             throw new IllegalArgumentException(op + ": " + name + " is on " + t.backend().name() + ", the logits on "

@@ -45,7 +45,8 @@ public final class Evaluator {
             while (loader.hasNext()) {
                 BatchLoader.Batch batch = loader.next();
                 int rows = batch.size();
-                float[] images = batch.images(), labels = batch.labelsAsFloat();
+                float[] images = batch.images();
+                int[] labels = batch.labels();
                 if (rows < b) Arrays.fill(images, rows * size, b * size, data.black(0));
                 model.forward(images);
                 tally.add(labels, rows);
@@ -72,7 +73,8 @@ public final class Evaluator {
         check(model, data);
         int n = limit > 0 ? Math.min(limit, data.size()) : data.size();
         int b = model.batch(), size = data.imageSize();
-        float[] images = new float[b * size], labels = new float[b];
+        float[] images = new float[b * size];
+        int[] labels = new int[b];
         Tally tally = new Tally(model);
         for (int start = 0; start < n; start += b) {
             int rows = Math.min(b, n - start);
@@ -106,7 +108,7 @@ public final class Evaluator {
         }
 
         /** Scores the first {@code rows} outputs of the model's last forward against {@code labels}. */
-        void add(float[] labels, int rows) {
+        void add(int[] labels, int rows) {
             model.logits().copyTo(cls);
             okCls += Metrics.correct(cls, labels, classes, rows);
             if (distilled) {

@@ -3,6 +3,7 @@ package org.distill4j.train;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.nn.VisionTransformer;
@@ -56,7 +57,8 @@ public final class Trainer implements AutoCloseable {
     private final TrainOptions options;
     private final LrSchedule schedule;
     private final List<Tensor> owned = new ArrayList<>();
-    private final Tensor labels, teacherLogits, hardLabels, clsRows, clsLoss, distRows, distLoss, alpha;
+    private final Tensor teacherLogits, clsRows, clsLoss, distRows, distLoss, alpha;
+    private final IntTensor labels, hardLabels;
     private final CrossEntropy clsCe, distCe;
     private final KlDiv kl, maskedCe;
     private final Tensor ceTarget, ceWeight;
@@ -64,7 +66,8 @@ public final class Trainer implements AutoCloseable {
     private final float logOn, logOff;
     private final double targetEntropy;
     private final FlatAdamW optimizer;
-    private final float[] hostLogits, hostLabels, hostScalar = new float[1];
+    private final float[] hostLogits, hostScalar = new float[1];
+    private final int batch;
     private final org.distill4j.ThreadConfinement confinement;
     private long step;
     private boolean closed;
@@ -126,10 +129,11 @@ public final class Trainer implements AutoCloseable {
         AdamW adamw = AdamW.builder().lr((float) options.lr()).weightDecay((float) options.weightDecay()).build();
         boolean ok = false;
         FlatAdamW opt = null;
+        IntTensor lab = null, hard = null;
         try {
-            labels = tensor(b);
+            lab = IntTensor.empty(backend, b);
+            hard = mode == Distillation.HARD ? IntTensor.empty(backend, b) : null;
             teacherLogits = mode == Distillation.NONE ? null : tensor(b, c);
-            hardLabels = mode == Distillation.HARD ? tensor(b) : null;
             clsRows = tensor(b);
             clsLoss = tensor();
             distRows = tensor(b);
@@ -140,11 +144,17 @@ public final class Trainer implements AutoCloseable {
             opt = new FlatAdamW(student, adamw, (float) options.weightDecay(), (float) options.clipNorm());
             ok = true;
         } finally {
-            if (!ok) owned.forEach(Tensor::close);
+            if (!ok) {
+                owned.forEach(Tensor::close);
+                if (lab != null) lab.close();
+                if (hard != null) hard.close();
+            }
         }
         this.optimizer = opt;
+        this.labels = lab;
+        this.hardLabels = hard;
+        this.batch = b;
         this.hostLogits = new float[b * c];
-        this.hostLabels = new float[b];
         this.hostTarget = new float[b * c];
         this.hostWeight = new float[b];
         this.hostRows = new float[b];
@@ -184,26 +194,7 @@ public final class Trainer implements AutoCloseable {
         confinement.enter();
         try {
             checkOpen();
-            return run(images, hostLabels(batchLabels), labeled, null, batchTeacher);
-        } finally {
-            confinement.exit();
-        }
-    }
-
-    /**
-     * One step on a batch whose images all keep their labels, with the labels in the device format.
-     *
-     * @param images        [B, C, H, W] of the student's shape, row-major
-     * @param batchLabels   [B] class indices as floats
-     * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
-     *                      runs, or there is no distillation)
-     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
-     */
-    public StepResult step(float[] images, float[] batchLabels, float[] batchTeacher) {
-        confinement.enter();
-        try {
-            checkOpen();
-            return run(images, batchLabels, null, null, batchTeacher);
+            return run(images, checkCount(batchLabels), labeled, null, batchTeacher);
         } finally {
             confinement.exit();
         }
@@ -226,25 +217,25 @@ public final class Trainer implements AutoCloseable {
         try {
             checkOpen();
             if (targets == null || targets.length != hostTarget.length) {
-                throw new IllegalArgumentException("targets must be " + hostLabels.length + " x "
+                throw new IllegalArgumentException("targets must be " + batch + " x "
                         + student.config().classes() + " floats, got " + (targets == null ? "null" : targets.length));
             }
-            return run(images, hostLabels(batchLabels), null, targets, batchTeacher);
+            return run(images, checkCount(batchLabels), null, targets, batchTeacher);
         } finally {
             confinement.exit();
         }
     }
 
-    /** The class indices in the device format (floats), in the buffer kept for them; their count checked. */
-    private float[] hostLabels(int[] batchLabels) {
-        if (batchLabels.length != hostLabels.length) {
-            throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + hostLabels.length);
+    /** The class indices, their count checked (they are uploaded as they are: int32 is the kernels' format). */
+    private int[] checkCount(int[] batchLabels) {
+        Objects.requireNonNull(batchLabels, "batchLabels");
+        if (batchLabels.length != batch) {
+            throw new IllegalArgumentException(batchLabels.length + " labels for a batch of " + batch);
         }
-        for (int i = 0; i < batchLabels.length; i++) hostLabels[i] = batchLabels[i];
-        return hostLabels;
+        return batchLabels;
     }
 
-    private StepResult run(float[] images, float[] batchLabels, boolean[] labeled, float[] targets,
+    private StepResult run(float[] images, int[] batchLabels, boolean[] labeled, float[] targets,
             float[] batchTeacher) {
         Distillation mode = options.distillation();
         int c = student.config().classes();
@@ -271,7 +262,7 @@ public final class Trainer implements AutoCloseable {
             java.util.Arrays.fill(hostTarget, logOff);
             for (int i = 0; i < batchLabels.length; i++) {
                 hostWeight[i] = labeled[i] ? w : 0f;
-                hostTarget[i * c + (int) batchLabels[i]] = logOn;
+                hostTarget[i * c + batchLabels[i]] = logOn;
             }
             ceTarget.copyFrom(hostTarget);
             ceWeight.copyFrom(hostWeight);
@@ -396,6 +387,8 @@ public final class Trainer implements AutoCloseable {
         closed = true;
         owned.forEach(Tensor::close);
         optimizer.close();
+        labels.close();
+        if (hardLabels != null) hardLabels.close();
     }
 
     private void checkOpen() {
