@@ -17,10 +17,10 @@
 //
 // Why 64-query tiles rather than one (batch, head) per CTA at ViT lengths (N = 197/198): a whole head is 13 warps of
 // 16 rows, an odd CTA size whose warps all wait at every tile barrier for the slowest, and only B*H CTAs (192 at
-// B = 64, H = 3: 1.45 waves on 132 SMs, the last wave a third full). Four 64-row tiles give 4*B*H CTAs of 40 KiB
-// shared memory each (Dh = 64), several resident per SM, for the price of reading K and V four times per head from
-// L2 (50 KiB per head, bf16). Any N works with the same shared memory. Unmeasured: the choice is from counting, not
-// from a profile.
+// B = 64, H = 3, for 132 SMs: coarse units that split unevenly). Four 64-row tiles give 4*B*H smaller CTAs (40 KiB
+// shared memory and 164 registers a thread at Dh = 64, per ptxas for sm_80-90: 3 resident per SM by registers), for
+// the price of reading K and V four times per head, from L2 (50 KiB per head in bf16). Any N works with the same
+// shared memory. Unmeasured: the choice is from counting, not from a profile.
 //
 // Shared memory rows are Dh bf16 (64 or 128 bytes) in 16-byte chunks, XOR-swizzled: chunk c of row r sits at
 // chunk c ^ swz(r). ldmatrix reads 8 rows at one logical chunk per 8-lane phase; unswizzled those 8 addresses hit
