@@ -3,7 +3,7 @@
 # repository root:
 #   bash bench/gpu/check.sh             build with CMake (nvcc, for the GPU's own architecture only, e.g. 90-real
 #                                       on an H100: D4J_CUDA_ARCHITECTURES=... overrides), then on the GPU
-#                                       bench/gpu/check_{kl,patch_embed,attention,linear,loss,norm,model}.py and
+#                                       bench/gpu/check_{kl,patch_embed,attention,attention_bf16,linear,loss,norm,model}.py and
 #                                       native/tests/tensor_core_emu.cpp built by nvcc (each runs whatever the
 #                                       others say)
 #   bash bench/gpu/check.sh --dry-run   no GPU: emulated CUDA library vs CPU library vs numpy; the checks that need
@@ -35,7 +35,7 @@ done
 PY=${PYTHON:-python3}
 JSON_DIR=$BUILD/json  # one file per script; merged into $OUT/gpu_checks.json at the end
 # Most informative first: a cut-short run keeps them. tensor_core is not a script (check_tensor_core below).
-CHECKS=(model norm linear attention patch_embed kl loss tensor_core)
+CHECKS=(model norm linear attention attention_bf16 tensor_core patch_embed kl loss)
 if [[ -n ${D4J_CHECKS:-} ]]; then read -r -a CHECKS <<<"$D4J_CHECKS"; fi  # e.g. D4J_CHECKS="norm loss"
 OUT_DIR=${OUT:-}
 if [[ -n $OUT_DIR ]]; then

@@ -45,6 +45,7 @@ MORE_SIGNATURES = {
     "d4j_impl_adamw": [_vp, _vp, _vp, _vp, _vp, _i64, _f32, _f32, _f32, _f32, _f32, _i64, _vp],
     "d4j_impl_token_rows_forward": [_vp, _vp] + [_i64] * 4 + [_vp],
     "d4j_impl_token_rows_backward": [_vp, _vp] + [_i64] * 4 + [_vp],
+    "d4j_impl_attention_bf16_forward": [_vp, _vp] + [_i64] * 4 + [_f32, _vp, _vp],
 }
 
 
