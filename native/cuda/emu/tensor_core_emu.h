@@ -12,10 +12,11 @@
 //     summed in double, rounded once to fp32. The hardware's order and internal precision are not specified; it
 //     differs from this by at most a few fp32 ulps of sum |terms| (the tests' tolerances say how much).
 //   cp.async is deferred: the source is read when the copy is issued (ASan checks it there), the destination is
-//     written only when a cp.async.wait_group / wait_all of the issuing thread retires its group. Until then the
-//     destination keeps the poison the emulator fills shared memory with (NaN), so a kernel that reads it before
-//     waiting computes NaN in every build; another thread reading it after the wait without a __syncthreads races
-//     with the issuing thread's write (TSan). Copies still pending when a thread returns from the kernel are
+//     written only when a cp.async.wait_group / wait_all of the issuing thread retires its group. At issue the
+//     destination is overwritten with the poison (NaN): undefined from issue to wait, as on hardware, so a kernel
+//     that reads it before waiting computes NaN in every build, a thread still reading the old contents (no
+//     __syncthreads before a buffer is refilled) races with the issuing thread's poison write, and one reading it
+//     after the wait without a __syncthreads races with the landing copy (TSan). Copies still pending when a thread returns from the kernel are
 //     dropped: no thread may read them without a wait of their issuer, so "never landed" is one behaviour of the
 //     hardware, and the one that shows such a read.
 #ifndef D4J_CUDA_TENSOR_CORE_EMU_H
@@ -181,6 +182,11 @@ inline void cp_async(const char *op, void *dst, const void *src, unsigned bytes,
              site.file_name(), site.line(), src);
     async_copy c{static_cast<unsigned char *>(dst), bytes, {}};
     if (src_bytes != 0) std::memcpy(c.data, src, src_bytes);
+    // From issue to wait the destination is undefined on hardware (the copy may land at any moment): poison it now,
+    // written by this thread, so that a thread still reading the old contents (a missing __syncthreads before a
+    // stage is refilled) reads NaN and races with this write for ThreadSanitizer. Without it the copy would land
+    // only at the wait, after the next barrier, and such a race would go unseen.
+    std::memset(dst, 0xff, bytes);
     async.open.push_back(c);
     on_kernel_return = drop_async_copies;
 }
