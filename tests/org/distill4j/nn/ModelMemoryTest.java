@@ -8,94 +8,16 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.List;
 import java.util.Map;
-import org.bytedeco.javacpp.Pointer;
 import org.distill4j.Device;
 import org.distill4j.MemoryLimitException;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
-import org.distill4j.natives.Distill4jNative;
+import org.distill4j.testing.CountingBackend;
 import org.junit.jupiter.api.Test;
 
 /** What a model's config costs, known before anything is allocated, and refused when it does not fit. */
 class ModelMemoryTest {
-    /** The CPU backend, counting the bytes it is asked for. */
-    private static final class CountingBackend implements Backend {
-        final CpuBackend cpu = CpuBackend.open();
-        long allocatedBytes;
-
-        @Override
-        public Device device() {
-            return cpu.device();
-        }
-
-        @Override
-        public boolean isHostMemory() {
-            return true;
-        }
-
-        @Override
-        public long availableBytes() {
-            return cpu.availableBytes();
-        }
-
-        @Override
-        public Pointer allocate(long bytes) {
-            allocatedBytes += bytes;
-            return cpu.allocate(bytes);
-        }
-
-        @Override
-        public void free(Pointer memory) {
-            cpu.free(memory);
-        }
-
-        @Override
-        public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
-            cpu.copyFromHost(hostSource, destination, bytes);
-        }
-
-        @Override
-        public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
-            cpu.copyToHost(source, hostDestination, bytes);
-        }
-
-        @Override
-        public void copy(Pointer source, Pointer destination, long bytes) {
-            cpu.copy(source, destination, bytes);
-        }
-
-        @Override
-        public void zero(Pointer destination, long bytes) {
-            cpu.zero(destination, bytes);
-        }
-
-        @Override
-        public Pointer stream() {
-            return cpu.stream();
-        }
-
-        @Override
-        public void synchronize() {
-            cpu.synchronize();
-        }
-
-        @Override
-        public Distill4jNative.d4j_backend kernels() {
-            return cpu.kernels();
-        }
-
-        @Override
-        public long liveAllocations() {
-            return cpu.liveAllocations();
-        }
-
-        @Override
-        public void close() {
-            cpu.close();
-        }
-    }
-
     @Test
     void bytesNeededIsExactlyWhatTheConstructorAllocates() {
         List<VitConfig> configs = List.of(VitConfig.preset("mnist-tiny"), VitConfig.preset("mnist-teacher"),

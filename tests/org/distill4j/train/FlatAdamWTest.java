@@ -9,9 +9,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Random;
 import java.util.TreeMap;
-import java.util.function.IntSupplier;
 import org.bytedeco.javacpp.DoublePointer;
-import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.PointerScope;
 import org.bytedeco.pytorch.AbstractTensor;
 import org.bytedeco.pytorch.AdamWOptions;
@@ -24,13 +22,13 @@ import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.Backends;
 import org.distill4j.backend.CpuBackend;
-import org.distill4j.natives.Distill4jNative;
 import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.ops.AdamW;
 import org.distill4j.reference.AdamWFloat64;
 import org.distill4j.testing.Check;
+import org.distill4j.testing.CountingBackend;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -248,86 +246,4 @@ class FlatAdamWTest {
         }
     }
 
-    /** The CPU backend, counting kernel calls by op and zeroing calls. */
-    private static final class CountingBackend implements Backend {
-        final CpuBackend cpu = CpuBackend.open();
-        final Map<String, Integer> counts = new TreeMap<>();
-
-        @Override
-        public Device device() {
-            return cpu.device();
-        }
-
-        @Override
-        public boolean isHostMemory() {
-            return true;
-        }
-
-        @Override
-        public long availableBytes() {
-            return cpu.availableBytes();
-        }
-
-        @Override
-        public Pointer allocate(long bytes) {
-            return cpu.allocate(bytes);
-        }
-
-        @Override
-        public void free(Pointer memory) {
-            cpu.free(memory);
-        }
-
-        @Override
-        public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
-            cpu.copyFromHost(hostSource, destination, bytes);
-        }
-
-        @Override
-        public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
-            cpu.copyToHost(source, hostDestination, bytes);
-        }
-
-        @Override
-        public void copy(Pointer source, Pointer destination, long bytes) {
-            cpu.copy(source, destination, bytes);
-        }
-
-        @Override
-        public void zero(Pointer destination, long bytes) {
-            counts.merge("zero", 1, Integer::sum);
-            cpu.zero(destination, bytes);
-        }
-
-        @Override
-        public Pointer stream() {
-            return cpu.stream();
-        }
-
-        @Override
-        public void synchronize() {
-            cpu.synchronize();
-        }
-
-        @Override
-        public Distill4jNative.d4j_backend kernels() {
-            return cpu.kernels();
-        }
-
-        @Override
-        public void call(String what, IntSupplier kernelCall) {
-            counts.merge(what, 1, Integer::sum);
-            cpu.call(what, kernelCall);
-        }
-
-        @Override
-        public long liveAllocations() {
-            return cpu.liveAllocations();
-        }
-
-        @Override
-        public void close() {
-            cpu.close();
-        }
-    }
 }
