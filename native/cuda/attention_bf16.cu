@@ -423,7 +423,7 @@ __device__ __forceinline__ void attn_bf16_bwd(const uint16_t *qkv, const uint16_
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int n = r0 + 16 * warp + g + 8 * r;
-        if (n >= N) continue;
+        if (n >= N) continue;  // zero-filled rows past N: never written
         uint16_t *row = dqkv + (int64_t{b} * N + n) * stride + h * DH + 2 * t;
 #pragma unroll
         for (int j = 0; j < DB; ++j) {
