@@ -72,8 +72,12 @@
 // scale, a transpose, a mask) is off by far more than 2^-8 of the sums of |terms|. Cases: the forward's N list
 // (1..300; 197 and 198), Dh 32/64, (B, H) rotating through (1,1), (2,3), (1,2), (2,1); max |y| = 80; "negative":
 // every score about -1600 scale (q_0 = -40, k_0 = 40), so that exp2(0 - lse log2 e) of a zero-filled key row past N
-// overflows to inf (the kernels must mask it, not rely on the zero row). dqkv is pre-filled with NaN and followed
-// by a guard.
+// overflows to inf (the kernels must mask it, not rely on the zero row); "grid": q, k, v in {-8..8}/8, dO in
+// {1..8}/8, where dV is also checked against a float64 model of its roundings, as (2) for the forward: P_ij =
+// bf16(2^(y_ij - lse_i log2 e)), either bf16 neighbour where p's interval (1 +- eps) straddles a rounding boundary,
+// fp32 sum 2N u; dV must lie between bf16(z - U) and bf16(z + U), >= 90 % of elements determined (this is what
+// catches P not rounded: the bound alone does not). dS's rounding has no such model (only the bound). dqkv is
+// pre-filled with NaN and followed by a guard.
 #include "distill4j.h"
 #include "harness.h"
 
@@ -432,12 +436,13 @@ void fd_check(std::mt19937_64 &rng) {
 struct bwd_case {
     int64_t B, N, H, Dh;
     double max_y;   // > 0: inputs scaled so that max |y| is about this
+    bool grid;      // q, k, v in {-8..8}/8, dO in {1..8}/8: dV's P roundings determined (the model check)
     bool negative;  // every score about -1600 scale (q_0 = -40, k_0 = 40): exp2 of a zero key row overflows
 };
 
 struct bwd_result {
     double worst[3] = {0.0, 0.0, 0.0};  // dq, dk, dv: worst |got - ref| / bound
-    size_t bad = 0;
+    size_t bad = 0, determined = 0, checked = 0;
     bool guard_ok = true;
 };
 
@@ -449,7 +454,7 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
     const double sc = scale, cs = sc * kLog2e, u = kU;
     bwd_result r;
     std::vector<double> q(nd), k(nd), v(nd), o(nd), dO(nd), L(N), P(N * N), R(N * N), S(N * N), dq(nd), dk(nd),
-        dv(nd), E(N * N), eps(N * N);
+        dv(nd), E(N * N), eps(N * N), Pm(N * N), unc(N * N);
     for (int64_t b = 0; b < B; ++b)
         for (int64_t h = 0; h < H; ++h) {
             for (int64_t n = 0; n < N; ++n) {
@@ -480,13 +485,19 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
                         tP += std::fabs(dO[i * Dh + d] * v[j * Dh + d]);
                     }
                     const double y = cs * s;
-                    const double delta = std::fabs(cs) * 2.0 * static_cast<double>(Dh) * u * tS + 2.01 * u * std::fabs(y);
+                    const double delta = (c.grid ? 0.0 : std::fabs(cs) * 2.0 * static_cast<double>(Dh) * u * tS) +
+                                         2.01 * u * std::fabs(y);
                     const double ep = kLn2 * (delta + 2.01 * u * std::fabs(Ll) + u * std::fabs(y - Ll)) + 0x1p-21;
                     const double p = P[i * N + j];
                     const double E0 = 1.01 * (p * 2.0 * static_cast<double>(Dh) * u * (tP + tD) +
                                               p * std::fabs(R[i * N + j]) * (ep + 2 * u) +
                                               0x1p-148 * std::fabs(R[i * N + j]));
                     eps[i * N + j] = ep;
+                    // The model of dV's roundings: P = bf16(p*), p* = 2^(y - lse log2 e) exact; either bf16
+                    // neighbour allowed where p*'s interval (1 +- eps) straddles a rounding boundary.
+                    const double ps = std::exp2(y - Ll);
+                    Pm[i * N + j] = bf16_round(ps);
+                    unc[i * N + j] = bf16_round(ps * (1.0 + ep)) - bf16_round(ps * (1.0 - ep));
                     E[i * N + j] = E0 + 0x1p-8 * (std::fabs(S[i * N + j]) + E0) + 0x1p-133;
                 }
             }
@@ -494,7 +505,7 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
             // rounding (2^-8 relative, 2^-133 absolute). dV's terms carry P's bf16 rounding 2^-8 and eps.
             for (int64_t n = 0; n < N; ++n)
                 for (int64_t d = 0; d < Dh; ++d) {
-                    double eq = 0.0, aq = 0.0, ek = 0.0, ak = 0.0, ev = 0.0, av = 0.0;
+                    double eq = 0.0, aq = 0.0, ek = 0.0, ak = 0.0, ev = 0.0, av = 0.0, z = 0.0, U = 0.0, za = 0.0;
                     for (int64_t m = 0; m < N; ++m) {
                         // dq_n: sum over keys m of dS_nm k_m; dk_n: over queries m of dS_mn q_m; dv_n: P_mn dO_m.
                         eq += E[n * N + m] * std::fabs(k[m * Dh + d]);
@@ -504,6 +515,9 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
                         const double pa = std::fabs(dO[m * Dh + d]);
                         ev += (P[m * N + n] * (0x1p-8 + eps[m * N + n]) + 0x1p-133) * pa;
                         av += P[m * N + n] * pa;
+                        z += Pm[m * N + n] * dO[m * Dh + d];
+                        za += Pm[m * N + n] * pa;
+                        U += unc[m * N + n] * pa;
                     }
                     const double tn = 2.0 * static_cast<double>(N) * u;
                     const double refs[3] = {dq[n * Dh + d], dk[n * Dh + d], dv[n * Dh + d]};
@@ -515,7 +529,15 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
                         const double bound = errs[w] + 0x1p-8 * (std::fabs(refs[w]) + errs[w]) + 0x1p-133;
                         const double ratio = std::fabs(got - refs[w]) / bound;
                         r.worst[w] = d4j_test::worst(r.worst[w], ratio);
-                        if (!d4j_test::within(ratio, 1.0)) {
+                        bool ok = d4j_test::within(ratio, 1.0);
+                        if (c.grid && w == 2) {  // dV must be bf16 of the model's sum (fp32 sum: 2N u, any order)
+                            const double Uz = U + 1.01 * tn * (za + U);
+                            const double lo = bf16_round(z - Uz), hi = bf16_round(z + Uz);
+                            ++r.checked;
+                            if (lo == hi) ++r.determined;
+                            ok = ok && got >= lo && got <= hi;
+                        }
+                        if (!ok) {
                             if (r.bad < 5)
                                 std::printf("    d%c b=%lld h=%lld n=%lld d=%lld: got %.9g ref %.9g bound %.3g\n",
                                             "qkv"[w], static_cast<long long>(b), static_cast<long long>(h),
@@ -536,7 +558,8 @@ void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_6
     const size_t nq = static_cast<size_t>(B * N * 3 * H * Dh), no = static_cast<size_t>(B * N * H * Dh);
     std::normal_distribution<double> normal(0.0, 1.0);
     std::vector<double> raw(nq);
-    for (double &e : raw) e = normal(rng);
+    std::uniform_int_distribution<int> grid(-8, 8), grid_pos(1, 8);
+    for (double &e : raw) e = c.grid ? grid(rng) / 8.0 : normal(rng);
     double sigma = 1.0;
     if (c.max_y > 0.0) {  // as in run_case: y scales with sigma^2
         double mx = 0.0;
@@ -562,7 +585,7 @@ void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_6
                     qkv.p[((b * N + n) * 3 + 0) * H * Dh + h * Dh] = bf16_bits(-40.0);
                     qkv.p[((b * N + n) * 3 + 1) * H * Dh + h * Dh] = bf16_bits(40.0);
                 }
-    for (size_t i = 0; i < no; ++i) dout.p[i] = bf16_bits(normal(rng));
+    for (size_t i = 0; i < no; ++i) dout.p[i] = bf16_bits(c.grid ? grid_pos(rng) / 8.0 : normal(rng));
     // out and lse: the exact forward of the bf16 inputs, rounded to bf16 and fp32 (the backward takes them as given).
     {
         const int64_t nd = N * Dh;
@@ -597,18 +620,22 @@ void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_6
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (rc != 0) std::printf("  %s returned %d\n", im.name, rc);
         const bwd_result r = check_backward(c, scale, qkv.p, out.p, lse.p, dout.p, dqkv.p);
-        const bool ok = rc == 0 && r.bad == 0 && r.guard_ok;
+        const double frac = r.checked ? static_cast<double>(r.determined) / static_cast<double>(r.checked) : 0.0;
+        const bool ok = rc == 0 && r.bad == 0 && r.guard_ok && (!c.grid || frac >= 0.9);
         all_ok = all_ok && ok;
         char buf[256];
-        std::snprintf(buf, sizeof buf, " | %s worst dq %.2f dk %.2f dv %.2f %s%.0f ms%s", im.name, r.worst[0],
-                      r.worst[1], r.worst[2], r.guard_ok ? "" : "GUARD OVERWRITTEN ", ms, r.bad ? " BAD" : "");
+        char det[32] = "";
+        if (c.grid) std::snprintf(det, sizeof det, " dv det %.0f%%", 100.0 * frac);
+        std::snprintf(buf, sizeof buf, " | %s worst dq %.2f dk %.2f dv %.2f%s %s%.0f ms%s", im.name, r.worst[0],
+                      r.worst[1], r.worst[2], det,
+                      r.guard_ok ? "" : "GUARD OVERWRITTEN ", ms, r.bad ? " BAD" : "");
         line += buf;
     }
     ++cases;
     if (!all_ok) ++failures;
     std::printf("bwd B=%lld N=%-3lld H=%lld Dh=%lld max|y|=%-3g%s%s | %s\n", static_cast<long long>(B),
                 static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(Dh), c.max_y,
-                c.negative ? " negative" : "", line.c_str(), all_ok ? "ok" : "FAILED");
+                c.negative ? " negative" : c.grid ? " grid" : "", line.c_str(), all_ok ? "ok" : "FAILED");
 }
 
 void check_errors(d4j_backend *be, const char *name, bool cuda) {
@@ -692,12 +719,15 @@ int main(int argc, char **argv) {
 #ifdef D4J_TEST_SANITIZED
                 if (brot % 3 != 1 || N == 300) { ++brot; continue; }  // TSan's cost: a third, no N = 300
 #endif
-                bl.push_back({bh[brot % 4][0], N, bh[brot % 4][1], Dh, 0.0, false}), ++brot;
+                bl.push_back({bh[brot % 4][0], N, bh[brot % 4][1], Dh, 0.0, false, false}), ++brot;
             }
-        bl.push_back({1, 130, 2, 64, 80.0, false});
-        bl.push_back({2, 65, 1, 32, 80.0, false});
-        bl.push_back({1, 70, 2, 64, 0.0, true});
-        bl.push_back({2, 17, 1, 32, 0.0, true});
+        bl.push_back({1, 130, 2, 64, 80.0, false, false});
+        bl.push_back({2, 65, 1, 32, 80.0, false, false});
+        bl.push_back({1, 70, 2, 64, 0.0, false, true});
+        bl.push_back({2, 17, 1, 32, 0.0, false, true});
+        bl.push_back({1, 17, 2, 64, 0.0, true, false});
+        bl.push_back({2, 65, 1, 32, 0.0, true, false});
+        bl.push_back({1, 198, 1, 64, 0.0, true, false});
         for (const bwd_case &c : bl) run_backward_case(bcpu, bemu, c, rng);
     }
     check_errors(cpu, "cpu", false);

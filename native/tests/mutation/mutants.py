@@ -437,4 +437,10 @@ MUTANTS = [
          why="the own tiles parked in stage 1 are refilled by iteration 0 while other warps may still load them",
          orig="    __syncthreads();  // stage 1 is refilled in iteration 0\n",
          repl=""),
+    dict(id="abf16b-p-truncated", file="attention_bf16.cu", cls="wrong rounding",
+         why="P packed to bf16 for dV by dropping the low 16 bits (truncation) instead of cvt.rn",
+         orig="pa[j / 2][2 * (j % 2) + hf] = pack_bf16x2(pv[0], pv[1]);",
+         repl="{\n                    uint32_t a, b2;\n                    memcpy(&a, &pv[0], 4);\n"
+              "                    memcpy(&b2, &pv[1], 4);\n"
+              "                    pa[j / 2][2 * (j % 2) + hf] = (a >> 16) | (b2 & 0xffff0000u);\n                }"),
 ]
