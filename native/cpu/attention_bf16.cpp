@@ -114,3 +114,85 @@ D4J_IMPL_API int d4j_impl_attention_bf16_forward(void *, const uint16_t *qkv, in
     }
     return 0;
 }
+
+// The backward (d4j_impl_attention_bf16_backward), with the kernels' roundings:
+//   S_ij = q_i . k_j, dP_ij = dO_i . v_j, D_i = dO_i . o_i     fp32 (exact bf16 products), d in order
+//   p_ij = exp2f(fl(S_ij fl(scale log2 e)) - fl(lse_i fl(log2 e)))
+//   dS_ij = fl(p_ij fl(dP_ij - D_i))
+//   dV_j = sum_i bf16(p_ij) dO_i, dK_j = fl(scale sum_i bf16(dS_ij) q_i), dQ_i = fl(scale sum_j bf16(dS_ij) k_j)
+//                                                              fp32, i and j in order; each rounded once to bf16
+// The kernels sum S, dP and the outputs in mma's (unspecified) order; that is the only difference.
+D4J_IMPL_API int d4j_impl_attention_bf16_backward(void *, const uint16_t *qkv, const uint16_t *out, const float *lse,
+                                                  const uint16_t *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                                  float scale, uint16_t *dqkv) {
+    static thread_local char msg[128];
+    if (qkv == nullptr || out == nullptr || lse == nullptr || dout == nullptr || dqkv == nullptr)
+        return fail("attention_bf16 backward: qkv, out, lse, dout and dqkv must not be null");
+    if (B <= 0 || N <= 0 || H <= 0 || Dh <= 0)
+        return fail("attention_bf16 backward: every size (B, N, H, Dh) must be positive");
+    if (Dh != 32 && Dh != 64) {
+        std::snprintf(msg, sizeof msg, "attention_bf16 backward: head dim %lld is not supported: 32 or 64",
+                      static_cast<long long>(Dh));
+        return fail(msg);
+    }
+    if (H > (int64_t{1} << 20) || N > (int64_t{1} << 31) || B > (int64_t{1} << 58) / N / (3 * H * Dh))
+        return fail("attention_bf16 backward: qkv exceeds 2^58 elements");
+    if (N > (int64_t{1} << 24)) return fail("attention_bf16 backward: N exceeds 2^24 (an N x N fp32 scratch per head)");
+    if (!std::isfinite(scale)) return fail("attention_bf16 backward: scale must be finite");
+
+    const float scale_log2 = scale * kLog2e;
+    const int64_t ld = 3 * H * Dh, ldo = H * Dh;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(B * H * N * N * Dh / 4))
+    for (int64_t task = 0; task < B * H; ++task) {
+        const int64_t b = task / H, h = task % H;
+        const size_t nd = static_cast<size_t>(N * Dh);
+        std::vector<float> Q(nd), K(nd), V(nd), dO(nd), P(static_cast<size_t>(N * N)), dS(P.size()), acc(nd);
+        std::vector<float> L(static_cast<size_t>(N)), D(L.size());
+        for (int64_t n = 0; n < N; ++n) {
+            float dsum = 0.0f;
+            for (int64_t d = 0; d < Dh; ++d) {
+                const uint16_t *row = qkv + (b * N + n) * ld + h * Dh + d;
+                Q[n * Dh + d] = bf16_to_float(row[0]);
+                K[n * Dh + d] = bf16_to_float(row[H * Dh]);
+                V[n * Dh + d] = bf16_to_float(row[2 * H * Dh]);
+                dO[n * Dh + d] = bf16_to_float(dout[(b * N + n) * ldo + h * Dh + d]);
+                dsum += bf16_to_float(out[(b * N + n) * ldo + h * Dh + d]) * dO[n * Dh + d];
+            }
+            D[n] = dsum;
+            L[n] = lse[(b * H + h) * N + n] * kLog2e;
+        }
+        for (int64_t i = 0; i < N; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+                float s = 0.0f, dp = 0.0f;
+                for (int64_t d = 0; d < Dh; ++d) {
+                    s += Q[i * Dh + d] * K[j * Dh + d];
+                    dp += dO[i * Dh + d] * V[j * Dh + d];
+                }
+                const float p = std::exp2(s * scale_log2 - L[i]);
+                P[i * N + j] = bf16_to_float(float_to_bf16(p));
+                dS[i * N + j] = bf16_to_float(float_to_bf16(p * (dp - D[i])));
+            }
+        // Writes one slot (0 Q, 1 K, 2 V) of dqkv from acc, times f (1 for dV: no rounding, the product is exact).
+        const auto store = [&](int64_t slot, float f) {
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t d = 0; d < Dh; ++d)
+                    dqkv[(b * N + n) * ld + slot * H * Dh + h * Dh + d] = float_to_bf16(acc[n * Dh + d] * f);
+        };
+        std::fill(acc.begin(), acc.end(), 0.0f);  // dQ
+        for (int64_t i = 0; i < N; ++i)
+            for (int64_t j = 0; j < N; ++j)
+                for (int64_t d = 0; d < Dh; ++d) acc[i * Dh + d] += dS[i * N + j] * K[j * Dh + d];
+        store(0, scale);
+        std::fill(acc.begin(), acc.end(), 0.0f);  // dK
+        for (int64_t j = 0; j < N; ++j)
+            for (int64_t i = 0; i < N; ++i)
+                for (int64_t d = 0; d < Dh; ++d) acc[j * Dh + d] += dS[i * N + j] * Q[i * Dh + d];
+        store(1, scale);
+        std::fill(acc.begin(), acc.end(), 0.0f);  // dV
+        for (int64_t j = 0; j < N; ++j)
+            for (int64_t i = 0; i < N; ++i)
+                for (int64_t d = 0; d < Dh; ++d) acc[j * Dh + d] += P[i * N + j] * dO[i * Dh + d];
+        store(2, 1.0f);
+    }
+    return 0;
+}

@@ -126,6 +126,17 @@ D4J_IMPL_API int d4j_impl_attention_bf16_forward(void *stream, const uint16_t *q
                                                  int64_t Dh, float scale, uint16_t *out, float *lse);
 
 /*
+ * Its backward (issue #18; not yet used by the model, not in the dispatch table): from qkv, out, dout (bf16 bits,
+ * layouts as above) and lse (fp32) WRITES dqkv (bf16, qkv's layout; every element). D = rowsum(dO o out), P
+ * recomputed from lse; S, dP, D, dS and the dQ, dK, dV sums in fp32; P and dS rounded to bf16 before their mma;
+ * each output rounded once. No atomics: the same inputs give the same bits. Dh 32 or 64, any N >= 1, scale finite;
+ * qkv, out, dout and dqkv 16-byte aligned (cuda). No workspace.
+ */
+D4J_IMPL_API int d4j_impl_attention_bf16_backward(void *stream, const uint16_t *qkv, const uint16_t *out,
+                                                  const float *lse, const uint16_t *dout, int64_t B, int64_t N,
+                                                  int64_t H, int64_t Dh, float scale, uint16_t *dqkv);
+
+/*
  * Linear layer, weights stored (out, in) as PyTorch's nn.Linear:  y = x W^T + b (+ residual).
  *   x [M, K], weight [N, K], bias [N] or NULL, residual [M, N] or NULL (the ViT's skip connection, fused so the
  *   block output is written once; it may not alias y), y [M, N] WRITTEN.

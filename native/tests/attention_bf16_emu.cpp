@@ -55,6 +55,29 @@
 // NaN in one query element (its row's out and lse NaN, all else checked) and in one value element (that column of
 // every row NaN); out is followed by a guard that must stay untouched (tail rows are not written) and pre-filled
 // with NaN (every element is written). Then the argument checks.
+//
+// Backward (d4j_impl_attention_bf16_backward, by dlsym: not in the dispatch table yet). out and lse are the exact
+// forward of the bf16 inputs, rounded to bf16 / fp32; dout N(0, 1) in bf16. Reference: the formulas P = exp(scale
+// q.k - lse), dV = P^T dO, dS = P o (dO V^T - rowsum(dO o out)), dQ = scale dS K, dK = scale dS^T Q in float64 on
+// those inputs (ref_backward; the formulas themselves checked against central differences of sum(dO o O) in
+// fd_check). Bound per element, from the stated roundings (u = 2^-24):
+//   p's relative error eps_ij: ln2 (delta_ij + 2.01 u |lse log2 e| + u |y - lse log2 e|) + 2^-21 (delta as in (1))
+//   E_ij = |bf16(dS~) - dS| <= E0 + 2^-8 (|dS| + E0) + 2^-133,
+//          E0 = 1.01 (p 2 Dh u (sum |dO v| + sum |dO out|) + p |dP - D| (eps + 2u))   dP, D in fp32; p; - and *
+//   dQ_id: 1.01 |scale| (sum_j E_ij |k_jd| + 2N u sum_j (|dS_ij| + E_ij) |k_jd|) + 1.01 u |dQ| (the scale product)
+//   dK_jd: the same with i and q;  dV_jd: 1.01 (sum_i (p_ij (2^-8 + eps_ij) + 2^-133) |dO_id| + 2.02 N u sum p |dO|)
+//   then |got - ref| <= e + 2^-8 (|ref| + e) + 2^-133 (one bf16 rounding; 8 significant bits, so 2^-8 relative).
+// The bf16 roundings of dS and P (2^-8 of each term) dominate; they do not line up on random inputs, so the worst
+// ratio of a correct implementation is ~0.3-0.6 (0.8 with max |y| = 80), and an error in a formula (D, P, the
+// scale, a transpose, a mask) is off by far more than 2^-8 of the sums of |terms|. Cases: the forward's N list
+// (1..300; 197 and 198), Dh 32/64, (B, H) rotating through (1,1), (2,3), (1,2), (2,1); max |y| = 80; "negative":
+// every score about -1600 scale (q_0 = -40, k_0 = 40), so that exp2(0 - lse log2 e) of a zero-filled key row past N
+// overflows to inf (the kernels must mask it, not rely on the zero row); "grid": q, k, v in {-8..8}/8, dO in
+// {1..8}/8, where dV is also checked against a float64 model of its roundings, as (2) for the forward: P_ij =
+// bf16(2^(y_ij - lse_i log2 e)), either bf16 neighbour where p's interval (1 +- eps) straddles a rounding boundary,
+// fp32 sum 2N u; dV must lie between bf16(z - U) and bf16(z + U), >= 90 % of elements determined (this is what
+// catches P not rounded: the bound alone does not). dS's rounding has no such model (only the bound). dqkv is
+// pre-filled with NaN and followed by a guard.
 #include "distill4j.h"
 #include "harness.h"
 
@@ -65,6 +88,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <random>
 #include <string>
 #include <vector>
@@ -306,6 +330,314 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const att_case &c, std::mt1993
                 all_ok ? "ok" : "FAILED");
 }
 
+// ---- Backward (d4j_impl_attention_bf16_backward; not in the dispatch table yet: found by dlsym in the backend
+// libraries this program has opened).
+using bwd_fn = int (*)(void *, const uint16_t *, const uint16_t *, const float *, const uint16_t *, int64_t, int64_t,
+                       int64_t, int64_t, float, uint16_t *);
+
+bwd_fn find_backward(const char *lib) {
+    void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+    void *f = h != nullptr ? dlsym(h, "d4j_impl_attention_bf16_backward") : nullptr;
+    if (f == nullptr) std::fprintf(stderr, "%s: no d4j_impl_attention_bf16_backward\n", lib);
+    return reinterpret_cast<bwd_fn>(f);
+}
+
+// The gradient of sum(dO o O), O = softmax(scale Q K^T) V, by the formulas without autograd, in float64 for one
+// head (rows of Dh): P = exp(scale q.k - lse), dV = P^T dO, dP = dO V^T, D = rowsum(dO o o), dS = P o (dP - D),
+// dQ = scale dS K, dK = scale dS^T Q. o and lse are inputs (as the kernels take them); with the exact o and lse these
+// are the exact gradient (checked by finite differences in fd_check). P, dPmD (dP - D) and dS come out too.
+void ref_backward(int64_t N, int64_t Dh, double scale, const double *q, const double *k, const double *v,
+                  const double *o, const double *dO, const double *lse, double *P, double *dPmD, double *dS,
+                  double *dq, double *dk, double *dv) {
+    for (int64_t i = 0; i < N; ++i) {
+        double D = 0.0;
+        for (int64_t d = 0; d < Dh; ++d) D += dO[i * Dh + d] * o[i * Dh + d];
+        for (int64_t j = 0; j < N; ++j) {
+            double s = 0.0, dp = 0.0;
+            for (int64_t d = 0; d < Dh; ++d) {
+                s += q[i * Dh + d] * k[j * Dh + d];
+                dp += dO[i * Dh + d] * v[j * Dh + d];
+            }
+            P[i * N + j] = std::exp(scale * s - lse[i]);
+            dPmD[i * N + j] = dp - D;
+            dS[i * N + j] = P[i * N + j] * (dp - D);
+        }
+    }
+    std::fill(dq, dq + N * Dh, 0.0), std::fill(dk, dk + N * Dh, 0.0), std::fill(dv, dv + N * Dh, 0.0);
+    for (int64_t i = 0; i < N; ++i)
+        for (int64_t j = 0; j < N; ++j)
+            for (int64_t d = 0; d < Dh; ++d) {
+                dq[i * Dh + d] += scale * dS[i * N + j] * k[j * Dh + d];
+                dk[j * Dh + d] += scale * dS[i * N + j] * q[i * Dh + d];
+                dv[j * Dh + d] += P[i * N + j] * dO[i * Dh + d];
+            }
+}
+
+// O and lse of one head in float64 (the forward's exact result).
+void ref_forward(int64_t N, int64_t Dh, double scale, const double *q, const double *k, const double *v, double *o,
+                 double *lse) {
+    std::vector<double> y(N);
+    for (int64_t i = 0; i < N; ++i) {
+        double M = -INFINITY;
+        for (int64_t j = 0; j < N; ++j) {
+            double s = 0.0;
+            for (int64_t d = 0; d < Dh; ++d) s += q[i * Dh + d] * k[j * Dh + d];
+            y[j] = scale * s, M = std::max(M, y[j]);
+        }
+        double L = 0.0;
+        for (int64_t j = 0; j < N; ++j) L += std::exp(y[j] - M);
+        lse[i] = M + std::log(L);
+        for (int64_t d = 0; d < Dh; ++d) {
+            double a = 0.0;
+            for (int64_t j = 0; j < N; ++j) a += std::exp(y[j] - lse[i]) * v[j * Dh + d];
+            o[i * Dh + d] = a;
+        }
+    }
+}
+
+// The float64 formulas themselves against central differences of f = sum(dO o O) (N = 7, Dh = 5, every input
+// element): relative error <= 1e-6 of the gradient's scale.
+void fd_check(std::mt19937_64 &rng) {
+    const int64_t N = 7, Dh = 5;
+    const double scale = 0.45;
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::vector<double> x(3 * N * Dh), dO(N * Dh), o(N * Dh), lse(N), P(N * N), R(N * N), S(N * N), g(3 * N * Dh);
+    for (double &e : x) e = normal(rng);
+    for (double &e : dO) e = normal(rng);
+    double *q = x.data(), *k = q + N * Dh, *v = k + N * Dh;
+    ref_forward(N, Dh, scale, q, k, v, o.data(), lse.data());
+    ref_backward(N, Dh, scale, q, k, v, o.data(), dO.data(), lse.data(), P.data(), R.data(), S.data(), g.data(),
+                 g.data() + N * Dh, g.data() + 2 * N * Dh);
+    const auto f = [&]() {
+        std::vector<double> oo(N * Dh), ll(N);
+        ref_forward(N, Dh, scale, q, k, v, oo.data(), ll.data());
+        double s = 0.0;
+        for (int64_t i = 0; i < N * Dh; ++i) s += dO[i] * oo[i];
+        return s;
+    };
+    double worst_err = 0.0, gmax = 0.0;
+    for (double e : g) gmax = std::max(gmax, std::fabs(e));
+    for (size_t i = 0; i < x.size(); ++i) {
+        const double x0 = x[i], hh = 1e-5;
+        x[i] = x0 + hh;
+        const double fp = f();
+        x[i] = x0 - hh;
+        const double fm = f();
+        x[i] = x0;
+        worst_err = d4j_test::worst(worst_err, std::fabs((fp - fm) / (2 * hh) - g[i]) / gmax);
+    }
+    const bool ok = d4j_test::within(worst_err, 1e-6) && gmax > 0.1;
+    ++cases;
+    if (!ok) ++failures;
+    std::printf("backward float64 formulas vs central differences (N=7, Dh=5, 105 inputs): worst %.2e of max |g| "
+                "%.3g | %s\n", worst_err, gmax, ok ? "ok" : "FAILED");
+}
+
+struct bwd_case {
+    int64_t B, N, H, Dh;
+    double max_y;   // > 0: inputs scaled so that max |y| is about this
+    bool grid;      // q, k, v in {-8..8}/8, dO in {1..8}/8: dV's P roundings determined (the model check)
+    bool negative;  // every score about -1600 scale (q_0 = -40, k_0 = 40): exp2 of a zero key row overflows
+};
+
+struct bwd_result {
+    double worst[3] = {0.0, 0.0, 0.0};  // dq, dk, dv: worst |got - ref| / bound
+    size_t bad = 0, determined = 0, checked = 0;
+    bool guard_ok = true;
+};
+
+// Checks one implementation's dqkv against ref_backward on the same bf16 inputs (o and lse as given) with the
+// bound from the stated roundings (header of this file, "Backward").
+bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, const uint16_t *out,
+                          const float *lse, const uint16_t *dout, const uint16_t *dqkv) {
+    const int64_t B = c.B, N = c.N, H = c.H, Dh = c.Dh, nd = N * Dh;
+    const double sc = scale, cs = sc * kLog2e, u = kU;
+    bwd_result r;
+    std::vector<double> q(nd), k(nd), v(nd), o(nd), dO(nd), L(N), P(N * N), R(N * N), S(N * N), dq(nd), dk(nd),
+        dv(nd), E(N * N), eps(N * N), Pm(N * N), unc(N * N);
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h) {
+            for (int64_t n = 0; n < N; ++n) {
+                for (int64_t d = 0; d < Dh; ++d) {
+                    const int64_t e = n * Dh + d, row = (b * N + n) * 3 * H * Dh + h * Dh + d;
+                    q[e] = bf16_value(qkv[row]), k[e] = bf16_value(qkv[row + H * Dh]);
+                    v[e] = bf16_value(qkv[row + 2 * H * Dh]);
+                    o[e] = bf16_value(out[(b * N + n) * H * Dh + h * Dh + d]);
+                    dO[e] = bf16_value(dout[(b * N + n) * H * Dh + h * Dh + d]);
+                }
+                L[n] = lse[(b * H + h) * N + n];
+            }
+            ref_backward(N, Dh, sc, q.data(), k.data(), v.data(), o.data(), dO.data(), L.data(), P.data(), R.data(),
+                         S.data(), dq.data(), dk.data(), dv.data());
+            // Per (i, j): eps = relative error of the fp32 p (its exponent's error in base 2: delta of x as in the
+            // forward, fl(lse log2 e) 2.01 u, the subtraction u, exp2f 2^-21); E = |bf16(dS~) - dS|: dP and D
+            // summed in fp32 (2 Dh u sum |terms|, any order), p's error, the subtraction and the product (2u), then
+            // the bf16 rounding 2^-8 (plus 2^-133 where it is subnormal; 2^-148 for an fp32 p that underflowed).
+            for (int64_t i = 0; i < N; ++i) {
+                double tD = 0.0;
+                for (int64_t d = 0; d < Dh; ++d) tD += std::fabs(dO[i * Dh + d] * o[i * Dh + d]);
+                const double Ll = L[i] * kLog2e;
+                for (int64_t j = 0; j < N; ++j) {
+                    double tS = 0.0, tP = 0.0, s = 0.0;
+                    for (int64_t d = 0; d < Dh; ++d) {
+                        s += q[i * Dh + d] * k[j * Dh + d];
+                        tS += std::fabs(q[i * Dh + d] * k[j * Dh + d]);
+                        tP += std::fabs(dO[i * Dh + d] * v[j * Dh + d]);
+                    }
+                    const double y = cs * s;
+                    const double delta = (c.grid ? 0.0 : std::fabs(cs) * 2.0 * static_cast<double>(Dh) * u * tS) +
+                                         2.01 * u * std::fabs(y);
+                    const double ep = kLn2 * (delta + 2.01 * u * std::fabs(Ll) + u * std::fabs(y - Ll)) + 0x1p-21;
+                    const double p = P[i * N + j];
+                    const double E0 = 1.01 * (p * 2.0 * static_cast<double>(Dh) * u * (tP + tD) +
+                                              p * std::fabs(R[i * N + j]) * (ep + 2 * u) +
+                                              0x1p-148 * std::fabs(R[i * N + j]));
+                    eps[i * N + j] = ep;
+                    // The model of dV's roundings: P = bf16(p*), p* = 2^(y - lse log2 e) exact; either bf16
+                    // neighbour allowed where p*'s interval (1 +- eps) straddles a rounding boundary.
+                    const double ps = std::exp2(y - Ll);
+                    Pm[i * N + j] = bf16_round(ps);
+                    unc[i * N + j] = bf16_round(ps * (1.0 + ep)) - bf16_round(ps * (1.0 - ep));
+                    E[i * N + j] = E0 + 0x1p-8 * (std::fabs(S[i * N + j]) + E0) + 0x1p-133;
+                }
+            }
+            // Outputs: sums of N terms in fp32 (2 N u of the sum of |terms|, any order), the scale (u), one bf16
+            // rounding (2^-8 relative, 2^-133 absolute). dV's terms carry P's bf16 rounding 2^-8 and eps.
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t d = 0; d < Dh; ++d) {
+                    double eq = 0.0, aq = 0.0, ek = 0.0, ak = 0.0, ev = 0.0, av = 0.0, z = 0.0, U = 0.0, za = 0.0;
+                    for (int64_t m = 0; m < N; ++m) {
+                        // dq_n: sum over keys m of dS_nm k_m; dk_n: over queries m of dS_mn q_m; dv_n: P_mn dO_m.
+                        eq += E[n * N + m] * std::fabs(k[m * Dh + d]);
+                        aq += (std::fabs(S[n * N + m]) + E[n * N + m]) * std::fabs(k[m * Dh + d]);
+                        ek += E[m * N + n] * std::fabs(q[m * Dh + d]);
+                        ak += (std::fabs(S[m * N + n]) + E[m * N + n]) * std::fabs(q[m * Dh + d]);
+                        const double pa = std::fabs(dO[m * Dh + d]);
+                        ev += (P[m * N + n] * (0x1p-8 + eps[m * N + n]) + 0x1p-133) * pa;
+                        av += P[m * N + n] * pa;
+                        z += Pm[m * N + n] * dO[m * Dh + d];
+                        za += Pm[m * N + n] * pa;
+                        U += unc[m * N + n] * pa;
+                    }
+                    const double tn = 2.0 * static_cast<double>(N) * u;
+                    const double refs[3] = {dq[n * Dh + d], dk[n * Dh + d], dv[n * Dh + d]};
+                    const double errs[3] = {1.01 * std::fabs(sc) * (eq + tn * aq) + 1.01 * u * std::fabs(refs[0]),
+                                            1.01 * std::fabs(sc) * (ek + tn * ak) + 1.01 * u * std::fabs(refs[1]),
+                                            1.01 * (ev + tn * av * 1.01)};
+                    for (int w = 0; w < 3; ++w) {
+                        const double got = bf16_value(dqkv[((b * N + n) * 3 + w) * H * Dh + h * Dh + d]);
+                        const double bound = errs[w] + 0x1p-8 * (std::fabs(refs[w]) + errs[w]) + 0x1p-133;
+                        const double ratio = std::fabs(got - refs[w]) / bound;
+                        r.worst[w] = d4j_test::worst(r.worst[w], ratio);
+                        bool ok = d4j_test::within(ratio, 1.0);
+                        if (c.grid && w == 2) {  // dV must be bf16 of the model's sum (fp32 sum: 2N u, any order)
+                            const double Uz = U + 1.01 * tn * (za + U);
+                            const double lo = bf16_round(z - Uz), hi = bf16_round(z + Uz);
+                            ++r.checked;
+                            if (lo == hi) ++r.determined;
+                            ok = ok && got >= lo && got <= hi;
+                        }
+                        if (!ok) {
+                            if (r.bad < 5)
+                                std::printf("    d%c b=%lld h=%lld n=%lld d=%lld: got %.9g ref %.9g bound %.3g\n",
+                                            "qkv"[w], static_cast<long long>(b), static_cast<long long>(h),
+                                            static_cast<long long>(n), static_cast<long long>(d), got, refs[w], bound);
+                            ++r.bad;
+                        }
+                    }
+                }
+        }
+    const size_t total = static_cast<size_t>(B * N * 3 * H * Dh);
+    for (size_t i = 0; i < kGuard; ++i) r.guard_ok = r.guard_ok && dqkv[total + i] == kGuardBits;
+    return r;
+}
+
+void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_64 &rng) {
+    const int64_t B = c.B, N = c.N, H = c.H, Dh = c.Dh;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+    const size_t nq = static_cast<size_t>(B * N * 3 * H * Dh), no = static_cast<size_t>(B * N * H * Dh);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::vector<double> raw(nq);
+    std::uniform_int_distribution<int> grid(-8, 8), grid_pos(1, 8);
+    for (double &e : raw) e = c.grid ? grid(rng) / 8.0 : normal(rng);
+    double sigma = 1.0;
+    if (c.max_y > 0.0) {  // as in run_case: y scales with sigma^2
+        double mx = 0.0;
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t h = 0; h < H; ++h)
+                for (int64_t n = 0; n < N; ++n)
+                    for (int64_t m = 0; m < N; ++m) {
+                        double s = 0.0;
+                        for (int64_t d = 0; d < Dh; ++d)
+                            s += raw[((b * N + n) * 3 + 0) * H * Dh + h * Dh + d] *
+                                 raw[((b * N + m) * 3 + 1) * H * Dh + h * Dh + d];
+                        mx = std::max(mx, std::fabs(s * scale * kLog2e));
+                    }
+        sigma = std::sqrt(c.max_y / mx);
+    }
+    host<uint16_t> qkv(nq), out(no), dout(no);
+    host<float> lse(static_cast<size_t>(B * H * N));
+    for (size_t i = 0; i < nq; ++i) qkv.p[i] = bf16_bits(raw[i] * sigma);
+    if (c.negative)
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t h = 0; h < H; ++h) {
+                    qkv.p[((b * N + n) * 3 + 0) * H * Dh + h * Dh] = bf16_bits(-40.0);
+                    qkv.p[((b * N + n) * 3 + 1) * H * Dh + h * Dh] = bf16_bits(40.0);
+                }
+    for (size_t i = 0; i < no; ++i) dout.p[i] = bf16_bits(c.grid ? grid_pos(rng) / 8.0 : normal(rng));
+    // out and lse: the exact forward of the bf16 inputs, rounded to bf16 and fp32 (the backward takes them as given).
+    {
+        const int64_t nd = N * Dh;
+        std::vector<double> q(nd), k(nd), v(nd), o(nd), l(N);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t h = 0; h < H; ++h) {
+                for (int64_t n = 0; n < N; ++n)
+                    for (int64_t d = 0; d < Dh; ++d) {
+                        const int64_t row = (b * N + n) * 3 * H * Dh + h * Dh + d;
+                        q[n * Dh + d] = bf16_value(qkv.p[row]), k[n * Dh + d] = bf16_value(qkv.p[row + H * Dh]);
+                        v[n * Dh + d] = bf16_value(qkv.p[row + 2 * H * Dh]);
+                    }
+                ref_forward(N, Dh, scale, q.data(), k.data(), v.data(), o.data(), l.data());
+                for (int64_t n = 0; n < N; ++n) {
+                    lse.p[(b * H + h) * N + n] = static_cast<float>(l[n]);
+                    for (int64_t d = 0; d < Dh; ++d) out.p[(b * N + n) * H * Dh + h * Dh + d] = bf16_bits(o[n * Dh + d]);
+                }
+            }
+    }
+    struct impl {
+        const char *name;
+        bwd_fn fn;
+    } impls[2] = {{"cpu", cpu}, {"emu", emu}};
+    bool all_ok = true;
+    std::string line;
+    for (const impl &im : impls) {
+        host<uint16_t> dqkv(nq + kGuard);
+        for (size_t i = 0; i < nq; ++i) dqkv.p[i] = 0x7fff;  // NaN: an unwritten element fails
+        for (size_t i = 0; i < kGuard; ++i) dqkv.p[nq + i] = kGuardBits;
+        const auto t0 = std::chrono::steady_clock::now();
+        const int rc = im.fn(nullptr, qkv.p, out.p, lse.p, dout.p, B, N, H, Dh, scale, dqkv.p);
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (rc != 0) std::printf("  %s returned %d\n", im.name, rc);
+        const bwd_result r = check_backward(c, scale, qkv.p, out.p, lse.p, dout.p, dqkv.p);
+        const double frac = r.checked ? static_cast<double>(r.determined) / static_cast<double>(r.checked) : 0.0;
+        const bool ok = rc == 0 && r.bad == 0 && r.guard_ok && (!c.grid || frac >= 0.9);
+        all_ok = all_ok && ok;
+        char buf[256];
+        char det[32] = "";
+        if (c.grid) std::snprintf(det, sizeof det, " dv det %.0f%%", 100.0 * frac);
+        std::snprintf(buf, sizeof buf, " | %s worst dq %.2f dk %.2f dv %.2f%s %s%.0f ms%s", im.name, r.worst[0],
+                      r.worst[1], r.worst[2], det,
+                      r.guard_ok ? "" : "GUARD OVERWRITTEN ", ms, r.bad ? " BAD" : "");
+        line += buf;
+    }
+    ++cases;
+    if (!all_ok) ++failures;
+    std::printf("bwd B=%lld N=%-3lld H=%lld Dh=%lld max|y|=%-3g%s%s | %s\n", static_cast<long long>(B),
+                static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(Dh), c.max_y,
+                c.negative ? " negative" : c.grid ? " grid" : "", line.c_str(), all_ok ? "ok" : "FAILED");
+}
+
 void check_errors(d4j_backend *be, const char *name, bool cuda) {
     host<uint16_t> qkv(3 * 8 * 64 + 8), out(8 * 64 + 8);
     host<float> lse(8);
@@ -376,6 +708,28 @@ int main(int argc, char **argv) {
 #endif
     const auto start = std::chrono::steady_clock::now();
     for (const att_case &c : list) run_case(cpu, emu, c, rng);
+    fd_check(rng);
+    {
+        const bwd_fn bcpu = find_backward(argv[1]), bemu = find_backward(argv[2]);
+        if (bcpu == nullptr || bemu == nullptr) return 1;
+        std::vector<bwd_case> bl;
+        int brot = 0;
+        for (int64_t N : {1, 15, 16, 17, 63, 64, 65, 197, 198, 300})
+            for (int64_t Dh : {32, 64}) {
+#ifdef D4J_TEST_SANITIZED
+                if (brot % 3 != 1 || N == 300) { ++brot; continue; }  // TSan's cost: a third, no N = 300
+#endif
+                bl.push_back({bh[brot % 4][0], N, bh[brot % 4][1], Dh, 0.0, false, false}), ++brot;
+            }
+        bl.push_back({1, 130, 2, 64, 80.0, false, false});
+        bl.push_back({2, 65, 1, 32, 80.0, false, false});
+        bl.push_back({1, 70, 2, 64, 0.0, false, true});
+        bl.push_back({2, 17, 1, 32, 0.0, false, true});
+        bl.push_back({1, 17, 2, 64, 0.0, true, false});
+        bl.push_back({2, 65, 1, 32, 0.0, true, false});
+        bl.push_back({1, 198, 1, 64, 0.0, true, false});
+        for (const bwd_case &c : bl) run_backward_case(bcpu, bemu, c, rng);
+    }
     check_errors(cpu, "cpu", false);
     check_errors(emu, "emu", true);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
