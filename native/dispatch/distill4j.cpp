@@ -32,6 +32,8 @@ struct function_table {
                               int64_t, int64_t, float, float *, void *);
     int (*attention_bf16_forward)(void *, const uint16_t *, int64_t, int64_t, int64_t, int64_t, float, uint16_t *,
                                   float *);
+    int (*attention_bf16_backward)(void *, const uint16_t *, const uint16_t *, const float *, const uint16_t *,
+                                   int64_t, int64_t, int64_t, int64_t, float, uint16_t *);
     int (*linear_forward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *);
     int (*linear_backward)(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *);
     int64_t (*layernorm_workspace)(int64_t, int64_t);
@@ -107,6 +109,7 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_attention_forward", fn.attention_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_backward", fn.attention_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_bf16_forward", fn.attention_bf16_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_attention_bf16_backward", fn.attention_bf16_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_forward", fn.linear_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_backward", fn.linear_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_workspace", fn.layernorm_workspace, impl_path, err, errlen) &&
@@ -246,7 +249,15 @@ int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv,
 
 int d4j_attention_bf16_forward(d4j_backend *backend, void *stream, const uint16_t *qkv, int64_t B, int64_t N,
                                int64_t H, int64_t Dh, float scale, uint16_t *out, float *lse) {
+    if (int e = use_device(backend)) return e;
     return backend->fn.attention_bf16_forward(stream, qkv, B, N, H, Dh, scale, out, lse);
+}
+
+int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, const uint16_t *qkv, const uint16_t *out,
+                                const float *lse, const uint16_t *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                                float scale, uint16_t *dqkv) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.attention_bf16_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv);
 }
 
 int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y) {

@@ -78,9 +78,12 @@ D4J_API int d4j_attention_forward(d4j_backend *backend, void *stream, const floa
 D4J_API int d4j_attention_backward(d4j_backend *backend, void *stream, const float *qkv, const float *out,
                                    const float *lse, const float *dout, int64_t B, int64_t N, int64_t H, int64_t Dh,
                                    float scale, float *dqkv, void *workspace);
-/* See d4j_impl_attention_bf16_forward in distill4j_impl.h (bf16 as uint16_t bits). */
+/* See d4j_impl_attention_bf16_forward and _backward in distill4j_impl.h (bf16 as uint16_t bits). */
 D4J_API int d4j_attention_bf16_forward(d4j_backend *backend, void *stream, const uint16_t *qkv, int64_t B, int64_t N,
                                        int64_t H, int64_t Dh, float scale, uint16_t *out, float *lse);
+D4J_API int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, const uint16_t *qkv, const uint16_t *out,
+                                        const float *lse, const uint16_t *dout, int64_t B, int64_t N, int64_t H,
+                                        int64_t Dh, float scale, uint16_t *dqkv);
 
 /* See d4j_impl_linear_*, layernorm_*, gelu_*, cross_entropy(_soft), argmax, sum_squares, clip_scale, adamw and
  * token_rows_* in distill4j_impl.h: the same arguments after the backend handle. */

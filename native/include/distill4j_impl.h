@@ -126,7 +126,7 @@ D4J_IMPL_API int d4j_impl_attention_bf16_forward(void *stream, const uint16_t *q
                                                  int64_t Dh, float scale, uint16_t *out, float *lse);
 
 /*
- * Its backward (issue #18; not yet used by the model, not in the dispatch table): from qkv, out, dout (bf16 bits,
+ * Its backward (issue #18; not yet used by the model): from qkv, out, dout (bf16 bits,
  * layouts as above) and lse (fp32) WRITES dqkv (bf16, qkv's layout; every element). D = rowsum(dO o out), P
  * recomputed from lse; S, dP, D, dS and the dQ, dK, dV sums in fp32; P and dS rounded to bf16 before their mma;
  * each output rounded once. No atomics: the same inputs give the same bits. Dh 32 or 64, any N >= 1, scale finite;

@@ -56,7 +56,7 @@
 // every row NaN); out is followed by a guard that must stay untouched (tail rows are not written) and pre-filled
 // with NaN (every element is written). Then the argument checks.
 //
-// Backward (d4j_impl_attention_bf16_backward, by dlsym: not in the dispatch table yet). out and lse are the exact
+// Backward (d4j_attention_bf16_backward). out and lse are the exact
 // forward of the bf16 inputs, rounded to bf16 / fp32; dout N(0, 1) in bf16. Reference: the formulas P = exp(scale
 // q.k - lse), dV = P^T dO, dS = P o (dO V^T - rowsum(dO o out)), dQ = scale dS K, dK = scale dS^T Q in float64 on
 // those inputs (ref_backward; the formulas themselves checked against central differences of sum(dO o O) in
@@ -88,7 +88,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dlfcn.h>
 #include <random>
 #include <string>
 #include <vector>
@@ -330,17 +329,7 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const att_case &c, std::mt1993
                 all_ok ? "ok" : "FAILED");
 }
 
-// ---- Backward (d4j_impl_attention_bf16_backward; not in the dispatch table yet: found by dlsym in the backend
-// libraries this program has opened).
-using bwd_fn = int (*)(void *, const uint16_t *, const uint16_t *, const float *, const uint16_t *, int64_t, int64_t,
-                       int64_t, int64_t, float, uint16_t *);
-
-bwd_fn find_backward(const char *lib) {
-    void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
-    void *f = h != nullptr ? dlsym(h, "d4j_impl_attention_bf16_backward") : nullptr;
-    if (f == nullptr) std::fprintf(stderr, "%s: no d4j_impl_attention_bf16_backward\n", lib);
-    return reinterpret_cast<bwd_fn>(f);
-}
+// ---- Backward (d4j_attention_bf16_backward, through the dispatch library like the forward).
 
 // The gradient of sum(dO o O), O = softmax(scale Q K^T) V, by the formulas without autograd, in float64 for one
 // head (rows of Dh): P = exp(scale q.k - lse), dV = P^T dO, dP = dO V^T, D = rowsum(dO o o), dS = P o (dP - D),
@@ -552,7 +541,7 @@ bwd_result check_backward(const bwd_case &c, float scale, const uint16_t *qkv, c
     return r;
 }
 
-void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_64 &rng) {
+void run_backward_case(d4j_backend *cpu, d4j_backend *emu, const bwd_case &c, std::mt19937_64 &rng) {
     const int64_t B = c.B, N = c.N, H = c.H, Dh = c.Dh;
     const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
     const size_t nq = static_cast<size_t>(B * N * 3 * H * Dh), no = static_cast<size_t>(B * N * H * Dh);
@@ -607,7 +596,7 @@ void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_6
     }
     struct impl {
         const char *name;
-        bwd_fn fn;
+        d4j_backend *be;
     } impls[2] = {{"cpu", cpu}, {"emu", emu}};
     bool all_ok = true;
     std::string line;
@@ -616,7 +605,8 @@ void run_backward_case(bwd_fn cpu, bwd_fn emu, const bwd_case &c, std::mt19937_6
         for (size_t i = 0; i < nq; ++i) dqkv.p[i] = 0x7fff;  // NaN: an unwritten element fails
         for (size_t i = 0; i < kGuard; ++i) dqkv.p[nq + i] = kGuardBits;
         const auto t0 = std::chrono::steady_clock::now();
-        const int rc = im.fn(nullptr, qkv.p, out.p, lse.p, dout.p, B, N, H, Dh, scale, dqkv.p);
+        const int rc = d4j_attention_bf16_backward(im.be, nullptr, qkv.p, out.p, lse.p, dout.p, B, N, H, Dh, scale,
+                                                   dqkv.p);
         const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (rc != 0) std::printf("  %s returned %d\n", im.name, rc);
         const bwd_result r = check_backward(c, scale, qkv.p, out.p, lse.p, dout.p, dqkv.p);
@@ -710,8 +700,6 @@ int main(int argc, char **argv) {
     for (const att_case &c : list) run_case(cpu, emu, c, rng);
     fd_check(rng);
     {
-        const bwd_fn bcpu = find_backward(argv[1]), bemu = find_backward(argv[2]);
-        if (bcpu == nullptr || bemu == nullptr) return 1;
         std::vector<bwd_case> bl;
         int brot = 0;
         for (int64_t N : {1, 15, 16, 17, 63, 64, 65, 197, 198, 300})
@@ -728,7 +716,7 @@ int main(int argc, char **argv) {
         bl.push_back({1, 17, 2, 64, 0.0, true, false});
         bl.push_back({2, 65, 1, 32, 0.0, true, false});
         bl.push_back({1, 198, 1, 64, 0.0, true, false});
-        for (const bwd_case &c : bl) run_backward_case(bcpu, bemu, c, rng);
+        for (const bwd_case &c : bl) run_backward_case(cpu, emu, c, rng);
     }
     check_errors(cpu, "cpu", false);
     check_errors(emu, "emu", true);
