@@ -258,6 +258,23 @@ result check(const att_case &c, float scale, const uint16_t *qkv, const uint16_t
 
 int failures = 0, cases = 0;
 
+// The largest |y| = |scale log2(e) q.k| over every (batch, head, query, key) of raw qkv values [B, N, 3, H, Dh].
+double max_abs_y(const std::vector<double> &raw, int64_t B, int64_t N, int64_t H, int64_t Dh, float scale) {
+    double mx = 0.0;
+    const double cs = static_cast<double>(scale) * kLog2e;
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t n = 0; n < N; ++n)
+                for (int64_t m = 0; m < N; ++m) {
+                    double s = 0.0;
+                    for (int64_t d = 0; d < Dh; ++d)
+                        s += raw[((b * N + n) * 3 + 0) * H * Dh + h * Dh + d] *
+                             raw[((b * N + m) * 3 + 1) * H * Dh + h * Dh + d];
+                    mx = std::max(mx, std::fabs(s * cs));
+                }
+    return mx;
+}
+
 void run_case(d4j_backend *cpu, d4j_backend *emu, const att_case &c, std::mt19937_64 &rng) {
     const int64_t B = c.B, N = c.N, H = c.H, Dh = c.Dh;
     const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
@@ -271,22 +288,8 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const att_case &c, std::mt1993
         const bool is_v = (i / static_cast<size_t>(H * Dh)) % 3 == 2;
         raw[i] = !c.grid ? normal(rng) : is_v ? grid_v(rng) / 8.0 : grid(rng) / 8.0;
     }
-    double sigma = 1.0;
-    if (c.max_y > 0.0) {  // y scales with sigma^2; measured on the unrounded inputs, so max |y| is about max_y
-        double mx = 0.0;
-        const double cs = static_cast<double>(scale) * kLog2e;
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t h = 0; h < H; ++h)
-                for (int64_t n = 0; n < N; ++n)
-                    for (int64_t m = 0; m < N; ++m) {
-                        double s = 0.0;
-                        for (int64_t d = 0; d < Dh; ++d)
-                            s += raw[((b * N + n) * 3 + 0) * H * Dh + h * Dh + d] *
-                                 raw[((b * N + m) * 3 + 1) * H * Dh + h * Dh + d];
-                        mx = std::max(mx, std::fabs(s * cs));
-                    }
-        sigma = std::sqrt(c.max_y / mx);
-    }
+    // y scales with sigma^2; measured on the unrounded inputs, so max |y| is about max_y.
+    const double sigma = c.max_y > 0.0 ? std::sqrt(c.max_y / max_abs_y(raw, B, N, H, Dh, scale)) : 1.0;
     for (size_t i = 0; i < nq; ++i) qkv.p[i] = bf16_bits(raw[i] * sigma);
     if (c.nan != 0) {
         std::uniform_int_distribution<int64_t> pick_n(0, N - 1), pick_d(0, Dh - 1);
@@ -549,21 +552,8 @@ void run_backward_case(d4j_backend *cpu, d4j_backend *emu, const bwd_case &c, st
     std::vector<double> raw(nq);
     std::uniform_int_distribution<int> grid(-8, 8), grid_pos(1, 8);
     for (double &e : raw) e = c.grid ? grid(rng) / 8.0 : normal(rng);
-    double sigma = 1.0;
-    if (c.max_y > 0.0) {  // as in run_case: y scales with sigma^2
-        double mx = 0.0;
-        for (int64_t b = 0; b < B; ++b)
-            for (int64_t h = 0; h < H; ++h)
-                for (int64_t n = 0; n < N; ++n)
-                    for (int64_t m = 0; m < N; ++m) {
-                        double s = 0.0;
-                        for (int64_t d = 0; d < Dh; ++d)
-                            s += raw[((b * N + n) * 3 + 0) * H * Dh + h * Dh + d] *
-                                 raw[((b * N + m) * 3 + 1) * H * Dh + h * Dh + d];
-                        mx = std::max(mx, std::fabs(s * scale * kLog2e));
-                    }
-        sigma = std::sqrt(c.max_y / mx);
-    }
+    // y scales with sigma^2; measured on the unrounded inputs, so max |y| is about max_y.
+    const double sigma = c.max_y > 0.0 ? std::sqrt(c.max_y / max_abs_y(raw, B, N, H, Dh, scale)) : 1.0;
     host<uint16_t> qkv(nq), out(no), dout(no);
     host<float> lse(static_cast<size_t>(B * H * N));
     for (size_t i = 0; i < nq; ++i) qkv.p[i] = bf16_bits(raw[i] * sigma);
