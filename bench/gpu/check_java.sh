@@ -30,6 +30,7 @@ LOG=$OUT_DIR/check_java.log
 OPS=(kl patch-embed attention layernorm gelu linear token-rows cross-entropy adamw)  # vit needs libtorch
 # The CPU-vs-CUDA JUnit cases whose reference is our CPU backend (the others compare with libtorch, not carried).
 JUNIT_METHODS=(org.distill4j.nn.VisionTransformerTest#cudaMatchesCpuBackend
+  org.distill4j.nn.VisionTransformerPrecisionTest#cudaMatchesTheCpuBackendInEachMixedPrecision
   org.distill4j.ops.KlDivTest#cudaKernelMatchesCpuKernel org.distill4j.ops.PatchEmbedTest#cudaKernelMatchesCpuKernel
   org.distill4j.ops.AttentionTest#cudaKernelMatchesCpuKernel org.distill4j.ops.LayerNormTest#cudaKernelMatchesCpuKernel
   org.distill4j.ops.CrossEntropyTest#cudaKernelMatchesCpuKernel org.distill4j.ops.GradNormTest#cudaKernelMatchesCpuKernel

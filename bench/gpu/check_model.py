@@ -10,14 +10,18 @@ its buffers torch CUDA tensors. Three parts:
 1. Correctness: logits and every parameter gradient (random upstream gradients on both heads) against timm's own
    model (timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False), its weights copied in) in float64,
    or, without timm, a functional torch re-implementation of the same model. Passes when each tensor's
-   ||ours - ref|| / ||ref|| <= max(--model-tol, 10 x the same error of torch fp32 on the same model). A second
+   ||ours - ref|| / ||ref|| <= max(--model-tol, 10 x the same error of torch fp32 on the same model); ours in tf32
+   and bf16 (--precisions) also within 2 x torch's own error in that mode (allow_tf32, bf16 autocast). A second
    forward + backward must give the same bits (reported; cuBLAS may legitimately differ, so it does not fail).
 2. Timing: one training step (zero grads, forward, CE on the cls head + soft KL on the dist head through our
    cross_entropy and kl_div entries, backward, AdamW over every parameter) against timm's model + F.cross_entropy
    + F.kl_div + torch.optim.AdamW, at B=64 and 256, against the baselines people train with (--baselines): eager
    fp32 (AdamW foreach, fused), eager with TF32, bf16 autocast eager, bf16 autocast + torch.compile (default mode;
-   max-autotune-no-cudagraphs with --baselines all). Ours is fp32 until the bf16 path exists: the rows say so.
-3. With --save-model DIR: timm's deit_tiny_distilled state dict (random init, torch.manual_seed(--init-seed)) as
+   max-autotune-no-cudagraphs with --baselines all). Ours in each of --precisions: rows train_step (fp32),
+   train_step_tf32, train_step_bf16, each against every baseline.
+3. Loss curve (with bf16 among --precisions): --curve-steps (300) steps of ours in fp32 and bf16 from the same weights
+   on the same synthetic batches (B = 64); the bf16 curve's 10-step moving average within 2 % of fp32's.
+4. With --save-model DIR: timm's deit_tiny_distilled state dict (random init, torch.manual_seed(--init-seed)) as
    DIR/deit_tiny_distilled.safetensors, a fixed input (torch.manual_seed(--input-seed); torch.randn(2,3,224,224))
    as DIR/deit_tiny_distilled_input.safetensors ("input"), and DIR/deit_tiny_distilled_logits.json: the fp64 CPU
    logits of model.eval() (the averaged heads) and of both heads, with the seeds and the files' sha256. Without
@@ -157,8 +161,12 @@ class Reference:
 # ---------------------------------------------------------------------------------------------------------
 
 class Ours:
-    def __init__(self, impl, stream, dev, cfg, B, state):
+    """precision: "fp32", "tf32" (the linear GEMMs' operands rounded to tf32) or "bf16" (VisionTransformer.java's
+    forwardBf16/backwardBf16: bf16 GEMM operands and attention, fp32 elsewhere)."""
+
+    def __init__(self, impl, stream, dev, cfg, B, state, precision="fp32"):
         self.impl, self.s, self.cfg, self.B = impl, stream, cfg, B
+        self.precision, self.gemm = precision, 1 if precision == "tf32" else 0
         D, T, Hd, C = cfg["dim"], tokens(cfg), cfg["dim"] * cfg["mlp"], cfg["classes"]
         self.D, self.T, self.Hd, self.C, self.P = D, T, Hd, C, 2
         self.Dh = D // cfg["heads"]
@@ -201,6 +209,15 @@ class Ours:
         self.ws_pe = u8(impl.patch_embed_workspace(*self.pe_shape))
         self.att_shape = (B, T, cfg["heads"], self.Dh)
         self.ws_att = u8(impl.attention_workspace(*self.att_shape))
+        if precision == "bf16":
+            h = lambda *shape: torch.zeros(shape, dtype=torch.bfloat16, device=dev)  # noqa: E731
+            self.flat_wh = h(n)  # the parameters' bf16 copy, refreshed by every forward
+            self.wh = {k: self.flat_wh[offsets[k]:offsets[k] + state[k].numel()] for k in state}
+            for k in self.blk:
+                k.update(ln1h=h(B, T, D), qkvh=h(B, T, 3 * D), attnh=h(B, T, D), ln2h=h(B, T, D), acth=h(B, T, Hd))
+            self.rows_nh = h(2, B, D)
+            self.g_h = h(max(M * max(D, Hd), B * C))
+            self.g_qkvh = h(B, T, 3 * D)
         # the trainer's loss buffers
         self.labels, self.teacher = torch.zeros(B, dtype=torch.int32, device=dev), z(B, C)
         self.ce_rows, self.ce_loss, self.kl_rows, self.kl_loss = z(B), z(1), z(B), z(1)
@@ -217,13 +234,26 @@ class Ours:
 
     def lin(self, x, w, b, r, M, K, N, y):
         self.impl.call("linear_forward", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(),
-                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr())
+                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr(), self.gemm)
 
     def lin_b(self, x, w, dy, M, K, N, dx, dw, db):
         self.impl.call("linear_backward", self.s, x.data_ptr(), w.data_ptr(), dy.data_ptr(), M, K, N, dx.data_ptr(),
-                       dw.data_ptr(), db.data_ptr())
+                       dw.data_ptr(), db.data_ptr(), self.gemm)
+
+    def lin_h(self, x, w, b, r, M, K, N, y):
+        self.impl.call("linear_bf16_forward", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(),
+                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr())
+
+    def lin_hb(self, x, w, dy, M, K, N, dx, dw, db):
+        self.impl.call("linear_bf16_backward", self.s, x.data_ptr(), w.data_ptr(), dy.data_ptr(), M, K, N,
+                       dx.data_ptr(), dw.data_ptr(), db.data_ptr())
+
+    def cast(self, x, n, y):
+        self.impl.call("cast_bf16", self.s, x.data_ptr(), n, y.data_ptr())
 
     def forward(self):
+        if self.precision == "bf16":
+            return self.forward_bf16()
         w, B, T, D, Hd, C = self.w, self.B, self.T, self.D, self.Hd, self.C
         M = B * T
         self.impl.patch_embed_forward(self.s, self.images.data_ptr(), *self.pe_shape,
@@ -246,7 +276,81 @@ class Ours:
         self.lin(self.rows_n[0], w["head.weight"], w["head.bias"], None, B, D, C, self.logits)
         self.lin(self.rows_n[1], w["head_dist.weight"], w["head_dist.bias"], None, B, D, C, self.dist_logits)
 
+    def forward_bf16(self):
+        w, wh, B, T, D, Hd, C = self.w, self.wh, self.B, self.T, self.D, self.Hd, self.C
+        M = B * T
+        self.cast(self.flat_w, self.flat_w.numel(), self.flat_wh)
+        self.impl.patch_embed_forward(self.s, self.images.data_ptr(), *self.pe_shape,
+                                      w["patch_embed.proj.weight"].data_ptr(), w["patch_embed.proj.bias"].data_ptr(),
+                                      w["pos_embed"].data_ptr(), w["cls_token"].data_ptr(),
+                                      w["dist_token"].data_ptr(), self.x[0].data_ptr(), self.ws_pe.data_ptr())
+        for l, k in enumerate(self.blk):
+            n = f"blocks.{l}."
+            self.ln(self.x[l], w[n + "norm1.weight"], w[n + "norm1.bias"], M, k["ln1"], k["mean1"], k["rstd1"])
+            self.cast(k["ln1"], M * D, k["ln1h"])
+            self.lin_h(k["ln1h"], wh[n + "attn.qkv.weight"], w[n + "attn.qkv.bias"], None, M, D, 3 * D, k["qkv"])
+            self.cast(k["qkv"], M * 3 * D, k["qkvh"])
+            self.impl.call("attention_bf16_forward", self.s, k["qkvh"].data_ptr(), *self.att_shape, self.scale,
+                           k["attnh"].data_ptr(), k["lse"].data_ptr())
+            self.lin_h(k["attnh"], wh[n + "attn.proj.weight"], w[n + "attn.proj.bias"], self.x[l], M, D, D, k["mid"])
+            self.ln(k["mid"], w[n + "norm2.weight"], w[n + "norm2.bias"], M, k["ln2"], k["mean2"], k["rstd2"])
+            self.cast(k["ln2"], M * D, k["ln2h"])
+            self.lin_h(k["ln2h"], wh[n + "mlp.fc1.weight"], w[n + "mlp.fc1.bias"], None, M, D, Hd, k["fc1"])
+            self.impl.call("gelu_forward", self.s, k["fc1"].data_ptr(), M * Hd, k["act"].data_ptr())
+            self.cast(k["act"], M * Hd, k["acth"])
+            self.lin_h(k["acth"], wh[n + "mlp.fc2.weight"], w[n + "mlp.fc2.bias"], k["mid"], M, Hd, D,
+                       self.x[l + 1])
+        self.impl.call("token_rows_forward", self.s, self.x[-1].data_ptr(), B, T, D, self.P, self.rows.data_ptr())
+        self.ln(self.rows, w["norm.weight"], w["norm.bias"], self.P * B, self.rows_n, self.rows_mean, self.rows_rstd)
+        self.cast(self.rows_n, self.P * B * D, self.rows_nh)
+        self.lin_h(self.rows_nh[0], wh["head.weight"], w["head.bias"], None, B, D, C, self.logits)
+        self.lin_h(self.rows_nh[1], wh["head_dist.weight"], w["head_dist.bias"], None, B, D, C, self.dist_logits)
+
+    def backward_bf16(self):
+        w, wh, g, B, T, D, Hd, C = self.w, self.wh, self.g, self.B, self.T, self.D, self.Hd, self.C
+        M, dy = B * T, self.g_h
+        self.cast(self.g_logits, B * C, dy)
+        self.lin_hb(self.rows_nh[0], wh["head.weight"], dy, B, D, C, self.g_rows_n[0], g["head.weight"],
+                    g["head.bias"])
+        self.cast(self.g_dist, B * C, dy)
+        self.lin_hb(self.rows_nh[1], wh["head_dist.weight"], dy, B, D, C, self.g_rows_n[1], g["head_dist.weight"],
+                    g["head_dist.bias"])
+        self.g_rows.zero_()
+        self.ln_b(self.rows, w["norm.weight"], self.rows_mean, self.rows_rstd, self.g_rows_n, self.P * B, self.g_rows,
+                  g["norm.weight"], g["norm.bias"])
+        self.impl.call("token_rows_backward", self.s, self.g_rows.data_ptr(), B, T, D, self.P,
+                       self.g_stream.data_ptr())
+        for l in range(len(self.blk) - 1, -1, -1):
+            k, n = self.blk[l], f"blocks.{l}."
+            self.cast(self.g_stream, M * D, dy)
+            self.lin_hb(k["acth"], wh[n + "mlp.fc2.weight"], dy, M, Hd, D, self.g_hidden, g[n + "mlp.fc2.weight"],
+                        g[n + "mlp.fc2.bias"])
+            self.impl.call("gelu_backward", self.s, k["fc1"].data_ptr(), self.g_hidden.data_ptr(), M * Hd,
+                           self.g_hidden.data_ptr())
+            self.cast(self.g_hidden, M * Hd, dy)
+            self.lin_hb(k["ln2h"], wh[n + "mlp.fc1.weight"], dy, M, D, Hd, self.g_ln, g[n + "mlp.fc1.weight"],
+                        g[n + "mlp.fc1.bias"])
+            self.ln_b(k["mid"], w[n + "norm2.weight"], k["mean2"], k["rstd2"], self.g_ln, M, self.g_stream,
+                      g[n + "norm2.weight"], g[n + "norm2.bias"])
+            self.cast(self.g_stream, M * D, dy)
+            self.lin_hb(k["attnh"], wh[n + "attn.proj.weight"], dy, M, D, D, self.g_attn, g[n + "attn.proj.weight"],
+                        g[n + "attn.proj.bias"])
+            self.cast(self.g_attn, M * D, dy)
+            self.impl.call("attention_bf16_backward", self.s, k["qkvh"].data_ptr(), k["attnh"].data_ptr(),
+                           k["lse"].data_ptr(), dy.data_ptr(), *self.att_shape, self.scale, self.g_qkvh.data_ptr())
+            self.lin_hb(k["ln1h"], wh[n + "attn.qkv.weight"], self.g_qkvh, M, D, 3 * D, self.g_ln,
+                        g[n + "attn.qkv.weight"], g[n + "attn.qkv.bias"])
+            self.ln_b(self.x[l], w[n + "norm1.weight"], k["mean1"], k["rstd1"], self.g_ln, M, self.g_stream,
+                      g[n + "norm1.weight"], g[n + "norm1.bias"])
+        self.impl.patch_embed_backward(self.s, self.images.data_ptr(), *self.pe_shape,
+                                       w["patch_embed.proj.weight"].data_ptr(), self.g_stream.data_ptr(),
+                                       g["patch_embed.proj.weight"].data_ptr(), g["patch_embed.proj.bias"].data_ptr(),
+                                       g["pos_embed"].data_ptr(), g["cls_token"].data_ptr(),
+                                       g["dist_token"].data_ptr(), None, self.ws_pe.data_ptr())
+
     def backward(self):
+        if self.precision == "bf16":
+            return self.backward_bf16()
         w, g, B, T, D, Hd, C = self.w, self.g, self.B, self.T, self.D, self.Hd, self.C
         M = B * T
         self.lin_b(self.rows_n[0], w["head.weight"], self.g_logits, B, D, C, self.g_rows_n[0], g["head.weight"],
@@ -318,7 +422,11 @@ def rel(a, ref):
     return d / r if r > 0 else d
 
 
-def correctness(impl, stream, dev, cfg, timm, B, seed, model_tol):
+def correctness(impl, stream, dev, cfg, timm, B, seed, model_tol, precisions):
+    """Our forward + backward in each precision against float64. fp32: within max(model_tol, 10 x torch fp32's own
+    error). tf32 and bf16: within max(that, 2 x torch's own error in the same mode (allow_tf32; bf16 autocast)), PyTorch's
+    mixed precision being the scale of what the roundings cost on this model (a per-rounding bound summed over DeiT-Ti's
+    12 blocks says little). tf32 is checked on CUDA only: PyTorch's CPU matmuls have no TF32 mode to compare with."""
     state, timm_model = make_state(cfg, timm, seed)
     # Random biases, LayerNorm affines and heads (timm zero-initialises several): every gradient path is exercised.
     g = torch.Generator().manual_seed(seed + 1)
@@ -328,49 +436,70 @@ def correctness(impl, stream, dev, cfg, timm, B, seed, model_tol):
         elif k.startswith("head"):
             state[k] = torch.randn(v.shape, generator=g) * 0.05
     kind = "timm " + type(timm_model).__name__ if timm_model is not None else "functional torch model"
-    print(f"\n== whole model vs {kind} ({cfg['name']}, B={B}; float64 reference on {dev}; torch fp32 for scale) ==")
     images = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g)
     g_cls = torch.randn(B, cfg["classes"], generator=g) / B
     g_dist = torch.randn(B, cfg["classes"], generator=g) / B
-    ours = Ours(impl, stream, dev, cfg, B, state)
-    ours.images.copy_(images)
-    results = []
-    for _ in range(2):
-        ours.zero_grad()
-        ours.forward()
-        ours.g_logits.copy_(g_cls)
-        ours.g_dist.copy_(g_dist)
-        ours.backward()
-        impl.synchronize(stream)
-        results.append((ours.logits.clone(), ours.dist_logits.clone(), {k: v.clone() for k, v in ours.g.items()}))
     refs = {}
-    for name, dtype in (("fp64", torch.float64), ("fp32", torch.float32)):
+    for name, dtype, mode in (("fp64", torch.float64, None), ("fp32", torch.float32, None),
+                              ("tf32", torch.float32, "tf32"), ("bf16", torch.float32, "bf16")):
+        if name == "tf32" and (dev != "cuda" or "tf32" not in precisions):
+            continue
         ref = Reference(cfg, state, timm_model, dev, dtype)
-        cls, dist = ref.heads(images.to(dev, dtype))
+        set_tf32(torch, mode == "tf32")
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=mode == "bf16"):
+            cls, dist = ref.heads(images.to(dev, dtype))
+        cls, dist = cls.float().to(dtype), dist.float().to(dtype)
         ((cls * g_cls.to(dev, dtype)).sum() + (dist * g_dist.to(dev, dtype)).sum()).backward()
+        set_tf32(torch, False)
         refs[name] = (cls.detach(), dist.detach(), {k: v.detach() for k, v in ref.grads().items()})
         del ref
-    lo, do, go = results[0]
-    checks = [("logits (cls head)", lo, refs["fp64"][0], refs["fp32"][0]),
-              ("logits (dist head)", do, refs["fp64"][1], refs["fp32"][1])]
-    checks += [(f"grad {k}", go[k], refs["fp64"][2][k], refs["fp32"][2][k]) for k in state]
-    ok, worst, rows = True, 0.0, []
-    for what, a, r64, r32 in checks:
-        e, e32 = rel(a, r64), rel(r32, r64)
-        limit = max(model_tol, 10 * e32)
-        good = e <= limit
-        ok &= good
-        worst = max(worst, e)
-        if not good or what.startswith("logits") or "blocks" not in what or what.startswith("grad blocks.0."):
-            print(f"  {'ok  ' if good else 'FAIL'} {what:34s} ours {e:.2e}  torch fp32 {e32:.2e}  (limit {limit:.1e})")
-    print(f"  ({len(checks)} tensors compared; the lines of blocks 1.. are printed only when they fail)")
-    bits = all(torch.equal(a, b) for a, b in zip(results[0][:2], results[1][:2])) and \
-        all(torch.equal(results[0][2][k], results[1][2][k]) for k in state)
-    print(f"  second forward + backward: {'same bits' if bits else 'DIFFERENT BITS (reported, not failed)'}")
-    print(f"  => {'ok' if ok else 'FAIL'}: worst rel err vs float64 {worst:.2e}")
-    rows.append(dict(op="deit_fwd_bwd", backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=None,
-                     reference=f"{kind} float64 (logits + every parameter gradient)", reference_ms=None,
-                     speedup=None, max_rel_err=worst))
+    ok, rows = True, []
+    for precision in precisions:
+        if precision == "tf32" and "tf32" not in refs:
+            print(f"\n== whole model, tf32: not checked on {dev} (no PyTorch TF32 there to compare with) ==")
+            continue
+        print(f"\n== whole model, ours {precision}, vs {kind} ({cfg['name']}, B={B}; float64 reference on {dev}; "
+              f"torch fp32{'' if precision == 'fp32' else ' and ' + precision} for scale) ==")
+        ours = Ours(impl, stream, dev, cfg, B, state, precision)
+        ours.images.copy_(images)
+        results = []
+        for _ in range(2):
+            ours.zero_grad()
+            ours.forward()
+            ours.g_logits.copy_(g_cls)
+            ours.g_dist.copy_(g_dist)
+            ours.backward()
+            impl.synchronize(stream)
+            results.append((ours.logits.clone(), ours.dist_logits.clone(), {k: v.clone() for k, v in ours.g.items()}))
+        del ours
+        lo, do, go = results[0]
+        r64, r32 = refs["fp64"], refs["fp32"]
+        rmode = refs.get(precision) if precision != "fp32" else None
+        checks = [("logits (cls head)", lo, r64[0], r32[0], rmode and rmode[0]),
+                  ("logits (dist head)", do, r64[1], r32[1], rmode and rmode[1])]
+        checks += [(f"grad {k}", go[k], r64[2][k], r32[2][k], rmode and rmode[2][k]) for k in state]
+        good_all, worst = True, 0.0
+        for what, a, e64, e32ref, emode in checks:
+            e, e32 = rel(a, e64), rel(e32ref, e64)
+            em = rel(emode, e64) if emode is not None else None
+            limit = max(model_tol, 10 * e32, 2 * em if em is not None else 0)
+            good = e <= limit
+            good_all &= good
+            worst = max(worst, e)
+            if not good or what.startswith("logits") or "blocks" not in what or what.startswith("grad blocks.0."):
+                torch_mode = f"  torch {precision} {em:.2e}" if em is not None else ""
+                print(f"  {'ok  ' if good else 'FAIL'} {what:34s} ours {e:.2e}  torch fp32 {e32:.2e}{torch_mode}  "
+                      f"(limit {limit:.1e})")
+        print(f"  ({len(checks)} tensors compared; the lines of blocks 1.. are printed only when they fail)")
+        bits = all(torch.equal(a, b) for a, b in zip(results[0][:2], results[1][:2])) and \
+            all(torch.equal(results[0][2][k], results[1][2][k]) for k in state)
+        print(f"  second forward + backward: {'same bits' if bits else 'DIFFERENT BITS (reported, not failed)'}")
+        print(f"  => {'ok' if good_all else 'FAIL'}: worst rel err vs float64 {worst:.2e}")
+        ok &= good_all
+        rows.append(dict(op="deit_fwd_bwd" + ("" if precision == "fp32" else "_" + precision), backend=impl.name,
+                         shape=f"{cfg['name']},B={B}", ours_ms=None,
+                         reference=f"{kind} float64 (logits + every parameter gradient)", reference_ms=None,
+                         speedup=None, max_rel_err=worst))
     return ok, rows, state, timm_model
 
 
@@ -422,31 +551,34 @@ def baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, al
     return step, label
 
 
-def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed, baselines):
+def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed, baselines, precisions):
     set_tf32(torch, False)
     timer = Timer(torch, dev)
     alpha, T, lr, wd = 0.5, 3.0, 5e-4, 0.05
     rows = []
     g = torch.Generator().manual_seed(seed + 2)
     for B in batches:
-        ours = Ours(impl, stream, dev, cfg, B, state)
         images = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g).to(dev)
         labels = torch.randint(0, cfg["classes"], (B,), generator=g).to(dev)
         teacher = (torch.randn(B, cfg["classes"], generator=g) * 2).to(dev)
-        ours.images.copy_(images)
-        ours.labels.copy_(labels.int())
-        ours.teacher.copy_(teacher)
-        ours.alpha.fill_(alpha)
+        ours_by = {}
+        for precision in precisions:
+            o = Ours(impl, stream, dev, cfg, B, state, precision)
+            o.images.copy_(images)
+            o.labels.copy_(labels.int())
+            o.teacher.copy_(teacher)
+            o.alpha.fill_(alpha)
+            ours_by[precision] = o
         refs = [(name,) + baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, alpha, T, lr, wd)
                 for name in baselines]
 
-        def ours_step():
-            ours.train_step(alpha, T, lr, wd)
-
-        # The loss of the first step, from identical weights: ours (fp32) vs each baseline's own first step.
-        ours_step()
-        impl.synchronize(stream)
-        our_loss = (ours.ce_loss + alpha * ours.kl_loss).item()
+        ours_steps = [(lambda o=o: o.train_step(alpha, T, lr, wd)) for o in ours_by.values()]
+        # The loss of the first step, from identical weights: each of ours vs each baseline's own first step.
+        our_loss = {}
+        for precision, o in ours_by.items():
+            o.train_step(alpha, T, lr, wd)
+            impl.synchronize(stream)
+            our_loss[precision] = (o.ce_loss + alpha * o.kl_loss).item()
         first = {}
         for name, step, _ in refs:
             t0 = time.perf_counter()
@@ -454,7 +586,7 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
             if dev == "cuda":
                 torch.cuda.synchronize()
             first[name] = (first[name], time.perf_counter() - t0)
-        fns = [ours_step] + [step for _, step, _ in refs]
+        fns = ours_steps + [step for _, step, _ in refs]
         warm = 3 if dev == "cuda" else 1
         for f in fns:
             for _ in range(warm):
@@ -465,20 +597,74 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
             for i, f in enumerate(fns):
                 samples[i].append(timer(f, inner))
         med = [sorted(s)[len(s) // 2] for s in samples]
-        print(f"\n== training step ({cfg['name']}, B={B}, {dev}; ours fp32, TF32 off; median of {n_reps} x {inner}) ==")
-        print(f"  ours {med[0]:.3f} ms ({B / med[0] * 1e3:.0f} img/s), first-step loss {our_loss:.6f}")
-        for (name, _, label), t in zip(refs, med[1:]):
+        ours_med, ref_med = med[:len(ours_steps)], med[len(ours_steps):]
+        print(f"\n== training step ({cfg['name']}, B={B}, {dev}; median of {n_reps} x {inner}) ==")
+        for precision, t in zip(ours_by, ours_med):
+            print(f"  ours {precision:5s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s), first-step loss "
+                  f"{our_loss[precision]:.6f}")
+        for (name, _, label), t in zip(refs, ref_med):
             loss, first_s = first[name]
-            loss_err = abs(our_loss - loss) / abs(loss)
-            print(f"  {name:22s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s)  ours is {t / med[0]:.2f}x  "
-                  f"(first step {first_s:.1f} s, loss {loss:.6f}, rel diff {loss_err:.1e})")
-            rows.append(dict(op="train_step", backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=med[0],
-                             reference=f"{name}: {label}", reference_ms=t, speedup=t / med[0],
-                             max_rel_err=loss_err))
-        del ours, refs
+            ratios = "  ".join(f"ours {p} is {t / m:.2f}x" for p, m in zip(ours_by, ours_med))
+            print(f"  {name:22s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s)  {ratios}  "
+                  f"(first step {first_s:.1f} s, loss {loss:.6f})")
+            for precision, m in zip(ours_by, ours_med):
+                loss_err = abs(our_loss[precision] - loss) / abs(loss)
+                rows.append(dict(op="train_step" + ("" if precision == "fp32" else "_" + precision),
+                                 backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=m,
+                                 reference=f"{name}: {label}", reference_ms=t, speedup=t / m, max_rel_err=loss_err))
+        del ours_by, ours_steps, refs
         if dev == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def loss_curve(impl, stream, dev, cfg, state, B, steps, seed):
+    """Issue #18's bf16 target: `steps` training steps of ours in fp32 and in bf16 from the same weights on the same
+    synthetic batches; the bf16 loss curve must stay within 2 % of fp32's. Synthetic data with something to learn: 8
+    fixed batches of Gaussian images whose labels and teacher logits come from a fixed random linear map of the
+    image (the teacher's argmax is the label). Compared on a 10-step moving average (single steps of two runs drift
+    apart by batch noise once their weights differ); the largest single-step difference is printed too."""
+    alpha, T, lr, wd = 0.5, 3.0, 5e-4, 0.05
+    g = torch.Generator().manual_seed(seed + 3)
+    n_in = cfg["chans"] * cfg["img"] * cfg["img"]
+    proj = torch.randn(n_in, cfg["classes"], generator=g) / math.sqrt(n_in) * 4
+    batches = []
+    for _ in range(8):
+        x = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g)
+        t = x.reshape(B, -1) @ proj
+        batches.append((x.to(dev), t.argmax(1).int().to(dev), t.to(dev)))
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        o = Ours(impl, stream, dev, cfg, B, state, precision)
+        o.alpha.fill_(alpha)
+        losses = []
+        for i in range(steps):
+            x, y, t = batches[i % len(batches)]
+            o.images.copy_(x)
+            o.labels.copy_(y)
+            o.teacher.copy_(t)
+            o.train_step(alpha, T, lr, wd)
+            losses.append(o.ce_loss + alpha * o.kl_loss)
+        impl.synchronize(stream)
+        curves[precision] = torch.cat([v.reshape(1) for v in losses]).double().cpu()
+        del o
+    f, b = curves["fp32"], curves["bf16"]
+    k = 10
+    avg = lambda c: torch.stack([c[i:i + k].mean() for i in range(len(c) - k + 1)])  # noqa: E731
+    fa, ba = avg(f), avg(b)
+    worst_avg = ((ba - fa).abs() / fa.abs()).max().item()
+    worst_step = ((b - f).abs() / f.abs()).max().item()
+    finite = bool(torch.isfinite(b).all()) and bool(torch.isfinite(f).all())
+    ok = finite and worst_avg <= 0.02
+    print(f"\n== loss curve, {steps} steps ({cfg['name']}, B={B}, {dev}): bf16 vs fp32 ==")
+    for i in sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1}):
+        print(f"  step {i + 1:4d}: fp32 {f[i].item():.5f}  bf16 {b[i].item():.5f}")
+    print(f"  10-step moving average: largest relative difference {worst_avg:.2%} (limit 2 %); single steps "
+          f"{worst_step:.2%}; fp32 {f[:k].mean().item():.4f} -> {f[-k:].mean().item():.4f}")
+    print(f"  => {'ok' if ok else 'FAIL'}")
+    return ok, [dict(op="loss_curve_bf16", backend=impl.name, shape=f"{cfg['name']},B={B},steps={steps}",
+                     ours_ms=None, reference="ours fp32, same weights and batches (10-step moving average)",
+                     reference_ms=None, speedup=None, max_rel_err=worst_avg)]
 
 
 def write_safetensors(path, tensors, metadata):
@@ -563,6 +749,10 @@ def main():
                     help="PyTorch training steps timed against ours, comma-separated, or 'all' ("
                          + ", ".join(BASELINES) + "; default $D4J_BASELINES or all but max-autotune, which "
                          "compiles for minutes)")
+    ap.add_argument("--precisions", default=os.environ.get("D4J_PRECISIONS", "fp32,tf32,bf16"),
+                    help="our model's precisions checked and timed (default $D4J_PRECISIONS or fp32,tf32,bf16)")
+    ap.add_argument("--curve-steps", type=int, default=300, help="steps of the bf16-vs-fp32 loss curve on the GPU")
+    ap.add_argument("--skip-curve", action="store_true", help="no loss curve")
     ap.add_argument("--save-model", default=None, help="folder for the safetensors files and the logits JSON")
     ap.add_argument("--logits-json", default=None, help="default: $OUT/deit_tiny_distilled_logits.json")
     ap.add_argument("--init-seed", type=int, default=0)
@@ -579,7 +769,11 @@ def main():
     if timm is not None:
         print(f"timm {timm.__version__}")
     cfg, B, batches = (DRY, 2, [2]) if dev == "cpu" else (DEIT_TINY, 2, [int(b) for b in args.batches.split(",")])
-    ok, rows, state, timm_model = correctness(impl, stream, dev, cfg, timm, B, seed, args.model_tol)
+    precisions = args.precisions.split(",")
+    if any(p not in ("fp32", "tf32", "bf16") for p in precisions):
+        print(f"unknown --precisions {args.precisions}: fp32, tf32, bf16")
+        return 2
+    ok, rows, state, timm_model = correctness(impl, stream, dev, cfg, timm, B, seed, args.model_tol, precisions)
     if not args.skip_timing:
         names = list(BASELINES) if args.baselines == "all" else args.baselines.split(",")
         unknown = [n for n in names if n not in BASELINES]
@@ -587,9 +781,14 @@ def main():
             print(f"unknown --baselines {unknown}; known: {', '.join(BASELINES)}")
             return 2
         timing_ok, t_rows = timed_rows(lambda: timing(impl, stream, dev, cfg, timm, state, timm_model, batches,
-                                                      max(10, min(args.reps, 15)), seed, names))
+                                                      max(10, min(args.reps, 15)), seed, names, precisions))
         ok &= timing_ok
         rows += t_rows
+    if "bf16" in precisions and not args.skip_curve:
+        steps, curve_b = (30, 2) if dev == "cpu" else (args.curve_steps, 64)
+        curve_ok, c_rows = loss_curve(impl, stream, dev, cfg, state, curve_b, steps, seed)
+        ok &= curve_ok
+        rows += c_rows
     if not args.skip_reference_file:
         lj = args.logits_json or (os.path.join(os.environ["OUT"], "deit_tiny_distilled_logits.json")
                                   if os.environ.get("OUT") else None)

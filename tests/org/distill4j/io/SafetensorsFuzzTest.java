@@ -214,7 +214,7 @@ class SafetensorsFuzzTest {
         ModelFile.save(f, model);
         out.add(parts("model", f));
         List<TrainingRun.Epoch> history = List.of(new TrainingRun.Epoch(1, 1.5, 0.25,
-                new Evaluator.Accuracy(0.5, Double.NaN, 0.5, 8), 2.0, 100));
+                new Evaluator.Accuracy(0.5, Double.NaN, 0.5, 8), 2.0, 100, 0));
         Checkpoint.save(f, trainer, options, 1, history);
         out.add(parts("checkpoint", f));
         Safetensors.write(f, ModelFile.entries(model)); // as timm writes it: no metadata

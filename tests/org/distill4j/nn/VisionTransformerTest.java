@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Map;
 import java.util.Random;
+import org.distill4j.Precision;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
 import org.distill4j.reference.VitCheck;
@@ -68,13 +69,19 @@ class VisionTransformerTest {
      * gradient agree within {@link #TOL}, relative. Both sides are fp32 with their own summation orders.
      */
     static void compareBackends(VitConfig config, int batch, Backend a, Backend b) {
+        compareBackends(config, batch, a, b, Precision.FP32, TOL, TOL);
+    }
+
+    /** {@link #compareBackends(VitConfig, int, Backend, Backend)} of two models in {@code precision}. */
+    static void compareBackends(VitConfig config, int batch, Backend a, Backend b, Precision precision,
+            double logitsTol, double gradTol) {
         long seed = Check.freshSeed();
         Random rng = new Random(seed);
         float[] images = Check.normal(rng, batch * config.channels() * config.imageSize() * config.imageSize(), 1.0);
         float[] dLogits = Check.normal(rng, batch * config.classes(), 1.0);
         float[] dDist = Check.normal(rng, batch * config.classes(), 1.0);
-        try (VisionTransformer ma = new VisionTransformer(a, config, batch, seed);
-             VisionTransformer mb = new VisionTransformer(b, config, batch, seed + 1)) {
+        try (VisionTransformer ma = new VisionTransformer(a, config, batch, seed, precision);
+             VisionTransformer mb = new VisionTransformer(b, config, batch, seed + 1, precision)) {
             for (Parameter p : ma.parameters()) mb.parameter(p.name()).value().copyFrom(p.value().toArray());
             for (VisionTransformer m : new VisionTransformer[] {ma, mb}) {
                 m.zeroGrad();
@@ -83,17 +90,18 @@ class VisionTransformerTest {
                 if (config.distilled()) m.distLogitsGrad().copyFrom(dDist);
                 m.backward();
             }
-            String what = config + " B=" + batch + " " + b.device() + " vs " + a.device() + " (seed " + seed + ")";
+            String what = config + " B=" + batch + " " + precision + " " + b.device() + " vs " + a.device()
+                    + " (seed " + seed + ")";
             double worst = Check.relErr(mb.logits().toArray(), ma.logits().toArray());
-            assertTrue(worst <= TOL, "logits: rel err " + worst + ", " + what);
+            assertTrue(worst <= logitsTol, "logits: rel err " + worst + ", " + what);
             if (config.distilled()) {
                 double e = Check.relErr(mb.distLogits().toArray(), ma.distLogits().toArray());
-                assertTrue(e <= TOL, "dist logits: rel err " + e + ", " + what);
+                assertTrue(e <= logitsTol, "dist logits: rel err " + e + ", " + what);
                 worst = Math.max(worst, e);
             }
             for (Parameter p : ma.parameters()) {
                 double e = Check.relErr(mb.parameter(p.name()).grad().toArray(), p.grad().toArray());
-                assertTrue(e <= TOL, p.name() + " grad: rel err " + e + ", " + what);
+                assertTrue(e <= gradTol, p.name() + " grad: rel err " + e + ", " + what);
                 worst = Math.max(worst, e);
             }
             System.out.println("VisionTransformerTest " + what + ": max rel err " + worst + " over logits and "

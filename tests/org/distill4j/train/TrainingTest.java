@@ -2,9 +2,11 @@ package org.distill4j.train;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.io.OutputStream;
 import java.nio.file.Files;
@@ -238,6 +240,74 @@ class TrainingTest {
                 assertArrayEquals(v0, trainer.secondMoments().get(0).toArray(), "second moments untouched");
             }
         }
+    }
+
+    /**
+     * With {@code withSkipNonFinite(2)} the same infinite gradient norm skips the step instead: nothing applied (the
+     * parameters, the moments and the step count as they were), the result says so, the trainer counts it; the
+     * third such step in a row throws; a finite step after it is applied and the count stays.
+     */
+    @Test
+    void nonFiniteStepsAreSkippedAndCountedUpToTheLimitInARow() {
+        Dataset train = data(12, 16);
+        float[] images = new float[16 * 256];
+        int[] labels = new int[16];
+        for (int i = 0; i < 16; i++) {
+            train.copyImage(i, images, i * 256);
+            labels[i] = train.label(i);
+        }
+        try (Backend be = CpuBackend.open();
+             VisionTransformer student = new VisionTransformer(be, SMALL, 16, 4);
+             Trainer trainer = new Trainer(student, null, options(1).withSkipNonFinite(2), 10)) {
+            assertFalse(trainer.step(images, labels, null).skipped());
+            Parameter head = student.parameter("head.weight");
+            float[] good = head.value().toArray();
+            head.value().copyFrom(Check.normal(new Random(Check.freshSeed()), (int) head.numel(), 1e20f));
+            float[] before = ModelParameters.of(student);
+            float[] m0 = trainer.firstMoments().get(0).toArray(), v0 = trainer.secondMoments().get(0).toArray();
+            for (int k = 1; k <= 2; k++) {
+                Trainer.StepResult r = trainer.step(images, labels, null);
+                assertTrue(r.skipped() && r.labeled() == 0 && r.correct() == 0, "skip " + k + ": " + r);
+                assertEquals(1, trainer.steps(), "a skipped step is not counted as taken");
+                assertEquals(k, trainer.skippedSteps());
+            }
+            assertArrayEquals(before, ModelParameters.of(student), "parameters untouched");
+            assertArrayEquals(m0, trainer.firstMoments().get(0).toArray(), "first moments untouched");
+            assertArrayEquals(v0, trainer.secondMoments().get(0).toArray(), "second moments untouched");
+            NonFiniteException e = assertThrows(NonFiniteException.class, () -> trainer.step(images, labels, null));
+            assertTrue(e.getMessage().contains("step 2: the gradient norm is not finite"), e.getMessage());
+            head.value().copyFrom(good);
+            Trainer.StepResult r = trainer.step(images, labels, null);
+            assertFalse(r.skipped(), "a finite step after the skips is applied");
+            assertTrue(Double.isFinite(r.loss()) && r.labeled() == 16);
+            assertEquals(2, trainer.steps());
+            assertEquals(2, trainer.skippedSteps());
+        }
+        assertThrows(IllegalArgumentException.class, () -> options(1).withSkipNonFinite(-1));
+    }
+
+    /**
+     * One NaN image among 64: the batch holding it has a NaN loss in each epoch. With skipping allowed the run
+     * completes; each epoch reports one skipped step of four, its training loss is the mean over the other three
+     * (finite), and the log line says so.
+     */
+    @Test
+    void aRunSkipsTheNonFiniteBatchOfEachEpochAndReportsIt() {
+        Dataset train = data(3, 64), test = data(4, 32);
+        float[] images = train.images().clone();
+        java.util.Arrays.fill(images, 5 * 256, 6 * 256, Float.NaN); // image 5
+        Dataset bad = new Dataset("one NaN image", images, train.labels(), 1, 16, 16, 4, 0f, 1f);
+        ByteArrayOutputStream log = new ByteArrayOutputStream();
+        try (Backend be = CpuBackend.open(); VisionTransformer m = new VisionTransformer(be, SMALL, 16, 11)) {
+            TrainingRun.Result r = TrainingRun.builder(m, bad, test).name("skipping")
+                    .options(options(2).withSkipNonFinite(2)).log(new PrintStream(log, true)).run();
+            for (TrainingRun.Epoch e : r.epochs()) {
+                assertEquals(1, e.skippedSteps(), "epoch " + e.epoch());
+                assertTrue(Double.isFinite(e.trainLoss()), "epoch " + e.epoch() + ": " + e.trainLoss());
+            }
+            for (float v : ModelParameters.of(m)) assertTrue(Float.isFinite(v), "a NaN reached the parameters");
+        }
+        assertTrue(log.toString().contains("1 of 4 steps skipped (not finite)"), log.toString());
     }
 
     /**

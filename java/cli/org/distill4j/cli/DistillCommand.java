@@ -112,7 +112,8 @@ final class DistillCommand implements Callable<Integer> {
         TrainingFlags.checkLabeled(options, data.train());
         try (Backend backend = Backends.open(Device.parse(flags.device));
              VisionTransformer t = teacherFlags.load(backend, teacher, teacherConfig, options.batch());
-             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
+             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed(),
+                     flags.precision())) {
             out.use(dir -> {
                 var logits = Runs.teacherLogits(t, teacher, data.train(), options,
                         dir.resolve("teacher-logits.safetensors"), topk);
@@ -158,7 +159,8 @@ final class DistillCommand implements Callable<Integer> {
     private int train(VitConfig studentConfig, DataSets.Loaded data, TrainOptions options, OutputDirectory out,
             TrainingRun.TeacherLogits logits) throws Exception {
         try (Backend backend = Backends.open(Device.parse(flags.device));
-             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed())) {
+             VisionTransformer s = new VisionTransformer(backend, studentConfig, options.batch(), options.seed(),
+                     flags.precision())) {
             out.use(dir -> {
                 var r = Runs.train(s, model + "-" + distillation, logits, data.train(), data.test(), options, dir,
                         resume, flags.data);

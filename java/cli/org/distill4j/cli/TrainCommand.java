@@ -42,7 +42,8 @@ final class TrainCommand implements Callable<Integer> {
         TrainingFlags.checkLabeled(options, data.train());
         VitConfig shape = config;
         try (Backend backend = Backends.open(Device.parse(flags.device));
-             VisionTransformer m = new VisionTransformer(backend, shape, options.batch(), options.seed())) {
+             VisionTransformer m = new VisionTransformer(backend, shape, options.batch(), options.seed(),
+                     flags.precision())) {
             if (init != null) ModelFile.load(init, m);
             out.use(dir -> {
                 var r = Runs.train(m, model, null, data.train(), data.test(), options, dir, resume, flags.data);

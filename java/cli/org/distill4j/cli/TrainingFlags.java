@@ -3,6 +3,7 @@ package org.distill4j.cli;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import org.distill4j.Precision;
 import org.distill4j.data.ImageSource;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.train.TrainOptions;
@@ -15,6 +16,17 @@ final class TrainingFlags {
             description = "cpu, cuda[:N], cuda-emu (the CUDA kernels emulated on the CPU: tests only, slow) or best "
                     + "(default ${DEFAULT-VALUE})")
     String device;
+
+    @Option(names = "--precision", defaultValue = "fp32", description = "fp32, tf32 or bf16: what the GEMMs (tf32, "
+            + "bf16) and the attention (bf16) multiply; weights, optimizer and losses stay fp32. tf32 and bf16 need a "
+            + "CUDA card of compute capability 8.0 or newer; the CPU computes their roundings, slowly "
+            + "(default ${DEFAULT-VALUE})")
+    String precision;
+
+    @Option(names = "--skip-non-finite", paramLabel = "N", description = "skip up to N steps in a row whose loss or "
+            + "gradient norm is NaN or infinite (nothing of them applied; each counted and reported), then stop "
+            + "(default: 10 with --precision bf16, else 0: the first stops the run)")
+    Integer skipNonFinite;
 
     @Mixin
     DataFlags data;
@@ -114,13 +126,19 @@ final class TrainingFlags {
             + "accuracy.png are deleted when training starts (other files stay)")
     boolean force;
 
+    /** {@code --precision} parsed. */
+    Precision precision() {
+        return Precision.parse(precision);
+    }
+
     /** The options as {@link TrainOptions} (distillation set by the caller); reads {@code --labeled-list}. */
     TrainOptions options() throws IOException {
         TrainOptions o = new TrainOptions().withEpochs(epochs).withBatch(batch).withLr(lr, Math.min(minLr, lr))
                 .withWeightDecay(weightDecay).withWarmupEpochs(warmup).withClipNorm(clip)
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
-                .withRandomErasing(reprob);
+                .withRandomErasing(reprob)
+                .withSkipNonFinite(skipNonFinite != null ? skipNonFinite : precision() == Precision.BF16 ? 10 : 0);
         if (autoAugment != null && !autoAugment.isEmpty()) {
             if (!augment) throw new IllegalArgumentException("--aa augments training images: not with --no-augment");
             o = o.withRandAugment(autoAugment);

@@ -49,6 +49,14 @@ public interface Backend extends AutoCloseable {
     /** As {@link #disown(org.distill4j.Tensor)}, for an int32 buffer. Called by IntTensor, not by users. */
     default void disown(org.distill4j.IntTensor tensor) {}
 
+    /**
+     * Null when this backend computes {@code precision}; otherwise why not, naming the device (a CUDA card without
+     * bf16 tensor cores). Every backend computes {@link org.distill4j.Precision#FP32}.
+     */
+    default String unsupported(org.distill4j.Precision precision) {
+        return null;
+    }
+
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 

@@ -1,5 +1,8 @@
 package org.distill4j.backend;
 
+import static org.bytedeco.cuda.global.cudart.cudaDevAttrComputeCapabilityMajor;
+import static org.bytedeco.cuda.global.cudart.cudaDevAttrComputeCapabilityMinor;
+import static org.bytedeco.cuda.global.cudart.cudaDeviceGetAttribute;
 import static org.bytedeco.cuda.global.cudart.cudaFree;
 import static org.bytedeco.cuda.global.cudart.cudaGetDeviceCount;
 import static org.bytedeco.cuda.global.cudart.cudaGetErrorString;
@@ -22,6 +25,7 @@ import org.bytedeco.javacpp.Pointer;
 import org.bytedeco.javacpp.SizeTPointer;
 import org.distill4j.Device;
 import org.distill4j.MemoryLimitException;
+import org.distill4j.Precision;
 import org.distill4j.natives.Distill4jNative;
 
 /**
@@ -39,6 +43,7 @@ import org.distill4j.natives.Distill4jNative;
  */
 public final class CudaBackend extends NativeBackend {
     private CUstream_st stream;
+    private final int capability;  // compute capability as 10 * major + minor: 90 for an H100
 
     private CudaBackend(Device device) {
         super(device);
@@ -47,9 +52,28 @@ public final class CudaBackend extends NativeBackend {
         checkCuda(cudaSetDevice(device.index()), "cudaSetDevice");
         openKernels("cuda");
         useDevice();
+        int[] major = new int[1], minor = new int[1];
+        checkCuda(cudaDeviceGetAttribute(major, cudaDevAttrComputeCapabilityMajor, device.index()),
+                "cudaDeviceGetAttribute(major)");
+        checkCuda(cudaDeviceGetAttribute(minor, cudaDevAttrComputeCapabilityMinor, device.index()),
+                "cudaDeviceGetAttribute(minor)");
+        this.capability = 10 * major[0] + minor[0];
         CUstream_st s = new CUstream_st();
         checkCuda(cudaStreamCreate(s), "cudaStreamCreate");
         this.stream = s;
+    }
+
+    /** The device's compute capability as 10 × major + minor (80 for an A100, 90 for an H100). */
+    public int computeCapability() {
+        return capability;
+    }
+
+    /** TF32 and BF16 need the tensor cores of compute capability 8.0 (Ampere) or newer. */
+    @Override
+    public String unsupported(Precision precision) {
+        if (precision == Precision.FP32 || capability >= 80) return null;
+        return "precision " + precision.cliName() + " needs tensor cores with " + precision.cliName()
+                + " (compute capability 8.0 or newer); " + device() + " has " + capability / 10 + "." + capability % 10;
     }
 
     /** Opens CUDA device {@code index}; throws {@link BackendUnavailableException} naming what is missing. */

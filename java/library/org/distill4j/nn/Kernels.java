@@ -2,6 +2,7 @@ package org.distill4j.nn;
 
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.ShortPointer;
 import org.distill4j.backend.Backend;
 import org.distill4j.natives.Distill4jNative;
 
@@ -21,17 +22,51 @@ final class Kernels {
         this.stream = backend.stream();
     }
 
-    /** y = x Wᵀ + b (+ residual); x [m, kIn], w [n, kIn]. */
+    /** y = x Wᵀ + b (+ residual); x [m, kIn], w [n, kIn]; precision 0 fp32, 1 tf32. */
     void linear(FloatPointer x, FloatPointer w, FloatPointer b, FloatPointer residual, long m, long kIn, long n,
-                FloatPointer y) {
-        be.call("linear forward", () -> Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y));
+                FloatPointer y, int precision) {
+        be.call("linear forward",
+                () -> Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y, precision));
     }
 
-    /** dx = dy W (written, unless null); dW += dyᵀ x; db += colsum(dy). */
+    /** dx = dy W (written, unless null); dW += dyᵀ x; db += colsum(dy); precision 0 fp32, 1 tf32. */
     void linearBackward(FloatPointer x, FloatPointer w, FloatPointer dy, long m, long kIn, long n, FloatPointer dx,
-                        FloatPointer dw, FloatPointer db) {
+                        FloatPointer dw, FloatPointer db, int precision) {
         be.call("linear backward",
-                () -> Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db));
+                () -> Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db, precision));
+    }
+
+    /** As {@link #linear} with bf16 x and W (fp32 sums, fp32 y). */
+    void linearBf16(ShortPointer x, ShortPointer w, FloatPointer b, FloatPointer residual, long m, long kIn, long n,
+                    FloatPointer y) {
+        be.call("linear bf16 forward",
+                () -> Distill4jNative.d4j_linear_bf16_forward(k, stream, x, w, b, residual, m, kIn, n, y));
+    }
+
+    /** As {@link #linearBackward} with bf16 x, W and dy; dx, dW, db fp32. */
+    void linearBf16Backward(ShortPointer x, ShortPointer w, ShortPointer dy, long m, long kIn, long n, FloatPointer dx,
+                            FloatPointer dw, FloatPointer db) {
+        be.call("linear bf16 backward",
+                () -> Distill4jNative.d4j_linear_bf16_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db));
+    }
+
+    /** y = x rounded to bf16 (nearest even), n elements. */
+    void toBf16(FloatPointer x, long n, ShortPointer y) {
+        be.call("cast to bf16", () -> Distill4jNative.d4j_cast_bf16(k, stream, x, n, y));
+    }
+
+    /** The bf16 attention forward: out [b, t, h·dh] bf16 and lse [b, h, t] from qkv [b, t, 3, h, dh] bf16. */
+    void attentionBf16(ShortPointer qkv, long b, long t, long h, long dh, float scale, ShortPointer out,
+                       FloatPointer lse) {
+        be.call("attention bf16 forward",
+                () -> Distill4jNative.d4j_attention_bf16_forward(k, stream, qkv, b, t, h, dh, scale, out, lse));
+    }
+
+    /** The bf16 attention backward: dqkv (written, bf16) from dout (bf16) and the forward's qkv, out, lse. */
+    void attentionBf16Backward(ShortPointer qkv, ShortPointer out, FloatPointer lse, ShortPointer dout, long b, long t,
+                               long h, long dh, float scale, ShortPointer dqkv) {
+        be.call("attention bf16 backward", () -> Distill4jNative.d4j_attention_bf16_backward(k, stream, qkv, out, lse,
+                dout, b, t, h, dh, scale, dqkv));
     }
 
     long layerNormWorkspace(long m, long c) {
@@ -75,5 +110,10 @@ final class Kernels {
     /** A view of {@code p} starting {@code offset} floats in: what the native call receives is address + offset. */
     static FloatPointer at(FloatPointer p, long offset) {
         return new FloatPointer(p).position(p.position() + offset);
+    }
+
+    /** A view of {@code p} starting {@code offset} bf16 elements in. */
+    static ShortPointer at(ShortPointer p, long offset) {
+        return new ShortPointer(p).position(p.position() + offset);
     }
 }

@@ -8,7 +8,10 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.ShortPointer;
+import org.distill4j.Bf16Tensor;
 import org.distill4j.MemoryLimitException;
+import org.distill4j.Precision;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
 import org.distill4j.natives.Distill4jNative;
@@ -24,6 +27,14 @@ import org.distill4j.ops.PatchEmbed;
  * x += mlp.fc2(GELU(mlp.fc1(norm2(x)))); then the final {@code norm}, {@code head} on the class token and
  * {@code head_dist} on the distillation token. Training returns both heads' logits; {@link #predict} returns their
  * average (DeiT's inference). Parameter names and shapes are timm's state-dict ones ({@link #parameters()}).
+ *
+ * <p>{@link Precision}: in {@link Precision#BF16} the parameters are rounded to a bf16 copy at the start of each
+ * forward; every linear layer multiplies bf16 operands (its input, saved in bf16 for the backward, and the upstream
+ * gradient, rounded before the backward GEMMs) and sums in fp32; the attention runs the bf16 tensor-core kernels
+ * (qkv rounded once; its output, bf16, is the projection's input). LayerNorm, GELU, the residual stream, the
+ * losses, every parameter gradient and the optimizer stay fp32. Activations are still written in fp32 first and
+ * rounded by a separate pass (one extra read and write of each GEMM input); writing bf16 straight from LayerNorm
+ * and GELU is still to do. {@link Precision#TF32} changes only the linear layers' GEMMs.
  *
  * <p>Since LayerNorm is per token, the final norm runs on the prefix rows only (what the heads read): the same
  * values as timm, without normalising the patch tokens nobody uses.
@@ -45,11 +56,13 @@ public final class VisionTransformer implements AutoCloseable {
     static final long HEAP_PER_BLOCK = 16 << 10;
     private static final int INIT_CHUNK = 1 << 16;
     private final VitConfig config;
+    private final Precision precision;
     private final int batch;
     private final Backend backend;
     private final Kernels kernels;
     private final org.distill4j.ThreadConfinement confinement;
     private final List<Tensor> owned = new ArrayList<>();
+    private final List<Bf16Tensor> ownedBf16 = new ArrayList<>();
     private final List<Parameter> parameters = new ArrayList<>();
     private final Map<String, Parameter> byName = new LinkedHashMap<>();
     // Every parameter's value (and gradient) in one buffer: weight-decayed parameters first, then the others, each
@@ -58,7 +71,7 @@ public final class VisionTransformer implements AutoCloseable {
     private final long decayedLength;
 
     private final PatchEmbed patchEmbed;
-    private final Attention attention;
+    private final Attention attention;  // null in BF16: the bf16 kernels need no workspace
     private final Parameter patchWeight, patchBias, clsToken, distToken, posEmbed, normWeight, normBias;
     private final Parameter headWeight, headBias, headDistWeight, headDistBias;
     private final Block[] blocks;
@@ -73,6 +86,10 @@ public final class VisionTransformer implements AutoCloseable {
     private final Tensor lnWorkspace;
     // Views at the distillation rows of [prefix, B, D] buffers, made once (no per-step Java objects on the hot path).
     private final FloatPointer rowsNormedDist, gradRowsNormedDist;
+    // BF16 only (else null): the parameters' bf16 copy, the final norm's output in bf16, and two gradient scratches
+    // shared by every layer (the backward visits one layer at a time; one stream orders their reuse).
+    private final Bf16Tensor parameterBf16, rowsNormedBf16, gradBf16, gradQkvBf16;
+    private final ShortPointer headWeightBf16, headDistWeightBf16, rowsNormedDistBf16;
     private boolean closed;
 
     /** One transformer block's parameters and saved activations. */
@@ -80,6 +97,10 @@ public final class VisionTransformer implements AutoCloseable {
         Parameter norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias;
         Parameter norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias;
         Tensor ln1, mean1, rstd1, qkv, attn, lse, mid, ln2, mean2, rstd2, fc1, act;
+        // BF16: the linear layers' inputs as saved for the backward, qkv as the attention reads it, and the weights'
+        // places in the bf16 copy; ln1, ln2, qkv and act are then one scratch shared by every block, attn null.
+        Bf16Tensor ln1Bf16, qkvBf16, attnBf16, ln2Bf16, actBf16;
+        ShortPointer qkvWeightBf16, projWeightBf16, fc1WeightBf16, fc2WeightBf16;
     }
 
     /**
@@ -93,10 +114,23 @@ public final class VisionTransformer implements AutoCloseable {
      *     or the Java heap (see {@link #checkMemory})
      */
     public VisionTransformer(Backend backend, VitConfig config, int batch, long seed) {
+        this(backend, config, batch, seed, Precision.FP32);
+    }
+
+    /**
+     * As {@link #VisionTransformer(Backend, VitConfig, int, long)}, computing in {@code precision}.
+     *
+     * @throws IllegalArgumentException when the backend cannot compute {@code precision} ({@link
+     *     Backend#unsupported}: a CUDA card older than compute capability 8.0 for TF32 and BF16), naming both
+     */
+    public VisionTransformer(Backend backend, VitConfig config, int batch, long seed, Precision precision) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.config = Objects.requireNonNull(config, "config");
+        this.precision = Objects.requireNonNull(precision, "precision");
         if (batch < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batch);
-        checkMemory(backend, config, batch, Long.MAX_VALUE);
+        String unsupported = backend.unsupported(precision);
+        if (unsupported != null) throw new IllegalArgumentException(unsupported);
+        checkMemory(backend, config, batch, Long.MAX_VALUE, precision);
         this.batch = batch;
         this.kernels = new Kernels(backend);
         this.confinement = new org.distill4j.ThreadConfinement("VisionTransformer[" + config.name() + ", batch "
@@ -109,7 +143,8 @@ public final class VisionTransformer implements AutoCloseable {
         try {
             pe = PatchEmbed.builder().batch(b).channels(ch).image(s, s).patch(p).dim(d)
                     .distilled(config.distilled()).build(backend);
-            at = Attention.builder().batch(b).tokens(t).dim(d, config.heads()).build(backend);
+            final boolean bf16 = precision == Precision.BF16;
+            at = bf16 ? null : Attention.builder().batch(b).tokens(t).dim(d, config.heads()).build(backend);
             patchEmbed = pe;
             attention = at;
 
@@ -128,6 +163,7 @@ public final class VisionTransformer implements AutoCloseable {
             // Zeroed, gaps included: the gradient norm sums the whole buffer, and AdamW keeps a zero gap zero.
             parameterBuffer = tensor(end).zero();
             gradientBuffer = tensor(end).zero();
+            parameterBf16 = bf16 ? bf16(end) : null;
             for (Map.Entry<String, long[]> e : shapes.entrySet()) {
                 String name = e.getKey();
                 long start = offsets.get(name);
@@ -142,6 +178,9 @@ public final class VisionTransformer implements AutoCloseable {
             distToken = byName.get("dist_token");
             posEmbed = byName.get("pos_embed");
             blocks = new Block[config.depth()];
+            // BF16: what only feeds a rounding pass (LayerNorm's and GELU's fp32 outputs, the qkv GEMM's) is scratch.
+            Tensor lnScratch = bf16 ? tensor(b, t, d) : null, qkvScratch = bf16 ? tensor(b, t, 3 * d) : null;
+            Tensor actScratch = bf16 ? tensor(b, t, h) : null;
             for (int l = 0; l < blocks.length; l++) {
                 Block k = new Block();
                 String n = "blocks." + l + ".";
@@ -157,18 +196,34 @@ public final class VisionTransformer implements AutoCloseable {
                 k.fc1Bias = byName.get(n + "mlp.fc1.bias");
                 k.fc2Weight = byName.get(n + "mlp.fc2.weight");
                 k.fc2Bias = byName.get(n + "mlp.fc2.bias");
-                k.ln1 = tensor(b, t, d);
                 k.mean1 = tensor(b * t);
                 k.rstd1 = tensor(b * t);
-                k.qkv = tensor(b, t, 3 * d);
-                k.attn = tensor(b, t, d);
                 k.lse = tensor(b, config.heads(), t);
                 k.mid = tensor(b, t, d);
-                k.ln2 = tensor(b, t, d);
                 k.mean2 = tensor(b * t);
                 k.rstd2 = tensor(b * t);
                 k.fc1 = tensor(b, t, h);
-                k.act = tensor(b, t, h);
+                if (bf16) {
+                    k.ln1 = lnScratch;
+                    k.ln2 = lnScratch;
+                    k.qkv = qkvScratch;
+                    k.act = actScratch;
+                    k.ln1Bf16 = bf16(b, t, d);
+                    k.qkvBf16 = bf16(b, t, 3 * d);
+                    k.attnBf16 = bf16(b, t, d);
+                    k.ln2Bf16 = bf16(b, t, d);
+                    k.actBf16 = bf16(b, t, h);
+                    k.qkvWeightBf16 = bf16View(k.qkvWeight);
+                    k.projWeightBf16 = bf16View(k.projWeight);
+                    k.fc1WeightBf16 = bf16View(k.fc1Weight);
+                    k.fc2WeightBf16 = bf16View(k.fc2Weight);
+                } else {
+                    k.ln1 = tensor(b, t, d);
+                    k.qkv = tensor(b, t, 3 * d);
+                    k.attn = tensor(b, t, d);
+                    k.ln2 = tensor(b, t, d);
+                    k.act = tensor(b, t, h);
+                }
                 blocks[l] = k;
             }
             normWeight = byName.get("norm.weight");
@@ -200,11 +255,18 @@ public final class VisionTransformer implements AutoCloseable {
             lnWorkspace = tensor(Math.max(1, (ws + Float.BYTES - 1) / Float.BYTES));
             rowsNormedDist = Kernels.at(rowsNormed.data(), b * d);
             gradRowsNormedDist = Kernels.at(gradRowsNormed.data(), b * d);
+            rowsNormedBf16 = bf16 ? bf16(prefix, b, d) : null;
+            gradBf16 = bf16 ? bf16(Math.max(Math.max(b * t * d, b * t * h), b * c)) : null;
+            gradQkvBf16 = bf16 ? bf16(b, t, 3 * d) : null;
+            headWeightBf16 = bf16 ? bf16View(headWeight) : null;
+            headDistWeightBf16 = bf16 && headDistWeight != null ? bf16View(headDistWeight) : null;
+            rowsNormedDistBf16 = bf16 ? Kernels.at(rowsNormedBf16.data(), b * d) : null;
             initialise(seed);
             ok = true;
         } finally {
             if (!ok) {
                 for (Tensor o : owned) o.close();
+                for (Bf16Tensor o : ownedBf16) o.close();
                 if (pe != null) pe.close();
                 if (at != null) at.close();
             }
@@ -292,30 +354,52 @@ public final class VisionTransformer implements AutoCloseable {
      * machine has the memory, the count without workspaces, or {@link Long#MAX_VALUE} when it does not fit 64 bits.
      */
     public static long bytesNeeded(Backend backend, VitConfig config, int batch) {
+        return bytesNeeded(backend, config, batch, Precision.FP32);
+    }
+
+    /** {@link #bytesNeeded(Backend, VitConfig, int)} of a model computing in {@code precision}. */
+    public static long bytesNeeded(Backend backend, VitConfig config, int batch, Precision precision) {
         Objects.requireNonNull(backend, "backend");
+        Objects.requireNonNull(precision, "precision");
         if (batch < 1) throw new IllegalArgumentException("batch size must be >= 1, got " + batch);
         final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
         final long prefix = config.prefix(), heads = config.heads(), dist = config.distilled() ? 1 : 0;
         final long s = config.imageSize(), ch = config.channels();
-        // Per block: ln1, qkv (3), attn, mid, ln2 [b, t, d]; mean/rstd of both norms [b·t]; lse [b, heads, t];
-        // fc1, act [b, t, h].
-        long block = add(add(mul(7, b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(2, b, t, h)));
-        long floats = mul(2, flatLength(config));                            // values and gradients, padded
+        final boolean bf16 = precision == Precision.BF16;
+        long block, floats, halves;  // per-block floats; floats and bf16 halves outside the blocks
+        if (bf16) {
+            // Per block: mid [b, t, d], the norms' mean/rstd, lse, fc1 [b, t, h] in fp32; in bf16 ln1, qkv (3), attn,
+            // ln2 [b, t, d] and act [b, t, h]. Shared: the scratches ln, qkv (3) [b, t, d] and act [b, t, h] in
+            // fp32; in bf16 the parameters' copy, the prefix rows, the gradients [b, t, max(d, h)] (or the logits'
+            // [b, c]) and dqkv (3).
+            block = add(add(mul(b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(b, t, h)));
+            floats = add(mul(4, b, t, d), mul(b, t, h));
+            halves = add(mul(config.depth(), add(mul(6, b, t, d), mul(b, t, h))),
+                    add(add(flatLength(config), mul(prefix, b, d)),
+                            add(Math.max(Math.max(mul(b, t, d), mul(b, t, h)), mul(b, c)), mul(3, b, t, d))));
+        } else {
+            // Per block: ln1, qkv (3), attn, mid, ln2 [b, t, d]; mean/rstd of both norms [b·t]; lse [b, heads, t];
+            // fc1, act [b, t, h].
+            block = add(add(mul(7, b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(2, b, t, h)));
+            floats = 0;
+            halves = 0;
+        }
+        floats = add(floats, mul(2, flatLength(config)));                   // values and gradients, padded
         floats = add(floats, mul(config.depth(), block));
         floats = add(floats, mul(b, ch, s, s));                               // input
         floats = add(floats, mul(config.depth() + 1L, b, t, d));              // residual stream
         floats = add(floats, add(mul(4, prefix, b, d), mul(2, prefix, b)));  // rows, normed, grads; mean, rstd
         floats = add(floats, mul(2 + 2 * dist, b, c));                        // logits and their gradients
         floats = add(floats, add(mul(6, b, t, d), mul(b, t, h)));            // stream, ln, attn, qkv (3), hidden grads
-        long bytes = mul(floats, Float.BYTES);
+        long bytes = add(mul(floats, Float.BYTES), mul(halves, Short.BYTES));
         if (bytes >= 1L << 50) return bytes; // native size arithmetic is not meant for such shapes
         Kernels k = new Kernels(backend);
         long ln = Math.max(k.layerNormWorkspace(b * t, d), k.layerNormWorkspace(prefix * b, d));
         long pe = Distill4jNative.d4j_patch_embed_workspace(backend.kernels(), b, ch, s, s, config.patch(), d);
-        long at = Distill4jNative.d4j_attention_workspace(backend.kernels(), b, t, heads, config.headDim());
+        long at = bf16 ? 0 : Distill4jNative.d4j_attention_workspace(backend.kernels(), b, t, heads, config.headDim());
         if (pe < 0) backend.check(1, "patch_embed workspace");
         if (at < 0) backend.check(1, "attention workspace");
-        for (long ws : new long[] {ln, pe, at}) {
+        for (long ws : bf16 ? new long[] {ln, pe} : new long[] {ln, pe, at}) {
             bytes = add(bytes, Math.max(1, (ws + Float.BYTES - 1) / Float.BYTES) * Float.BYTES); // as the ops round
         }
         return bytes;
@@ -331,8 +415,13 @@ public final class VisionTransformer implements AutoCloseable {
      * @throws MemoryLimitException naming the bytes needed and the limit
      */
     public static void checkMemory(Backend backend, VitConfig config, int batch, long maxBytes) {
+        checkMemory(backend, config, batch, maxBytes, Precision.FP32);
+    }
+
+    /** {@link #checkMemory(Backend, VitConfig, int, long)} for a model computing in {@code precision}. */
+    public static void checkMemory(Backend backend, VitConfig config, int batch, long maxBytes, Precision precision) {
         if (maxBytes < 1) throw new IllegalArgumentException("a memory limit must be >= 1 byte, got " + maxBytes);
-        long bytes = bytesNeeded(backend, config, batch);
+        long bytes = bytesNeeded(backend, config, batch, precision);
         String memory = backend.isHostMemory() ? "host" : backend.device().toString();
         String what = "a model " + config + " for batches of " + batch + " needs "
                 + MemoryLimitException.formatBytes(bytes) + " of " + memory
@@ -373,6 +462,17 @@ public final class VisionTransformer implements AutoCloseable {
         return t;
     }
 
+    private Bf16Tensor bf16(long... shape) {
+        Bf16Tensor t = Bf16Tensor.empty(backend, shape);
+        ownedBf16.add(t);
+        return t;
+    }
+
+    /** Where {@code p}'s value sits in the parameters' bf16 copy (the same offset as in the flat buffer). */
+    private ShortPointer bf16View(Parameter p) {
+        return Kernels.at(parameterBf16.data(), p.offset());
+    }
+
     /**
      * timm's init (see the constructor), drawn in parameter order from one seeded stream, a chunk at a time: the
      * Java heap it takes does not grow with the model.
@@ -411,6 +511,11 @@ public final class VisionTransformer implements AutoCloseable {
     /** The configuration. */
     public VitConfig config() {
         return config;
+    }
+
+    /** The arithmetic of the forward and backward passes. */
+    public Precision precision() {
+        return precision;
     }
 
     /** The batch size every buffer is sized for. */
@@ -505,6 +610,11 @@ public final class VisionTransformer implements AutoCloseable {
             checkOpen();
             final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
             final long m = b * t, prefix = config.prefix();
+            if (precision == Precision.BF16) {
+                forwardBf16();
+                return;
+            }
+            final int gemm = gemmPrecision();
             patchEmbed.forward(images, patchWeight.value(), patchBias.value(), posEmbed.value(), clsToken.value(),
                     distToken == null ? null : distToken.value(), x[0]);
             for (int l = 0; l < blocks.length; l++) {
@@ -512,26 +622,26 @@ public final class VisionTransformer implements AutoCloseable {
                 kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
                         k.ln1.data(), k.mean1.data(), k.rstd1.data());
                 kernels.linear(k.ln1.data(), k.qkvWeight.value().data(), k.qkvBias.value().data(), null, m, d, 3 * d,
-                        k.qkv.data());
+                        k.qkv.data(), gemm);
                 attention.forward(k.qkv, k.attn, k.lse);
                 kernels.linear(k.attn.data(), k.projWeight.value().data(), k.projBias.value().data(), x[l].data(), m, d,
-                        d, k.mid.data());
+                        d, k.mid.data(), gemm);
                 kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
                         k.ln2.data(), k.mean2.data(), k.rstd2.data());
                 kernels.linear(k.ln2.data(), k.fc1Weight.value().data(), k.fc1Bias.value().data(), null, m, d, h,
-                        k.fc1.data());
+                        k.fc1.data(), gemm);
                 kernels.gelu(k.fc1.data(), m * h, k.act.data());
                 kernels.linear(k.act.data(), k.fc2Weight.value().data(), k.fc2Bias.value().data(), k.mid.data(), m, h,
-                        d, x[l + 1].data());
+                        d, x[l + 1].data(), gemm);
             }
             kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
             kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
                     rowsNormed.data(), rowsMean.data(), rowsRstd.data());
             kernels.linear(rowsNormed.data(), headWeight.value().data(), headBias.value().data(), null, b, d, c,
-                    logits.data());
+                    logits.data(), gemm);
             if (distLogits != null) {
                 kernels.linear(rowsNormedDist, headDistWeight.value().data(), headDistBias.value().data(), null, b, d, c,
-                        distLogits.data());
+                        distLogits.data(), gemm);
             }
         } finally {
             confinement.exit();
@@ -549,11 +659,16 @@ public final class VisionTransformer implements AutoCloseable {
             checkOpen();
             final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
             final long m = b * t, prefix = config.prefix();
+            if (precision == Precision.BF16) {
+                backwardBf16();
+                return;
+            }
+            final int gemm = gemmPrecision();
             kernels.linearBackward(rowsNormed.data(), headWeight.value().data(), gradLogits.data(), b, d, c,
-                    gradRowsNormed.data(), headWeight.grad().data(), headBias.grad().data());
+                    gradRowsNormed.data(), headWeight.grad().data(), headBias.grad().data(), gemm);
             if (distLogits != null) {
                 kernels.linearBackward(rowsNormedDist, headDistWeight.value().data(), gradDistLogits.data(), b, d, c,
-                        gradRowsNormedDist, headDistWeight.grad().data(), headDistBias.grad().data());
+                        gradRowsNormedDist, headDistWeight.grad().data(), headDistBias.grad().data(), gemm);
             }
             gradRows.zero(); // LayerNorm's backward accumulates into dx
             kernels.layerNormBackward(rows.data(), normWeight.value().data(), rowsMean.data(), rowsRstd.data(),
@@ -565,19 +680,19 @@ public final class VisionTransformer implements AutoCloseable {
                 Block k = blocks[l];
                 // gradStream = d x[l+1]; x[l+1] = mid + fc2(act): it is also mid's gradient through the skip.
                 kernels.linearBackward(k.act.data(), k.fc2Weight.value().data(), gradStream.data(), m, h, d,
-                        gradHidden.data(), k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
+                        gradHidden.data(), k.fc2Weight.grad().data(), k.fc2Bias.grad().data(), gemm);
                 kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
                 kernels.linearBackward(k.ln2.data(), k.fc1Weight.value().data(), gradHidden.data(), m, d, h,
-                        gradLn.data(), k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
+                        gradLn.data(), k.fc1Weight.grad().data(), k.fc1Bias.grad().data(), gemm);
                 kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
                         gradLn.data(), m, d, gradStream.data(), k.norm2Weight.grad().data(), k.norm2Bias.grad().data(),
                         lnWorkspace.data());
                 // gradStream = d mid; mid = x[l] + proj(attn).
                 kernels.linearBackward(k.attn.data(), k.projWeight.value().data(), gradStream.data(), m, d, d,
-                        gradAttn.data(), k.projWeight.grad().data(), k.projBias.grad().data());
+                        gradAttn.data(), k.projWeight.grad().data(), k.projBias.grad().data(), gemm);
                 attention.backward(k.qkv, k.attn, k.lse, gradAttn, gradQkv);
                 kernels.linearBackward(k.ln1.data(), k.qkvWeight.value().data(), gradQkv.data(), m, d, 3 * d,
-                        gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data());
+                        gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data(), gemm);
                 kernels.layerNormBackward(x[l].data(), k.norm1Weight.value().data(), k.mean1.data(), k.rstd1.data(),
                         gradLn.data(), m, d, gradStream.data(), k.norm1Weight.grad().data(), k.norm1Bias.grad().data(),
                         lnWorkspace.data());
@@ -587,6 +702,100 @@ public final class VisionTransformer implements AutoCloseable {
         } finally {
             confinement.exit();
         }
+    }
+
+    /** The fp32 linear layers' GEMM arithmetic: 1 for TF32, 0 for FP32 (d4j_linear_*'s precision argument). */
+    private int gemmPrecision() {
+        return precision == Precision.TF32 ? 1 : 0;
+    }
+
+    /** {@link #forward()} in {@link Precision#BF16} (see the class comment). */
+    private void forwardBf16() {
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long m = b * t, prefix = config.prefix(), heads = config.heads(), dh = config.headDim();
+        final float scale = (float) (1 / Math.sqrt(dh));
+        kernels.toBf16(parameterBuffer.data(), parameterBuffer.numel(), parameterBf16.data());
+        patchEmbed.forward(images, patchWeight.value(), patchBias.value(), posEmbed.value(), clsToken.value(),
+                distToken == null ? null : distToken.value(), x[0]);
+        for (int l = 0; l < blocks.length; l++) {
+            Block k = blocks[l];
+            kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
+                    k.ln1.data(), k.mean1.data(), k.rstd1.data());
+            kernels.toBf16(k.ln1.data(), m * d, k.ln1Bf16.data());
+            kernels.linearBf16(k.ln1Bf16.data(), k.qkvWeightBf16, k.qkvBias.value().data(), null, m, d, 3 * d,
+                    k.qkv.data());
+            kernels.toBf16(k.qkv.data(), m * 3 * d, k.qkvBf16.data());
+            kernels.attentionBf16(k.qkvBf16.data(), b, t, heads, dh, scale, k.attnBf16.data(), k.lse.data());
+            kernels.linearBf16(k.attnBf16.data(), k.projWeightBf16, k.projBias.value().data(), x[l].data(), m, d, d,
+                    k.mid.data());
+            kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
+                    k.ln2.data(), k.mean2.data(), k.rstd2.data());
+            kernels.toBf16(k.ln2.data(), m * d, k.ln2Bf16.data());
+            kernels.linearBf16(k.ln2Bf16.data(), k.fc1WeightBf16, k.fc1Bias.value().data(), null, m, d, h,
+                    k.fc1.data());
+            kernels.gelu(k.fc1.data(), m * h, k.act.data());
+            kernels.toBf16(k.act.data(), m * h, k.actBf16.data());
+            kernels.linearBf16(k.actBf16.data(), k.fc2WeightBf16, k.fc2Bias.value().data(), k.mid.data(), m, h, d,
+                    x[l + 1].data());
+        }
+        kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
+        kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
+                rowsNormed.data(), rowsMean.data(), rowsRstd.data());
+        kernels.toBf16(rowsNormed.data(), prefix * b * d, rowsNormedBf16.data());
+        kernels.linearBf16(rowsNormedBf16.data(), headWeightBf16, headBias.value().data(), null, b, d, c,
+                logits.data());
+        if (distLogits != null) {
+            kernels.linearBf16(rowsNormedDistBf16, headDistWeightBf16, headDistBias.value().data(), null, b, d, c,
+                    distLogits.data());
+        }
+    }
+
+    /** {@link #backward()} in {@link Precision#BF16}: each linear layer's upstream gradient rounded to bf16 first. */
+    private void backwardBf16() {
+        final long b = batch, t = config.tokens(), d = config.dim(), h = config.hidden(), c = config.classes();
+        final long m = b * t, prefix = config.prefix(), heads = config.heads(), dh = config.headDim();
+        final float scale = (float) (1 / Math.sqrt(dh));
+        final ShortPointer dy = gradBf16.data();
+        kernels.toBf16(gradLogits.data(), b * c, dy);
+        kernels.linearBf16Backward(rowsNormedBf16.data(), headWeightBf16, dy, b, d, c, gradRowsNormed.data(),
+                headWeight.grad().data(), headBias.grad().data());
+        if (distLogits != null) {
+            kernels.toBf16(gradDistLogits.data(), b * c, dy);
+            kernels.linearBf16Backward(rowsNormedDistBf16, headDistWeightBf16, dy, b, d, c, gradRowsNormedDist,
+                    headDistWeight.grad().data(), headDistBias.grad().data());
+        }
+        gradRows.zero(); // LayerNorm's backward accumulates into dx
+        kernels.layerNormBackward(rows.data(), normWeight.value().data(), rowsMean.data(), rowsRstd.data(),
+                gradRowsNormed.data(), prefix * b, d, gradRows.data(), normWeight.grad().data(),
+                normBias.grad().data(), lnWorkspace.data());
+        kernels.tokenRowsBackward(gradRows.data(), b, t, d, prefix, gradStream.data());
+        for (int l = blocks.length - 1; l >= 0; l--) {
+            Block k = blocks[l];
+            kernels.toBf16(gradStream.data(), m * d, dy);
+            kernels.linearBf16Backward(k.actBf16.data(), k.fc2WeightBf16, dy, m, h, d, gradHidden.data(),
+                    k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
+            kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
+            kernels.toBf16(gradHidden.data(), m * h, dy);
+            kernels.linearBf16Backward(k.ln2Bf16.data(), k.fc1WeightBf16, dy, m, d, h, gradLn.data(),
+                    k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
+            kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
+                    gradLn.data(), m, d, gradStream.data(), k.norm2Weight.grad().data(), k.norm2Bias.grad().data(),
+                    lnWorkspace.data());
+            kernels.toBf16(gradStream.data(), m * d, dy);
+            kernels.linearBf16Backward(k.attnBf16.data(), k.projWeightBf16, dy, m, d, d, gradAttn.data(),
+                    k.projWeight.grad().data(), k.projBias.grad().data());
+            // dy is free again (the projection's backward precedes on the stream): it takes the attention's dout.
+            kernels.toBf16(gradAttn.data(), m * d, dy);
+            kernels.attentionBf16Backward(k.qkvBf16.data(), k.attnBf16.data(), k.lse.data(), dy, b, t, heads, dh,
+                    scale, gradQkvBf16.data());
+            kernels.linearBf16Backward(k.ln1Bf16.data(), k.qkvWeightBf16, gradQkvBf16.data(), m, d, 3 * d,
+                    gradLn.data(), k.qkvWeight.grad().data(), k.qkvBias.grad().data());
+            kernels.layerNormBackward(x[l].data(), k.norm1Weight.value().data(), k.mean1.data(), k.rstd1.data(),
+                    gradLn.data(), m, d, gradStream.data(), k.norm1Weight.grad().data(), k.norm1Bias.grad().data(),
+                    lnWorkspace.data());
+        }
+        patchEmbed.backward(images, patchWeight.value(), gradStream, patchWeight.grad(), patchBias.grad(),
+                posEmbed.grad(), clsToken.grad(), distToken == null ? null : distToken.grad(), null);
     }
 
     /** Sets every parameter gradient to 0. */
@@ -627,8 +836,9 @@ public final class VisionTransformer implements AutoCloseable {
         if (closed) return;
         closed = true;
         for (Tensor t : owned) t.close();
+        for (Bf16Tensor t : ownedBf16) t.close();
         patchEmbed.close();
-        attention.close();
+        if (attention != null) attention.close();
     }
 
     private void checkOpen() {
@@ -637,6 +847,7 @@ public final class VisionTransformer implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "VisionTransformer[" + config + ", batch " + batch + " on " + backend.device() + "]";
+        return "VisionTransformer[" + config + ", batch " + batch + (precision == Precision.FP32 ? ""
+                : ", " + precision.cliName()) + " on " + backend.device() + "]";
     }
 }

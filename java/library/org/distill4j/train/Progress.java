@@ -37,7 +37,7 @@ public final class Progress implements AutoCloseable {
     private final PrintStream out;
     private final TerminalBar bar;
     private final long startNanos;
-    private long steps;
+    private long steps, skippedSteps;
     private long images;
     private double lossSum;
     private double accSum;
@@ -122,6 +122,20 @@ public final class Progress implements AutoCloseable {
         advance(batchImages, loss, correct, scored);
     }
 
+    /**
+     * One step whose update was skipped (its loss or gradient norm was not finite): it advances the count and the
+     * ETA, not the means, and the status line says how many were skipped.
+     */
+    public void skipped() {
+        skippedSteps++;
+        advance(0, 0, 0, 0);  // no images: the means and the rate are over the images that trained
+    }
+
+    /** Steps skipped so far ({@link #skipped}). */
+    public long skippedSteps() {
+        return skippedSteps;
+    }
+
     private void advance(int batchImages, double loss, double correct, long scored) {
         if (closed) {
             throw new IllegalStateException("progress '" + task + "' is closed");
@@ -177,6 +191,7 @@ public final class Progress implements AutoCloseable {
     private String stats(boolean withEta) {
         String s = String.format(Locale.ROOT, "loss %.4f acc %.2f%% %.0f img/s", meanLoss(), 100 * meanAccuracy(),
                 imagesPerSecond());
+        if (skippedSteps > 0) s += " skipped " + skippedSteps;
         if (withEta) {
             Duration eta = eta();
             s += " ETA " + (eta == null ? "?" : format(eta));

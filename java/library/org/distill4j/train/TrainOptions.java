@@ -34,6 +34,7 @@ public final class TrainOptions {
     private double[] cropRange;      // {min scale, max scale, min ratio, max ratio}; null: the padded crop
     private int views = 0;           // > 0: FKD's fixed views per image (epoch e shows view e mod views)
     private String randAugment;      // timm's config string; null: none
+    private int skipNonFinite = 0;   // non-finite steps skipped in a row before the run fails; 0: none
 
     /** The defaults. */
     public TrainOptions() {}
@@ -66,6 +67,7 @@ public final class TrainOptions {
         o.cropRange = cropRange;
         o.views = views;
         o.randAugment = randAugment;
+        o.skipNonFinite = skipNonFinite;
         return o;
     }
 
@@ -122,6 +124,22 @@ public final class TrainOptions {
         if (!(c >= 0) || !Double.isFinite(c)) throw new IllegalArgumentException("clip norm must be >= 0, got " + c);
         TrainOptions o = copy();
         o.clipNorm = c;
+        return o;
+    }
+
+    /**
+     * How many steps in a row may have a loss or gradient norm that is NaN or infinite and be skipped (nothing
+     * applied: parameters, moments and the step count stay; each is counted, {@link Trainer#skippedSteps}) before the
+     * next such step fails with {@link NonFiniteException}. 0, the default, fails at the first: in fp32 a non-finite
+     * step means diverged training or bad data. Mixed precision (bf16) can overflow in a single step and recover,
+     * as PyTorch's GradScaler skips such steps; a run of them still means divergence, hence the bound.
+     */
+    public TrainOptions withSkipNonFinite(int maxInARow) {
+        if (maxInARow < 0) {
+            throw new IllegalArgumentException("non-finite steps to skip must be >= 0, got " + maxInARow);
+        }
+        TrainOptions o = copy();
+        o.skipNonFinite = maxInARow;
         return o;
     }
 
@@ -408,6 +426,11 @@ public final class TrainOptions {
         return clipNorm;
     }
 
+    /** Non-finite steps that may be skipped in a row ({@link #withSkipNonFinite}); 0: the first fails. */
+    public int skipNonFinite() {
+        return skipNonFinite;
+    }
+
     /** Label smoothing of the true-label cross-entropy. */
     public double labelSmoothing() {
         return labelSmoothing;
@@ -467,6 +490,7 @@ public final class TrainOptions {
                 + (mixup() == null ? "" : ", mixup " + mixupAlpha + ", cutmix " + cutmixAlpha + " (prob " + mixupProb
                         + ", switch " + mixupSwitchProb + ")")
                 + (erasingProb == 0 ? "" : ", random erasing " + erasingProb)
-                + (views == 0 ? "" : ", " + views + " augment views");
+                + (views == 0 ? "" : ", " + views + " augment views")
+                + (skipNonFinite == 0 ? "" : ", up to " + skipNonFinite + " non-finite steps skipped in a row");
     }
 }

@@ -46,7 +46,9 @@ import org.distill4j.ops.Reduction;
  * <p>Before AdamW touches anything, each step reads the loss and the global gradient norm (computed even without
  * clipping): when either is not finite the step throws {@link NonFiniteException} and leaves the parameters, the
  * moments and the step count as they were, so the caller still holds the last good model (as PyTorch's
- * {@code clip_grad_norm_(…, error_if_nonfinite=True)}, which also refuses before the optimizer runs).
+ * {@code clip_grad_norm_(…, error_if_nonfinite=True)}, which also refuses before the optimizer runs). With
+ * {@link TrainOptions#withSkipNonFinite} such a step is skipped instead (the same nothing-applied, reported by its
+ * {@link StepResult#skipped} and counted by {@link #skippedSteps}) until too many come in a row.
  *
  * <p>Not thread-safe: a {@link #step} from a second thread while another thread is inside one throws {@link
  * org.distill4j.ConcurrentUseException}.
@@ -70,13 +72,17 @@ public final class Trainer implements AutoCloseable {
     private final int batch;
     private final org.distill4j.ThreadConfinement confinement;
     private long step;
+    private long skipped;
+    private int skippedInARow;
     private boolean closed;
 
     /**
      * What one step reports: the loss (both terms, weighted), how many class-head predictions of labeled images were
-     * right, and how many images of the batch were labeled (all of them unless a step was given a mask).
+     * right, and how many images of the batch were labeled (all of them unless a step was given a mask). A skipped
+     * step ({@link TrainOptions#withSkipNonFinite}) reports its non-finite loss, 0 correct of 0 labeled, and
+     * {@code skipped}: nothing of it was applied and it belongs in no average.
      */
-    public record StepResult(double loss, int correct, int labeled) {}
+    public record StepResult(double loss, int correct, int labeled, boolean skipped) {}
 
     /**
      * @param student    the model trained; its batch size is the step's
@@ -173,7 +179,8 @@ public final class Trainer implements AutoCloseable {
      * @param batchLabels   [B] class indices, each in 0..classes−1 ({@code Dataset.labels()}, {@code Batch.labels()})
      * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
      *                      runs, or there is no distillation)
-     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite (beyond the steps
+     *     {@link TrainOptions#withSkipNonFinite} lets be skipped); nothing was updated
      */
     public StepResult step(float[] images, int[] batchLabels, float[] batchTeacher) {
         return step(images, batchLabels, null, batchTeacher);
@@ -188,7 +195,8 @@ public final class Trainer implements AutoCloseable {
      * @param labeled       [B] whether each image keeps its label, or null for all
      * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null (the teacher model
      *                      runs, or there is no distillation)
-     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite (beyond the steps
+     *     {@link TrainOptions#withSkipNonFinite} lets be skipped); nothing was updated
      */
     public StepResult step(float[] images, int[] batchLabels, boolean[] labeled, float[] batchTeacher) {
         confinement.enter();
@@ -210,7 +218,8 @@ public final class Trainer implements AutoCloseable {
      * @param batchLabels   [B] each image's own class index, against which the training accuracy is counted
      * @param targets       [B, classes] the target distributions ({@link org.distill4j.data.Mixup#targets})
      * @param batchTeacher  [B, classes] teacher logits when they come from a file, else null
-     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite; nothing was updated
+     * @throws NonFiniteException when the loss or the gradient norm is NaN or infinite (beyond the steps
+     *     {@link TrainOptions#withSkipNonFinite} lets be skipped); nothing was updated
      */
     public StepResult stepMixed(float[] images, int[] batchLabels, float[] targets, float[] batchTeacher) {
         confinement.enter();
@@ -326,8 +335,14 @@ public final class Trainer implements AutoCloseable {
         double gradNorm = hostScalar[0];
         student.logits().copyTo(hostLogits);
         if (!Double.isFinite(loss) || !Double.isFinite(gradNorm)) {
-            throw new NonFiniteException(step + 1, loss, gradNorm);
+            if (skippedInARow >= options.skipNonFinite()) {
+                throw new NonFiniteException(step + 1, loss, gradNorm);
+            }
+            skippedInARow++;
+            skipped++;
+            return new StepResult(loss, 0, 0, true);
         }
+        skippedInARow = 0;
         step++;
         optimizer.update(step, (float) schedule.at(step - 1));
         int count = batchLabels.length;
@@ -335,7 +350,7 @@ public final class Trainer implements AutoCloseable {
             count = 0;
             for (boolean l : labeled) count += l ? 1 : 0;
         }
-        return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, c, labeled), count);
+        return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, c, labeled), count, false);
     }
 
     /**
@@ -347,6 +362,14 @@ public final class Trainer implements AutoCloseable {
         double sum = 0;
         for (int i = 0; i < hostRows.length; i++) sum += (double) hostWeight[i] * (hostRows[i] + targetEntropy);
         return sum;
+    }
+
+    /**
+     * Steps skipped so far because their loss or gradient norm was not finite ({@link TrainOptions#withSkipNonFinite});
+     * not part of {@link #steps}. Counted by this trainer (a resumed run counts from 0).
+     */
+    public long skippedSteps() {
+        return skipped;
     }
 
     /** Steps taken so far (restored by {@link #restore}). */

@@ -40,9 +40,13 @@ import org.distill4j.nn.VitConfig;
 public final class TrainingRun {
     private TrainingRun() {}
 
-    /** What one epoch gave. */
+    /**
+     * What one epoch gave. The training loss and accuracy are over the steps applied; {@code skippedSteps} counts
+     * those skipped for a non-finite loss or gradient norm ({@link TrainOptions#withSkipNonFinite}; 0 in a
+     * checkpoint written before it existed).
+     */
     public record Epoch(int epoch, double trainLoss, double trainAccuracy, Evaluator.Accuracy test, double seconds,
-                        double imagesPerSecond) {}
+                        double imagesPerSecond, long skippedSteps) {}
 
     /**
      * The run's outcome: per-epoch results, the final test accuracy, the wall time (a resumed run's includes the
@@ -284,7 +288,7 @@ public final class TrainingRun {
                     for (int epoch = startEpoch; epoch < Math.min(options.epochs(), stopAfter); epoch++) {
                         long e0 = System.nanoTime();
                         double lossSum = 0;
-                        long correct = 0, scored = 0, seen = 0;
+                        long correct = 0, scored = 0, seen = 0, skippedSteps = 0;
                         try (Progress progress = Progress.start(name + " epoch " + (epoch + 1) + "/" + options.epochs(),
                                 stepsPerEpoch)) {
                             for (int s = 0; s < stepsPerEpoch; s++) {
@@ -320,6 +324,11 @@ public final class TrainingRun {
                                     throw e.withContext(name + ", epoch " + (epoch + 1) + ", ", "; " + lastGood
                                             + " (a lower learning rate or clipping may help; check the data)");
                                 }
+                                if (r.skipped()) {
+                                    skippedSteps++;
+                                    progress.skipped();
+                                    continue;
+                                }
                                 lossSum += r.loss() * batch.size();
                                 correct += r.correct();
                                 scored += r.labeled();
@@ -331,11 +340,12 @@ public final class TrainingRun {
                         Evaluator.Accuracy acc = Evaluator.evaluate(student, test, options.testLimit(), run.workers, run.badImages);
                         double trainAcc = scored == 0 ? Double.NaN : (double) correct / scored;
                         Epoch e = new Epoch(epoch + 1, lossSum / seen, trainAcc, acc, (System.nanoTime() - e0) / 1e9,
-                                seen / trainSeconds);
+                                seen / trainSeconds, skippedSteps);
                         epochs.add(e);
-                        log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%n",
+                        log.printf(Locale.ROOT, "%s epoch %d/%d: train loss %.4f acc %.2f%%, test %s, %.0f images/s%s%n",
                                 name, epoch + 1, options.epochs(), e.trainLoss(), 100 * e.trainAccuracy(), format(acc),
-                                e.imagesPerSecond());
+                                e.imagesPerSecond(), skippedSteps == 0 ? ""
+                                        : ", " + skippedSteps + " of " + stepsPerEpoch + " steps skipped (not finite)");
                         if (checkpoint != null) {
                             Checkpoint.save(checkpoint, trainer, options, epoch + 1, epochs);
                             lastGood = "the checkpoint of epoch " + (epoch + 1) + " is intact: " + checkpoint;
