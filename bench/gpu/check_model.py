@@ -217,11 +217,11 @@ class Ours:
 
     def lin(self, x, w, b, r, M, K, N, y):
         self.impl.call("linear_forward", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(),
-                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr())
+                       None if r is None else r.data_ptr(), M, K, N, y.data_ptr(), 0)
 
     def lin_b(self, x, w, dy, M, K, N, dx, dw, db):
         self.impl.call("linear_backward", self.s, x.data_ptr(), w.data_ptr(), dy.data_ptr(), M, K, N, dx.data_ptr(),
-                       dw.data_ptr(), db.data_ptr())
+                       dw.data_ptr(), db.data_ptr(), 0)
 
     def forward(self):
         w, B, T, D, Hd, C = self.w, self.B, self.T, self.D, self.Hd, self.C

@@ -24,14 +24,14 @@ final class Kernels {
     /** y = x Wᵀ + b (+ residual); x [m, kIn], w [n, kIn]. */
     void linear(FloatPointer x, FloatPointer w, FloatPointer b, FloatPointer residual, long m, long kIn, long n,
                 FloatPointer y) {
-        be.call("linear forward", () -> Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y));
+        be.call("linear forward", () -> Distill4jNative.d4j_linear_forward(k, stream, x, w, b, residual, m, kIn, n, y, 0));
     }
 
     /** dx = dy W (written, unless null); dW += dyᵀ x; db += colsum(dy). */
     void linearBackward(FloatPointer x, FloatPointer w, FloatPointer dy, long m, long kIn, long n, FloatPointer dx,
                         FloatPointer dw, FloatPointer db) {
         be.call("linear backward",
-                () -> Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db));
+                () -> Distill4jNative.d4j_linear_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db, 0));
     }
 
     long layerNormWorkspace(long m, long c) {
