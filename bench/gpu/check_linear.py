@@ -57,11 +57,11 @@ def main():
 
     def fwd(x, w, b, r, y):
         M, K = x.shape
-        impl.call("linear_forward", stream, p(x), p(w), p(b), p(r), M, K, w.shape[0], p(y))
+        impl.call("linear_forward", stream, p(x), p(w), p(b), p(r), M, K, w.shape[0], p(y), 0)
 
     def bwd(x, w, dy, dx, dw, db):
         M, K = x.shape
-        impl.call("linear_backward", stream, p(x), p(w), p(dy), M, K, w.shape[0], p(dx), p(dw), p(db))
+        impl.call("linear_backward", stream, p(x), p(w), p(dy), M, K, w.shape[0], p(dx), p(dw), p(db), 0)
 
     print("\n== linear vs torch float64 (F.linear + residual, autograd) ==")
     for (M, K, N) in shapes:

@@ -31,8 +31,10 @@ class ImplError(RuntimeError):
 _vp, _i64, _f32, _int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 # The other entries of distill4j_impl.h, for Impl.call (check_linear, check_loss, check_norm, check_model).
 MORE_SIGNATURES = {
-    "d4j_impl_linear_forward": [_vp] * 5 + [_i64] * 3 + [_vp],
-    "d4j_impl_linear_backward": [_vp] * 4 + [_i64] * 3 + [_vp] * 3,
+    "d4j_impl_linear_forward": [_vp] * 5 + [_i64] * 3 + [_vp, _int],
+    "d4j_impl_linear_backward": [_vp] * 4 + [_i64] * 3 + [_vp] * 3 + [_int],
+    "d4j_impl_linear_bf16_forward": [_vp] * 5 + [_i64] * 3 + [_vp],
+    "d4j_impl_linear_bf16_backward": [_vp] * 4 + [_i64] * 3 + [_vp] * 3,
     "d4j_impl_layernorm_workspace": [_i64, _i64],
     "d4j_impl_layernorm_forward": [_vp] * 4 + [_i64, _i64, _f32] + [_vp] * 3,
     "d4j_impl_layernorm_backward": [_vp] * 6 + [_i64, _i64] + [_vp] * 4,

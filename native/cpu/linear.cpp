@@ -13,13 +13,23 @@
 // Epilogue. The bias (+ residual) is written into y first and the GEMM accumulates onto it (beta = 1): OpenBLAS
 // reads each C tile while it computes it, cheaper than a second pass over y, and each thread fills the very block
 // it then multiplies, while it is in its cache.
+//
+// TF32 (precision 1). The card's tensor cores multiply TF32 operands (fp32's 8-bit exponent, 10 explicit mantissa
+// bits: every product exact in fp32) and sum in fp32. NVIDIA does not document how cuBLAS's
+// CUBLAS_COMPUTE_32F_FAST_TF32 rounds the fp32 operands to TF32 (to nearest, or by truncation). Here, and in the
+// emulator (native/cuda/cublas.cu), copies of the operands are rounded to nearest even before the same fp32 sgemm,
+// so that the CPU models the card's arithmetic; tests that compare with a card therefore bound the error by 2^-10
+// relative per operand, which covers truncation too. The copies cost memory and a pass: speed is not the point.
 #include "distill4j_impl.h"
 #include "common.h"
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
+#include <new>
+#include <vector>
 
 namespace {
 
@@ -35,14 +45,54 @@ const char *check_sizes(int64_t M, int64_t K, int64_t N) {
     return nullptr;
 }
 
+// fp32 -> tf32 (10 explicit mantissa bits), nearest even, kept in an fp32 word; NaN and infinity unchanged (a NaN
+// with only low payload bits would round to infinity).
+float round_tf32(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u) return f;
+    u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// precision 0 leaves the operands as they are; 1 points each at a TF32-rounded copy in its scratch vector.
+// Returns nonzero, with the message set, on another precision or when the copies do not fit in memory.
+template <size_t Count>
+int apply_precision(int precision, const float *(&operands)[Count], const int64_t (&sizes)[Count],
+                    std::vector<float> (&scratch)[Count]) {
+    if (precision == 0) return 0;
+    if (precision != 1) {
+        char msg[128];
+        std::snprintf(msg, sizeof msg, "linear: precision %d is not supported: 0 (fp32) or 1 (tf32)", precision);
+        return fail(msg);
+    }
+    try {
+        for (size_t i = 0; i < Count; ++i) {
+            scratch[i].resize(static_cast<size_t>(sizes[i]));
+            for (int64_t j = 0; j < sizes[i]; ++j) scratch[i][j] = round_tf32(operands[i][j]);
+            operands[i] = scratch[i].data();
+        }
+    } catch (const std::bad_alloc &) {
+        return fail("linear: no memory for the tf32 copies of the operands");
+    }
+    return 0;
+}
+
 }  // namespace
 
 D4J_IMPL_API int d4j_impl_linear_forward(void *, const float *x, const float *weight, const float *bias,
-                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y) {
+                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y,
+                                         int precision) {
     if (const char *why = check_sizes(M, K, N)) return fail(why);
     if (x == nullptr || weight == nullptr || y == nullptr)
         return fail("linear forward: x, weight and y must not be null");
     if (residual != nullptr && residual == y) return fail("linear forward: residual may not alias y");
+    const float *operands[2] = {x, weight};
+    std::vector<float> scratch[2];
+    if (apply_precision(precision, operands, {M * K, N * K}, scratch) != 0) return 1;
+    x = operands[0];
+    weight = operands[1];
     const sgemm_fn gemm = sgemm();
     if (gemm == nullptr) return 1;
     const bool rows = split_rows(M, N);
@@ -72,10 +122,19 @@ D4J_IMPL_API int d4j_impl_linear_forward(void *, const float *x, const float *we
 }
 
 D4J_IMPL_API int d4j_impl_linear_backward(void *, const float *x, const float *weight, const float *dy, int64_t M,
-                                          int64_t K, int64_t N, float *dx, float *dweight, float *dbias) {
+                                          int64_t K, int64_t N, float *dx, float *dweight, float *dbias,
+                                          int precision) {
     if (const char *why = check_sizes(M, K, N)) return fail(why);
     if (x == nullptr || weight == nullptr || dy == nullptr || dweight == nullptr)
         return fail("linear backward: x, weight, dy and dweight must not be null");
+    // dbias sums dy as it is: the bias gradient is no product (cuBLAS's TF32 touches only the GEMMs' operands).
+    const float *operands[3] = {x, weight, dy};
+    std::vector<float> scratch[3];
+    if (apply_precision(precision, operands, {M * K, N * K, M * N}, scratch) != 0) return 1;
+    const float *dy_bias = dy;
+    x = operands[0];
+    weight = operands[1];
+    dy = operands[2];
     const sgemm_fn gemm = sgemm();
     if (gemm == nullptr) return 1;
     const bool dx_rows = split_rows(M, K), dw_rows = split_rows(N, K);
@@ -114,7 +173,7 @@ D4J_IMPL_API int d4j_impl_linear_backward(void *, const float *x, const float *w
                 const int64_t c1 = std::min(N, c0 + kCols);
                 double acc[kCols] = {};
                 for (int64_t m = 0; m < M; ++m) {
-                    const float *row = dy + m * N;
+                    const float *row = dy_bias + m * N;
 #pragma omp simd
                     for (int64_t n = c0; n < c1; ++n) acc[n - c0] += row[n];
                 }

@@ -34,8 +34,10 @@ struct function_table {
                                   float *);
     int (*attention_bf16_backward)(void *, const uint16_t *, const uint16_t *, const float *, const uint16_t *,
                                    int64_t, int64_t, int64_t, int64_t, float, uint16_t *);
-    int (*linear_forward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *);
-    int (*linear_backward)(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *);
+    int (*linear_forward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, int);
+    int (*linear_backward)(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *, int);
+    int (*linear_bf16_forward)(void *, const uint16_t *, const uint16_t *, const float *, const float *, int64_t, int64_t, int64_t, float *);
+    int (*linear_bf16_backward)(void *, const uint16_t *, const uint16_t *, const uint16_t *, int64_t, int64_t, int64_t, float *, float *, float *);
     int64_t (*layernorm_workspace)(int64_t, int64_t);
     int (*layernorm_forward)(void *, const float *, const float *, const float *, int64_t, int64_t, float, float *, float *, float *);
     int (*layernorm_backward)(void *, const float *, const float *, const float *, const float *, const float *, int64_t, int64_t, float *, float *, float *, void *);
@@ -112,6 +114,8 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_attention_bf16_backward", fn.attention_bf16_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_forward", fn.linear_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_backward", fn.linear_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_linear_bf16_forward", fn.linear_bf16_forward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_linear_bf16_backward", fn.linear_bf16_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_workspace", fn.layernorm_workspace, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_forward", fn.layernorm_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_backward", fn.layernorm_backward, impl_path, err, errlen) &&
@@ -260,14 +264,24 @@ int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, const uint16
     return backend->fn.attention_bf16_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv);
 }
 
-int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y) {
+int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y, int precision) {
     if (int e = use_device(backend)) return e;
-    return backend->fn.linear_forward(stream, x, weight, bias, residual, M, K, N, y);
+    return backend->fn.linear_forward(stream, x, weight, bias, residual, M, K, N, y, precision);
 }
 
-int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias) {
+int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias, int precision) {
     if (int e = use_device(backend)) return e;
-    return backend->fn.linear_backward(stream, x, weight, dy, M, K, N, dx, dweight, dbias);
+    return backend->fn.linear_backward(stream, x, weight, dy, M, K, N, dx, dweight, dbias, precision);
+}
+
+int d4j_linear_bf16_forward(d4j_backend *backend, void *stream, const uint16_t *x, const uint16_t *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.linear_bf16_forward(stream, x, weight, bias, residual, M, K, N, y);
+}
+
+int d4j_linear_bf16_backward(d4j_backend *backend, void *stream, const uint16_t *x, const uint16_t *weight, const uint16_t *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.linear_bf16_backward(stream, x, weight, dy, M, K, N, dx, dweight, dbias);
 }
 
 int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C) {

@@ -85,10 +85,12 @@ D4J_API int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, cons
                                         const float *lse, const uint16_t *dout, int64_t B, int64_t N, int64_t H,
                                         int64_t Dh, float scale, uint16_t *dqkv);
 
-/* See d4j_impl_linear_*, layernorm_*, gelu_*, cross_entropy(_soft), argmax, sum_squares, clip_scale, adamw and
+/* See d4j_impl_linear_*, linear_bf16_*, layernorm_*, gelu_*, cross_entropy(_soft), argmax, sum_squares, clip_scale, adamw and
  * token_rows_* in distill4j_impl.h: the same arguments after the backend handle. */
-D4J_API int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y);
-D4J_API int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
+D4J_API int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y, int precision);
+D4J_API int d4j_linear_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias, int precision);
+D4J_API int d4j_linear_bf16_forward(d4j_backend *backend, void *stream, const uint16_t *x, const uint16_t *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y);
+D4J_API int d4j_linear_bf16_backward(d4j_backend *backend, void *stream, const uint16_t *x, const uint16_t *weight, const uint16_t *dy, int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
 D4J_API int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C);
 D4J_API int d4j_layernorm_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd);
 D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace);

@@ -144,11 +144,30 @@ D4J_IMPL_API int d4j_impl_attention_bf16_backward(void *stream, const uint16_t *
  * bias) ACCUMULATE (+=). The residual's gradient is dy itself: the caller keeps it.
  * The GEMMs are library calls, never hand-written: OpenBLAS (cpu; also cuda-emu, whose memory is host memory)
  * and cuBLAS (cuda; libcublas.so.13 is opened on first use and a missing one is reported by name).
+ * precision: 0 fp32 (cublasSgemm); 1 tf32: the GEMMs' operands rounded to TF32 (10 explicit mantissa bits), sums
+ * fp32 (cuda: cublasGemmEx with CUBLAS_COMPUTE_32F_FAST_TF32, whose operand rounding NVIDIA does not document; cpu
+ * and cuda-emu: round to nearest even, then the fp32 GEMM); the bias gradient sums dy unrounded. Others refused.
  */
 D4J_IMPL_API int d4j_impl_linear_forward(void *stream, const float *x, const float *weight, const float *bias,
-                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y);
+                                         const float *residual, int64_t M, int64_t K, int64_t N, float *y,
+                                         int precision);
 D4J_IMPL_API int d4j_impl_linear_backward(void *stream, const float *x, const float *weight, const float *dy,
-                                          int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias);
+                                          int64_t M, int64_t K, int64_t N, float *dx, float *dweight, float *dbias,
+                                          int precision);
+
+/*
+ * The same linear layer with bf16 operands (issue #18; not yet used by the model): x, weight and dy hold bf16 values
+ * as uint16_t bit patterns (as d4j_impl_attention_bf16_*); bias, residual, y, dx, dweight and dbias are fp32, with
+ * the contract above (y and dx WRITTEN, dweight and dbias ACCUMULATE, residual not aliasing y). Every product of two
+ * bf16 values is exact in fp32, every sum is fp32 (cuda: cublasGemmEx, CUDA_R_16BF operands, CUDA_R_32F result,
+ * CUBLAS_COMPUTE_32F; cpu and cuda-emu: the operands widened to fp32, exactly, then the fp32 GEMM).
+ */
+D4J_IMPL_API int d4j_impl_linear_bf16_forward(void *stream, const uint16_t *x, const uint16_t *weight,
+                                              const float *bias, const float *residual, int64_t M, int64_t K,
+                                              int64_t N, float *y);
+D4J_IMPL_API int d4j_impl_linear_bf16_backward(void *stream, const uint16_t *x, const uint16_t *weight,
+                                               const uint16_t *dy, int64_t M, int64_t K, int64_t N, float *dx,
+                                               float *dweight, float *dbias);
 
 /*
  * LayerNorm over the last dimension C of x [M, C] (timm: eps 1e-6), affine weight [C] and bias [C].

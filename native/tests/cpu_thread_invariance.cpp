@@ -62,8 +62,8 @@ int child(const char *cpu_library, uint64_t seed, int team) {
             buffer x(M * K), w(N * K), b(N), res(M * N), y(M * N), dy(M * N), dx(M * K), dw(N * K), db(N);
             x.random(rng), w.random(rng), b.random(rng), res.random(rng), dy.random(rng), dw.random(rng),
                 db.random(rng), y.fill(0), dx.fill(0);
-            good = good && ok(be, d4j_linear_forward(be, nullptr, x.p, w.p, b.p, res.p, M, K, N, y.p), "linear fwd");
-            good = good && ok(be, d4j_linear_backward(be, nullptr, x.p, w.p, dy.p, M, K, N, dx.p, dw.p, db.p),
+            good = good && ok(be, d4j_linear_forward(be, nullptr, x.p, w.p, b.p, res.p, M, K, N, y.p, 0), "linear fwd");
+            good = good && ok(be, d4j_linear_backward(be, nullptr, x.p, w.p, dy.p, M, K, N, dx.p, dw.p, db.p, 0),
                               "linear bwd");
             hash.add(y), hash.add(dx), hash.add(dw), hash.add(db);
         }

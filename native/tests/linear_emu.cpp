@@ -1,16 +1,27 @@
-// The CUDA linear op (native/cuda/linear.cu: bias/residual prologue and bias-gradient kernels, emulated, around
-// the host OpenBLAS GEMMs that the emulated build uses), against a float64 reference written here from the
-// definition in distill4j_impl.h, through the dispatch API as Java calls them.
+// The linear ops against float64 references written here from the definitions in distill4j_impl.h, through the
+// dispatch API as Java calls them:
+//   fp32 (precision 0): the CUDA op (native/cuda/linear.cu: bias/residual prologue and bias-gradient kernels,
+//       emulated, around the host OpenBLAS GEMMs that the emulated build uses);
+//   tf32 (precision 1) and linear_bf16: the CPU op and the emulated CUDA op, each against a float64 reference
+//       computed on the operands as the op must see them: rounded to tf32 (10 explicit mantissa bits, nearest even,
+//       rounded here independently) or the bf16 values (rounded here, nearest even, and uploaded as bits).
 //
-//   linear_emu <libdistill4j_cudaemu.so> <libopenblas.so.0 | "">
+//   linear_emu <libdistill4j_cudaemu.so> <libdistill4j_cpu.so> <libopenblas.so.0 | "">
 //
 // The emulated library finds OpenBLAS only among the libraries already in the process (as the Java backend
 // loads it), so this program dlopens the one CMake extracted from the org.bytedeco:openblas jar; without one it
 // says so and exits 77 (CTest: skipped; the JUnit cuda-emu cases still cover it).
-// Each case: y (pre-filled with NaN), dx (pre-filled with noise: written), dweight and dbias (random initial
+// fp32 cases: y (pre-filled with NaN), dx (pre-filled with noise: written), dweight and dbias (random initial
 // values, two backwards: += twice), all by ||x - ref|| / ||ref|| <= 1e-5; a repeated run gives the same bits.
 // Branches: linear_bias_grad's 32-column blocks (N = 1, 5, 33, 65, 100: partial) and 8 row groups (M = 1, 7 < 8,
 // 300); the prologue with bias, residual, both, or neither (beta 0); dx null.
+// tf32 and bf16 cases, per element (every comparison fails on NaN): the products of two tf32 or two bf16 values are
+// exact in fp32, so the only error is fp32 summation's, |err| <= gamma_n * sum |terms| (gamma_n = n u / (1 - n u),
+// u = 2^-24, n terms in any order, FMA or not): y has K products + bias + residual (n = K + 2); dx N products; dweight
+// and dbias two backwards of M terms onto the initial value, bounded by 2 gamma_(M+2) (|initial| + 2 sum |terms|).
+// The same shapes as the fp32 cases and K = 768 (the ViT's MLP), with bias/residual/dx/dbias null or not. A tie
+// case (K = N = 1, weight 1) checks the tf32 rounding bit for bit: ties to even, not truncation, not ties away.
+// On a GPU, cuBLAS's own tf32 rounding is undocumented: bench/gpu compares it with a bound of 2^-10 per operand.
 #include "distill4j.h"
 #include "harness.h"
 
@@ -21,6 +32,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace {
@@ -76,17 +88,17 @@ bool run_case(d4j_backend *emu, const lin_case &c, std::mt19937_64 &rng) {
         rdb[n] = db.p[n] + 2.0 * s;
     }
     int rc = d4j_linear_forward(emu, nullptr, x.p, w.p, c.bias ? b.p : nullptr, c.residual ? res.p : nullptr, M, K,
-                                N, y.p);
+                                N, y.p, 0);
     for (int i = 0; i < 2 && rc == 0; ++i)
         rc = d4j_linear_backward(emu, nullptr, x.p, w.p, dy.p, M, K, N, c.dx ? dx.p : nullptr, dw.p,
-                                 c.bias ? db.p : nullptr);
+                                 c.bias ? db.p : nullptr, 0);
     const double ey = rel_err(y.p, ry), edx = c.dx ? rel_err(dx.p, rdx) : 0.0, edw = rel_err(dw.p, rdw),
                  edb = c.bias ? rel_err(db.p, rdb) : 0.0;
     // Determinism: the forward again, bit for bit.
     std::vector<float> first(y.p, y.p + M * N);
     if (rc == 0)
         rc = d4j_linear_forward(emu, nullptr, x.p, w.p, c.bias ? b.p : nullptr, c.residual ? res.p : nullptr, M, K,
-                                N, y.p);
+                                N, y.p, 0);
     const bool same = std::memcmp(first.data(), y.p, sizeof(float) * M * N) == 0;
     const bool ok = rc == 0 && ey <= 1e-5 && edx <= 1e-5 && edw <= 1e-5 && edb <= 1e-5 && same;
     std::printf("%s M=%lld K=%lld N=%lld%s%s%s: y %.2e dx %.2e dW %.2e db %.2e%s%s%s\n", ok ? "ok  " : "FAIL",
@@ -96,15 +108,221 @@ bool run_case(d4j_backend *emu, const lin_case &c, std::mt19937_64 &rng) {
     return ok;
 }
 
+// ---- tf32 (precision 1) and linear_bf16: per-element bounds on exactly rounded operands.
+
+float bits_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+uint32_t float_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+// Nearest even to `keep` explicit mantissa bits (finite inputs: the tests draw normal values), from the definition:
+// the two neighbours that carry `keep` bits, the nearer one, on a tie the one whose last kept bit is 0.
+float round_mantissa(float f, int keep) {
+    const int drop = 23 - keep;
+    const uint32_t u = float_bits(f), mask = (1u << drop) - 1u;
+    const float down = bits_float(u & ~mask), up = bits_float((u & ~mask) + (1u << drop));
+    const double dd = std::fabs(static_cast<double>(f) - down), du = std::fabs(static_cast<double>(up) - f);
+    if (dd < du) return down;
+    if (du < dd) return up;
+    return ((float_bits(down) >> drop) & 1u) == 0 ? down : up;
+}
+float round_tf32(float f) { return round_mantissa(f, 10); }
+uint16_t to_bf16(float f) { return static_cast<uint16_t>(float_bits(round_mantissa(f, 7)) >> 16); }
+
+double gamma(int64_t n) {
+    const double nu = static_cast<double>(n) * 0x1p-24;
+    return nu / (1.0 - nu);
+}
+
+struct mp_case {
+    int64_t M, K, N;
+    bool bias, residual, dx, dbias;
+};
+
+enum class mode { tf32, bf16 };
+
+// Largest |got - ref| / bound over the elements (NaN when any got or ref is NaN or over all when bound is 0).
+double worst_ratio(const float *got, const std::vector<double> &ref, const std::vector<double> &bound) {
+    double w = 0.0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+        const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+        const double r = bound[i] > 0.0 ? err / bound[i] : (err == 0.0 ? 0.0 : INFINITY);
+        w = d4j_test::worst(w, r);
+    }
+    return w;
+}
+
+bool run_precision_case(d4j_backend *be, const char *name, mode md, const mp_case &c, std::mt19937_64 &rng) {
+    const int64_t M = c.M, K = c.K, N = c.N;
+    d4j_test::buffer x(M * K), w(N * K), b(N), res(M * N), y(M * N), dy(M * N), dx(M * K), dw(N * K), db(N);
+    x.random(rng);
+    w.random(rng);
+    b.random(rng);
+    res.random(rng);
+    dy.random(rng);
+    dx.random(rng);
+    dw.random(rng);
+    db.random(rng);
+    y.fill(NAN);
+    const std::vector<float> dw0(dw.p, dw.p + N * K), db0(db.p, db.p + N);
+    // The operands as the op multiplies them (xs, ws, dys) and dy as the bias gradient sums it (dyb).
+    std::vector<double> xs(M * K), ws(N * K), dys(M * N), dyb(M * N);
+    std::vector<uint16_t> xh(M * K), wh(N * K), dyh(M * N);
+    auto prepare = [&](const d4j_test::buffer &in, std::vector<double> &as, std::vector<uint16_t> &h) {
+        for (size_t i = 0; i < in.n; ++i) {
+            h[i] = to_bf16(in.p[i]);
+            as[i] = md == mode::bf16 ? bits_float(static_cast<uint32_t>(h[i]) << 16) : round_tf32(in.p[i]);
+        }
+    };
+    prepare(x, xs, xh);
+    prepare(w, ws, wh);
+    prepare(dy, dys, dyh);
+    for (int64_t i = 0; i < M * N; ++i) dyb[i] = md == mode::bf16 ? dys[i] : dy.p[i];
+    std::vector<double> ry(M * N), by(M * N), rdx(M * K), bdx(M * K), rdw(N * K), bdw(N * K), rdb(N), bdb(N);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            const double bv = c.bias ? b.p[n] : 0.0, rv = c.residual ? res.p[m * N + n] : 0.0;
+            double s = bv + rv, a = std::fabs(bv) + std::fabs(rv);
+            for (int64_t k = 0; k < K; ++k) {
+                s += xs[m * K + k] * ws[n * K + k];
+                a += std::fabs(xs[m * K + k] * ws[n * K + k]);
+            }
+            ry[m * N + n] = s;
+            by[m * N + n] = gamma(K + 2) * a;
+        }
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < K; ++k) {
+            double s = 0.0, a = 0.0;
+            for (int64_t n = 0; n < N; ++n) {
+                s += dys[m * N + n] * ws[n * K + k];
+                a += std::fabs(dys[m * N + n] * ws[n * K + k]);
+            }
+            rdx[m * K + k] = s;
+            bdx[m * K + k] = gamma(N) * a;
+        }
+    for (int64_t n = 0; n < N; ++n) {
+        for (int64_t k = 0; k < K; ++k) {
+            double s = 0.0, a = 0.0;
+            for (int64_t m = 0; m < M; ++m) {
+                s += dys[m * N + n] * xs[m * K + k];
+                a += std::fabs(dys[m * N + n] * xs[m * K + k]);
+            }
+            rdw[n * K + k] = dw0[n * K + k] + 2.0 * s;
+            bdw[n * K + k] = 2.0 * gamma(M + 2) * (std::fabs(dw0[n * K + k]) + 2.0 * a);
+        }
+        double s = 0.0, a = 0.0;
+        for (int64_t m = 0; m < M; ++m) {
+            s += dyb[m * N + n];
+            a += std::fabs(dyb[m * N + n]);
+        }
+        rdb[n] = db0[n] + 2.0 * s;
+        bdb[n] = 2.0 * gamma(M + 2) * (std::fabs(db0[n]) + 2.0 * a);
+    }
+    const float *bias = c.bias ? b.p : nullptr, *resid = c.residual ? res.p : nullptr;
+    float *dxp = c.dx ? dx.p : nullptr, *dbp = c.dbias ? db.p : nullptr;
+    auto forward = [&]() {
+        return md == mode::bf16 ? d4j_linear_bf16_forward(be, nullptr, xh.data(), wh.data(), bias, resid, M, K, N, y.p)
+                                : d4j_linear_forward(be, nullptr, x.p, w.p, bias, resid, M, K, N, y.p, 1);
+    };
+    int rc = forward();
+    for (int i = 0; i < 2 && rc == 0; ++i)
+        rc = md == mode::bf16
+                 ? d4j_linear_bf16_backward(be, nullptr, xh.data(), wh.data(), dyh.data(), M, K, N, dxp, dw.p, dbp)
+                 : d4j_linear_backward(be, nullptr, x.p, w.p, dy.p, M, K, N, dxp, dw.p, dbp, 1);
+    const double ey = worst_ratio(y.p, ry, by), edx = c.dx ? worst_ratio(dx.p, rdx, bdx) : 0.0,
+                 edw = worst_ratio(dw.p, rdw, bdw), edb = c.dbias ? worst_ratio(db.p, rdb, bdb) : 0.0;
+    // Without dbias the op must leave it alone.
+    const bool db_kept = c.dbias || std::memcmp(db.p, db0.data(), sizeof(float) * N) == 0;
+    std::vector<float> first(y.p, y.p + M * N);
+    if (rc == 0) rc = forward();
+    const bool same = std::memcmp(first.data(), y.p, sizeof(float) * M * N) == 0;
+    const double worst_all = d4j_test::worst({ey, edx, edw, edb});
+    const bool ok = rc == 0 && d4j_test::within(worst_all, 1.0) && same && db_kept;
+    std::printf("%s %s %s M=%lld K=%lld N=%lld%s%s%s%s: err/bound y %.2f dx %.2f dW %.2f db %.2f%s%s%s\n",
+                ok ? "ok  " : "FAIL", name, md == mode::bf16 ? "linear_bf16" : "linear tf32", static_cast<long long>(M),
+                static_cast<long long>(K), static_cast<long long>(N), c.bias ? " +bias" : "",
+                c.residual ? " +residual" : "", c.dx ? "" : " (dx null)", c.dbias ? "" : " (dbias null)", ey, edx, edw,
+                edb, same ? "" : " NOT REPRODUCIBLE", rc != 0 ? ", error: " : "",
+                rc != 0 ? d4j_backend_last_error(be) : "");
+    return ok;
+}
+
+// K = N = 1, weight 1: y = tf32(x) and dx = tf32(dy) exactly. Ties go to the even neighbour; above a tie, up.
+bool tf32_ties(d4j_backend *be, const char *name) {
+    const float in[] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 3 * 0x1p-11f), 1.0f + 0x1p-11f + 0x1p-23f,
+                        1.0f + 0x1p-11f - 0x1p-23f, 0x1p-130f * (1.0f + 0x1p-11f)};
+    const float want[] = {1.0f, 1.0f + 0x1p-9f, -(1.0f + 0x1p-9f), 1.0f + 0x1p-10f, 1.0f, 0x1p-130f};
+    constexpr int64_t M = 6;
+    d4j_test::buffer x(M), w(1), y(M), dx(M), dw(1);
+    for (int64_t i = 0; i < M; ++i) x.p[i] = in[i];
+    w.p[0] = 1.0f;
+    dw.p[0] = 0.0f;
+    y.fill(NAN);
+    int rc = d4j_linear_forward(be, nullptr, x.p, w.p, nullptr, nullptr, M, 1, 1, y.p, 1);
+    if (rc == 0) rc = d4j_linear_backward(be, nullptr, x.p, w.p, x.p, M, 1, 1, dx.p, dw.p, nullptr, 1);
+    bool ok = rc == 0;
+    for (int64_t i = 0; i < M; ++i) ok = ok && y.p[i] == want[i] && dx.p[i] == want[i];
+    std::printf("%s %s linear tf32 rounding of ties and near-ties%s%s\n", ok ? "ok  " : "FAIL", name,
+                rc != 0 ? ", error: " : "", rc != 0 ? d4j_backend_last_error(be) : "");
+    if (!ok && rc == 0)
+        for (int64_t i = 0; i < M; ++i)
+            std::printf("     x %a: y %a dx %a, want %a\n", in[i], y.p[i], dx.p[i], want[i]);
+    return ok;
+}
+
+int precision_cases(d4j_backend *be, const char *name, std::mt19937_64 &rng) {
+    int failures = 0;
+    const mp_case cases[] = {{1, 1, 1, true, true, true, true},      {8, 192, 100, true, false, true, true},
+                             {7, 13, 5, false, false, true, false},  {33, 97, 65, true, true, true, true},
+                             {50, 40, 70, true, true, false, true},  {300, 24, 33, false, true, true, false},
+                             {5, 768, 7, true, false, true, false},  {3, 5, 40, false, false, false, true}};
+    for (mode md : {mode::tf32, mode::bf16})
+        for (const mp_case &c : cases) failures += !run_precision_case(be, name, md, c, rng);
+    failures += !tf32_ties(be, name);
+    // One call at a time: the message read right after is that call's own.
+    d4j_test::buffer a(64), o(64);
+    const std::vector<uint16_t> h(64, 0x3f80);
+    auto expect_failure = [&](const char *what, int rc, const char *part) {
+        const std::string msg = rc != 0 ? d4j_backend_last_error(be) : "";
+        const bool ok = rc != 0 && msg.find(part) != std::string::npos;
+        failures += !ok;
+        std::printf("%s %s rejects %s: %s\n", ok ? "ok  " : "FAIL", name, what, rc != 0 ? msg.c_str() : "(accepted)");
+    };
+    expect_failure("precision 2", d4j_linear_forward(be, nullptr, a.p, a.p, nullptr, nullptr, 4, 4, 4, o.p, 2),
+                   "precision 2 is not supported");
+    expect_failure("precision -1", d4j_linear_backward(be, nullptr, a.p, a.p, a.p, 4, 4, 4, o.p, o.p, nullptr, -1),
+                   "precision -1 is not supported");
+    expect_failure("bf16 M = 0", d4j_linear_bf16_forward(be, nullptr, h.data(), h.data(), nullptr, nullptr, 0, 4, 4, o.p),
+                   "linear_bf16: M, K and N must be positive");
+    expect_failure("bf16 null x", d4j_linear_bf16_forward(be, nullptr, nullptr, h.data(), nullptr, nullptr, 4, 4, 4, o.p),
+                   "must not be null");
+    expect_failure("bf16 residual = y", d4j_linear_bf16_forward(be, nullptr, h.data(), h.data(), nullptr, o.p, 4, 4, 4, o.p),
+                   "residual may not alias y");
+    expect_failure("bf16 null dweight",
+                   d4j_linear_bf16_backward(be, nullptr, h.data(), h.data(), h.data(), 4, 4, 4, o.p, nullptr, nullptr),
+                   "must not be null");
+    expect_failure("bf16 N > 2^31",
+                   d4j_linear_bf16_backward(be, nullptr, h.data(), h.data(), h.data(), 1, 1, int64_t{1} << 32, o.p, o.p,
+                                            nullptr),
+                   "2^31");
+    return failures;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
-    // CMake drops an empty last argument (no OpenBLAS found at configure time): argc 2 means the same as "".
-    if (argc != 2 && argc != 3) {
-        std::fprintf(stderr, "usage: linear_emu <libdistill4j_cudaemu.so> [libopenblas.so.0]\n");
+    // CMake drops an empty last argument (no OpenBLAS found at configure time): argc 3 means the same as "".
+    if (argc != 3 && argc != 4) {
+        std::fprintf(stderr, "usage: linear_emu <libdistill4j_cudaemu.so> <libdistill4j_cpu.so> [libopenblas.so.0]\n");
         return 2;
     }
-    const char *openblas = argc == 3 ? argv[2] : "";
+    const char *openblas = argc == 4 ? argv[3] : "";
     if (openblas[0] == '\0') {
         std::printf("linear_emu: SKIPPED: no OpenBLAS (org.bytedeco:openblas linux-x86_64 jar not found in ~/.m2 at "
                     "configure time); the JUnit cuda-emu cases of LinearTest cover the op\n");
@@ -129,11 +347,16 @@ int main(int argc, char **argv) {
         failures += !ok;
         std::printf("%s rejects %s: %s\n", ok ? "ok  " : "FAIL", what, ok ? d4j_backend_last_error(emu) : "(accepted)");
     };
-    expect_failure("M = 0", d4j_linear_forward(emu, nullptr, a.p, a.p, nullptr, nullptr, 0, 4, 4, o.p));
-    expect_failure("null weight", d4j_linear_forward(emu, nullptr, a.p, nullptr, nullptr, nullptr, 4, 4, 4, o.p));
-    expect_failure("residual = y", d4j_linear_forward(emu, nullptr, a.p, a.p, nullptr, o.p, 4, 4, 4, o.p));
-    expect_failure("null dweight", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 4, 4, 4, o.p, nullptr, nullptr));
-    expect_failure("K > 2^31", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 1, int64_t{1} << 32, 1, o.p, o.p, nullptr));
+    expect_failure("M = 0", d4j_linear_forward(emu, nullptr, a.p, a.p, nullptr, nullptr, 0, 4, 4, o.p, 0));
+    expect_failure("null weight", d4j_linear_forward(emu, nullptr, a.p, nullptr, nullptr, nullptr, 4, 4, 4, o.p, 0));
+    expect_failure("residual = y", d4j_linear_forward(emu, nullptr, a.p, a.p, nullptr, o.p, 4, 4, 4, o.p, 0));
+    expect_failure("null dweight", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 4, 4, 4, o.p, nullptr, nullptr, 0));
+    expect_failure("K > 2^31", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 1, int64_t{1} << 32, 1, o.p, o.p, nullptr, 0));
+    d4j_backend *cpu = d4j_test::open_backend(argv[2]);
+    if (cpu == nullptr) return 1;
+    failures += precision_cases(cpu, "cpu", rng);
+    failures += precision_cases(emu, "cuda-emu", rng);
+    d4j_backend_close(cpu);
     d4j_backend_close(emu);
     std::printf("%s\n", failures == 0 ? "linear_emu: all passed" : "linear_emu: FAILED");
     return failures == 0 ? 0 : 1;

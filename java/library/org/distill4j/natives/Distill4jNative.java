@@ -5,6 +5,7 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.ShortPointer;
 import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Const;
 import org.bytedeco.javacpp.annotation.Opaque;
@@ -133,10 +134,16 @@ public final class Distill4jNative {
                                                     Pointer workspace);
 
     /** See {@code d4j_impl_linear_forward} in native/include/distill4j_impl.h. */
-    public static native int d4j_linear_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer bias, @Const FloatPointer residual, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer y);
+    public static native int d4j_linear_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer bias, @Const FloatPointer residual, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer y, int precision);
 
     /** See {@code d4j_impl_linear_backward} in native/include/distill4j_impl.h. */
-    public static native int d4j_linear_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer dx, FloatPointer dweight, FloatPointer dbias);
+    public static native int d4j_linear_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer dx, FloatPointer dweight, FloatPointer dbias, int precision);
+
+    /** See {@code d4j_impl_linear_bf16_forward} in native/include/distill4j_impl.h (bf16 as uint16_t bits). */
+    public static native int d4j_linear_bf16_forward(d4j_backend backend, Pointer stream, @Cast("const uint16_t*") ShortPointer x, @Cast("const uint16_t*") ShortPointer weight, @Const FloatPointer bias, @Const FloatPointer residual, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer y);
+
+    /** See {@code d4j_impl_linear_bf16_backward} in native/include/distill4j_impl.h (bf16 as uint16_t bits). */
+    public static native int d4j_linear_bf16_backward(d4j_backend backend, Pointer stream, @Cast("const uint16_t*") ShortPointer x, @Cast("const uint16_t*") ShortPointer weight, @Cast("const uint16_t*") ShortPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer dx, FloatPointer dweight, FloatPointer dbias);
 
     /** See {@code d4j_impl_layernorm_workspace} in native/include/distill4j_impl.h. */
     public static native @Cast("int64_t") long d4j_layernorm_workspace(d4j_backend backend, @Cast("int64_t") long m, @Cast("int64_t") long c);

@@ -44,7 +44,7 @@ public final class Linear {
         Backend backend = x.backend();
         backend.call("linear forward " + s,
                 () -> Distill4jNative.d4j_linear_forward(backend.kernels(), backend.stream(), x.data(), weight.data(),
-                data(bias), data(residual), s.m, s.k, s.n, y.data()));
+                data(bias), data(residual), s.m, s.k, s.n, y.data(), 0));
     }
 
     /**
@@ -73,7 +73,7 @@ public final class Linear {
         Backend backend = x.backend();
         backend.call("linear backward " + s,
                 () -> Distill4jNative.d4j_linear_backward(backend.kernels(), backend.stream(), x.data(),
-                weight.data(), dy.data(), s.m, s.k, s.n, data(dx), dweight.data(), data(dbias)));
+                weight.data(), dy.data(), s.m, s.k, s.n, data(dx), dweight.data(), data(dbias), 0));
     }
 
     /** The output shape of {@code x} through a layer with {@code outFeatures} outputs: [..., outFeatures]. */

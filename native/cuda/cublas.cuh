@@ -1,0 +1,27 @@
+// The GEMMs of the linear ops (linear.cu, linear_bf16.cu): one row-major entry over cuBLAS, opened at run time with
+// one handle per (device, stream) (cublas.cu), or under the emulator over the host's OpenBLAS. Include after
+// common.cuh.
+#ifndef D4J_CUDA_CUBLAS_CUH
+#define D4J_CUDA_CUBLAS_CUH
+
+#include <cstdint>
+
+namespace d4j::cuda {
+
+constexpr int kNoTrans = 0, kTrans = 1;  // cublasOperation_t; mapped to CBLAS (111, 112) under the emulator
+
+// The operands' type and the multiplication; C is fp32 and every sum fp32 in all three.
+enum class gemm_mode {
+    fp32,  // fp32 operands: cublasSgemm (the default math mode, no TF32)
+    tf32,  // fp32 operands, multiplied as TF32 on the tensor cores: cublasGemmEx, CUBLAS_COMPUTE_32F_FAST_TF32
+    bf16,  // bf16 operands (uint16_t bits): cublasGemmEx, CUDA_R_16BF, CUBLAS_COMPUTE_32F (bf16 products are exact)
+};
+
+// Row-major C [M, N] = op(A) op(B) + beta C, A and B of the mode's type, C fp32, on `stream` of the current device.
+// `op` names the calling op in error messages. Sizes must fit an int (the callers check).
+int gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K,
+            const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+}  // namespace d4j::cuda
+
+#endif
