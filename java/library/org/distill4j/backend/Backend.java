@@ -49,6 +49,12 @@ public interface Backend extends AutoCloseable {
     /** As {@link #disown(org.distill4j.Tensor)}, for an int32 buffer. Called by IntTensor, not by users. */
     default void disown(org.distill4j.IntTensor tensor) {}
 
+    /** As {@link #adopt(org.distill4j.Tensor)}, for a bf16 buffer. Called by Bf16Tensor, not by users. */
+    default void adopt(org.distill4j.Bf16Tensor tensor) {}
+
+    /** As {@link #disown(org.distill4j.Tensor)}, for a bf16 buffer. Called by Bf16Tensor, not by users. */
+    default void disown(org.distill4j.Bf16Tensor tensor) {}
+
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 
