@@ -49,6 +49,8 @@ MORE_SIGNATURES = {
     "d4j_impl_token_rows_backward": [_vp, _vp] + [_i64] * 4 + [_vp],
     "d4j_impl_attention_bf16_forward": [_vp, _vp] + [_i64] * 4 + [_f32, _vp, _vp],
     "d4j_impl_attention_bf16_backward": [_vp] * 5 + [_i64] * 4 + [_f32, _vp],
+    "d4j_impl_cast_bf16": [_vp, _vp, _i64, _vp],
+    "d4j_impl_cast_f32": [_vp, _vp, _i64, _vp],
 }
 
 

@@ -34,6 +34,8 @@ struct function_table {
                                   float *);
     int (*attention_bf16_backward)(void *, const uint16_t *, const uint16_t *, const float *, const uint16_t *,
                                    int64_t, int64_t, int64_t, int64_t, float, uint16_t *);
+    int (*cast_bf16)(void *, const float *, int64_t, uint16_t *);
+    int (*cast_f32)(void *, const uint16_t *, int64_t, float *);
     int (*linear_forward)(void *, const float *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, int);
     int (*linear_backward)(void *, const float *, const float *, const float *, int64_t, int64_t, int64_t, float *, float *, float *, int);
     int (*linear_bf16_forward)(void *, const uint16_t *, const uint16_t *, const float *, const float *, int64_t, int64_t, int64_t, float *);
@@ -112,6 +114,8 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_attention_backward", fn.attention_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_bf16_forward", fn.attention_bf16_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_attention_bf16_backward", fn.attention_bf16_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_cast_bf16", fn.cast_bf16, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_cast_f32", fn.cast_f32, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_forward", fn.linear_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_backward", fn.linear_backward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_linear_bf16_forward", fn.linear_bf16_forward, impl_path, err, errlen) &&
@@ -262,6 +266,16 @@ int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, const uint16
                                 float scale, uint16_t *dqkv) {
     if (int e = use_device(backend)) return e;
     return backend->fn.attention_bf16_backward(stream, qkv, out, lse, dout, B, N, H, Dh, scale, dqkv);
+}
+
+int d4j_cast_bf16(d4j_backend *backend, void *stream, const float *x, int64_t n, uint16_t *y) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.cast_bf16(stream, x, n, y);
+}
+
+int d4j_cast_f32(d4j_backend *backend, void *stream, const uint16_t *x, int64_t n, float *y) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.cast_f32(stream, x, n, y);
 }
 
 int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y, int precision) {

@@ -85,6 +85,10 @@ D4J_API int d4j_attention_bf16_backward(d4j_backend *backend, void *stream, cons
                                         const float *lse, const uint16_t *dout, int64_t B, int64_t N, int64_t H,
                                         int64_t Dh, float scale, uint16_t *dqkv);
 
+/* See d4j_impl_cast_bf16 and _f32 in distill4j_impl.h (bf16 as uint16_t bits). */
+D4J_API int d4j_cast_bf16(d4j_backend *backend, void *stream, const float *x, int64_t n, uint16_t *y);
+D4J_API int d4j_cast_f32(d4j_backend *backend, void *stream, const uint16_t *x, int64_t n, float *y);
+
 /* See d4j_impl_linear_*, linear_bf16_*, layernorm_*, gelu_*, cross_entropy(_soft), argmax, sum_squares, clip_scale, adamw and
  * token_rows_* in distill4j_impl.h: the same arguments after the backend handle. */
 D4J_API int d4j_linear_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, const float *residual, int64_t M, int64_t K, int64_t N, float *y, int precision);

@@ -184,6 +184,19 @@ D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream, const float *x, const
                                              float *dweight, float *dbias, void *workspace);
 
 /*
+ * fp32 <-> bf16 casts of n contiguous elements (issue #18: bf16 activations), bf16 as uint16_t bits (the upper half
+ * of the IEEE binary32 word, as __nv_bfloat16 and torch.bfloat16 store them).
+ * cast_bf16: y = bf16(x), round to nearest, ties to even (cvt.rn.bf16.f32): subnormals round like normals, a value
+ *   past the largest finite bf16 (after rounding) becomes infinity of its sign; a NaN stays a quiet NaN with its
+ *   sign (x's upper 16 bits with the quiet bit 0x0040 set), the same bits on every backend.
+ * cast_f32: y = x widened, exact.
+ * y WRITTEN (every element); x and y must not overlap. n >= 1. Any alignment (cuda: 16-byte vectors where the fp32
+ * side is 16-byte aligned and the bf16 side 8-byte aligned, element by element otherwise). No workspace.
+ */
+D4J_IMPL_API int d4j_impl_cast_bf16(void *stream, const float *x, int64_t n, uint16_t *y);
+D4J_IMPL_API int d4j_impl_cast_f32(void *stream, const uint16_t *x, int64_t n, float *y);
+
+/*
  * GELU, exact (erf) form as nn.GELU(): y = x/2 (1 + erf(x/sqrt 2)), over n elements.
  * Backward: dx = dy * gelu'(x), WRITTEN; dx may alias dy (in place).
  */

@@ -49,6 +49,12 @@ public interface Backend extends AutoCloseable {
     /** As {@link #disown(org.distill4j.Tensor)}, for an int32 buffer. Called by IntTensor, not by users. */
     default void disown(org.distill4j.IntTensor tensor) {}
 
+    /** As {@link #adopt(org.distill4j.Tensor)}, for a bf16 buffer. Called by Bf16Tensor, not by users. */
+    default void adopt(org.distill4j.Bf16Tensor tensor) {}
+
+    /** As {@link #disown(org.distill4j.Tensor)}, for a bf16 buffer. Called by Bf16Tensor, not by users. */
+    default void disown(org.distill4j.Bf16Tensor tensor) {}
+
     /**
      * Null when this backend computes {@code precision}; otherwise why not, naming the device (a CUDA card without
      * bf16 tensor cores). Every backend computes {@link org.distill4j.Precision#FP32}.

@@ -6,6 +6,7 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.IntSupplier;
+import org.distill4j.Bf16Tensor;
 import org.distill4j.Device;
 import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
@@ -20,6 +21,7 @@ abstract class NativeBackend implements Backend {
     private final AtomicLong live = new AtomicLong();
     private final Set<Tensor> tensors = ConcurrentHashMap.newKeySet();  // open tensors, freed by close()
     private final Set<IntTensor> intTensors = ConcurrentHashMap.newKeySet();
+    private final Set<Bf16Tensor> bf16Tensors = ConcurrentHashMap.newKeySet();
     // Kernel calls and close(): the kernel libraries keep per-backend state (stream, workspaces, cuBLAS handle).
     private final ThreadConfinement confinement;
 
@@ -90,6 +92,16 @@ abstract class NativeBackend implements Backend {
     }
 
     @Override
+    public final void adopt(Bf16Tensor tensor) {
+        bf16Tensors.add(tensor);
+    }
+
+    @Override
+    public final void disown(Bf16Tensor tensor) {
+        bf16Tensors.remove(tensor);
+    }
+
+    @Override
     public final long liveAllocations() {
         return live.get();
     }
@@ -108,7 +120,8 @@ abstract class NativeBackend implements Backend {
     private void closeConfined() {
         List<Tensor> open = new ArrayList<>(tensors);
         List<IntTensor> openInt = new ArrayList<>(intTensors);
-        int count = open.size() + openInt.size();
+        List<Bf16Tensor> openBf16 = new ArrayList<>(bf16Tensors);
+        int count = open.size() + openInt.size() + openBf16.size();
         if (count > 0) {
             StringBuilder sites = new StringBuilder();
             int listed = 0;
@@ -120,8 +133,13 @@ abstract class NativeBackend implements Backend {
                 String site = t.allocationSite();
                 if (site != null && listed++ < 10) sites.append("\n  ").append(t).append(" allocated at ").append(site);
             }
+            for (Bf16Tensor t : openBf16) {
+                String site = t.allocationSite();
+                if (site != null && listed++ < 10) sites.append("\n  ").append(t).append(" allocated at ").append(site);
+            }
             for (Tensor t : open) t.close();
             for (IntTensor t : openInt) t.close();
+            for (Bf16Tensor t : openBf16) t.close();
             System.getLogger("org.distill4j").log(System.Logger.Level.WARNING, "closing " + name() + ": freed "
                     + count + " tensor" + (count == 1 ? "" : "s") + " left open (close tensors and models "
                     + "when done; -Ddistill4j.debug.allocations=true lists where they were allocated)" + sites);

@@ -133,6 +133,33 @@ public final class Distill4jNative {
                                                     @Cast("int64_t") long dh, float scale, FloatPointer dqkv,
                                                     Pointer workspace);
 
+    // ---- bf16 (issue #18): bf16 values as their 16 bits in a ShortPointer (uint16_t in C).
+
+    /** See {@code d4j_impl_cast_bf16} in native/include/distill4j_impl.h: y = bf16(x), round to nearest even. */
+    public static native int d4j_cast_bf16(d4j_backend backend, Pointer stream, @Const FloatPointer x,
+                                           @Cast("int64_t") long n, @Cast("uint16_t*") ShortPointer y);
+
+    /** See {@code d4j_impl_cast_f32} in native/include/distill4j_impl.h: y = x widened, exact. */
+    public static native int d4j_cast_f32(d4j_backend backend, Pointer stream, @Cast("const uint16_t*") ShortPointer x,
+                                          @Cast("int64_t") long n, FloatPointer y);
+
+    /** See {@code d4j_impl_attention_bf16_forward} in native/include/distill4j_impl.h. */
+    public static native int d4j_attention_bf16_forward(d4j_backend backend, Pointer stream,
+                                                        @Cast("const uint16_t*") ShortPointer qkv,
+                                                        @Cast("int64_t") long b, @Cast("int64_t") long n,
+                                                        @Cast("int64_t") long h, @Cast("int64_t") long dh, float scale,
+                                                        @Cast("uint16_t*") ShortPointer out, FloatPointer lse);
+
+    /** See {@code d4j_impl_attention_bf16_backward} in native/include/distill4j_impl.h. */
+    public static native int d4j_attention_bf16_backward(d4j_backend backend, Pointer stream,
+                                                         @Cast("const uint16_t*") ShortPointer qkv,
+                                                         @Cast("const uint16_t*") ShortPointer out,
+                                                         @Const FloatPointer lse,
+                                                         @Cast("const uint16_t*") ShortPointer dout,
+                                                         @Cast("int64_t") long b, @Cast("int64_t") long n,
+                                                         @Cast("int64_t") long h, @Cast("int64_t") long dh, float scale,
+                                                         @Cast("uint16_t*") ShortPointer dqkv);
+
     /** See {@code d4j_impl_linear_forward} in native/include/distill4j_impl.h. */
     public static native int d4j_linear_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer bias, @Const FloatPointer residual, @Cast("int64_t") long m, @Cast("int64_t") long k, @Cast("int64_t") long n, FloatPointer y, int precision);
 
