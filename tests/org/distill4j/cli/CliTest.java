@@ -163,6 +163,22 @@ class CliTest {
         assertEquals(0, run("train", "--help").status);
     }
 
+    /**
+     * {@code --precision bf16} trains (on the CPU, which computes bf16's roundings) and results.json counts the skipped
+     * steps; an unknown precision and a negative skip count are one line each.
+     */
+    @Test
+    void precisionAndSkippedStepsFromTheCommandLine() throws IOException {
+        Path data = randomIdxDir(64), out = dir.resolve("bf16");
+        assertOneLine(run(tinyTrain(data, dir.resolve("p"), "--precision", "fp16")),
+                "unknown precision 'fp16': expected fp32, tf32 or bf16");
+        assertOneLine(run(tinyTrain(data, dir.resolve("s"), "--skip-non-finite", "-1")),
+                "non-finite steps to skip must be >= 0, got -1");
+        assertEquals(0, run(tinyTrain(data, out, "--precision", "bf16")).status);
+        String json = Files.readString(out.resolve("results.json"));
+        assertTrue(json.contains("\"skipped_steps\": 0"), json);
+    }
+
     /** The arguments of a one-epoch mnist-tiny training run on {@code data} into {@code out}, then {@code more}. */
     private static String[] tinyTrain(Path data, Path out, String... more) {
         String[] base = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),

@@ -40,6 +40,7 @@ final class RunOutputs {
             x.put("test_acc", e.test().average());
             x.put("seconds", e.seconds());
             x.put("images_per_second", e.imagesPerSecond());
+            x.put("skipped_steps", e.skippedSteps());
             per.add(x);
         }
         m.put("history", per);
