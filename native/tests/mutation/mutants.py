@@ -235,7 +235,7 @@ MUTANTS = [
     dict(id="lin-bf16-dbias-dropped", file="linear_bf16.cu", cls="missing term",
          why="the bias gradient forgotten in the new op's backward",
          orig="    return dbias != nullptr ? linear_bias_grad(stream, dy, M, N, dbias) : 0;\n",
-         repl="    return 0;\n"),
+         repl="    (void)dbias;\n    return 0;\n"),
 
     # ---- cublas.cu (its emulator branch; the cuBLAS branch needs a GPU)
     dict(id="cublas-tf32-skipped", file="cublas.cu", cls="missing rounding",
