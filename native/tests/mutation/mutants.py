@@ -220,8 +220,8 @@ MUTANTS = [
          repl="mode = gemm_mode::fp32;"),
     dict(id="lin-bf16-bias-grad-widen", file="linear.cu", cls="wrong conversion",
          why="the bf16 dy converted as an integer, not as the upper half of an fp32 word",
-         orig="__device__ __forceinline__ float widen(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }",
-         repl="__device__ __forceinline__ float widen(uint16_t v) { return static_cast<float>(v); }"),
+         orig="float widen(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }",
+         repl="float widen(uint16_t v) { return static_cast<float>(v); }"),
 
     # ---- linear_bf16.cu
     dict(id="lin-bf16-fwd-trans", file="linear_bf16.cu", cls="wrong transpose flag",
