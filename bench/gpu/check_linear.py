@@ -5,7 +5,8 @@
 Run by bench/gpu/check.sh. libdistill4j_cuda on torch CUDA tensors and torch's current stream against torch
 float64 (F.linear + the residual, autograd): ||ours - ref|| / ||ref|| <= --tol for y, dx, dW (accumulated onto a
 random start) and db; the backward run twice from the same start must give the same bits. token_rows must be
-exact. Then linear forward + backward (dx, dW, db) is timed against torch fp32 F.linear + autograd (TF32 off on
+exact. tf32 (precision 1) and linear_bf16 per element against float64 with bounds from their roundings. Then
+linear forward + backward (dx, dW, db) is timed against torch fp32 F.linear + autograd (TF32 off on
 both sides: our cuBLAS calls use plain fp32).
 
 --dry-run / --torch-cpu: the same code on torch CPU tensors with libdistill4j_cudaemu (its GEMMs are OpenBLAS),
@@ -96,6 +97,63 @@ def main():
             rows.append(dict(op="linear_fwd_bwd", backend=impl.name, shape=f"M={M},K={K},N={N},bias={with_bias}",
                              ours_ms=None, reference="torch float64 autograd", reference_ms=None, speedup=None,
                              max_rel_err=max(errs)))
+
+    # tf32 (precision 1) and linear_bf16, per element against float64: products of tf32 or bf16 operands are exact
+    # in fp32, so the fp32 sums' error is within gamma_n * sum |terms| (n terms, any order). bf16: the reference
+    # takes torch's bf16 values, which are the bits we pass. tf32: cuBLAS's FAST_TF32 operand rounding is not
+    # documented (nearest or truncation), so the reference takes the fp32 operands and each product may be off by
+    # 2^-10 relative per operand (truncation's worst), 2^-9 + 2^-20 in all; the bias gradient sums dy unrounded.
+    def gamma(n):
+        return n * 2.0 ** -24 / (1 - n * 2.0 ** -24)
+
+    def worst_ratio(got, ref, bound):
+        err = (got.double() - ref).abs()
+        ratio = torch.where(bound > 0, err / bound.clamp_min(1e-300), torch.where(err == 0, 0.0, float("inf")))
+        return float("nan") if torch.isnan(ratio).any() else ratio.max().item()
+
+    print("\n== linear tf32 (precision 1) and linear_bf16 vs float64, per element: worst err / bound ==")
+    for (M, K, N) in shapes:
+        for mode in ("tf32", "bf16"):
+            x = torch.randn(M, K, device=dev, generator=g)
+            w = torch.randn(N, K, device=dev, generator=g) / K ** 0.5
+            b = torch.randn(N, device=dev, generator=g)
+            r = torch.randn(M, N, device=dev, generator=g)
+            dy = torch.randn(M, N, device=dev, generator=g)
+            y = torch.full((M, N), float("nan"), device=dev)
+            dx = torch.full((M, K), float("nan"), device=dev)
+            dw0 = torch.randn(N, K, device=dev, generator=g)
+            db0 = torch.randn(N, device=dev, generator=g)
+            dw, db = dw0.clone(), db0.clone()
+            if mode == "bf16":
+                xh, wh, dyh = (t.to(torch.bfloat16).contiguous() for t in (x, w, dy))
+                impl.call("linear_bf16_forward", stream, p(xh), p(wh), p(b), p(r), M, K, N, p(y))
+                impl.call("linear_bf16_backward", stream, p(xh), p(wh), p(dyh), M, K, N, p(dx), p(dw), p(db))
+                xd, wd, dyd = (t.double() for t in (xh, wh, dyh))
+                rel_op = 0.0
+            else:
+                impl.call("linear_forward", stream, p(x), p(w), p(b), p(r), M, K, N, p(y), 1)
+                impl.call("linear_backward", stream, p(x), p(w), p(dy), M, K, N, p(dx), p(dw), p(db), 1)
+                xd, wd, dyd = x.double(), w.double(), dy.double()
+                rel_op = 2.0 ** -9 + 2.0 ** -20
+            sync()
+            bd, rd = b.double(), r.double()
+            ry = xd @ wd.T + bd + rd
+            by = (rel_op + gamma(K + 2)) * (xd.abs() @ wd.abs().T + bd.abs() + rd.abs())
+            rdx, bdx = dyd @ wd, (rel_op + gamma(N)) * (dyd.abs() @ wd.abs())
+            rdw = dw0.double() + dyd.T @ xd
+            bdw = (rel_op + gamma(M + 1)) * (dw0.double().abs() + dyd.abs().T @ xd.abs())
+            rdb = db0.double() + dyd.sum(0)
+            bdb = gamma(M + 1) * (db0.double().abs() + dyd.abs().sum(0))
+            errs = [worst_ratio(y, ry, by), worst_ratio(dx, rdx, bdx), worst_ratio(dw, rdw, bdw),
+                    worst_ratio(db, rdb, bdb)]
+            good = all(e <= 1.0 for e in errs)
+            ok_all &= good
+            name = "linear_bf16" if mode == "bf16" else "linear tf32"
+            print(f"{'ok  ' if good else 'FAIL'} {name} M={M} K={K} N={N} err/bound y {errs[0]:.2f} dx {errs[1]:.2f} "
+                  f"dW {errs[2]:.2f} db {errs[3]:.2f}", flush=True)
+            rows.append(dict(op=f"linear_{mode}_fwd_bwd", backend=impl.name, shape=f"M={M},K={K},N={N}",
+                             ours_ms=None, reference="float64, per-element bound (err/bound)", reference_ms=None,
+                             speedup=None, max_rel_err=max(errs)))
 
     print("\n== token_rows (exact) ==")
     for (B, T, D, P) in row_cases:

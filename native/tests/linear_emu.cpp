@@ -298,11 +298,12 @@ int precision_cases(d4j_backend *be, const char *name, std::mt19937_64 &rng) {
                    "precision 2 is not supported");
     expect_failure("precision -1", d4j_linear_backward(be, nullptr, a.p, a.p, a.p, 4, 4, 4, o.p, o.p, nullptr, -1),
                    "precision -1 is not supported");
-    expect_failure("bf16 M = 0", d4j_linear_bf16_forward(be, nullptr, h.data(), h.data(), nullptr, nullptr, 0, 4, 4, o.p),
+    const uint16_t *hp = h.data();
+    expect_failure("bf16 M = 0", d4j_linear_bf16_forward(be, nullptr, hp, hp, nullptr, nullptr, 0, 4, 4, o.p),
                    "linear_bf16: M, K and N must be positive");
-    expect_failure("bf16 null x", d4j_linear_bf16_forward(be, nullptr, nullptr, h.data(), nullptr, nullptr, 4, 4, 4, o.p),
+    expect_failure("bf16 null x", d4j_linear_bf16_forward(be, nullptr, nullptr, hp, nullptr, nullptr, 4, 4, 4, o.p),
                    "must not be null");
-    expect_failure("bf16 residual = y", d4j_linear_bf16_forward(be, nullptr, h.data(), h.data(), nullptr, o.p, 4, 4, 4, o.p),
+    expect_failure("bf16 residual = y", d4j_linear_bf16_forward(be, nullptr, hp, hp, nullptr, o.p, 4, 4, 4, o.p),
                    "residual may not alias y");
     expect_failure("bf16 null dweight",
                    d4j_linear_bf16_backward(be, nullptr, h.data(), h.data(), h.data(), 4, 4, 4, o.p, nullptr, nullptr),
@@ -351,7 +352,8 @@ int main(int argc, char **argv) {
     expect_failure("null weight", d4j_linear_forward(emu, nullptr, a.p, nullptr, nullptr, nullptr, 4, 4, 4, o.p, 0));
     expect_failure("residual = y", d4j_linear_forward(emu, nullptr, a.p, a.p, nullptr, o.p, 4, 4, 4, o.p, 0));
     expect_failure("null dweight", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 4, 4, 4, o.p, nullptr, nullptr, 0));
-    expect_failure("K > 2^31", d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 1, int64_t{1} << 32, 1, o.p, o.p, nullptr, 0));
+    expect_failure("K > 2^31",
+                   d4j_linear_backward(emu, nullptr, a.p, a.p, a.p, 1, int64_t{1} << 32, 1, o.p, o.p, nullptr, 0));
     d4j_backend *cpu = d4j_test::open_backend(argv[2]);
     if (cpu == nullptr) return 1;
     failures += precision_cases(cpu, "cpu", rng);

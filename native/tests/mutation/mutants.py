@@ -220,8 +220,8 @@ MUTANTS = [
          repl="mode = gemm_mode::fp32;"),
     dict(id="lin-bf16-bias-grad-widen", file="linear.cu", cls="wrong conversion",
          why="the bf16 dy converted as an integer, not as the upper half of an fp32 word",
-         orig="__device__ __forceinline__ float widen(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }",
-         repl="__device__ __forceinline__ float widen(uint16_t v) { return static_cast<float>(v); }"),
+         orig="float widen(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }",
+         repl="float widen(uint16_t v) { return static_cast<float>(v); }"),
 
     # ---- linear_bf16.cu
     dict(id="lin-bf16-fwd-trans", file="linear_bf16.cu", cls="wrong transpose flag",
@@ -235,7 +235,7 @@ MUTANTS = [
     dict(id="lin-bf16-dbias-dropped", file="linear_bf16.cu", cls="missing term",
          why="the bias gradient forgotten in the new op's backward",
          orig="    return dbias != nullptr ? linear_bias_grad(stream, dy, M, N, dbias) : 0;\n",
-         repl="    return 0;\n"),
+         repl="    (void)dbias;\n    return 0;\n"),
 
     # ---- cublas.cu (its emulator branch; the cuBLAS branch needs a GPU)
     dict(id="cublas-tf32-skipped", file="cublas.cu", cls="missing rounding",

@@ -32,9 +32,9 @@ import org.junit.jupiter.params.provider.MethodSource;
  * rounded to bfloat16 by libtorch itself ({@code Tensor.to(BFloat16)}), whose bits are what the op receives, and
  * the reference is {@code F.linear(x, W, b) + residual} with autograd in float64 on those same bf16 values.
  *
- * <p>Tolerance as {@link LinearTest}'s, for the same reason: a product of two bf16 values is exact in fp32, so the
- * op's only error is its fp32 sums (≈ √n · 2⁻²⁴ relative); 1e-5 relative, or 4× libtorch's own float32 error on the
- * same bf16 values where that is larger (a sum that cancels). The accumulate contract: dweight and dbias start from
+ * <p>Tolerance as {@link LinearTest}'s, for the same reason: a product of two bf16 values is exact in fp32, so
+ * the op's only error is its fp32 sums (≈ √n · 2⁻²⁴ relative); 1e-5 relative, or 4× libtorch's own float32 error
+ * on the same bf16 values where that is larger (a sum that cancels). The accumulate contract: dweight and dbias start from
  * random values and take two backwards (+= twice), dx starts as noise and must be overwritten.
  */
 class LinearBf16Test {
