@@ -26,10 +26,11 @@ using namespace d4j::cuda;
 constexpr int kThreads = 256, kRowsPerBlock = kThreads / 32;
 // Kernel 1's warp count W = min(M, kMaxWarps), a constant: W derived from the SM count would make the bits depend on
 // the card. 1024 warps are 128 blocks of 8, spread one to an SM over 128 of a 132-SM H100/H200 (A100, 108 SMs: 20
-// take two); an SM holds 6-8 such blocks, so all are resident at once and there is no tail wave. 8 warps an SM
-// stream their rows of x, dy and dx. The workspace is W slices of 2C floats, 8 KB a warp at C = 1024 (8 MB in all: within L2,
-// 40 MB on A100, 50 MB on H100, so the passes below read it from L2). More warps would hide more of kernel 1's
-// latency at large M for as much more workspace to write and sum; that trade has not been measured on a GPU.
+// take two); an SM holds at least 5 such blocks (48 registers a thread), so all are resident at once and there is
+// no tail wave. The workspace is W slices of 2C floats, 8 KB a warp at C = 1024: 8 MB in all, within L2 (40 MB on
+// A100, 50 MB on H100), so the passes below read it from L2. More warps would hide more of kernel 1's latency at
+// large M (8 warps an SM stream the rows of x, dy, dx) for as much more workspace to write and sum; that trade has
+// not been measured on a GPU, so 1024 stays.
 constexpr int64_t kMaxWarps = 1024;
 // Slices per group of kernel 2: sqrt(kMaxWarps), so neither level sums more than 32 terms a column (kernel 2 at most
 // 32 slices, kernel 3 at most 32 groups), each a short chain of L2 loads, not one of 1024.

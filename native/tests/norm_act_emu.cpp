@@ -153,7 +153,8 @@ void layernorm_case(d4j_backend *emu, int64_t M, int64_t C, std::mt19937_64 &rng
                       std::memcmp(db.p, db2.p, db.n * 4) == 0;
     std::vector<float> mdw_bits, mdb_bits;
     order_model(x.p, dy.p, mean.p, rstd.p, M, C, dw0.data(), db0.data(), mdw_bits, mdb_bits);
-    const bool ordered = std::memcmp(dw.p, mdw_bits.data(), C * 4) == 0 && std::memcmp(db.p, mdb_bits.data(), C * 4) == 0;
+    const bool ordered =
+        std::memcmp(dw.p, mdw_bits.data(), C * 4) == 0 && std::memcmp(db.p, mdb_bits.data(), C * 4) == 0;
     char what[112];
     std::snprintf(what, sizeof what, "layernorm M=%lld C=%lld ws=%lld B%s%s", static_cast<long long>(M),
                   static_cast<long long>(C), static_cast<long long>(ws_bytes), same ? "" : " (2nd run differs)",

@@ -77,10 +77,10 @@ MUTANTS = [
          edits=[("        D4J_LAUNCH(layernorm_bwd_groups,",
                  "        D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream, partial, C, stride, n,"
                  " dweight, dbias);\n        D4J_LAUNCH(layernorm_bwd_groups,"),
-                ("    D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream, partial, C, stride, n, dweight, dbias);\n"
-                 "    return check_launch(\"layernorm_backward params\");",
-                 "    if (W <= kGroup)\n        D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream, partial,"
-                 " C, stride, n, dweight, dbias);\n    return check_launch(\"layernorm_backward params\");")]),
+                ("    D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream, partial, C, stride, n,"
+                 " dweight, dbias);\n    return check_launch(\"layernorm_backward params\");",
+                 "    if (W <= kGroup)\n        D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream,"
+                 " partial, C, stride, n, dweight, dbias);\n    return check_launch(\"layernorm_backward params\");")]),
     dict(id="ln-params-reversed", file="layernorm.cu", cls="another order",
          why="the group sums added last to first: within tolerance and deterministic, not the documented bits",
          orig="    float s = col[0];\n#pragma unroll 8\n    for (int64_t k = 1; k < n; ++k) s += col[k * step];",

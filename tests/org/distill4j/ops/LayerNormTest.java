@@ -162,11 +162,12 @@ class LayerNormTest {
 
     /**
      * The kernels' parameter-gradient passes (layernorm.cu): M = 20, 32 one pass over the per-warp slices; 33, 70
-     * groups of 32 slices, the last one short; 1100 past the cap of 1024 warps (32 full groups). 2C = 2 to 2000: one
-     * to 32 column tiles of 64, whole (192, 384) or with a partial last one. Two runs give the same bits.
+     * groups of 32 slices, the last one short; 300 ten groups (norm_act_emu takes W to its cap of 1024 warps,
+     * which costs seconds more here). 2C = 2 to 2000: one to 32 column tiles of 64, whole (192, 384) or with a
+     * partial last one. Two runs give the same bits.
      */
     @ParameterizedTest(name = "M={0} C={1}")
-    @CsvSource({"1, 1", "1, 37", "7, 96", "32, 37", "33, 100", "70, 192", "20, 1000", "1100, 65"})
+    @CsvSource({"1, 1", "1, 37", "7, 96", "32, 37", "33, 100", "70, 192", "20, 1000", "300, 65"})
     void emulatedCudaKernelMatchesCpuKernel(int rows, int dim) {
         long seed = Check.freshSeed();
         Inputs in = Inputs.random(new Random(seed), rows, dim);
