@@ -93,8 +93,9 @@ __global__ void __launch_bounds__(kThreads) layernorm_bwd_rows(const float *x, c
     }
 }
 
-// Column j of [dweight | dbias] in slices 32g .. of the workspace [W][2C] (j < 2C: every thread has a column).
-// Eight loads in flight before their adds, which stay in slice order (nvcc does not reassociate float adds).
+// Group g = blockIdx.y: column j of [dweight | dbias] summed over the group's slices of the workspace [W][2C], in
+// place over its first. Eight loads in flight before their adds, which stay in slice order (nvcc does not
+// reassociate float adds).
 __global__ void __launch_bounds__(kTile) layernorm_bwd_groups(float *partial, int64_t C, int64_t W) {
     const int64_t j = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x, C2 = 2 * C;
     if (j >= C2) return;
