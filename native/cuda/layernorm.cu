@@ -1,10 +1,17 @@
 // LayerNorm over the last dimension on the GPU (timm: eps 1e-6). One warp per row, 8 rows per block: a ViT row
 // (C = 96..384, a few thousand at most) is 3-12 floats per lane, re-read from L1 by the later sweeps.
 // Forward: mean, then the mean of (x - mean)^2 (no E[x^2] - E[x]^2 cancellation), then y; mean and rstd saved.
-// Backward, kernel 1: each of W warps takes rows w, w + W, ...: dx += rstd (g - mean(g) - xhat mean(g xhat)),
-// g = dy w, and adds dy xhat, dy into its own slice [2][C] of the workspace (each lane only ever touches its own
-// columns: no atomics, no races). Kernel 2 sums the W slices per column in slice order into dweight, dbias.
-// W depends only on M, so the bits are the same on every run and every GPU.
+// Backward, kernel 1: each of W = min(M, 1024) warps takes rows w, w + W, ...: dx += rstd (g - mean(g) - xhat
+// mean(g xhat)), g = dy w, and adds dy xhat, dy into its own slice [2][C] of the workspace (each lane only ever
+// touches its own columns: no atomics, no races).
+// dweight, dbias are the W slices summed per column, in two levels so that many SMs share the work (one thread per
+// column over all W slices ran 2 CTAs at C = 192, each thread 1024 loads deep):
+//   kernel 2, only when W > 32: CTA (64-column tile, group g) sums slices 32g .. 32g + 31 (fewer in the last group)
+//     per column in slice order and writes the sum in place over slice 32g, the first of its range;
+//   kernel 3: per column, the group sums (slices 0, 32, 64, ...) in group order, or for W <= 32 the W slices in
+//     slice order, added into dweight, dbias.
+// Lanes are adjacent columns: a warp's loads are 128 contiguous bytes. W, the groups and the order of every
+// addition depend only on M and C (never on the SM count), so the bits are the same on every run and every GPU.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"
@@ -17,7 +24,20 @@ namespace {
 using namespace d4j::cuda;
 
 constexpr int kThreads = 256, kRowsPerBlock = kThreads / 32;
-constexpr int64_t kMaxWarps = 1024;  // backward: 128 blocks of 8 warps, ~1 wave; workspace 8 KB per warp at C = 1024
+// Kernel 1's warp count W = min(M, kMaxWarps), a constant: W derived from the SM count would make the bits depend on
+// the card. 1024 warps are 128 blocks of 8, spread one to an SM over 128 of a 132-SM H100/H200 (A100, 108 SMs: 20
+// take two); an SM holds at least 5 such blocks (48 registers a thread), so all are resident at once and there is
+// no tail wave. The workspace is W slices of 2C floats, 8 KB a warp at C = 1024: 8 MB in all, within L2 (40 MB on
+// A100, 50 MB on H100), so the passes below read it from L2. More warps would hide more of kernel 1's latency at
+// large M (8 warps an SM stream the rows of x, dy, dx) for as much more workspace to write and sum; that trade has
+// not been measured on a GPU, so 1024 stays.
+constexpr int64_t kMaxWarps = 1024;
+// Slices per group of kernel 2: sqrt(kMaxWarps), so neither level sums more than 32 terms a column (kernel 2 at most
+// 32 slices, kernel 3 at most 32 groups), each a short chain of L2 loads, not one of 1024.
+constexpr int64_t kGroup = 32;
+// Columns of [dweight | dbias] per CTA in kernels 2 and 3, one thread each. DeiT-Ti's 2C = 384 is 6 tiles: with 32
+// groups 192 CTAs of 2 warps, one or two on every SM of a 132-SM card (a 256-column tile: 64 CTAs, half the SMs).
+constexpr int kTile = 64;
 
 int64_t warps(int64_t M) { return M < kMaxWarps ? M : kMaxWarps; }
 
@@ -73,13 +93,31 @@ __global__ void __launch_bounds__(kThreads) layernorm_bwd_rows(const float *x, c
     }
 }
 
-// Column j < C: dweight[j]; C <= j < 2C: dbias[j - C]. Slices summed in order 0..W-1.
-__global__ void __launch_bounds__(kThreads) layernorm_bwd_params(const float *partial, int64_t C, int64_t W,
-                                                                 float *dweight, float *dbias) {
-    const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+// Group g = blockIdx.y: column j of [dweight | dbias] summed over the group's slices of the workspace [W][2C], in
+// place over its first. Eight loads in flight before their adds, which stay in slice order (nvcc does not
+// reassociate float adds).
+__global__ void __launch_bounds__(kTile) layernorm_bwd_groups(float *partial, int64_t C, int64_t W) {
+    const int64_t j = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x, C2 = 2 * C;
+    if (j >= C2) return;
+    const int64_t first = static_cast<int64_t>(blockIdx.y) * kGroup;
+    const int64_t n = W - first < kGroup ? W - first : kGroup;
+    float *col = partial + first * C2 + j;
+    float s = col[0];
+#pragma unroll 8
+    for (int64_t k = 1; k < n; ++k) s += col[k * C2];
+    col[0] = s;
+}
+
+// Column j < C: dweight[j]; C <= j < 2C: dbias[j - C]. Slices 0, stride, 2 stride, ... (n of them) summed in order.
+__global__ void __launch_bounds__(kTile) layernorm_bwd_params(const float *partial, int64_t C, int64_t stride,
+                                                              int64_t n, float *dweight, float *dbias) {
+    const int64_t j = static_cast<int64_t>(blockIdx.x) * kTile + threadIdx.x;
     if (j >= 2 * C) return;
-    float s = 0.0f;
-    for (int64_t k = 0; k < W; ++k) s += partial[k * 2 * C + j];
+    const float *col = partial + j;
+    const int64_t step = stride * 2 * C;
+    float s = col[0];
+#pragma unroll 8
+    for (int64_t k = 1; k < n; ++k) s += col[k * step];
     if (j < C)
         dweight[j] += s;
     else
@@ -112,14 +150,20 @@ D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream_ptr, const float *x, c
         dweight == nullptr || dbias == nullptr || workspace == nullptr)
         return fail("layernorm_backward: null buffer");
     if (M <= 0 || C <= 0) return fail("layernorm_backward: empty shape");
-    if (C > 1024LL * 2147483647LL) return fail("layernorm_backward: C too large");
+    if (C > kTile / 2 * 2147483647LL) return fail("layernorm_backward: C too large");  // 2C / kTile CTAs
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     const int64_t W = warps(M);
     float *partial = static_cast<float *>(workspace);
     D4J_LAUNCH(layernorm_bwd_rows, dim3(static_cast<unsigned>((W + kRowsPerBlock - 1) / kRowsPerBlock)),
                dim3(kThreads), 0, stream, x, weight, mean, rstd, dy, M, C, W, dx, partial);
     if (check_launch("layernorm_backward rows") != 0) return 1;
-    D4J_LAUNCH(layernorm_bwd_params, dim3(static_cast<unsigned>((2 * C + kThreads - 1) / kThreads)), dim3(kThreads), 0,
-               stream, partial, C, W, dweight, dbias);
+    const unsigned tiles = static_cast<unsigned>((2 * C + kTile - 1) / kTile);
+    int64_t stride = 1, n = W;  // W <= kGroup: the slices themselves
+    if (W > kGroup) {
+        stride = kGroup, n = (W + kGroup - 1) / kGroup;
+        D4J_LAUNCH(layernorm_bwd_groups, dim3(tiles, static_cast<unsigned>(n)), dim3(kTile), 0, stream, partial, C, W);
+        if (check_launch("layernorm_backward groups") != 0) return 1;
+    }
+    D4J_LAUNCH(layernorm_bwd_params, dim3(tiles), dim3(kTile), 0, stream, partial, C, stride, n, dweight, dbias);
     return check_launch("layernorm_backward params");
 }

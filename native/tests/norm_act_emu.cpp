@@ -10,13 +10,19 @@
 //   layernorm_fwd       warp per row, 8 rows per block, rows past M leave: M = 9, 70 (partial last block)
 //                       C below, at, across 32 (idle lanes, several per lane): C = 1, 31, 32, 33, 100, 300
 //   layernorm_bwd_rows  W = min(M, 1024) warps; a warp takes rows w, w + W, ...: M = 1033, 2100 (M <= 1024: one row)
-//   layernorm_bwd_params one thread per column of [dweight | dbias], 256 per block: 2C = 600 (three blocks)
+//   layernorm_bwd_groups W > 32 only: CTA (64 columns, group of 32 slices), the sum in place over the group's first
+//                       slice: W = M = 32 (not run), 33 (a second group of one slice), 64 (two full groups), 70 (the
+//                       last of 6), 100 (the last of 4), 1024 = W's cap (32 full groups), 1033, 2100 (W = 1024)
+//   layernorm_bwd_params one thread per column of [dweight | dbias], 64 per block, over the slices (W <= 32) or the
+//                       group sums: 2C = 2 (C = 1), 64 (one full tile), 66 (a tile and 2 columns), 2000 (32 tiles)
 //   gelu_phi            x clamped to +-20 (x^2 overflows from 1.8e19): x = +-25, +-1e20, +-3e38; erfc side x < 0
 //   gelu grid           grid-stride (8 blocks of 256 emulated): n = 3000 (two turns), 9001 (five); n = 33
 // LayerNorm: y, mean, rstd (pre-filled with NaN: an element left unwritten fails) and, from pre-filled random
 // dx, dweight, dbias, their accumulated gradients, each by ||x - ref|| / ||ref|| <= 1e-5; a second backward from
 // the same pre-fill must give the same bits (fixed-order reduction). Shapes: M = 1 and M past the warp count
 // per block, C = 1, C below, at and across multiples of 32. The workspace is pre-filled with NaN.
+// dweight and dbias must also be the bits of layernorm.cu's documented order, modelled here in float (order_model):
+// the tolerance and the run-to-run check pass any fixed order, this one only the order the header promises.
 // GELU: every element of y within 1e-6 relative of x Phi(x) (Phi from erfc, float64: no cancellation for x < 0)
 // where y is a normal float; dx within 1e-6 relative + 1e-7 |dy|; then in place over dy. Exit 1 on any failure.
 #include "distill4j.h"
@@ -54,6 +60,42 @@ void report(bool ok, const char *fmt_what, double err) {
     std::printf("%-44s | max rel err %.1e | %s\n", fmt_what, err, ok ? "ok" : "FAILED");
 }
 
+// The order layernorm.cu's header documents for dweight, dbias, from the pre-fill and the kernel's own mean and
+// rstd (checked against float64 on their own): slice w holds rows w, w + W, ... (W = min(M, 1024)) accumulated as
+// kernel 1 does (dy xhat by one fma, xhat = (x - mean) rstd); for W > 32 each group of 32 slices is summed in slice
+// order, then the group sums in group order; for W <= 32 the slices in order. Every step a correctly rounded float
+// operation: the bits the kernels must give.
+void order_model(const float *x, const float *dy, const float *mean, const float *rstd, int64_t M, int64_t C,
+                 const float *dw0, const float *db0, std::vector<float> &dw, std::vector<float> &db) {
+    const int64_t W = std::min<int64_t>(M, 1024), G = 32;
+    std::vector<float> slice(W * 2 * C, 0.0f);
+    for (int64_t w = 0; w < W; ++w)
+        for (int64_t row = w; row < M; row += W)
+            for (int64_t c = 0; c < C; ++c) {
+                const float xhat = (x[row * C + c] - mean[row]) * rstd[row], d = dy[row * C + c];
+                float &pw = slice[w * 2 * C + c], &pb = slice[w * 2 * C + C + c];
+                pw = std::fma(d, xhat, pw);
+                pb = pb + d;
+            }
+    std::vector<float> sums(2 * C);
+    for (int64_t j = 0; j < 2 * C; ++j) {
+        float total = 0.0f;
+        if (W <= G) {
+            total = slice[j];
+            for (int64_t w = 1; w < W; ++w) total = total + slice[w * 2 * C + j];
+        } else {
+            for (int64_t first = 0; first < W; first += G) {
+                float s = slice[first * 2 * C + j];
+                for (int64_t w = first + 1; w < std::min(first + G, W); ++w) s = s + slice[w * 2 * C + j];
+                total = first == 0 ? s : total + s;
+            }
+        }
+        sums[j] = total;
+    }
+    dw.resize(C), db.resize(C);
+    for (int64_t c = 0; c < C; ++c) dw[c] = dw0[c] + sums[c], db[c] = db0[c] + sums[C + c];
+}
+
 void layernorm_case(d4j_backend *emu, int64_t M, int64_t C, std::mt19937_64 &rng) {
     const float eps = 1e-6f;
     buffer x(M * C), w(C), b(C), y(M * C), mean(M), rstd(M), dy(M * C), dx(M * C), dw(C), db(C);
@@ -63,6 +105,7 @@ void layernorm_case(d4j_backend *emu, int64_t M, int64_t C, std::mt19937_64 &rng
     std::memcpy(dx2.p, dx.p, dx.n * sizeof(float));
     std::memcpy(dw2.p, dw.p, dw.n * sizeof(float));
     std::memcpy(db2.p, db.p, db.n * sizeof(float));
+    const std::vector<float> dw0(dw.p, dw.p + C), db0(db.p, db.p + C);
     y.fill(NAN), mean.fill(NAN), rstd.fill(NAN);
 
     // float64 reference, gradients added to the pre-fill.
@@ -108,10 +151,16 @@ void layernorm_case(d4j_backend *emu, int64_t M, int64_t C, std::mt19937_64 &rng
                                         rel_err(dw.p, rdw, &mdw), rel_err(db.p, rdb, &mdb), rel_err(dx.p, rdx)});
     const bool same = std::memcmp(dx.p, dx2.p, dx.n * 4) == 0 && std::memcmp(dw.p, dw2.p, dw.n * 4) == 0 &&
                       std::memcmp(db.p, db2.p, db.n * 4) == 0;
-    char what[96];
-    std::snprintf(what, sizeof what, "layernorm M=%lld C=%lld ws=%lld B%s", static_cast<long long>(M),
-                  static_cast<long long>(C), static_cast<long long>(ws_bytes), same ? "" : " (2nd run differs)");
-    report(rc_f == 0 && rc_b == 0 && rc_b2 == 0 && ws_bytes >= 0 && d4j_test::within(err, 1e-5) && same, what, err);
+    std::vector<float> mdw_bits, mdb_bits;
+    order_model(x.p, dy.p, mean.p, rstd.p, M, C, dw0.data(), db0.data(), mdw_bits, mdb_bits);
+    const bool ordered =
+        std::memcmp(dw.p, mdw_bits.data(), C * 4) == 0 && std::memcmp(db.p, mdb_bits.data(), C * 4) == 0;
+    char what[112];
+    std::snprintf(what, sizeof what, "layernorm M=%lld C=%lld ws=%lld B%s%s", static_cast<long long>(M),
+                  static_cast<long long>(C), static_cast<long long>(ws_bytes), same ? "" : " (2nd run differs)",
+                  ordered ? "" : " (not the documented order)");
+    report(rc_f == 0 && rc_b == 0 && rc_b2 == 0 && ws_bytes >= 0 && d4j_test::within(err, 1e-5) && same && ordered,
+           what, err);
 }
 
 double phi_cdf(double x) {
@@ -167,6 +216,11 @@ int main(int argc, char **argv) {
     std::mt19937_64 rng(seed);
     for (int64_t M : {1, 9, 70})
         for (int64_t C : {1, 31, 32, 33, 100, 300}) layernorm_case(emu, M, C, rng);
+    // The parameter-gradient passes around the group size 32 (W = M here), across the column tile of 64.
+    for (int64_t M : {32, 33, 64})
+        for (int64_t C : {1, 32, 33}) layernorm_case(emu, M, C, rng);
+    layernorm_case(emu, 100, 1000, rng);  // large C: 32 tiles; 4 groups, the last of 4 slices
+    layernorm_case(emu, 1024, 33, rng);   // W at its cap exactly: 32 full groups, one row per warp
     // Past 1024 rows the backward's warps take several rows each (1033: rows w and w + 1024; 2100: up to three).
     layernorm_case(emu, 1033, 33, rng);
 #ifndef D4J_TEST_SANITIZED
