@@ -529,4 +529,47 @@ MUTANTS = [
          repl="{\n                    uint32_t a, b2;\n                    memcpy(&a, &pv[0], 4);\n"
               "                    memcpy(&b2, &pv[1], 4);\n"
               "                    pa[j / 2][2 * (j % 2) + hf] = (a >> 16) | (b2 & 0xffff0000u);\n                }"),
+
+    # ---- cast.cu: fp32 <-> bf16.
+    dict(id="cast-truncate", file="cast.cu", cls="wrong rounding",
+         why="bf16 taken as the upper half of the float (truncation, the cheap conversion) instead of cvt.rn",
+         orig="return __bfloat16_as_ushort(__float2bfloat16_rn(f));",
+         repl="return static_cast<uint16_t>(u >> 16);"),
+    dict(id="cast-ties-away", file="cast.cu", cls="wrong rounding",
+         why="round half up by adding 0x8000 (ties away from zero) instead of ties to even",
+         orig="return __bfloat16_as_ushort(__float2bfloat16_rn(f));",
+         repl="return static_cast<uint16_t>((u + 0x8000u) >> 16);"),
+    dict(id="cast-nan-canonical", file="cast.cu", cls="wrong special value",
+         why="NaN canonicalised to 0x7FFF as NVIDIA's host conversion does: the sign is lost",
+         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: see the header",
+         repl="return 0x7fff;"),
+    dict(id="cast-nan-not-quieted", file="cast.cu", cls="wrong special value",
+         why="NaN truncated without setting the quiet bit: a NaN whose payload is in the low half becomes infinity",
+         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: see the header",
+         repl="return static_cast<uint16_t>(u >> 16);"),
+    dict(id="cast-bf16-tail-dropped", file="cast.cu", cls="missing tail loop",
+         why="the vector kernel handles the multiples of 4 and forgets the last n % 4 elements",
+         orig="    for (int64_t i = done + first; i < n; i += stride) y[i] = to_bf16(x[i]);",
+         repl="    if (!VEC) for (int64_t i = done + first; i < n; i += stride) y[i] = to_bf16(x[i]);"),
+    dict(id="cast-f32-tail-dropped", file="cast.cu", cls="missing tail loop",
+         why="the same in the widening kernel",
+         orig="    for (int64_t i = done + first; i < n; i += stride) y[i] = to_f32(x[i]);",
+         repl="    if (!VEC) for (int64_t i = done + first; i < n; i += stride) y[i] = to_f32(x[i]);"),
+    dict(id="cast-vec-overrun", file="cast.cu", cls="off-by-one bound",
+         why="the vector count rounded up: the last vector reads and writes past the end",
+         orig="        const int64_t n4 = n / 4;\n        for (int64_t i = first; i < n4; i += stride) {\n"
+              "            const float4 v",
+         repl="        const int64_t n4 = (n + 3) / 4;\n        for (int64_t i = first; i < n4; i += stride) {\n"
+              "            const float4 v"),
+    dict(id="cast-vec-misindexed", file="cast.cu", cls="wrong index",
+         why="the float4 read at element i instead of vector i (x + i, not x + 4 i)",
+         orig="const float4 v = reinterpret_cast<const float4 *>(x)[i];",
+         repl="const float4 v = *reinterpret_cast<const float4 *>(x + i);"),
+    dict(id="cast-f32-halves-swapped", file="cast.cu", cls="wrong element order",
+         why="the two bf16 of a 32-bit word widened in the wrong order (the high half is the later element)",
+         orig="make_float4(to_f32(static_cast<uint16_t>(a)), to_f32(a >> 16),",
+         repl="make_float4(to_f32(a >> 16), to_f32(static_cast<uint16_t>(a)),"),
+    # Not here: the alignment test weakened (a vector access at a misaligned address). The emulator's x86 loads and
+    # stores do not fault on it and give the right values; only a card (misaligned address) or a build with
+    # -DD4J_SANITIZE=alignment sees it (checked by hand on 2026-12-03: cast_emu reports the misaligned int2 store).
 ]

@@ -39,6 +39,7 @@ OP_TESTS = {
     "layernorm.cu": ["norm_act_emu"], "gelu.cu": ["norm_act_emu"], "kl_div.cu": ["kl_div_emu_vs_cpu"],
     "cross_entropy.cu": ["cross_entropy_emu"], "attention.cu": ["attention_emu"],
     "attention_bf16.cu": ["attention_bf16_emu"],
+    "cast.cu": ["cast_emu"],
     "patch_embed.cu": ["patch_embed_emu"], "token_rows.cu": ["token_rows_emu"], "adamw.cu": ["adamw_emu"],
     "linear.cu": ["linear_emu"], "linear_bf16.cu": ["linear_emu"], "cublas.cu": ["linear_emu"],
     "emu/tensor_core_emu.h": TENSOR_CORE_TESTS, "emu/cuda_bf16_emu.h": TENSOR_CORE_TESTS,
