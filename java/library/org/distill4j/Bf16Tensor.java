@@ -28,24 +28,7 @@ public final class Bf16Tensor implements AutoCloseable {
     private Bf16Tensor(Backend backend, long[] shape) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.shape = shape.clone();
-        long n = 1;
-        boolean tooLarge = false;
-        for (long d : shape) {
-            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
-        }
-        for (long d : shape) {
-            if (d == 0) {
-                n = 0;
-                tooLarge = false;
-                break;
-            }
-            if (n > Long.MAX_VALUE / Short.BYTES / d) tooLarge = true;
-            else n *= d;
-        }
-        if (tooLarge) {
-            throw new MemoryLimitException("a bf16 tensor of shape " + Arrays.toString(shape)
-                    + " would need more than 2^63 bytes", Long.MAX_VALUE, Long.MAX_VALUE);
-        }
+        long n = Tensor.elements(this.shape, Short.BYTES, "a bf16 tensor");
         this.numel = n;
         ShortPointer p = new ShortPointer(backend.allocate(n * Short.BYTES));
         this.data = p.capacity(n).limit(n);

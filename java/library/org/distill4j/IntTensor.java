@@ -25,24 +25,7 @@ public final class IntTensor implements AutoCloseable {
     private IntTensor(Backend backend, long[] shape) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.shape = shape.clone();
-        long n = 1;
-        boolean tooLarge = false;
-        for (long d : shape) {
-            if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
-        }
-        for (long d : shape) {
-            if (d == 0) {
-                n = 0;
-                tooLarge = false;
-                break;
-            }
-            if (n > Long.MAX_VALUE / Integer.BYTES / d) tooLarge = true;
-            else n *= d;
-        }
-        if (tooLarge) {
-            throw new MemoryLimitException("an int tensor of shape " + Arrays.toString(shape)
-                    + " would need more than 2^63 bytes", Long.MAX_VALUE, Long.MAX_VALUE);
-        }
+        long n = Tensor.elements(this.shape, Integer.BYTES, "an int tensor");
         this.numel = n;
         IntPointer p = new IntPointer(backend.allocate(n * Integer.BYTES));
         this.data = p.capacity(n).limit(n);

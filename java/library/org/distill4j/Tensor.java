@@ -28,7 +28,7 @@ public final class Tensor implements AutoCloseable {
     private Tensor(Backend backend, long[] shape) {
         this.backend = Objects.requireNonNull(backend, "backend");
         this.shape = shape.clone();
-        long n = elements(this.shape);
+        long n = elements(this.shape, Float.BYTES, "a tensor");
         FloatPointer p = new FloatPointer(backend.allocate(n * Float.BYTES));
         this.data = p.capacity(n).limit(n);
         this.numel = n;
@@ -51,15 +51,19 @@ public final class Tensor implements AutoCloseable {
         this.site = null;
     }
 
-    /** The element count of {@code shape}, checked: no negative dimension, no byte count past 2^63. */
-    private static long elements(long[] shape) {
+    /**
+     * The element count of {@code shape}, checked: no negative dimension, no byte count past 2^63 at
+     * {@code elementBytes} an element. Shared by {@link IntTensor} and {@link Bf16Tensor}; {@code kind} names the
+     * tensor in the message ("a tensor", "an int tensor").
+     */
+    static long elements(long[] shape, int elementBytes, String kind) {
         long n = 1;
         boolean empty = false, tooLarge = false;
         for (long d : shape) {
             if (d < 0) throw new IllegalArgumentException("negative dimension in shape " + Arrays.toString(shape));
             if (d == 0) {
                 empty = true;
-            } else if (n > Long.MAX_VALUE / Float.BYTES / d) {
+            } else if (n > Long.MAX_VALUE / elementBytes / d) {
                 tooLarge = true;
             } else {
                 n *= d;
@@ -68,7 +72,7 @@ public final class Tensor implements AutoCloseable {
         if (empty) {
             n = 0;
         } else if (tooLarge) {
-            throw new MemoryLimitException("a tensor of shape " + Arrays.toString(shape)
+            throw new MemoryLimitException(kind + " of shape " + Arrays.toString(shape)
                     + " would need more than 2^63 bytes", Long.MAX_VALUE, Long.MAX_VALUE);
         }
         return n;
