@@ -8,17 +8,25 @@
 // Tolerances: 1e-5 for losses, 1e-4 for gradients. Exit 1 if any case fails.
 //
 // Branches and thresholds, and the cases that reach them:
-//   group per row       warp (C <= 2048: C = 1 .. 2048) or 512-thread block (C > 2048: 2049, 4099, 4100, 32001)
+//   group per row       warp (C <= 2048: C = 1 .. 2048), a 512-thread block holding the row (2048 < C <= 32768),
+//                       or a 512-thread block sweeping twice (C > 32768: 32769, 32772)
+//   held instantiation  <RV,SV> = <2,0> (C <= 4096), <4,0> (<= 8192), <8,0> (<= 16384), <8,8> (<= 32768, eight
+//                       slots in shared memory): each reached just above the previous capacity and at (or just
+//                       below) its own, float4 and scalar, log_target 0 and 1 (all 16 template instances); C = 32000
 //   rows past B         the warp-per-row grid is whole blocks of 8 rows: B = 3, 5, 9
-//   float4 / scalar     C % 4 == 0 and 16-byte aligned (1000, 2048, 4100) or not (37, 2049, 4099; grad+1 at C = 100)
+//   float4 / scalar     C % 4 == 0 and 16-byte aligned (1000, 2048, 4096, 8196, ...) or not (37, 2049, 4099, ...;
+//                       grad+1 at C = 100, 8196 and 32000)
 //   LOG_TARGET          log q taken as given; odd rows unnormalised (sum q = e^u), so p sum(q) - q matters
 //   online max          logits 1e5 +- a few and +-1e4, -inf teacher entries (0 log 0), T = 1, 2, 4
+//   NaN / +inf          a NaN student logit in the row's last element (the last held slot), a NaN teacher entry,
+//                       a +inf student logit: that row's loss and gradient NaN, the others unharmed, for every path
 //   one-block reduce    loss over B rows by 256 threads: B = 300 (several rows per thread)
-//   reductions          none (per-row grad_out), batchmean, sum, mean
+//   reductions          none (per-row grad_out), batchmean, sum, mean (scalar grad_out or none)
 #include "distill4j.h"
 #include "harness.h"
 #include "distill4j_impl.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -202,6 +210,49 @@ void run_case(d4j_backend *cpu, d4j_backend *emu, const kl_case &k, std::mt19937
     }
 }
 
+// Non-finite inputs in some rows: PyTorch gives those rows (and so any reduced loss) NaN, in the loss and the whole
+// gradient row; the clean rows must come out as if the others were not there. Row 0 clean, row 1 NaN in the
+// student's last element, row 2 NaN in the teacher's first, row 3 +inf in the student's middle.
+void run_nan_case(d4j_backend *cpu, d4j_backend *emu, int64_t C, int log_target, std::mt19937_64 &rng) {
+    const kl_case k{4, C, D4J_REDUCTION_NONE, log_target, 2.0f, false, true};
+    buffer s(k.B * k.C), t(k.B * k.C), go(k.B);
+    std::normal_distribution<float> logit(0.0f, 3.0f);
+    for (size_t i = 0; i < s.n; ++i) s.p[i] = logit(rng), t.p[i] = logit(rng) - (log_target ? 12.0f : 0.0f);
+    for (size_t i = 0; i < go.n; ++i) go.p[i] = 1.0f + 0.25f * static_cast<float>(i);
+    s.p[1 * C + C - 1] = NAN;
+    t.p[2 * C + 0] = NAN;
+    s.p[3 * C + C / 2] = INFINITY;
+    const reference r = kl_reference(k, s.p, t.p, go.p);
+    bool ok = true;
+    for (d4j_backend *be : {cpu, emu}) {
+        for (int reduction : {D4J_REDUCTION_NONE, D4J_REDUCTION_BATCHMEAN}) {
+            kl_case kr = k;
+            kr.reduction = reduction;
+            outputs o(kr);
+            const int rc = run(be, kr, s, t, reduction == D4J_REDUCTION_NONE ? go.p : nullptr, o);
+            bool good = rc == 0;
+            if (reduction == D4J_REDUCTION_NONE) {
+                // Row 0 against float64 (its reference is finite); rows 1-3 NaN throughout.
+                good &= d4j_test::within(rel_err(o.row_loss.p, r.row_loss.data(), 1), kLossTol);
+                good &= d4j_test::within(rel_err(o.g, r.grad.data(), static_cast<size_t>(C)), kGradTol);
+                for (int64_t b = 1; b < k.B; ++b) {
+                    good &= std::isnan(o.row_loss.p[b]);
+                    for (int64_t c = 0; c < C; ++c) good &= std::isnan(o.g[b * C + c]);
+                }
+            } else {
+                good &= std::isnan(o.loss.p[0]);
+            }
+            if (!good) std::printf("  nan case C=%lld log_target=%d %s on %s: wrong\n", static_cast<long long>(C),
+                                   log_target, reduction_name(reduction), be == cpu ? "cpu" : "cuda-emu");
+            ok &= good;
+        }
+    }
+    ++cases;
+    if (!ok) ++failures;
+    std::printf("nan/inf   log_target=%d B=4   C=%-5lld rows 1-3 NaN, row 0 as float64 | %s\n", log_target,
+                static_cast<long long>(C), ok ? "ok" : "FAILED");
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -258,6 +309,45 @@ int main(int argc, char **argv) {
         run_case(cpu, emu, {2, 2049, D4J_REDUCTION_MEAN, log_target, 4.0f, false, true}, rng);
         run_case(cpu, emu, {3, 4100, D4J_REDUCTION_SUM, log_target, 4.0f, false, true, -1e5f}, rng);
     }
+    // The row held on chip: every instantiation <RV,SV> just above the previous one's capacity (scalar, and float4
+    // with C % 4 == 0) and at or just below its own; each shape with log_target 0 (reduction none, per-row
+    // grad_out) and 1 (a reduction with a scalar or no grad_out): all 16 template instances. Then the two-sweep
+    // block path past the last capacity (32768), the target's C = 32000, and unaligned gradients (scalar path).
+    struct held_shape {
+        int64_t B, C;
+        bool grad_offset;
+    };
+    const std::vector<held_shape> held = {
+        {3, 2049, false},  {1, 4096, false},  {2, 4097, false},  {2, 4100, false},  {1, 8191, false},
+        {1, 8192, false},  {2, 8193, false},  {2, 8196, false},  {1, 16383, false}, {1, 16384, false},
+        {2, 16385, false}, {2, 16388, false}, {1, 32767, false}, {1, 32768, false}, {2, 32000, false},
+        {1, 32769, false}, {1, 32772, false}, {1, 8196, true},   {1, 32000, true},
+    };
+    // Under a sanitizer (seconds per 512-thread block): one row each of a scalar <2,0>, a float4 <8,0> and both
+    // kinds of <8,8> (its shared-memory slots are what AddressSanitizer should see the bounds of).
+    const std::vector<int64_t> sanitized_held = {2049, 8196, 32767, 32768};
+    for (size_t i = 0; i < held.size(); ++i) {
+        const held_shape h = held[i];
+        if (!every_shape && std::find(sanitized_held.begin(), sanitized_held.end(), h.C) == sanitized_held.end())
+            continue;
+        const int64_t B = every_shape ? h.B : 1;
+        const int other = D4J_REDUCTION_BATCHMEAN + static_cast<int>(i % 3);  // batchmean, sum, mean in turn
+        run_case(cpu, emu, {B, h.C, D4J_REDUCTION_NONE, 0, 4.0f, false, true, 0.0f, h.grad_offset}, rng);
+        run_case(cpu, emu, {B, h.C, other, 1, i % 2 ? 1.0f : 2.0f, false, i % 2 == 0, 0.0f, h.grad_offset}, rng);
+    }
+    if (every_shape) {
+        // The online max across held registers and shared memory: +-1e4 logits and -inf teacher entries, and the
+        // 1e5 offset, in the shared-memory instantiation.
+        run_case(cpu, emu, {2, 20000, D4J_REDUCTION_BATCHMEAN, 0, 4.0f, true, true}, rng);
+        run_case(cpu, emu, {2, 20001, D4J_REDUCTION_SUM, 1, 1.0f, true, false}, rng);
+        run_case(cpu, emu, {2, 24000, D4J_REDUCTION_MEAN, 0, 1.0f, false, false, 1e5f}, rng);
+    }
+    // NaN and +inf rows on every path: warp, each held instantiation (float4 and scalar), two sweeps.
+    const std::vector<int64_t> nan_shapes = every_shape
+                                                ? std::vector<int64_t>{40, 37, 4096, 4099, 8192, 16383, 32768,
+                                                                       32767, 32772}
+                                                : std::vector<int64_t>{40, 32767};
+    for (size_t i = 0; i < nan_shapes.size(); ++i) run_nan_case(cpu, emu, nan_shapes[i], static_cast<int>(i % 2), rng);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("%d of %d cases passed (%.1f s, seed %llu)\n", cases - failures, cases, s,
                 static_cast<unsigned long long>(seed));

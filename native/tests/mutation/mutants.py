@@ -26,6 +26,11 @@ MUTANTS = [
          why="merging two running softmax sums, the second is not rescaled to the common maximum",
          orig="return {m, a.d * expf(a.m - m) + b.d * expf(b.m - m)};",
          repl="return {m, a.d * expf(a.m - m) + b.d};"),
+    dict(id="reduce-online-first-sync", file="reduce.cuh", cls="dropped __syncthreads",
+         why="group_online's barrier before reusing scratch looks redundant: the held kernel's two back-to-back"
+             " row reductions (student, teacher) then race on it",
+         orig="        __syncthreads();\n        if (lane == 0) scratch[warp] = v.m, scratch[32 + warp] = v.d;",
+         repl="        if (lane == 0) scratch[warp] = v.m, scratch[32 + warp] = v.d;"),
 
     # ---- layernorm.cu
     dict(id="ln-bwd-partial-unzeroed", file="layernorm.cu", cls="unzeroed accumulator",
@@ -89,8 +94,8 @@ MUTANTS = [
     # ---- kl_div.cu
     dict(id="kl-logtarget-qsum", file="kl_div.cu", cls="wrong assumption (normalised input)",
          why="log-targets assumed to be normalised log-probabilities: sum q = 1",
-         orig="const float q_sum = LOG_TARGET ? ot.d * expf(ot.m) : 1.0f;",
-         repl="const float q_sum = 1.0f;"),
+         orig="q_sum = LOG_TARGET ? ot.d * expf(ot.m) : 1.0f;",
+         repl="q_sum = 1.0f;"),
     dict(id="kl-row-bound", file="kl_div.cu", cls="removed bounds check",
          why="the row guard dropped: the grid is a multiple of 8 rows, B need not be",
          orig="    if (row >= a.B) return;  // whole warps leave together (warp-per-row only: the block grid is exact)"
@@ -108,6 +113,34 @@ MUTANTS = [
          orig="aligned16(teacher) && (grad == nullptr || aligned16(grad));",
          repl="aligned16(teacher);"),
 
+    # kl_div.cu's on-chip path (kl_div_held: the row held in registers and shared memory, 2048 < C <= 32768).
+    dict(id="kl-held-capacity-threads", file="kl_div.cu", cls="wrong threshold",
+         why="the capacity counted for 1024 threads a block (the most a block may have), not the 512 it has: rows up"
+             " to twice a kernel's capacity are sent to it and their tails never read",
+         orig="return 4LL * kHeldThreads * (RV + SV);",
+         repl="return 4LL * 1024 * (RV + SV);"),
+    dict(id="kl-held-last-threshold", file="kl_div.cu", cls="wrong threshold",
+         why="the last held capacity taken one slot too large (32768 + 2048): rows just past it are held in part",
+         orig="if (a.C <= held_capacity<8, 8>()) return launch_held<8, 8, VEC4>(a, log_target, stream);",
+         repl="if (a.C <= held_capacity<8, 9>()) return launch_held<8, 8, VEC4>(a, log_target, stream);"),
+    dict(id="kl-held-no-cp-async-wait", file="kl_div.cu", cls="missing synchronisation",
+         why="the cp.async wait dropped (each thread reads only its own slots, so no barrier looked needed, and the"
+             " wait went with it): the shared-memory slots are read before their copies land",
+         orig="        cp_async_wait_all();  // this thread's own copies: visible to it without a barrier\n",
+         repl=""),
+    dict(id="kl-held-slot-tail", file="kl_div.cu", cls="off-by-one bound",
+         why="the gradient loop over the shared-memory slots stops one short: each lane's last slot is never written",
+         orig="for (int j = 0; j < SV; ++j) emit(RV + j,",
+         repl="for (int j = 0; j + 1 < SV; ++j) emit(RV + j,"),
+    dict(id="kl-held-stale-max", file="kl_div.cu", cls="stale value (before the reduction)",
+         why="the student's max taken from the thread's own running max, kept from before the block's merge (the"
+             " sum is the merged one)",
+         orig="const row_math<LOG_TARGET> r(row_s, row_t, a, row);",
+         repl="const row_math<LOG_TARGET> r(online_sum{mine_s.m, row_s.d}, row_t, a, row);"),
+    dict(id="kl-held-loss-unscaled", file="kl_div.cu", cls="missing scale factor",
+         why="the held kernel's row loss written without loss_scale (T^2), as the gradient's k already carries it",
+         orig="if (threadIdx.x == 0) a.row_loss[row] = r.bad ? NAN : a.loss_scale * acc;",
+         repl="if (threadIdx.x == 0) a.row_loss[row] = r.bad ? NAN : acc;"),
     # ---- cross_entropy.cu
     dict(id="ce-smoothing-denominator", file="cross_entropy.cu", cls="wrong denominator",
          why="label smoothing spread over the C - 1 other classes instead of all C",

@@ -21,6 +21,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * The fused KL op against libtorch (log_softmax + kl_div + autograd, in float64 so that only our error shows),
@@ -180,9 +181,38 @@ class KlDivTest {
     }
 
     static Stream<Arguments> emulatedShapes() {
-        // Warp-per-row (C <= 2048) and block-per-row launches, float4 and scalar paths, partial last block.
+        // Warp-per-row (C <= 2048), the row held on chip by a block (2048 < C <= 32768: registers only at 4099,
+        // registers and shared memory at 16385 and 32000) and two sweeps past it (32772); float4 and scalar paths,
+        // partial last block.
         return Stream.of(Arguments.of(1, 1), Arguments.of(9, 10), Arguments.of(7, 1000), Arguments.of(3, 37),
-                Arguments.of(2, 4099), Arguments.of(2, 32000));
+                Arguments.of(2, 4099), Arguments.of(1, 16385), Arguments.of(2, 32000), Arguments.of(1, 32772));
+    }
+
+    @ParameterizedTest(name = "C={0}")
+    @ValueSource(ints = {17, 4099, 32000, 32772})
+    void nanRowStaysInItsRowOnEveryEmulatedPath(int c) {
+        // Warp, held in registers, held in registers and shared memory, two sweeps: a NaN in row 1's last element
+        // (the last slot a thread holds) makes row 1's loss and whole gradient NaN and leaves rows 0 and 2 as the
+        // float64 definition has them.
+        long seed = Check.freshSeed();
+        Random rng = new Random(seed);
+        int b = 3;
+        float[] s = Check.normal(rng, b * c, 3), t = Check.normal(rng, b * c, 3);
+        s[c + c - 1] = Float.NaN;
+        Out rows = run(emu, op(2f, Reduction.NONE, false, true), s, t, b, c, null);
+        KlDivFloat64.Result ref = KlDivFloat64.compute(s, t, b, c, 2f, Reduction.NONE, false, true, null);
+        String what = "seed=" + seed + " C=" + c;
+        assertTrue(Float.isNaN(rows.loss()[1]), what + ": row 1 loss");
+        for (int i = c; i < 2 * c; i++) assertTrue(Float.isNaN(rows.grad()[i]), what + ": row 1 grad " + (i - c));
+        for (int r : new int[] {0, 2}) {
+            float[] got = java.util.Arrays.copyOfRange(rows.grad(), r * c, (r + 1) * c);
+            double[] want = java.util.Arrays.copyOfRange(ref.grad(), r * c, (r + 1) * c);
+            assertTrue(Check.relErr(got, want) <= TOL, what + ": row " + r + " grad");
+            assertTrue(Check.relErr(new float[] {rows.loss()[r]}, new double[] {ref.loss()[r]}) <= TOL,
+                    what + ": row " + r + " loss");
+        }
+        assertTrue(Float.isNaN(run(emu, op(2f, Reduction.BATCHMEAN, false, true), s, t, b, c, null).loss()[0]),
+                what + ": batchmean loss");
     }
 
     @ParameterizedTest(name = "B={0} C={1}")
@@ -221,7 +251,10 @@ class KlDivTest {
         try (Backend cuda = Check.cudaOrSkip()) {
             long seed = Check.freshSeed();
             Random rng = new Random(seed);
-            for (int[] shape : new int[][] {{1, 1}, {7, 10}, {256, 1000}, {64, 32001}, {33, 32000}}) {
+            // Every path: warp rows, held in registers (8193), held with shared memory (32000, 32001: two sweeps
+            // on cards without 128 KB of opt-in shared memory), two sweeps (32772).
+            for (int[] shape : new int[][] {{1, 1}, {7, 10}, {256, 1000}, {16, 8193}, {64, 32001}, {33, 32000},
+                    {16, 32772}}) {
                 int b = shape[0], c = shape[1];
                 float[] s = Check.normal(rng, b * c, 4), t = Check.normal(rng, b * c, 4);
                 for (Reduction r : Reduction.values()) {
