@@ -186,7 +186,15 @@ std::atomic<int> emu_lt_no_algorithm{0};
 
 namespace emu_lt {
 
+// The header's values again, written independently of the kLt* constants the caller uses: a wrong value there
+// (BGRADA's 256 for BGRADB's 512, say) is then refused here instead of being agreed with.
 constexpr int kInvalid = 7, kNotSupported = 15;  // CUBLAS_STATUS_INVALID_VALUE, CUBLAS_STATUS_NOT_SUPPORTED
+constexpr int kOpN = 0, kOpT = 1;                // CUBLAS_OP_N, CUBLAS_OP_T
+constexpr int kR32F = 0, kR16BF = 14;            // CUDA_R_32F, CUDA_R_16BF
+constexpr int kCompute32F = 68, kCompute32FFastTf32 = 77;  // CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32
+constexpr int kTransA = 3, kTransB = 4, kEpilogueAttr = 7, kBiasPointer = 8;  // CUBLASLT_MATMUL_DESC_*
+constexpr uint32_t kDefault = 1, kBias = 4, kBgradB = 512;                     // CUBLASLT_EPILOGUE_*
+constexpr int kMaxWorkspace = 1;  // CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES
 
 int refuse(const char *why) {
     std::fprintf(stderr, "d4j-emu: cublasLt (emulated) refuses: %s\n", why);
@@ -200,8 +208,9 @@ int create(lt_handle *h) {
     return 0;
 }
 int desc_create(lt_desc *d, int compute, int scale) {
-    if (compute != kComputeF32 && compute != kComputeF32FastTf32) return refuse("compute type not 32F or 32F_FAST_TF32");
-    if (scale != kCudaR32F) return refuse("scale type not CUDA_R_32F");
+    if (compute != kCompute32F && compute != kCompute32FFastTf32)
+        return refuse("compute type not 32F or 32F_FAST_TF32");
+    if (scale != kR32F) return refuse("scale type not CUDA_R_32F");
     *d = new lt_desc_s{compute, scale};
     return 0;
 }
@@ -211,16 +220,16 @@ int desc_destroy(lt_desc d) {
 }
 // The sizes are the header's: int32_t, int32_t, uint32_t, a pointer.
 int desc_set(lt_desc d, int attr, const void *buf, size_t size) {
-    if ((attr == kLtDescTransA || attr == kLtDescTransB) && size == sizeof(int32_t)) {
+    if ((attr == kTransA || attr == kTransB) && size == sizeof(int32_t)) {
         int32_t v;
         std::memcpy(&v, buf, size);
-        if (v != kNoTrans && v != kTrans) return refuse("transposition not CUBLAS_OP_N or CUBLAS_OP_T");
-        (attr == kLtDescTransA ? d->transa : d->transb) = v;
-    } else if (attr == kLtDescEpilogue && size == sizeof(uint32_t)) {
+        if (v != kOpN && v != kOpT) return refuse("transposition not CUBLAS_OP_N or CUBLAS_OP_T");
+        (attr == kTransA ? d->transa : d->transb) = v;
+    } else if (attr == kEpilogueAttr && size == sizeof(uint32_t)) {
         std::memcpy(&d->epilogue, buf, size);
-        if (d->epilogue != kLtEpilogueDefault && d->epilogue != kLtEpilogueBias && d->epilogue != kLtEpilogueBgradB)
+        if (d->epilogue != kDefault && d->epilogue != kBias && d->epilogue != kBgradB)
             return refuse("epilogue not DEFAULT, BIAS or BGRADB");
-    } else if (attr == kLtDescBiasPointer && size == sizeof(void *)) {
+    } else if (attr == kBiasPointer && size == sizeof(void *)) {
         std::memcpy(&d->bias, buf, size);
     } else {
         return refuse("matmul descriptor attribute or its size outside the subset");
@@ -228,7 +237,7 @@ int desc_set(lt_desc d, int attr, const void *buf, size_t size) {
     return 0;
 }
 int layout_create(lt_layout *l, int type, uint64_t rows, uint64_t cols, int64_t ld) {
-    if (type != kCudaR32F && type != kCudaR16BF) return refuse("matrix type not CUDA_R_32F or CUDA_R_16BF");
+    if (type != kR32F && type != kR16BF) return refuse("matrix type not CUDA_R_32F or CUDA_R_16BF");
     if (rows == 0 || cols == 0 || ld < static_cast<int64_t>(rows)) return refuse("empty layout or ld < rows");
     *l = new lt_layout_s{type, rows, cols, ld};
     return 0;
@@ -246,24 +255,24 @@ int pref_destroy(lt_pref p) {
     return 0;
 }
 int pref_set(lt_pref p, int attr, const void *buf, size_t size) {
-    if (attr != kLtPrefMaxWorkspace || size != sizeof(uint64_t)) return refuse("preference attribute outside the subset");
+    if (attr != kMaxWorkspace || size != sizeof(uint64_t)) return refuse("preference attribute outside the subset");
     std::memcpy(&p->workspace, buf, size);
     return 0;
 }
 
 // The whole call checked against the subset; nullptr when it is in it, else why not.
 const char *outside_subset(lt_desc d, lt_layout a, lt_layout b, lt_layout c, lt_layout dd) {
-    if (c->type != kCudaR32F || dd->type != kCudaR32F) return "C or D not CUDA_R_32F";
+    if (c->type != kR32F || dd->type != kR32F) return "C or D not CUDA_R_32F";
     if (a->type != b->type) return "A and B of different types";
-    if (a->type == kCudaR16BF && d->compute != kComputeF32) return "bf16 operands need CUBLAS_COMPUTE_32F";
+    if (a->type == kR16BF && d->compute != kCompute32F) return "bf16 operands need CUBLAS_COMPUTE_32F";
     const uint64_t m = dd->rows, n = dd->cols;
-    const uint64_t am = d->transa == kNoTrans ? a->rows : a->cols, ak = d->transa == kNoTrans ? a->cols : a->rows;
-    const uint64_t bk = d->transb == kNoTrans ? b->rows : b->cols, bn = d->transb == kNoTrans ? b->cols : b->rows;
+    const uint64_t am = d->transa == kOpN ? a->rows : a->cols, ak = d->transa == kOpN ? a->cols : a->rows;
+    const uint64_t bk = d->transb == kOpN ? b->rows : b->cols, bn = d->transb == kOpN ? b->cols : b->rows;
     if (am != m || bn != n || ak != bk) return "op(A), op(B) and D shapes do not agree";
     if (c->rows != m || c->cols != n || c->ld != dd->ld) return "C's layout differs from D's";
-    if (d->epilogue == kLtEpilogueDefault && d->bias != nullptr) return "a bias pointer without a bias epilogue";
-    if (d->epilogue != kLtEpilogueDefault && d->bias == nullptr) return "a bias epilogue without a bias pointer";
-    if (d->epilogue == kLtEpilogueBgradB && d->compute != kComputeF32) return "BGRADB only with CUBLAS_COMPUTE_32F";
+    if (d->epilogue == kDefault && d->bias != nullptr) return "a bias pointer without a bias epilogue";
+    if (d->epilogue != kDefault && d->bias == nullptr) return "a bias epilogue without a bias pointer";
+    if (d->epilogue == kBgradB && d->compute != kCompute32F) return "BGRADB only with CUBLAS_COMPUTE_32F";
     return nullptr;
 }
 
@@ -289,7 +298,7 @@ int matmul(lt_handle, lt_desc d, const void *alpha_p, const void *A, lt_layout l
     float alpha, beta;
     std::memcpy(&alpha, alpha_p, sizeof alpha);  // CUBLASLT_POINTER_MODE_HOST, the default
     std::memcpy(&beta, beta_p, sizeof beta);
-    if (d->epilogue == kLtEpilogueBgradB && alpha != 1.0f) return refuse("BGRADB with alpha != 1 (undocumented)");
+    if (d->epilogue == kBgradB && alpha != 1.0f) return refuse("BGRADB with alpha != 1 (undocumented)");
     const char *what = "cublasLtMatmul (emulated) launched";
     if (!d4j_emu::on_current_device(what, "operand A", A) || !d4j_emu::on_current_device(what, "operand B", B) ||
         !d4j_emu::on_current_device(what, "operand C", C) || !d4j_emu::on_current_device(what, "operand D", D) ||
@@ -300,11 +309,11 @@ int matmul(lt_handle, lt_desc d, const void *alpha_p, const void *A, lt_layout l
     }
     const cblas_sgemm_fn f = host_sgemm();
     if (f == nullptr) return refuse("OpenBLAS is not loaded in the process (the emulated GEMM uses the host's)");
-    const gemm_mode mode = la->type == kCudaR16BF           ? gemm_mode::bf16
-                           : d->compute == kComputeF32FastTf32 ? gemm_mode::tf32
+    const gemm_mode mode = la->type == kR16BF           ? gemm_mode::bf16
+                           : d->compute == kCompute32FFastTf32 ? gemm_mode::tf32
                                                                : gemm_mode::fp32;
     const int64_t m = static_cast<int64_t>(ld->rows), n = static_cast<int64_t>(ld->cols);
-    const int64_t k = static_cast<int64_t>(d->transa == kNoTrans ? la->cols : la->rows);
+    const int64_t k = static_cast<int64_t>(d->transa == kOpN ? la->cols : la->rows);
     float *out = static_cast<float *>(D);
     const float *cin = static_cast<const float *>(C);
     std::vector<float> a_scratch, b_scratch;
@@ -319,18 +328,18 @@ int matmul(lt_handle, lt_desc d, const void *alpha_p, const void *A, lt_layout l
     if (beta != 0.0f && cin != out)
         for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * ld->ld, cin + j * lc->ld, sizeof(float) * m);
     emu_lt_matmul_calls.fetch_add(1);
-    f(102, d->transa == kTrans ? 112 : 111, d->transb == kTrans ? 112 : 111, static_cast<int>(m), static_cast<int>(n),
+    f(102, d->transa == kOpT ? 112 : 111, d->transb == kOpT ? 112 : 111, static_cast<int>(m), static_cast<int>(n),
       static_cast<int>(k), alpha, a, static_cast<int>(la->ld), b, static_cast<int>(lb->ld), beta, out,
       static_cast<int>(ld->ld));
-    if (d->epilogue == kLtEpilogueBias) {
+    if (d->epilogue == kBias) {
         const float *bias = static_cast<const float *>(d->bias);
         for (int64_t j = 0; j < n; ++j)
             for (int64_t i = 0; i < m; ++i) out[j * ld->ld + i] += bias[i];
-    } else if (d->epilogue == kLtEpilogueBgradB) {
+    } else if (d->epilogue == kBgradB) {
         float *grad = static_cast<float *>(const_cast<void *>(d->bias));
         for (int64_t j = 0; j < n; ++j) {
             float s = 0.0f;
-            for (int64_t kk = 0; kk < k; ++kk) s += d->transb == kNoTrans ? b[j * lb->ld + kk] : b[kk * lb->ld + j];
+            for (int64_t kk = 0; kk < k; ++kk) s += d->transb == kOpN ? b[j * lb->ld + kk] : b[kk * lb->ld + j];
             grad[j] = s;
         }
     }

@@ -5,7 +5,8 @@
 // host's OpenBLAS under the emulator). The forward is one cublasLtMatmul (residual as C, bias by the BIAS epilogue);
 // the backward's dW GEMM computes the bias gradient by the BGRADB epilogue (fp32 only, see there). Where cuBLASLt
 // has no algorithm for a case (lt_gemm_rm says so), the cuBLAS path runs: the bias/residual prologue kernel and
-// the bias gradient's column sums, small kernels here, around plain GEMMs. Never run on a GPU so far. precision 1 (TF32) multiplies the fp32 operands on the tensor cores with
+// the bias gradient's column sums, small kernels here, around plain GEMMs. Never run on a GPU so far.
+// precision 1 (TF32) multiplies the fp32 operands on the tensor cores with
 // CUBLAS_COMPUTE_32F_FAST_TF32; see native/cpu/linear.cpp for what its CPU twin computes and why.
 // The two small kernels are shared with linear_bf16.cu (linear.cuh), whose dy is bf16.
 #include "common.cuh"
