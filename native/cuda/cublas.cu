@@ -10,10 +10,17 @@
 // by cublasSetStream, and cuBLAS asks that a handle not be used by two threads at once; with one handle per device,
 // two threads on two streams had to take turns on one lock for the (set stream, GEMM) pair. Keyed by stream, two
 // backends (two Java threads, each with its own stream) never share a handle or a lock; the handle's own mutex
-// only matters if one stream is driven from two threads at once. The (later) cuBLASLt workspace belongs beside
-// the handle for the same reason: memory used by a stream's queued GEMM must not be handed to another stream.
-// Cost: one small map lookup under a mutex per GEMM, and one handle per stream ever used (a process that opens
-// and closes many CUDA backends keeps one handle per stream it created).
+// only matters if one stream is driven from two threads at once. The cuBLASLt handle, its workspace and the bias
+// gradient's scratch live beside the cuBLAS handle for the same reasons: memory used by a stream's queued GEMM must
+// not be handed to another stream, and one stream's (BGRADB write, add into dbias) pair is queued under the entry's
+// mutex, so no other GEMM of that stream can reuse the scratch between the two.
+// Cost: one small map lookup under a mutex per GEMM, and per stream ever used one handle of each, 32 MiB of
+// workspace and the scratch (a process that opens and closes many CUDA backends keeps them for each stream).
+//
+// cuBLASLt (libcublasLt.so.13) is opened the same way, on the first GEMM with an epilogue (lt_gemm_rm). Each call
+// builds its descriptors and asks the heuristic for one algorithm (no cache yet: a few microseconds of host time
+// per GEMM, to be measured); when the heuristic has none for a case, lt_gemm_rm says so and the callers take the
+// cuBLAS path. Under the emulator an emulated cuBLASLt of exactly the subset called stands in (below).
 //
 // Under the emulator (D4J_CUDA_EMU) device memory is host memory: the GEMMs go to the host OpenBLAS already in
 // the process (the CPU backend's preset), so the kernels of the linear ops still run emulated around them. bf16
@@ -667,6 +674,7 @@ int lt_gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int 
     // beta 0: C is not read; D stands in for it (a valid pointer of the same layout).
     s = a.matmul(h->lt, call.desc, &one, B, call.la, A, call.lb, &beta, C != nullptr ? C : D, call.lc, D, call.lc,
                  &best.algo, h->workspace, kLtWorkspaceBytes, stream);
+    if (s == kLtNotSupported) return kLtUnsupported;  // refused before running: the same as no algorithm
     if (s != kLtStatusSuccess) return status("cublasLtMatmul", s);
     if (dbias == nullptr) return 0;
     // Under the handle's lock: no other GEMM of this stream can be queued between the write and this read.
