@@ -489,8 +489,9 @@ const lt_api &lt() {
 
 // cuBLASLt's workspace, per (device, stream): 32 MiB, the size the cuBLAS API reference (cublasSetWorkspace)
 // recommends for Hopper, 4 MiB for earlier cards (PyTorch sizes its Lt workspace the same way); one size for all
-// keeps it simple at 28 MiB too many per stream on Ampere. Too little can leave the heuristic only slower kernels. Under the emulator the heuristic asks for none: a token 4 KiB keeps the allocation path running
-// without 32 MiB of host memory per stream in every test process.
+// keeps it simple at 28 MiB too many per stream on Ampere. Too little can leave the heuristic only slower kernels.
+// Under the emulator the heuristic asks for none: a token 4 KiB keeps the allocation path running without 32 MiB
+// of host memory per stream in every test process.
 constexpr size_t kLtWorkspaceBytes = D4J_CUDA_EMU ? size_t{4} << 10 : size_t{32} << 20;
 
 struct stream_handle {
