@@ -1,5 +1,6 @@
-// The GEMMs of the linear ops (linear.cu, linear_bf16.cu): one row-major entry over cuBLAS, opened at run time with
-// one handle per (device, stream) (cublas.cu), or under the emulator over the host's OpenBLAS. Include after
+// The GEMMs of the linear ops (linear.cu, linear_bf16.cu): row-major entries over cuBLAS (gemm_rm) and cuBLASLt
+// with its bias epilogues (lt_gemm_rm), both opened at run time with one handle per (device, stream) (cublas.cu);
+// under the emulator over the host's OpenBLAS (cuBLASLt through an emulation of the subset called). Include after
 // common.cuh.
 #ifndef D4J_CUDA_CUBLAS_CUH
 #define D4J_CUDA_CUBLAS_CUH
@@ -21,6 +22,21 @@ enum class gemm_mode {
 // `op` names the calling op in error messages. Sizes must fit an int (the callers check).
 int gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K,
             const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+// lt_gemm_rm's answer when cuBLASLt has no algorithm for the case (its heuristic found none): nothing was run and
+// no error recorded; the caller takes the gemm_rm path (a prologue or column-sum kernel around a cuBLAS GEMM).
+constexpr int kLtUnsupported = 2;
+
+// Row-major D [M, N] = op(A) op(B) + C (C null: beta 0, C not read; C may be D) through one cublasLtMatmul
+// (cublas.cu; an emulated cuBLASLt under the emulator), with at most one epilogue:
+//   bias  (fp32, length N): D[m, n] += bias[n]                          (CUBLASLT_EPILOGUE_BIAS)
+//   dbias (fp32, length M): dbias[m] += Σ_k op(A)[m, k], A's values as the mode multiplies them
+//                           (CUBLASLT_EPILOGUE_BGRADB into a per-stream scratch, then added: Lt only writes it);
+//                           fp32 and bf16 modes only (what BGRADB sums in TF32 is undocumented).
+// Returns 0, 1 (error recorded) or kLtUnsupported.
+int lt_gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K,
+               const void *A, int64_t lda, const void *B, int64_t ldb, const float *C, const float *bias,
+               float *dbias, float *D, int64_t ldd);
 
 }  // namespace d4j::cuda
 

@@ -1,9 +1,12 @@
-// nn.Linear on the GPU: y = x Wᵀ + b (+ residual) and its backward. The GEMMs are cuBLAS calls, never
-// hand-written; the bias/residual prologue and the bias gradient's column sums are small kernels here.
-// See distill4j_impl.h.
+// nn.Linear on the GPU: y = x Wᵀ + b (+ residual) and its backward. The GEMMs are cuBLAS(Lt) calls, never
+// hand-written. See distill4j_impl.h.
 //
-// The GEMMs go through cublas.cuh (cuBLAS opened at run time, one handle per (device, stream); the host's OpenBLAS
-// under the emulator). precision 1 (TF32) multiplies the fp32 operands on the tensor cores with
+// The GEMMs go through cublas.cuh (cuBLAS and cuBLASLt opened at run time, one handle per (device, stream); the
+// host's OpenBLAS under the emulator). The forward is one cublasLtMatmul (residual as C, bias by the BIAS epilogue);
+// the backward's dW GEMM computes the bias gradient by the BGRADB epilogue (fp32 only, see there). Where cuBLASLt
+// has no algorithm for a case (lt_gemm_rm says so), the cuBLAS path runs: the bias/residual prologue kernel and
+// the bias gradient's column sums, small kernels here, around plain GEMMs. Never run on a GPU so far.
+// precision 1 (TF32) multiplies the fp32 operands on the tensor cores with
 // CUBLAS_COMPUTE_32F_FAST_TF32; see native/cpu/linear.cpp for what its CPU twin computes and why.
 // The two small kernels are shared with linear_bf16.cu (linear.cuh), whose dy is bf16.
 #include "common.cuh"
@@ -116,9 +119,13 @@ D4J_IMPL_API int d4j_impl_linear_forward(void *stream_ptr, const float *x, const
     gemm_mode mode;
     if (!check_precision(precision, mode)) return 1;
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    // y [M, N] = x [M, K] · Wᵀ (+ residual as C, beta 1) (+ bias by the BIAS epilogue): one cublasLtMatmul.
+    const int rc = lt_gemm_rm(stream, "linear", mode, kNoTrans, kTrans, M, N, K, x, K, weight, K, residual, bias,
+                              nullptr, y, N);
+    if (rc != kLtUnsupported) return rc;
+    // No cuBLASLt algorithm for the case: the prologue kernel, then cuBLAS accumulating onto it.
     const bool prefill = bias != nullptr || residual != nullptr;
     if (prefill && linear_prefill(stream, bias, residual, M, N, y) != 0) return 1;
-    // y [M, N] (+)= x [M, K] · Wᵀ
     return gemm_rm(stream, "linear", mode, kNoTrans, kTrans, M, N, K, x, K, weight, K, prefill ? 1.0f : 0.0f, y, N);
 }
 
@@ -135,7 +142,15 @@ D4J_IMPL_API int d4j_impl_linear_backward(void *stream_ptr, const float *x, cons
     if (dx != nullptr &&
         gemm_rm(stream, "linear", mode, kNoTrans, kNoTrans, M, K, N, dy, N, weight, K, 0.0f, dx, K) != 0)
         return 1;
-    // dW [N, K] += dyᵀ [N, M] · x [M, K]
-    if (gemm_rm(stream, "linear", mode, kTrans, kNoTrans, N, K, M, dy, N, x, K, 1.0f, dweight, K) != 0) return 1;
-    return dbias != nullptr ? linear_bias_grad(stream, dy, M, N, dbias) : 0;
+    // dW [N, K] += dyᵀ [N, M] · x [M, K] (C = D = dW, beta 1), with dbias += Σ_m dy by the BGRADB epilogue in fp32
+    // (cublas.cuh: in TF32 what BGRADB sums is undocumented, so the column-sum kernel does it there).
+    float *lt_dbias = mode == gemm_mode::fp32 ? dbias : nullptr;
+    const int rc = lt_gemm_rm(stream, "linear", mode, kTrans, kNoTrans, N, K, M, dy, N, x, K, dweight, nullptr,
+                              lt_dbias, dweight, K);
+    if (rc == 1) return 1;
+    if (rc == kLtUnsupported) {
+        if (gemm_rm(stream, "linear", mode, kTrans, kNoTrans, N, K, M, dy, N, x, K, 1.0f, dweight, K) != 0) return 1;
+        lt_dbias = nullptr;
+    }
+    return dbias != nullptr && lt_dbias == nullptr ? linear_bias_grad(stream, dy, M, N, dbias) : 0;
 }

@@ -1,8 +1,9 @@
 // nn.Linear with bf16 operands on the GPU (distill4j_impl.h, d4j_impl_linear_bf16_*): x, weight and dy bf16, every
-// product exact in fp32 and every sum fp32, y, dx, dweight and dbias fp32. The GEMMs are cublasGemmEx calls with
-// CUDA_R_16BF operands, a CUDA_R_32F result and CUBLAS_COMPUTE_32F (cublas.cuh; under the emulator the operands are
-// widened to fp32, exactly, for the host's OpenBLAS); the bias/residual prologue and the bias gradient are
-// linear.cu's kernels (linear.cuh), the latter reading dy as bf16. The CPU twin is native/cpu/linear_bf16.cpp.
+// product exact in fp32 and every sum fp32, y, dx, dweight and dbias fp32. The GEMMs have CUDA_R_16BF operands, a
+// CUDA_R_32F result and CUBLAS_COMPUTE_32F (cublas.cuh; under the emulator the operands are widened to fp32, exactly,
+// for the host's OpenBLAS): the forward and dW are cublasLtMatmul calls with the BIAS and BGRADB epilogues as in
+// linear.cu, dx a cublasGemmEx; where cuBLASLt has no algorithm, linear.cu's prologue and bias-gradient kernels
+// (linear.cuh, the latter reading dy as bf16) around cublasGemmEx. The CPU twin is native/cpu/linear_bf16.cpp.
 // Emulated only so far: never run on a GPU.
 #include "common.cuh"
 #include "cublas.cuh"
@@ -34,9 +35,13 @@ D4J_IMPL_API int d4j_impl_linear_bf16_forward(void *stream_ptr, const uint16_t *
         return fail("linear_bf16 forward: x, weight and y must not be null");
     if (residual != nullptr && residual == y) return fail("linear_bf16 forward: residual may not alias y");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    // y [M, N] = x [M, K] · Wᵀ (+ residual as C, beta 1) (+ bias by the BIAS epilogue): one cublasLtMatmul.
+    const int rc = lt_gemm_rm(stream, "linear_bf16", gemm_mode::bf16, kNoTrans, kTrans, M, N, K, x, K, weight, K,
+                              residual, bias, nullptr, y, N);
+    if (rc != kLtUnsupported) return rc;
+    // No cuBLASLt algorithm for the case: the prologue kernel, then cuBLAS accumulating onto it.
     const bool prefill = bias != nullptr || residual != nullptr;
     if (prefill && linear_prefill(stream, bias, residual, M, N, y) != 0) return 1;
-    // y [M, N] (+)= x [M, K] · Wᵀ
     return gemm_rm(stream, "linear_bf16", gemm_mode::bf16, kNoTrans, kTrans, M, N, K, x, K, weight, K,
                    prefill ? 1.0f : 0.0f, y, N);
 }
@@ -52,7 +57,11 @@ D4J_IMPL_API int d4j_impl_linear_bf16_backward(void *stream_ptr, const uint16_t 
     if (dx != nullptr && gemm_rm(stream, "linear_bf16", gemm_mode::bf16, kNoTrans, kNoTrans, M, K, N, dy, N, weight,
                                  K, 0.0f, dx, K) != 0)
         return 1;
-    // dW [N, K] += dyᵀ [N, M] · x [M, K]
+    // dW [N, K] += dyᵀ [N, M] · x [M, K] (C = D = dW, beta 1), with dbias += Σ_m dy (bf16 values, exact in fp32) by
+    // the BGRADB epilogue.
+    const int rc = lt_gemm_rm(stream, "linear_bf16", gemm_mode::bf16, kTrans, kNoTrans, N, K, M, dy, N, x, K, dweight,
+                              nullptr, dbias, dweight, K);
+    if (rc != kLtUnsupported) return rc;
     if (gemm_rm(stream, "linear_bf16", gemm_mode::bf16, kTrans, kNoTrans, N, K, M, dy, N, x, K, 1.0f, dweight, K) != 0)
         return 1;
     return dbias != nullptr ? linear_bias_grad(stream, dy, M, N, dbias) : 0;

@@ -22,6 +22,10 @@
 // The same shapes as the fp32 cases and K = 768 (the ViT's MLP), with bias/residual/dx/dbias null or not. A tie
 // case (K = N = 1, weight 1) checks the tf32 rounding bit for bit: ties to even, not truncation, not ties away.
 // On a GPU, cuBLAS's own tf32 rounding is undocumented: bench/gpu compares it with a bound of 2^-10 per operand.
+// The emulated op's forwards and dW GEMMs go through cuBLASLt (native/cuda/cublas.cu's emulation of the subset it
+// calls: residual as C, the BIAS and BGRADB epilogues): each case asserts, through the emulator's call count, one
+// cublasLtMatmul per forward and per backward; the same cases then run with the emulated heuristic finding no
+// algorithm, where the cuBLAS fallback (prologue and column-sum kernels) must run instead (no Lt call).
 #include "distill4j.h"
 #include "harness.h"
 
@@ -36,6 +40,23 @@
 #include <vector>
 
 namespace {
+
+// The emulated cuBLASLt's test hooks (native/cuda/cublas.cu), looked up in the cuda-emu library: the count of
+// cublasLtMatmul calls, and the switch under which its heuristic finds no algorithm (the cuBLAS fallback runs).
+long (*lt_calls)() = nullptr;
+void (*lt_no_algorithm)(int) = nullptr;
+
+// Every forward and every backward of the emulated op must go through exactly one cublasLtMatmul (the forward's
+// GEMM with its bias/residual, the backward's dW GEMM with its bias gradient), none when the fallback is forced.
+bool lt_calls_as_expected(d4j_backend *be, d4j_backend *emu, long before, long calls) {
+    if (be != emu) return true;
+    const long got = lt_calls() - before;
+    if (got == calls) return true;
+    std::printf("     cublasLtMatmul (emulated) ran %ld times, expected %ld\n", got, calls);
+    return false;
+}
+d4j_backend *emu_backend = nullptr;
+long lt_expected_per_call = 1;  // 0 while the fallback is forced
 
 double rel_err(const float *x, const std::vector<double> &ref) {
     double d = 0.0, r = 0.0;
@@ -87,6 +108,7 @@ bool run_case(d4j_backend *emu, const lin_case &c, std::mt19937_64 &rng) {
         for (int64_t m = 0; m < M; ++m) s += dy.p[m * N + n];
         rdb[n] = db.p[n] + 2.0 * s;
     }
+    const long lt_before = lt_calls();
     int rc = d4j_linear_forward(emu, nullptr, x.p, w.p, c.bias ? b.p : nullptr, c.residual ? res.p : nullptr, M, K,
                                 N, y.p, 0);
     for (int i = 0; i < 2 && rc == 0; ++i)
@@ -100,7 +122,8 @@ bool run_case(d4j_backend *emu, const lin_case &c, std::mt19937_64 &rng) {
         rc = d4j_linear_forward(emu, nullptr, x.p, w.p, c.bias ? b.p : nullptr, c.residual ? res.p : nullptr, M, K,
                                 N, y.p, 0);
     const bool same = std::memcmp(first.data(), y.p, sizeof(float) * M * N) == 0;
-    const bool ok = rc == 0 && ey <= 1e-5 && edx <= 1e-5 && edw <= 1e-5 && edb <= 1e-5 && same;
+    const bool via_lt = lt_calls_as_expected(emu, emu, lt_before, 4 * lt_expected_per_call);
+    const bool ok = rc == 0 && ey <= 1e-5 && edx <= 1e-5 && edw <= 1e-5 && edb <= 1e-5 && same && via_lt;
     std::printf("%s M=%lld K=%lld N=%lld%s%s%s: y %.2e dx %.2e dW %.2e db %.2e%s%s%s\n", ok ? "ok  " : "FAIL",
                 static_cast<long long>(M), static_cast<long long>(K), static_cast<long long>(N),
                 c.bias ? " +bias" : "", c.residual ? " +residual" : "", c.dx ? "" : " (dx null)", ey, edx, edw, edb,
@@ -230,6 +253,7 @@ bool run_precision_case(d4j_backend *be, const char *name, mode md, const mp_cas
         return md == mode::bf16 ? d4j_linear_bf16_forward(be, nullptr, xh.data(), wh.data(), bias, resid, M, K, N, y.p)
                                 : d4j_linear_forward(be, nullptr, x.p, w.p, bias, resid, M, K, N, y.p, 1);
     };
+    const long lt_before = lt_calls();
     int rc = forward();
     for (int i = 0; i < 2 && rc == 0; ++i)
         rc = md == mode::bf16
@@ -243,7 +267,8 @@ bool run_precision_case(d4j_backend *be, const char *name, mode md, const mp_cas
     if (rc == 0) rc = forward();
     const bool same = std::memcmp(first.data(), y.p, sizeof(float) * M * N) == 0;
     const double worst_all = d4j_test::worst({ey, edx, edw, edb});
-    const bool ok = rc == 0 && d4j_test::within(worst_all, 1.0) && same && db_kept;
+    const bool via_lt = lt_calls_as_expected(be, emu_backend, lt_before, 4 * lt_expected_per_call);
+    const bool ok = rc == 0 && d4j_test::within(worst_all, 1.0) && same && db_kept && via_lt;
     std::printf("%s %s %s M=%lld K=%lld N=%lld%s%s%s%s: err/bound y %.2f dx %.2f dW %.2f db %.2f%s%s%s\n",
                 ok ? "ok  " : "FAIL", name, md == mode::bf16 ? "linear_bf16" : "linear tf32", static_cast<long long>(M),
                 static_cast<long long>(K), static_cast<long long>(N), c.bias ? " +bias" : "",
@@ -264,9 +289,10 @@ bool tf32_ties(d4j_backend *be, const char *name) {
     w.p[0] = 1.0f;
     dw.p[0] = 0.0f;
     y.fill(NAN);
+    const long lt_before = lt_calls();
     int rc = d4j_linear_forward(be, nullptr, x.p, w.p, nullptr, nullptr, M, 1, 1, y.p, 1);
     if (rc == 0) rc = d4j_linear_backward(be, nullptr, x.p, w.p, x.p, M, 1, 1, dx.p, dw.p, nullptr, 1);
-    bool ok = rc == 0;
+    bool ok = rc == 0 && lt_calls_as_expected(be, emu_backend, lt_before, 2);
     for (int64_t i = 0; i < M; ++i) ok = ok && y.p[i] == want[i] && dx.p[i] == want[i];
     std::printf("%s %s linear tf32 rounding of ties and near-ties%s%s\n", ok ? "ok  " : "FAIL", name,
                 rc != 0 ? ", error: " : "", rc != 0 ? d4j_backend_last_error(be) : "");
@@ -335,6 +361,16 @@ int main(int argc, char **argv) {
     }
     d4j_backend *emu = d4j_test::open_backend(argv[1]);
     if (emu == nullptr) return 1;
+    void *emu_lib = dlopen(argv[1], RTLD_NOW | RTLD_NOLOAD);
+    if (emu_lib != nullptr) {
+        lt_calls = reinterpret_cast<long (*)()>(dlsym(emu_lib, "d4j_impl_emu_lt_matmul_calls"));
+        lt_no_algorithm = reinterpret_cast<void (*)(int)>(dlsym(emu_lib, "d4j_impl_emu_lt_no_algorithm"));
+    }
+    if (lt_calls == nullptr || lt_no_algorithm == nullptr) {
+        std::fprintf(stderr, "linear_emu: %s lacks the emulated cuBLASLt's test hooks\n", argv[1]);
+        return 1;
+    }
+    emu_backend = emu;
     std::mt19937_64 rng(d4j_test::test_seed("linear_emu"));
     int failures = 0;
     const lin_case cases[] = {{1, 1, 1, true, true, true},    {8, 192, 100, true, false, true},
@@ -358,6 +394,18 @@ int main(int argc, char **argv) {
     if (cpu == nullptr) return 1;
     failures += precision_cases(cpu, "cpu", rng);
     failures += precision_cases(emu, "cuda-emu", rng);
+    // cuBLASLt without an algorithm for the case: the cuBLAS path (prologue and column-sum kernels) must run instead,
+    // and give the same results within the same bounds.
+    std::printf("-- cuda-emu with the emulated cuBLASLt's heuristic finding no algorithm (cuBLAS fallback)\n");
+    lt_no_algorithm(1);
+    lt_expected_per_call = 0;
+    const lin_case fallback[] = {{33, 97, 65, true, true, true}, {8, 192, 100, true, false, true},
+                                 {300, 24, 33, false, true, false}};
+    for (const lin_case &c : fallback) failures += !run_case(emu, c, rng);
+    const mp_case fallback_mp[] = {{33, 97, 65, true, true, true, true}, {5, 768, 7, true, false, true, false}};
+    for (mode md : {mode::tf32, mode::bf16})
+        for (const mp_case &c : fallback_mp) failures += !run_precision_case(emu, "cuda-emu fallback", md, c, rng);
+    lt_no_algorithm(0);
     d4j_backend_close(cpu);
     d4j_backend_close(emu);
     std::printf("%s\n", failures == 0 ? "linear_emu: all passed" : "linear_emu: FAILED");
