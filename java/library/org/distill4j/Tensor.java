@@ -109,7 +109,7 @@ public final class Tensor implements AutoCloseable {
     public Tensor view(long offset, long... shape) {
         Objects.requireNonNull(shape, "shape");
         long[] s = shape.clone();
-        long n = elements(s);
+        long n = elements(s, Float.BYTES, "a tensor");
         data();  // closed (or its owner closed): refused
         if (offset < 0 || offset > numel - n) {
             throw new IllegalArgumentException("a view of " + n + " elements " + Arrays.toString(s) + " at offset "
