@@ -40,6 +40,8 @@ MORE_SIGNATURES = {
     "d4j_impl_layernorm_backward": [_vp] * 6 + [_i64, _i64] + [_vp] * 4,
     "d4j_impl_gelu_forward": [_vp, _vp, _i64, _vp],
     "d4j_impl_gelu_backward": [_vp, _vp, _vp, _i64, _vp],
+    "d4j_impl_gelu_forward_bf16": [_vp, _vp, _i64, _vp],
+    "d4j_impl_gelu_backward_bf16": [_vp, _vp, _vp, _i64, _vp],
     "d4j_impl_cross_entropy": [_vp, _vp, _vp, _i64, _i64, _f32, _f32, _vp, _vp, _vp],
     "d4j_impl_argmax": [_vp, _vp, _i64, _i64, _vp],
     "d4j_impl_sum_squares": [_vp, _vp, _i64, _int, _vp],
