@@ -38,6 +38,7 @@ MORE_SIGNATURES = {
     "d4j_impl_layernorm_workspace": [_i64, _i64],
     "d4j_impl_layernorm_forward": [_vp] * 4 + [_i64, _i64, _f32] + [_vp] * 3,
     "d4j_impl_layernorm_backward": [_vp] * 6 + [_i64, _i64] + [_vp] * 4,
+    "d4j_impl_layernorm_forward_bf16": [_vp] * 4 + [_i64, _i64, _f32] + [_vp] * 3,
     "d4j_impl_gelu_forward": [_vp, _vp, _i64, _vp],
     "d4j_impl_gelu_backward": [_vp, _vp, _vp, _i64, _vp],
     "d4j_impl_gelu_forward_bf16": [_vp, _vp, _i64, _vp],

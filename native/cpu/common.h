@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace d4j::cpu {
 
@@ -87,6 +88,14 @@ inline uint16_t bf16_rn(uint32_t u) {
     const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const uint32_t quiet = (u >> 16) | 0x0040u;
     return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+// out[i] = v for float *out, bf16_rn(v) for uint16_t *out: the one store of kernels with fp32 and bf16 outputs.
+inline void store_as(float *out, int64_t i, float v) { out[i] = v; }
+inline void store_as(uint16_t *out, int64_t i, float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    out[i] = bf16_rn(u);
 }
 }  // namespace d4j::cpu
 #endif

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 namespace {
 
@@ -93,11 +92,7 @@ void gelu_block(const float *x, const float *dy, uint16_t *out, int64_t begin, i
     float tmp[kBlock];
     // Offsets from begin, a multiple of kBlock (and so of 8): the same elements take the AVX2 path as in fp32.
     gelu_range<BACKWARD>(x + begin, dy == nullptr ? nullptr : dy + begin, tmp, 0, end - begin);
-    for (int64_t i = begin; i < end; ++i) {
-        uint32_t u;
-        std::memcpy(&u, tmp + (i - begin), sizeof u);
-        out[i] = bf16_rn(u);
-    }
+    for (int64_t i = begin; i < end; ++i) store_as(out, i, tmp[i - begin]);
 }
 
 template <bool BACKWARD, typename T>

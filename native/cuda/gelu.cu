@@ -3,7 +3,7 @@
 // (Numerical Recipes' erfcc, relative error < 1.2e-7), with x^2 split into hi + lo by an FMA so that the large
 // exponent carries no rounding. erfcf(-x/sqrt 2) would round x/sqrt 2 first: ~1e-6 off in the tail.
 // The bf16 entries (issue #18: the next consumer is a bf16 GEMM) are the same kernels with a bf16 store: the fp32
-// value computed as for the fp32 output, then rounded once as cast.cu rounds (bf16_rn), instead of a second pass.
+// value computed as for the fp32 output, then rounded once as cast.cu rounds (store_as), instead of a second pass.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"
@@ -38,8 +38,7 @@ __device__ __forceinline__ void gelu_phi(float x_in, float &cdf, float &pdf) {
     pdf = 0.39894228040143268f * e;
 }
 
-__device__ __forceinline__ void store(float *out, int64_t i, float v) { out[i] = v; }
-__device__ __forceinline__ void store(uint16_t *out, int64_t i, float v) { out[i] = d4j::tc::bf16_rn(v); }
+using d4j::tc::store_as;
 
 // T: float or uint16_t (bf16 bits), deduced at the launch.
 template <typename T>
@@ -49,7 +48,7 @@ __global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, 
         const float v = x[i];
         float cdf, pdf;
         gelu_phi(v, cdf, pdf);
-        store(y, i, isnan(v) ? v : v * cdf);
+        store_as(y, i, isnan(v) ? v : v * cdf);
     }
 }
 
@@ -61,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) gelu_bwd(const float *x, const float
         const float v = x[i];
         float cdf, pdf;
         gelu_phi(v, cdf, pdf);
-        store(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));
+        store_as(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));
     }
 }
 

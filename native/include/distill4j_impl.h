@@ -182,6 +182,13 @@ D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const 
 D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream, const float *x, const float *weight, const float *mean,
                                              const float *rstd, const float *dy, int64_t M, int64_t C, float *dx,
                                              float *dweight, float *dbias, void *workspace);
+/*
+ * The forward with y in bf16 (uint16_t bits; issue #18: y feeds a bf16 GEMM): each y the fp32 value the fp32
+ * forward computes, rounded once as d4j_impl_cast_bf16 rounds; mean and rstd fp32, as there. y must not overlap x.
+ */
+D4J_IMPL_API int d4j_impl_layernorm_forward_bf16(void *stream, const float *x, const float *weight,
+                                                 const float *bias, int64_t M, int64_t C, float eps, uint16_t *y,
+                                                 float *mean, float *rstd);
 
 /*
  * fp32 <-> bf16 casts of n contiguous elements (issue #18: bf16 activations), bf16 as uint16_t bits (the upper half

@@ -41,6 +41,7 @@
 //              9001 (emulated grid-stride: 8 blocks of 256, five turns); exact bf16 ties in y (x in [8, 16), where
 //              Phi is 1.0f and y = x) and in dx (x >= 7, gelu' = 1.0f, dx = dy): truncation and ties-away differ;
 //              NaN with payloads and both signs, +-inf, +-0, subnormals, past the clamp, NaN in dy.
+// LayerNorm forward with bf16 y (d4j_layernorm_forward_bf16), both backends: see layernorm_bf16_case.
 #include "distill4j.h"
 #include "harness.h"
 
@@ -329,6 +330,54 @@ void gelu_bf16_case(d4j_backend *be, const char *name, int64_t n, std::mt19937_6
     report(ok, what, 0.0);
 }
 
+// LayerNorm forward with bf16 y: mean and rstd the fp32 forward's bits, each y bf16_def of the fp32 y, and within
+// the roundings of [ref - e, ref + e], e = 1e-5 (|w| (|xhat| + rstd |mean|) + |b|): the existing 1e-5 relative
+// bound taken element by element over the magnitudes that enter y (x - mean cancels: the mean's error scales with
+// |mean| rstd), checked on the fp32 y first, so that a wrong e fails there and not as a bf16 error.
+void layernorm_bf16_case(d4j_backend *be, const char *name, int64_t M, int64_t C, bool with_nan, std::mt19937_64 &rng) {
+    const float eps = 1e-6f;
+    buffer x(M * C), w(C), b(C), y32(M * C), mean32(M), rstd32(M), mean(M), rstd(M);
+    x.random(rng), w.random(rng), b.random(rng);
+    for (size_t i = 0; i < x.n; ++i) x.p[i] = 2.0f * x.p[i] + 3.0f;
+    if (with_nan) x.p[C / 2] = NAN;  // row 0: all NaN
+    mean.fill(NAN), rstd.fill(NAN);
+    std::vector<uint16_t> y(M * C, 0xffff);
+    const int rc = d4j_layernorm_forward(be, nullptr, x.p, w.p, b.p, M, C, eps, y32.p, mean32.p, rstd32.p) |
+                   d4j_layernorm_forward_bf16(be, nullptr, x.p, w.p, b.p, M, C, eps, y.data(), mean.p, rstd.p);
+    if (rc != 0) std::printf("  failed: %s\n", d4j_backend_last_error(be));
+    bool ok = rc == 0 && std::memcmp(mean.p, mean32.p, M * 4) == 0 && std::memcmp(rstd.p, rstd32.p, M * 4) == 0;
+    int shown = 0;
+    int64_t not_ref = 0;
+    for (int64_t m = 0; m < M; ++m) {
+        const float *xr = x.p + m * C;
+        double s = 0.0, sq = 0.0;
+        for (int64_t c = 0; c < C; ++c) s += xr[c];
+        const double mu = s / C;
+        for (int64_t c = 0; c < C; ++c) sq += (xr[c] - mu) * (xr[c] - mu);
+        const double r = 1.0 / std::sqrt(sq / C + eps);
+        for (int64_t c = 0; c < C; ++c) {
+            const double xhat = (xr[c] - mu) * r, ref = xhat * w.p[c] + b.p[c];
+            const double e = 1e-5 * (std::fabs(w.p[c]) * (std::fabs(xhat) + r * std::fabs(mu)) + std::fabs(b.p[c]));
+            const float f = y32.p[m * C + c];
+            const uint16_t got = y[m * C + c];
+            const char *why = std::isnan(ref) ? (std::isnan(f) ? nullptr : "fp32 not NaN")
+                                              : (std::fabs(f - ref) <= e ? nullptr : "fp32 y outside e");
+            if (why == nullptr) why = bf16_verdict(got, f, ref, e);
+            not_ref += why == nullptr && !std::isnan(ref) && bf16_value(got) != bf16_value(bf16_def(ref));
+            if (why != nullptr && shown++ < 5)
+                std::printf("  %s M=%lld C=%lld row %lld col %lld: y %04x, fp32 %a, ref %a (%s)\n", name,
+                            static_cast<long long>(M), static_cast<long long>(C), static_cast<long long>(m),
+                            static_cast<long long>(c), got, f, ref, why);
+            ok = ok && why == nullptr;
+        }
+    }
+    char what[112];
+    std::snprintf(what, sizeof what, "layernorm bf16 %s M=%lld C=%lld%s (%lld not bf16(ref))", name,
+                  static_cast<long long>(M), static_cast<long long>(C), with_nan ? " NaN" : "",
+                  static_cast<long long>(not_ref));
+    report(ok, what, 0.0);
+}
+
 // The rounding definition above against known bits, so that a wrong reference cannot pass a wrong kernel.
 bool bf16_def_selfcheck() {
     return bf16_def(1.0) == 0x3f80 && bf16_def(1.0 + 0x1p-8) == 0x3f80 && bf16_def(1.0 + 3 * 0x1p-8) == 0x3f82 &&
@@ -367,6 +416,13 @@ int main(int argc, char **argv) {
         gelu_bf16_case(cpu, "cpu", n, rng);
         gelu_bf16_case(emu, "cuda-emu", n, rng);
     }
+    // Rows: one, a partial block of 8 warps (9), several blocks (70); C: below, at and past the CPU's vector of 8
+    // and the warp's 32 lanes (the tails of both), and many per lane.
+    for (int64_t M : {1, 9, 70})
+        for (int64_t C : {1, 7, 8, 31, 33, 100, 300})
+            for (d4j_backend *be : {cpu, emu})
+                layernorm_bf16_case(be, be == cpu ? "cpu" : "cuda-emu", M, C, false, rng);
+    for (d4j_backend *be : {cpu, emu}) layernorm_bf16_case(be, be == cpu ? "cpu" : "cuda-emu", 9, 33, true, rng);
     buffer a(64), ws(64);
     auto expect_failure = [&](const char *what, bool failed, d4j_backend *be = nullptr) {
         ++cases;
@@ -389,8 +445,19 @@ int main(int argc, char **argv) {
         expect_failure("gelu_forward_bf16 null y", d4j_gelu_forward_bf16(be, nullptr, a.p, 8, nullptr) != 0, be);
         expect_failure("gelu_forward_bf16 null x", d4j_gelu_forward_bf16(be, nullptr, nullptr, 8, h) != 0, be);
         expect_failure("gelu_backward_bf16 null dy", d4j_gelu_backward_bf16(be, nullptr, a.p, nullptr, 8, h) != 0, be);
-        expect_failure("gelu_backward_bf16 null dx", d4j_gelu_backward_bf16(be, nullptr, a.p, a.p, 8, nullptr) != 0, be);
+        expect_failure("gelu_backward_bf16 null dx",
+                       d4j_gelu_backward_bf16(be, nullptr, a.p, a.p, 8, nullptr) != 0, be);
         expect_failure("gelu_backward_bf16 n = 0", d4j_gelu_backward_bf16(be, nullptr, a.p, a.p, 0, h) != 0, be);
+        expect_failure("layernorm_forward_bf16 M = 0",
+                       d4j_layernorm_forward_bf16(be, nullptr, a.p, a.p, a.p, 0, 4, 1e-6f, h, a.p, a.p) != 0, be);
+        expect_failure("layernorm_forward_bf16 C = 0",
+                       d4j_layernorm_forward_bf16(be, nullptr, a.p, a.p, a.p, 2, 0, 1e-6f, h, a.p, a.p) != 0, be);
+        expect_failure("layernorm_forward_bf16 eps < 0",
+                       d4j_layernorm_forward_bf16(be, nullptr, a.p, a.p, a.p, 2, 4, -1.0f, h, a.p, a.p) != 0, be);
+        expect_failure("layernorm_forward_bf16 null y",
+                       d4j_layernorm_forward_bf16(be, nullptr, a.p, a.p, a.p, 2, 4, 1e-6f, nullptr, a.p, a.p) != 0, be);
+        expect_failure("layernorm_forward_bf16 null rstd",
+                       d4j_layernorm_forward_bf16(be, nullptr, a.p, a.p, a.p, 2, 4, 1e-6f, h, a.p, nullptr) != 0, be);
     }
     std::printf("%d of %d checks passed (seed %llu)\n", cases - failures, cases, static_cast<unsigned long long>(seed));
     d4j_backend_close(emu);

@@ -33,6 +33,11 @@ MUTANTS = [
          repl="        if (lane == 0) scratch[warp] = v.m, scratch[32 + warp] = v.d;"),
 
     # ---- layernorm.cu
+    dict(id="ln-fwd-row-offset", file="layernorm.cu", cls="wrong index",
+         why="y stored through the base pointer (row offset dropped) when the store became store_as: every row"
+             " writes row 0",
+         orig="d4j::tc::store_as(yr, i, fmaf((xr[i] - mu) * r, w[i], b[i]));",
+         repl="d4j::tc::store_as(y, i, fmaf((xr[i] - mu) * r, w[i], b[i]));"),
     dict(id="ln-bwd-partial-unzeroed", file="layernorm.cu", cls="unzeroed accumulator",
          why="the per-warp workspace slice is accumulated into without being zeroed first",
          orig="    for (int64_t i = lane; i < C; i += 32) pw[i] = 0.0f, pb[i] = 0.0f;\n",
@@ -261,14 +266,10 @@ MUTANTS = [
          why="x used unclamped: x^2 overflows to inf for |x| > 1.8e19 and lo = inf - inf is NaN",
          orig="const float x = fminf(fmaxf(x_in, -20.0f), 20.0f);",
          repl="const float x = x_in;"),
-    dict(id="gelu-bf16-value-cast", file="gelu.cu", cls="wrong conversion",
-         why="the bf16 store converts the float's value to an integer (static_cast<uint16_t>) instead of its bits",
-         orig="out[i] = d4j::tc::bf16_rn(v);",
-         repl="out[i] = static_cast<uint16_t>(v);"),
     dict(id="gelu-bwd-derivative", file="gelu.cu", cls="wrong formula",
          why="gelu'(x) taken as Phi(x) alone (the x phi(x) term of the product rule forgotten)",
-         orig="store(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));",
-         repl="store(dx, i, isnan(v) ? v : dy[i] * cdf);"),
+         orig="store_as(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));",
+         repl="store_as(dx, i, isnan(v) ? v : dy[i] * cdf);"),
 
     # ---- token_rows.cu
     dict(id="tr-gather-index", file="token_rows.cu", cls="swapped indices",
@@ -573,6 +574,11 @@ MUTANTS = [
 
     # ---- cast.cu: fp32 <-> bf16 (the rounding itself, d4j::tc::bf16_rn, lives in tensor_core.cuh: gelu.cu's bf16
     # store uses it too).
+    dict(id="bf16-store-value-cast", file="tensor_core.cuh", cls="wrong conversion",
+         why="the bf16 store of gelu.cu and layernorm.cu converts the float's value to an integer"
+             " (static_cast<uint16_t>) instead of rounding its bits",
+         orig="out[i] = bf16_rn(v); }",
+         repl="out[i] = static_cast<uint16_t>(v); }"),
     dict(id="cast-truncate", file="tensor_core.cuh", cls="wrong rounding",
          why="bf16 taken as the upper half of the float (truncation, the cheap conversion) instead of cvt.rn",
          orig="return __bfloat16_as_ushort(__float2bfloat16_rn(f));",

@@ -181,6 +181,13 @@ public final class Distill4jNative {
     /** See {@code d4j_impl_layernorm_backward} in native/include/distill4j_impl.h. */
     public static native int d4j_layernorm_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer mean, @Const FloatPointer rstd, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long c, FloatPointer dx, FloatPointer dweight, FloatPointer dbias, Pointer workspace);
 
+    /** See {@code d4j_impl_layernorm_forward_bf16} in native/include/distill4j_impl.h: y rounded once to bf16. */
+    public static native int d4j_layernorm_forward_bf16(d4j_backend backend, Pointer stream, @Const FloatPointer x,
+                                                        @Const FloatPointer weight, @Const FloatPointer bias,
+                                                        @Cast("int64_t") long m, @Cast("int64_t") long c, float eps,
+                                                        @Cast("uint16_t*") ShortPointer y, FloatPointer mean,
+                                                        FloatPointer rstd);
+
     /** See {@code d4j_impl_gelu_forward} in native/include/distill4j_impl.h. */
     public static native int d4j_gelu_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long n, FloatPointer y);
 
