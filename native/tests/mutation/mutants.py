@@ -34,10 +34,9 @@ MUTANTS = [
 
     # ---- layernorm.cu
     dict(id="ln-fwd-row-offset", file="layernorm.cu", cls="wrong index",
-         why="y stored through the base pointer (row offset dropped) when the store became store_as: every row"
-             " writes row 0",
-         orig="d4j::tc::store_as(yr, i, fmaf((xr[i] - mu) * r, w[i], b[i]));",
-         repl="d4j::tc::store_as(y, i, fmaf((xr[i] - mu) * r, w[i], b[i]));"),
+         why="the output row's offset in rows, not elements (T * y typed: the C factor forgotten): rows overlap",
+         orig="T *yr = y + row * C;",
+         repl="T *yr = y + row;"),
     dict(id="ln-bwd-partial-unzeroed", file="layernorm.cu", cls="unzeroed accumulator",
          why="the per-warp workspace slice is accumulated into without being zeroed first",
          orig="    for (int64_t i = lane; i < C; i += 32) pw[i] = 0.0f, pb[i] = 0.0f;\n",
