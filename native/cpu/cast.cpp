@@ -1,10 +1,6 @@
 // The CPU twin of native/cuda/cast.cu: fp32 -> bf16 round to nearest even (cvt.rn.bf16.f32), NaN kept as a quiet NaN
 // with its sign and the payload's upper bits (as the CUDA kernel, and x86's VCVTNEPS2BF16), and bf16 -> fp32 exact.
-// The rounding adds 0x7FFF plus the kept part's lowest bit and drops the low half: the sum carries into the kept part
-// exactly when the dropped half is above a tie, or a tie with an odd kept part; a carry out of the significand moves
-// to the next binade, and past the largest finite value to infinity (0x7F80), as IEEE rounding must. Subnormals
-// round the same way (bf16 has fp32's exponent range; nothing is flushed). Branch-free per element, so the
-// compiler vectorises the loops.
+// The rounding is d4j::cpu::bf16_rn (common.h), shared with the fused bf16 outputs (gelu.cpp).
 #include "distill4j_impl.h"
 #include "common.h"
 
@@ -13,12 +9,6 @@
 #include <cstring>
 
 namespace {
-
-inline uint16_t to_bf16(uint32_t u) {
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t quiet = (u >> 16) | 0x0040u;
-    return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-}
 
 // Blocks of 16384 elements: element-wise, so the split never changes a result.
 constexpr int64_t kBlock = 16384;
@@ -31,7 +21,7 @@ void cast_bf16(const float *x, int64_t n, uint16_t *y) {
         for (int64_t i = b * kBlock; i < end; ++i) {
             uint32_t u;
             std::memcpy(&u, x + i, sizeof u);
-            y[i] = to_bf16(u);
+            y[i] = d4j::cpu::bf16_rn(u);
         }
     }
 }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 namespace d4j::cpu {
 
@@ -76,5 +77,25 @@ inline void sgemm_rm(sgemm_fn gemm, int trans_a, int trans_b, int64_t m, int64_t
 
 // Records a message for d4j_impl_last_error on this thread and returns the nonzero error code.
 int fail(const char *message);
+
+// fp32 bits u -> bf16 bits, round to nearest even (cvt.rn.bf16.f32); a NaN stays a quiet NaN with its sign and the
+// payload's upper bits (the contract of d4j_impl_cast_bf16, the same bits as native/cuda/cast.cu). Adding 0x7FFF
+// plus the kept part's lowest bit carries into the kept part exactly when the dropped half is above a tie, or a tie
+// with an odd kept part; a carry out of the significand moves to the next binade, and past the largest finite
+// value to infinity (0x7F80), as IEEE rounding must. Subnormals round the same way (nothing is flushed).
+// Branch-free, so loops over it vectorise.
+inline uint16_t bf16_rn(uint32_t u) {
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t quiet = (u >> 16) | 0x0040u;
+    return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+// out[i] = v for float *out, bf16_rn(v) for uint16_t *out: the one store of kernels with fp32 and bf16 outputs.
+inline void store_as(float *out, int64_t i, float v) { out[i] = v; }
+inline void store_as(uint16_t *out, int64_t i, float v) {
+    uint32_t u;
+    std::memcpy(&u, &v, sizeof u);
+    out[i] = bf16_rn(u);
+}
 }  // namespace d4j::cpu
 #endif

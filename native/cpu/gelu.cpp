@@ -4,6 +4,8 @@
 // t exp(-z^2 + P(t)), t = 1/(1 + z/2) (Numerical Recipes' erfcc, relative error < 1.2e-7 for all z >= 0).
 // exp(-z^2) is formed from x^2 split exactly into hi + lo (FMA), so the large argument carries no rounding:
 // a float z^2 near 80 would be off by 4e-6 and so would the tail. Max relative error of y vs float64: ~5e-7.
+// The bf16 outputs (issue #18) are the fp32 values of the same code, rounded once by bf16_rn (common.h, the rule of
+// the casts) block by block while the block is in L1: one pass over memory instead of a kernel and a cast.
 #include "distill4j_impl.h"
 #include "common.h"
 #include "vec_math.h"
@@ -79,11 +81,25 @@ void gelu_range(const float *x, const float *dy, float *out, int64_t begin, int6
 // balance; element-wise, so the split never changes a result.
 constexpr int64_t kBlock = 4096;
 
+// The block's elements [begin, end) in fp32, then to out: as they are, or rounded to bf16 bits.
 template <bool BACKWARD>
-void gelu(const float *x, const float *dy, float *out, int64_t n) {
+void gelu_block(const float *x, const float *dy, float *out, int64_t begin, int64_t end) {
+    gelu_range<BACKWARD>(x, dy, out, begin, end);
+}
+
+template <bool BACKWARD>
+void gelu_block(const float *x, const float *dy, uint16_t *out, int64_t begin, int64_t end) {
+    float tmp[kBlock];
+    // Offsets from begin, a multiple of kBlock (and so of 8): the same elements take the AVX2 path as in fp32.
+    gelu_range<BACKWARD>(x + begin, dy == nullptr ? nullptr : dy + begin, tmp, 0, end - begin);
+    for (int64_t i = begin; i < end; ++i) store_as(out, i, tmp[i - begin]);
+}
+
+template <bool BACKWARD, typename T>
+void gelu(const float *x, const float *dy, T *out, int64_t n) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(d4j::cpu::threads_for(n))
-    for (int64_t b = 0; b < blocks; ++b) gelu_range<BACKWARD>(x, dy, out, b * kBlock, std::min(n, (b + 1) * kBlock));
+    for (int64_t b = 0; b < blocks; ++b) gelu_block<BACKWARD>(x, dy, out, b * kBlock, std::min(n, (b + 1) * kBlock));
 }
 
 }  // namespace
@@ -98,5 +114,18 @@ D4J_IMPL_API int d4j_impl_gelu_backward(void *, const float *x, const float *dy,
     if (x == nullptr || dy == nullptr || dx == nullptr || n <= 0)
         return d4j::cpu::fail("gelu_backward: null buffer or n <= 0");
     gelu<true>(x, dy, dx, n);  // dx may alias dy: each element is read before it is written, by the same thread
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_gelu_forward_bf16(void *, const float *x, int64_t n, uint16_t *y) {
+    if (x == nullptr || y == nullptr || n <= 0) return d4j::cpu::fail("gelu_forward_bf16: null buffer or n <= 0");
+    gelu<false>(x, nullptr, y, n);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_gelu_backward_bf16(void *, const float *x, const float *dy, int64_t n, uint16_t *dx) {
+    if (x == nullptr || dy == nullptr || dx == nullptr || n <= 0)
+        return d4j::cpu::fail("gelu_backward_bf16: null buffer or n <= 0");
+    gelu<true>(x, dy, dx, n);
     return 0;
 }

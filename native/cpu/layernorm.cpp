@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 
 namespace {
 
@@ -57,7 +58,18 @@ float row_centered_sq(const float *x, int64_t C, float mean) {
     return s;
 }
 
-void forward_row(const float *x, const float *w, const float *b, int64_t C, float eps, float *y, float *mean_out,
+#ifdef __AVX2__
+inline void store8(float *y, __m256 v) { _mm256_storeu_ps(y, v); }
+inline void store8(uint16_t *y, __m256 v) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int k = 0; k < 8; ++k) store_as(y, k, t[k]);
+}
+#endif
+
+// T: float, or uint16_t for bf16 bits (each the fp32 value rounded once, store_as).
+template <typename T>
+void forward_row(const float *x, const float *w, const float *b, int64_t C, float eps, T *y, float *mean_out,
                  float *rstd_out) {
     const float inv_c = 1.0f / static_cast<float>(C);
     const float mean = row_sum(x, C) * inv_c;
@@ -67,10 +79,10 @@ void forward_row(const float *x, const float *w, const float *b, int64_t C, floa
     const __m256 m = _mm256_set1_ps(mean), r = _mm256_set1_ps(rstd);
     for (; i + 8 <= C; i += 8) {
         const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), r);
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(xhat, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
+        store8(y + i, _mm256_fmadd_ps(xhat, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
     }
 #endif
-    for (; i < C; ++i) y[i] = std::fma((x[i] - mean) * rstd, w[i], b[i]);
+    for (; i < C; ++i) store_as(y, i, std::fma((x[i] - mean) * rstd, w[i], b[i]));
     *mean_out = mean;
     *rstd_out = rstd;
 }
@@ -127,14 +139,32 @@ D4J_IMPL_API int64_t d4j_impl_layernorm_workspace(int64_t M, int64_t C) {
     return chunks(M) * 2 * C * static_cast<int64_t>(sizeof(float));
 }
 
-D4J_IMPL_API int d4j_impl_layernorm_forward(void *, const float *x, const float *weight, const float *bias, int64_t M,
-                                            int64_t C, float eps, float *y, float *mean, float *rstd) {
+namespace {
+
+template <typename T>
+int forward(const char *name, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps,
+            T *y, float *mean, float *rstd) {
+    char msg[96];
     if (x == nullptr || weight == nullptr || bias == nullptr || y == nullptr || mean == nullptr || rstd == nullptr)
-        return d4j::cpu::fail("layernorm_forward: null buffer");
-    if (M <= 0 || C <= 0 || !(eps >= 0.0f)) return d4j::cpu::fail("layernorm_forward: empty shape or eps < 0");
+        return std::snprintf(msg, sizeof msg, "%s: null buffer", name), d4j::cpu::fail(msg);
+    if (M <= 0 || C <= 0 || !(eps >= 0.0f))
+        return std::snprintf(msg, sizeof msg, "%s: empty shape or eps < 0", name), d4j::cpu::fail(msg);
 #pragma omp parallel for schedule(dynamic, row_chunk(M)) num_threads(threads_for(2 * M * C))
     for (int64_t m = 0; m < M; ++m) forward_row(x + m * C, weight, bias, C, eps, y + m * C, mean + m, rstd + m);
     return 0;
+}
+
+}  // namespace
+
+D4J_IMPL_API int d4j_impl_layernorm_forward(void *, const float *x, const float *weight, const float *bias, int64_t M,
+                                            int64_t C, float eps, float *y, float *mean, float *rstd) {
+    return forward("layernorm_forward", x, weight, bias, M, C, eps, y, mean, rstd);
+}
+
+D4J_IMPL_API int d4j_impl_layernorm_forward_bf16(void *, const float *x, const float *weight, const float *bias,
+                                                 int64_t M, int64_t C, float eps, uint16_t *y, float *mean,
+                                                 float *rstd) {
+    return forward("layernorm_forward_bf16", x, weight, bias, M, C, eps, y, mean, rstd);
 }
 
 D4J_IMPL_API int d4j_impl_layernorm_backward(void *, const float *x, const float *weight, const float *mean,

@@ -24,11 +24,7 @@ constexpr int kThreads = 256;
 // does not depend on the grid), so that its tests reach the loop's later turns.
 constexpr int64_t kMaxBlocks = D4J_CUDA_EMU ? 8 : 4096;
 
-__device__ __forceinline__ uint16_t to_bf16(float f) {
-    const uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: see the header
-    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
+using d4j::tc::bf16_rn;
 
 __device__ __forceinline__ float to_f32(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
 
@@ -43,13 +39,13 @@ __global__ void __launch_bounds__(kThreads) cast_bf16(const float *x, int64_t n,
         for (int64_t i = first; i < n4; i += stride) {
             const float4 v = reinterpret_cast<const float4 *>(x)[i];
             int2 o;
-            o.x = static_cast<int>(static_cast<uint32_t>(to_bf16(v.x)) | static_cast<uint32_t>(to_bf16(v.y)) << 16);
-            o.y = static_cast<int>(static_cast<uint32_t>(to_bf16(v.z)) | static_cast<uint32_t>(to_bf16(v.w)) << 16);
+            o.x = static_cast<int>(static_cast<uint32_t>(bf16_rn(v.x)) | static_cast<uint32_t>(bf16_rn(v.y)) << 16);
+            o.y = static_cast<int>(static_cast<uint32_t>(bf16_rn(v.z)) | static_cast<uint32_t>(bf16_rn(v.w)) << 16);
             reinterpret_cast<int2 *>(y)[i] = o;
         }
         done = 4 * n4;
     }
-    for (int64_t i = done + first; i < n; i += stride) y[i] = to_bf16(x[i]);
+    for (int64_t i = done + first; i < n; i += stride) y[i] = bf16_rn(x[i]);
 }
 
 // VEC: x 8-byte and y 16-byte aligned.

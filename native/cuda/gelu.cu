@@ -2,9 +2,12 @@
 // the side where it is small (1 + erf cancels for x < 0), erfc(z) = t exp(-z^2 + P(t)), t = 1/(1 + z/2)
 // (Numerical Recipes' erfcc, relative error < 1.2e-7), with x^2 split into hi + lo by an FMA so that the large
 // exponent carries no rounding. erfcf(-x/sqrt 2) would round x/sqrt 2 first: ~1e-6 off in the tail.
+// The bf16 entries (issue #18: the next consumer is a bf16 GEMM) are the same kernels with a bf16 store: the fp32
+// value computed as for the fp32 output, then rounded once as cast.cu rounds (store_as), instead of a second pass.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"
+#include "tensor_core.cuh"
 
 #include <cstdint>
 
@@ -35,24 +38,29 @@ __device__ __forceinline__ void gelu_phi(float x_in, float &cdf, float &pdf) {
     pdf = 0.39894228040143268f * e;
 }
 
-__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, float *y) {
+using d4j::tc::store_as;
+
+// T: float or uint16_t (bf16 bits), deduced at the launch.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, T *y) {
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
         const float v = x[i];
         float cdf, pdf;
         gelu_phi(v, cdf, pdf);
-        y[i] = isnan(v) ? v : v * cdf;
+        store_as(y, i, isnan(v) ? v : v * cdf);
     }
 }
 
-// dx may alias dy: each element is read and then written by the same thread.
-__global__ void __launch_bounds__(kThreads) gelu_bwd(const float *x, const float *dy, int64_t n, float *dx) {
+// fp32 dx may alias dy: each element is read and then written by the same thread.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gelu_bwd(const float *x, const float *dy, int64_t n, T *dx) {
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * kThreads) {
         const float v = x[i];
         float cdf, pdf;
         gelu_phi(v, cdf, pdf);
-        dx[i] = isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf);
+        store_as(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));
     }
 }
 
@@ -74,4 +82,17 @@ D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const floa
         return d4j::cuda::fail("gelu_backward: null buffer or n <= 0");
     D4J_LAUNCH(gelu_bwd, grid_for(n), dim3(kThreads), 0, static_cast<cudaStream_t>(stream), x, dy, n, dx);
     return d4j::cuda::check_launch("gelu_backward");
+}
+
+D4J_IMPL_API int d4j_impl_gelu_forward_bf16(void *stream, const float *x, int64_t n, uint16_t *y) {
+    if (x == nullptr || y == nullptr || n <= 0) return d4j::cuda::fail("gelu_forward_bf16: null buffer or n <= 0");
+    D4J_LAUNCH(gelu_fwd, grid_for(n), dim3(kThreads), 0, static_cast<cudaStream_t>(stream), x, n, y);
+    return d4j::cuda::check_launch("gelu_forward_bf16");
+}
+
+D4J_IMPL_API int d4j_impl_gelu_backward_bf16(void *stream, const float *x, const float *dy, int64_t n, uint16_t *dx) {
+    if (x == nullptr || dy == nullptr || dx == nullptr || n <= 0)
+        return d4j::cuda::fail("gelu_backward_bf16: null buffer or n <= 0");
+    D4J_LAUNCH(gelu_bwd, grid_for(n), dim3(kThreads), 0, static_cast<cudaStream_t>(stream), x, dy, n, dx);
+    return d4j::cuda::check_launch("gelu_backward_bf16");
 }

@@ -12,12 +12,16 @@
 //     slice order, added into dweight, dbias.
 // Lanes are adjacent columns: a warp's loads are 128 contiguous bytes. W, the groups and the order of every
 // addition depend only on M and C (never on the SM count), so the bits are the same on every run and every GPU.
+// The bf16 forward (issue #18: y feeds a bf16 GEMM) is the same kernel with a bf16 store: each y the fp32 value,
+// rounded once as cast.cu rounds; mean and rstd stay fp32.
 #include "common.cuh"
 #include "distill4j_impl.h"
 #include "launch.cuh"
 #include "reduce.cuh"
+#include "tensor_core.cuh"
 
 #include <cstdint>
+#include <cstdio>
 
 namespace {
 
@@ -41,8 +45,10 @@ constexpr int kTile = 64;
 
 int64_t warps(int64_t M) { return M < kMaxWarps ? M : kMaxWarps; }
 
+// T: float or uint16_t (bf16 bits), deduced at the launch.
+template <typename T>
 __global__ void __launch_bounds__(kThreads) layernorm_fwd(const float *x, const float *w, const float *b, int64_t M,
-                                                          int64_t C, float eps, float *y, float *mean, float *rstd) {
+                                                          int64_t C, float eps, T *y, float *mean, float *rstd) {
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
     if (row >= M) return;  // the whole warp leaves: no block-wide barrier follows
     const int lane = threadIdx.x % 32;
@@ -57,8 +63,8 @@ __global__ void __launch_bounds__(kThreads) layernorm_fwd(const float *x, const 
         sq = fmaf(d, d, sq);
     }
     const float r = 1.0f / sqrtf(group_sum<32>(sq, nullptr) * inv_c + eps);
-    float *yr = y + row * C;
-    for (int64_t i = lane; i < C; i += 32) yr[i] = fmaf((xr[i] - mu) * r, w[i], b[i]);
+    T *yr = y + row * C;
+    for (int64_t i = lane; i < C; i += 32) d4j::tc::store_as(yr, i, fmaf((xr[i] - mu) * r, w[i], b[i]));
     if (lane == 0) mean[row] = mu, rstd[row] = r;
 }
 
@@ -131,16 +137,34 @@ D4J_IMPL_API int64_t d4j_impl_layernorm_workspace(int64_t M, int64_t C) {
     return warps(M) * 2 * C * static_cast<int64_t>(sizeof(float));
 }
 
-D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const float *weight, const float *bias,
-                                            int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd) {
+namespace {
+
+template <typename T>
+int forward(const char *name, void *stream, const float *x, const float *weight, const float *bias, int64_t M,
+            int64_t C, float eps, T *y, float *mean, float *rstd) {
+    char msg[96];
     if (x == nullptr || weight == nullptr || bias == nullptr || y == nullptr || mean == nullptr || rstd == nullptr)
-        return fail("layernorm_forward: null buffer");
-    if (M <= 0 || C <= 0 || !(eps >= 0.0f)) return fail("layernorm_forward: empty shape or eps < 0");
-    if (M > 8LL * 2147483647LL) return fail("layernorm_forward: too many rows");
+        return std::snprintf(msg, sizeof msg, "%s: null buffer", name), fail(msg);
+    if (M <= 0 || C <= 0 || !(eps >= 0.0f))
+        return std::snprintf(msg, sizeof msg, "%s: empty shape or eps < 0", name), fail(msg);
+    if (M > 8LL * 2147483647LL) return std::snprintf(msg, sizeof msg, "%s: too many rows", name), fail(msg);
     const dim3 grid(static_cast<unsigned>((M + kRowsPerBlock - 1) / kRowsPerBlock));
     D4J_LAUNCH(layernorm_fwd, grid, dim3(kThreads), 0, static_cast<cudaStream_t>(stream), x, weight, bias, M, C, eps,
                y, mean, rstd);
-    return check_launch("layernorm_forward");
+    return check_launch(name);
+}
+
+}  // namespace
+
+D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const float *weight, const float *bias,
+                                            int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd) {
+    return forward("layernorm_forward", stream, x, weight, bias, M, C, eps, y, mean, rstd);
+}
+
+D4J_IMPL_API int d4j_impl_layernorm_forward_bf16(void *stream, const float *x, const float *weight,
+                                                 const float *bias, int64_t M, int64_t C, float eps, uint16_t *y,
+                                                 float *mean, float *rstd) {
+    return forward("layernorm_forward_bf16", stream, x, weight, bias, M, C, eps, y, mean, rstd);
 }
 
 D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream_ptr, const float *x, const float *weight, const float *mean,

@@ -3,6 +3,12 @@
 // (emu/tensor_core_emu.h, emu/cuda_bf16_emu.h) under g++. Include after common.cuh.
 //
 //   __nv_bfloat16, __nv_bfloat162, __float2bfloat16_rn, __bfloat162float, __floats2bfloat162_rn, ... (CUDA's)
+//   uint16_t bf16_rn(float f)                          f rounded to nearest even (cvt.rn.bf16.f32), as bits; a NaN
+//                                                      keeps its sign and upper payload with the quiet bit set
+//                                                      (cast.cu's contract, the same bits on every backend; CUDA's
+//                                                      own conversion gives 0x7FFF whatever the sign)
+//   store_as(out, i, v)                                out[i] = v for float *out, bf16_rn(v) for uint16_t *out:
+//                                                      the one store of kernels with fp32 and bf16 outputs
 //   uint32_t pack_bf16x2(float lo, float hi)            two floats rounded to nearest even, lo in bits 0..15:
 //                                                      one .bf16x2 fragment register
 //   mma_m16n8k16_bf16(d, a, b, c)                      mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32:
@@ -40,6 +46,15 @@
 #endif
 
 namespace d4j::tc {
+
+__device__ __forceinline__ uint16_t bf16_rn(float f) {
+    const uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+__device__ __forceinline__ void store_as(float *out, int64_t i, float v) { out[i] = v; }
+__device__ __forceinline__ void store_as(uint16_t *out, int64_t i, float v) { out[i] = bf16_rn(v); }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);

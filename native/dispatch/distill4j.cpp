@@ -43,8 +43,11 @@ struct function_table {
     int64_t (*layernorm_workspace)(int64_t, int64_t);
     int (*layernorm_forward)(void *, const float *, const float *, const float *, int64_t, int64_t, float, float *, float *, float *);
     int (*layernorm_backward)(void *, const float *, const float *, const float *, const float *, const float *, int64_t, int64_t, float *, float *, float *, void *);
+    int (*layernorm_forward_bf16)(void *, const float *, const float *, const float *, int64_t, int64_t, float, uint16_t *, float *, float *);
     int (*gelu_forward)(void *, const float *, int64_t, float *);
     int (*gelu_backward)(void *, const float *, const float *, int64_t, float *);
+    int (*gelu_forward_bf16)(void *, const float *, int64_t, uint16_t *);
+    int (*gelu_backward_bf16)(void *, const float *, const float *, int64_t, uint16_t *);
     int (*cross_entropy)(void *, const float *, const int32_t *, int64_t, int64_t, float, float, float *, float *, float *);
     int (*cross_entropy_soft)(void *, const float *, const float *, int64_t, int64_t, float, float, float *, float *,
                               float *);
@@ -123,8 +126,11 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
               resolve(lib, "d4j_impl_layernorm_workspace", fn.layernorm_workspace, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_forward", fn.layernorm_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_layernorm_backward", fn.layernorm_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_layernorm_forward_bf16", fn.layernorm_forward_bf16, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_gelu_forward", fn.gelu_forward, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_gelu_backward", fn.gelu_backward, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_gelu_forward_bf16", fn.gelu_forward_bf16, impl_path, err, errlen) &&
+              resolve(lib, "d4j_impl_gelu_backward_bf16", fn.gelu_backward_bf16, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_cross_entropy", fn.cross_entropy, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_cross_entropy_soft", fn.cross_entropy_soft, impl_path, err, errlen) &&
               resolve(lib, "d4j_impl_argmax", fn.argmax, impl_path, err, errlen) &&
@@ -312,6 +318,11 @@ int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, c
     return backend->fn.layernorm_backward(stream, x, weight, mean, rstd, dy, M, C, dx, dweight, dbias, workspace);
 }
 
+int d4j_layernorm_forward_bf16(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, uint16_t *y, float *mean, float *rstd) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.layernorm_forward_bf16(stream, x, weight, bias, M, C, eps, y, mean, rstd);
+}
+
 int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y) {
     if (int e = use_device(backend)) return e;
     return backend->fn.gelu_forward(stream, x, n, y);
@@ -320,6 +331,16 @@ int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t
 int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx) {
     if (int e = use_device(backend)) return e;
     return backend->fn.gelu_backward(stream, x, dy, n, dx);
+}
+
+int d4j_gelu_forward_bf16(d4j_backend *backend, void *stream, const float *x, int64_t n, uint16_t *y) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.gelu_forward_bf16(stream, x, n, y);
+}
+
+int d4j_gelu_backward_bf16(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, uint16_t *dx) {
+    if (int e = use_device(backend)) return e;
+    return backend->fn.gelu_backward_bf16(stream, x, dy, n, dx);
 }
 
 int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad) {

@@ -98,8 +98,11 @@ D4J_API int d4j_linear_bf16_backward(d4j_backend *backend, void *stream, const u
 D4J_API int64_t d4j_layernorm_workspace(d4j_backend *backend, int64_t M, int64_t C);
 D4J_API int d4j_layernorm_forward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, float *y, float *mean, float *rstd);
 D4J_API int d4j_layernorm_backward(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *mean, const float *rstd, const float *dy, int64_t M, int64_t C, float *dx, float *dweight, float *dbias, void *workspace);
+D4J_API int d4j_layernorm_forward_bf16(d4j_backend *backend, void *stream, const float *x, const float *weight, const float *bias, int64_t M, int64_t C, float eps, uint16_t *y, float *mean, float *rstd);
 D4J_API int d4j_gelu_forward(d4j_backend *backend, void *stream, const float *x, int64_t n, float *y);
 D4J_API int d4j_gelu_backward(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, float *dx);
+D4J_API int d4j_gelu_forward_bf16(d4j_backend *backend, void *stream, const float *x, int64_t n, uint16_t *y);
+D4J_API int d4j_gelu_backward_bf16(d4j_backend *backend, void *stream, const float *x, const float *dy, int64_t n, uint16_t *dx);
 D4J_API int d4j_cross_entropy(d4j_backend *backend, void *stream, const float *logits, const int32_t *labels, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
 D4J_API int d4j_cross_entropy_soft(d4j_backend *backend, void *stream, const float *logits, const float *targets, int64_t B, int64_t C, float label_smoothing, float loss_scale, float *row_loss, float *loss, float *grad);
 D4J_API int d4j_argmax(d4j_backend *backend, void *stream, const float *x, int64_t B, int64_t C, int32_t *index);

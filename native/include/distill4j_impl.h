@@ -182,6 +182,13 @@ D4J_IMPL_API int d4j_impl_layernorm_forward(void *stream, const float *x, const 
 D4J_IMPL_API int d4j_impl_layernorm_backward(void *stream, const float *x, const float *weight, const float *mean,
                                              const float *rstd, const float *dy, int64_t M, int64_t C, float *dx,
                                              float *dweight, float *dbias, void *workspace);
+/*
+ * The forward with y in bf16 (uint16_t bits; issue #18: y feeds a bf16 GEMM): each y the fp32 value the fp32
+ * forward computes, rounded once as d4j_impl_cast_bf16 rounds; mean and rstd fp32, as there. y must not overlap x.
+ */
+D4J_IMPL_API int d4j_impl_layernorm_forward_bf16(void *stream, const float *x, const float *weight,
+                                                 const float *bias, int64_t M, int64_t C, float eps, uint16_t *y,
+                                                 float *mean, float *rstd);
 
 /*
  * fp32 <-> bf16 casts of n contiguous elements (issue #18: bf16 activations), bf16 as uint16_t bits (the upper half
@@ -202,6 +209,13 @@ D4J_IMPL_API int d4j_impl_cast_f32(void *stream, const uint16_t *x, int64_t n, f
  */
 D4J_IMPL_API int d4j_impl_gelu_forward(void *stream, const float *x, int64_t n, float *y);
 D4J_IMPL_API int d4j_impl_gelu_backward(void *stream, const float *x, const float *dy, int64_t n, float *dx);
+/*
+ * The same with bf16 outputs (uint16_t bits; issue #18: the next consumer is a bf16 GEMM): y, dx WRITTEN, each
+ * element the fp32 value the fp32 entry computes, rounded once as d4j_impl_cast_bf16 rounds (nearest even, NaN a
+ * quiet NaN with its sign): the bits of gelu_forward then cast_bf16, in one pass. dx must not overlap x or dy.
+ */
+D4J_IMPL_API int d4j_impl_gelu_forward_bf16(void *stream, const float *x, int64_t n, uint16_t *y);
+D4J_IMPL_API int d4j_impl_gelu_backward_bf16(void *stream, const float *x, const float *dy, int64_t n, uint16_t *dx);
 
 /*
  * Fused softmax + cross-entropy forward and backward in one pass (llm.c's fused classifier), PyTorch's

@@ -33,6 +33,10 @@ MUTANTS = [
          repl="        if (lane == 0) scratch[warp] = v.m, scratch[32 + warp] = v.d;"),
 
     # ---- layernorm.cu
+    dict(id="ln-fwd-row-offset", file="layernorm.cu", cls="wrong index",
+         why="the output row's offset in rows, not elements (T * y typed: the C factor forgotten): rows overlap",
+         orig="T *yr = y + row * C;",
+         repl="T *yr = y + row;"),
     dict(id="ln-bwd-partial-unzeroed", file="layernorm.cu", cls="unzeroed accumulator",
          why="the per-warp workspace slice is accumulated into without being zeroed first",
          orig="    for (int64_t i = lane; i < C; i += 32) pw[i] = 0.0f, pb[i] = 0.0f;\n",
@@ -252,15 +256,19 @@ MUTANTS = [
     # ---- gelu.cu
     dict(id="gelu-grid-stride", file="gelu.cu", cls="missing grid-stride loop",
          why="one element per thread, but the grid is capped (4096 blocks; 8 emulated)",
-         orig="__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, float *y) {\n"
+         orig="__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, T *y) {\n"
               "    for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n;\n"
               "         i += static_cast<int64_t>(gridDim.x) * kThreads) {",
-         repl="__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, float *y) {\n"
+         repl="__global__ void __launch_bounds__(kThreads) gelu_fwd(const float *x, int64_t n, T *y) {\n"
               "    if (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n) {"),
     dict(id="gelu-clamp", file="gelu.cu", cls="removed clamp",
          why="x used unclamped: x^2 overflows to inf for |x| > 1.8e19 and lo = inf - inf is NaN",
          orig="const float x = fminf(fmaxf(x_in, -20.0f), 20.0f);",
          repl="const float x = x_in;"),
+    dict(id="gelu-bwd-derivative", file="gelu.cu", cls="wrong formula",
+         why="gelu'(x) taken as Phi(x) alone (the x phi(x) term of the product rule forgotten)",
+         orig="store_as(dx, i, isnan(v) ? v : dy[i] * fmaf(v, pdf, cdf));",
+         repl="store_as(dx, i, isnan(v) ? v : dy[i] * cdf);"),
 
     # ---- token_rows.cu
     dict(id="tr-gather-index", file="token_rows.cu", cls="swapped indices",
@@ -601,27 +609,33 @@ MUTANTS = [
               "                    memcpy(&b2, &pv[1], 4);\n"
               "                    pa[j / 2][2 * (j % 2) + hf] = (a >> 16) | (b2 & 0xffff0000u);\n                }"),
 
-    # ---- cast.cu: fp32 <-> bf16.
-    dict(id="cast-truncate", file="cast.cu", cls="wrong rounding",
+    # ---- cast.cu: fp32 <-> bf16 (the rounding itself, d4j::tc::bf16_rn, lives in tensor_core.cuh: gelu.cu's bf16
+    # store uses it too).
+    dict(id="bf16-store-value-cast", file="tensor_core.cuh", cls="wrong conversion",
+         why="the bf16 store of gelu.cu and layernorm.cu converts the float's value to an integer"
+             " (static_cast<uint16_t>) instead of rounding its bits",
+         orig="out[i] = bf16_rn(v); }",
+         repl="out[i] = static_cast<uint16_t>(v); }"),
+    dict(id="cast-truncate", file="tensor_core.cuh", cls="wrong rounding",
          why="bf16 taken as the upper half of the float (truncation, the cheap conversion) instead of cvt.rn",
          orig="return __bfloat16_as_ushort(__float2bfloat16_rn(f));",
          repl="return static_cast<uint16_t>(u >> 16);"),
-    dict(id="cast-ties-away", file="cast.cu", cls="wrong rounding",
+    dict(id="cast-ties-away", file="tensor_core.cuh", cls="wrong rounding",
          why="round half up by adding 0x8000 (ties away from zero) instead of ties to even",
          orig="return __bfloat16_as_ushort(__float2bfloat16_rn(f));",
          repl="return static_cast<uint16_t>((u + 0x8000u) >> 16);"),
-    dict(id="cast-nan-canonical", file="cast.cu", cls="wrong special value",
+    dict(id="cast-nan-canonical", file="tensor_core.cuh", cls="wrong special value",
          why="NaN canonicalised to 0x7FFF as NVIDIA's host conversion does: the sign is lost",
-         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: see the header",
+         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);",
          repl="return 0x7fff;"),
-    dict(id="cast-nan-not-quieted", file="cast.cu", cls="wrong special value",
+    dict(id="cast-nan-not-quieted", file="tensor_core.cuh", cls="wrong special value",
          why="NaN truncated without setting the quiet bit: a NaN whose payload is in the low half becomes infinity",
-         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);  // NaN: see the header",
+         orig="return static_cast<uint16_t>((u >> 16) | 0x0040u);",
          repl="return static_cast<uint16_t>(u >> 16);"),
     dict(id="cast-bf16-tail-dropped", file="cast.cu", cls="missing tail loop",
          why="the vector kernel handles the multiples of 4 and forgets the last n % 4 elements",
-         orig="    for (int64_t i = done + first; i < n; i += stride) y[i] = to_bf16(x[i]);",
-         repl="    if (!VEC) for (int64_t i = done + first; i < n; i += stride) y[i] = to_bf16(x[i]);"),
+         orig="    for (int64_t i = done + first; i < n; i += stride) y[i] = bf16_rn(x[i]);",
+         repl="    if (!VEC) for (int64_t i = done + first; i < n; i += stride) y[i] = bf16_rn(x[i]);"),
     dict(id="cast-f32-tail-dropped", file="cast.cu", cls="missing tail loop",
          why="the same in the widening kernel",
          orig="    for (int64_t i = done + first; i < n; i += stride) y[i] = to_f32(x[i]);",

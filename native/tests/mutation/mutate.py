@@ -43,7 +43,7 @@ OP_TESTS = {
     "patch_embed.cu": ["patch_embed_emu"], "token_rows.cu": ["token_rows_emu"], "adamw.cu": ["adamw_emu"],
     "linear.cu": ["linear_emu"], "linear_bf16.cu": ["linear_emu"], "cublas.cu": ["linear_emu"],
     "emu/tensor_core_emu.h": TENSOR_CORE_TESTS, "emu/cuda_bf16_emu.h": TENSOR_CORE_TESTS,
-    "tensor_core.cuh": TENSOR_CORE_TESTS,
+    "tensor_core.cuh": TENSOR_CORE_TESTS + ["cast_emu", "norm_act_emu", "attention_bf16_emu"],
 }
 # Tests that never load libdistill4j_cudaemu: a mutant of native/cuda cannot change them.
 UNRELATED = ["cpu_threads", "cpu_regions_num_threads", "cpu_thread_invariance"]

@@ -181,11 +181,27 @@ public final class Distill4jNative {
     /** See {@code d4j_impl_layernorm_backward} in native/include/distill4j_impl.h. */
     public static native int d4j_layernorm_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer weight, @Const FloatPointer mean, @Const FloatPointer rstd, @Const FloatPointer dy, @Cast("int64_t") long m, @Cast("int64_t") long c, FloatPointer dx, FloatPointer dweight, FloatPointer dbias, Pointer workspace);
 
+    /** See {@code d4j_impl_layernorm_forward_bf16} in native/include/distill4j_impl.h: y rounded once to bf16. */
+    public static native int d4j_layernorm_forward_bf16(d4j_backend backend, Pointer stream, @Const FloatPointer x,
+                                                        @Const FloatPointer weight, @Const FloatPointer bias,
+                                                        @Cast("int64_t") long m, @Cast("int64_t") long c, float eps,
+                                                        @Cast("uint16_t*") ShortPointer y, FloatPointer mean,
+                                                        FloatPointer rstd);
+
     /** See {@code d4j_impl_gelu_forward} in native/include/distill4j_impl.h. */
     public static native int d4j_gelu_forward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Cast("int64_t") long n, FloatPointer y);
 
     /** See {@code d4j_impl_gelu_backward} in native/include/distill4j_impl.h. */
     public static native int d4j_gelu_backward(d4j_backend backend, Pointer stream, @Const FloatPointer x, @Const FloatPointer dy, @Cast("int64_t") long n, FloatPointer dx);
+
+    /** See {@code d4j_impl_gelu_forward_bf16} in native/include/distill4j_impl.h: GELU rounded once to bf16. */
+    public static native int d4j_gelu_forward_bf16(d4j_backend backend, Pointer stream, @Const FloatPointer x,
+                                                   @Cast("int64_t") long n, @Cast("uint16_t*") ShortPointer y);
+
+    /** See {@code d4j_impl_gelu_backward_bf16} in native/include/distill4j_impl.h: dy gelu'(x) rounded to bf16. */
+    public static native int d4j_gelu_backward_bf16(d4j_backend backend, Pointer stream, @Const FloatPointer x,
+                                                    @Const FloatPointer dy, @Cast("int64_t") long n,
+                                                    @Cast("uint16_t*") ShortPointer dx);
 
     /** See {@code d4j_impl_cross_entropy} in native/include/distill4j_impl.h. */
     public static native int d4j_cross_entropy(d4j_backend backend, Pointer stream, @Const FloatPointer logits, @Cast("const int32_t*") IntPointer labels, @Cast("int64_t") long b, @Cast("int64_t") long c, float labelSmoothing, float lossScale, FloatPointer rowLoss, FloatPointer loss, FloatPointer grad);
