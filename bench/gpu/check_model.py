@@ -251,6 +251,10 @@ class Ours:
     def cast(self, x, n, y):
         self.impl.call("cast_bf16", self.s, x.data_ptr(), n, y.data_ptr())
 
+    def ln_h(self, x, w, b, M, y, mean, rstd):
+        self.impl.call("layernorm_forward_bf16", self.s, x.data_ptr(), w.data_ptr(), b.data_ptr(), M, self.D, EPS,
+                       y.data_ptr(), mean.data_ptr(), rstd.data_ptr())
+
     def forward(self):
         if self.precision == "bf16":
             return self.forward_bf16()
@@ -286,23 +290,20 @@ class Ours:
                                       w["dist_token"].data_ptr(), self.x[0].data_ptr(), self.ws_pe.data_ptr())
         for l, k in enumerate(self.blk):
             n = f"blocks.{l}."
-            self.ln(self.x[l], w[n + "norm1.weight"], w[n + "norm1.bias"], M, k["ln1"], k["mean1"], k["rstd1"])
-            self.cast(k["ln1"], M * D, k["ln1h"])
+            self.ln_h(self.x[l], w[n + "norm1.weight"], w[n + "norm1.bias"], M, k["ln1h"], k["mean1"], k["rstd1"])
             self.lin_h(k["ln1h"], wh[n + "attn.qkv.weight"], w[n + "attn.qkv.bias"], None, M, D, 3 * D, k["qkv"])
             self.cast(k["qkv"], M * 3 * D, k["qkvh"])
             self.impl.call("attention_bf16_forward", self.s, k["qkvh"].data_ptr(), *self.att_shape, self.scale,
                            k["attnh"].data_ptr(), k["lse"].data_ptr())
             self.lin_h(k["attnh"], wh[n + "attn.proj.weight"], w[n + "attn.proj.bias"], self.x[l], M, D, D, k["mid"])
-            self.ln(k["mid"], w[n + "norm2.weight"], w[n + "norm2.bias"], M, k["ln2"], k["mean2"], k["rstd2"])
-            self.cast(k["ln2"], M * D, k["ln2h"])
+            self.ln_h(k["mid"], w[n + "norm2.weight"], w[n + "norm2.bias"], M, k["ln2h"], k["mean2"], k["rstd2"])
             self.lin_h(k["ln2h"], wh[n + "mlp.fc1.weight"], w[n + "mlp.fc1.bias"], None, M, D, Hd, k["fc1"])
-            self.impl.call("gelu_forward", self.s, k["fc1"].data_ptr(), M * Hd, k["act"].data_ptr())
-            self.cast(k["act"], M * Hd, k["acth"])
+            self.impl.call("gelu_forward_bf16", self.s, k["fc1"].data_ptr(), M * Hd, k["acth"].data_ptr())
             self.lin_h(k["acth"], wh[n + "mlp.fc2.weight"], w[n + "mlp.fc2.bias"], k["mid"], M, Hd, D,
                        self.x[l + 1])
         self.impl.call("token_rows_forward", self.s, self.x[-1].data_ptr(), B, T, D, self.P, self.rows.data_ptr())
-        self.ln(self.rows, w["norm.weight"], w["norm.bias"], self.P * B, self.rows_n, self.rows_mean, self.rows_rstd)
-        self.cast(self.rows_n, self.P * B * D, self.rows_nh)
+        self.ln_h(self.rows, w["norm.weight"], w["norm.bias"], self.P * B, self.rows_nh, self.rows_mean,
+                  self.rows_rstd)
         self.lin_h(self.rows_nh[0], wh["head.weight"], w["head.bias"], None, B, D, C, self.logits)
         self.lin_h(self.rows_nh[1], wh["head_dist.weight"], w["head_dist.bias"], None, B, D, C, self.dist_logits)
 
@@ -325,9 +326,8 @@ class Ours:
             self.cast(self.g_stream, M * D, dy)
             self.lin_hb(k["acth"], wh[n + "mlp.fc2.weight"], dy, M, Hd, D, self.g_hidden, g[n + "mlp.fc2.weight"],
                         g[n + "mlp.fc2.bias"])
-            self.impl.call("gelu_backward", self.s, k["fc1"].data_ptr(), self.g_hidden.data_ptr(), M * Hd,
-                           self.g_hidden.data_ptr())
-            self.cast(self.g_hidden, M * Hd, dy)
+            self.impl.call("gelu_backward_bf16", self.s, k["fc1"].data_ptr(), self.g_hidden.data_ptr(), M * Hd,
+                           dy.data_ptr())
             self.lin_hb(k["ln2h"], wh[n + "mlp.fc1.weight"], dy, M, D, Hd, self.g_ln, g[n + "mlp.fc1.weight"],
                         g[n + "mlp.fc1.bias"])
             self.ln_b(k["mid"], w[n + "norm2.weight"], k["mean2"], k["rstd2"], self.g_ln, M, self.g_stream,

@@ -50,6 +50,23 @@ final class Kernels {
                 () -> Distill4jNative.d4j_linear_bf16_backward(k, stream, x, w, dy, m, kIn, n, dx, dw, db));
     }
 
+    /** LayerNorm as {@link #layerNorm}, y written once rounded to bf16. */
+    void layerNormBf16(FloatPointer x, FloatPointer w, FloatPointer b, long m, long c, ShortPointer y,
+                       FloatPointer mean, FloatPointer rstd) {
+        be.call("layernorm forward bf16",
+                () -> Distill4jNative.d4j_layernorm_forward_bf16(k, stream, x, w, b, m, c, 1e-6f, y, mean, rstd));
+    }
+
+    /** GELU as {@link #gelu}, y written once rounded to bf16. */
+    void geluBf16(FloatPointer x, long n, ShortPointer y) {
+        be.call("gelu forward bf16", () -> Distill4jNative.d4j_gelu_forward_bf16(k, stream, x, n, y));
+    }
+
+    /** dx = dy·gelu'(x) rounded to bf16 (the next linear layer's upstream gradient); dx overlaps neither. */
+    void geluBackwardBf16(FloatPointer x, FloatPointer dy, long n, ShortPointer dx) {
+        be.call("gelu backward bf16", () -> Distill4jNative.d4j_gelu_backward_bf16(k, stream, x, dy, n, dx));
+    }
+
     /** y = x rounded to bf16 (nearest even), n elements. */
     void toBf16(FloatPointer x, long n, ShortPointer y) {
         be.call("cast to bf16", () -> Distill4jNative.d4j_cast_bf16(k, stream, x, n, y));

@@ -31,10 +31,11 @@ import org.distill4j.ops.PatchEmbed;
  * <p>{@link Precision}: in {@link Precision#BF16} the parameters are rounded to a bf16 copy at the start of each
  * forward; every linear layer multiplies bf16 operands (its input, saved in bf16 for the backward, and the upstream
  * gradient, rounded before the backward GEMMs) and sums in fp32; the attention runs the bf16 tensor-core kernels
- * (qkv rounded once; its output, bf16, is the projection's input). LayerNorm, GELU, the residual stream, the
- * losses, every parameter gradient and the optimizer stay fp32. Activations are still written in fp32 first and
- * rounded by a separate pass (one extra read and write of each GEMM input); writing bf16 straight from LayerNorm
- * and GELU is still to do. {@link Precision#TF32} changes only the linear layers' GEMMs.
+ * (qkv rounded once; its output, bf16, is the projection's input). LayerNorm and GELU compute in fp32 and write the
+ * next GEMM's input once rounded to bf16 (GELU's backward likewise its upstream gradient); the residual stream, the
+ * losses, every parameter gradient and the optimizer stay fp32. Still rounded by a separate pass: the qkv GEMM's
+ * output and the other linear layers' upstream gradients. {@link Precision#TF32} changes only the linear layers'
+ * GEMMs.
  *
  * <p>Since LayerNorm is per token, the final norm runs on the prefix rows only (what the heads read): the same
  * values as timm, without normalising the patch tokens nobody uses.
@@ -97,8 +98,9 @@ public final class VisionTransformer implements AutoCloseable {
         Parameter norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias;
         Parameter norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias;
         Tensor ln1, mean1, rstd1, qkv, attn, lse, mid, ln2, mean2, rstd2, fc1, act;
-        // BF16: the linear layers' inputs as saved for the backward, qkv as the attention reads it, and the weights'
-        // places in the bf16 copy; ln1, ln2, qkv and act are then one scratch shared by every block, attn null.
+        // BF16: the linear layers' inputs as saved for the backward (LayerNorm and GELU write them in bf16), qkv as
+        // the attention reads it, and the weights' places in the bf16 copy; qkv is then one scratch shared by every
+        // block, ln1, attn, ln2 and act null.
         Bf16Tensor ln1Bf16, qkvBf16, attnBf16, ln2Bf16, actBf16;
         ShortPointer qkvWeightBf16, projWeightBf16, fc1WeightBf16, fc2WeightBf16;
     }
@@ -178,9 +180,8 @@ public final class VisionTransformer implements AutoCloseable {
             distToken = byName.get("dist_token");
             posEmbed = byName.get("pos_embed");
             blocks = new Block[config.depth()];
-            // BF16: what only feeds a rounding pass (LayerNorm's and GELU's fp32 outputs, the qkv GEMM's) is scratch.
-            Tensor lnScratch = bf16 ? tensor(b, t, d) : null, qkvScratch = bf16 ? tensor(b, t, 3 * d) : null;
-            Tensor actScratch = bf16 ? tensor(b, t, h) : null;
+            // BF16: the qkv GEMM's fp32 output only feeds a rounding pass: one scratch for every block.
+            Tensor qkvScratch = bf16 ? tensor(b, t, 3 * d) : null;
             for (int l = 0; l < blocks.length; l++) {
                 Block k = new Block();
                 String n = "blocks." + l + ".";
@@ -204,10 +205,7 @@ public final class VisionTransformer implements AutoCloseable {
                 k.rstd2 = tensor(b * t);
                 k.fc1 = tensor(b, t, h);
                 if (bf16) {
-                    k.ln1 = lnScratch;
-                    k.ln2 = lnScratch;
                     k.qkv = qkvScratch;
-                    k.act = actScratch;
                     k.ln1Bf16 = bf16(b, t, d);
                     k.qkvBf16 = bf16(b, t, 3 * d);
                     k.attnBf16 = bf16(b, t, d);
@@ -369,11 +367,10 @@ public final class VisionTransformer implements AutoCloseable {
         long block, floats, halves;  // per-block floats; floats and bf16 halves outside the blocks
         if (bf16) {
             // Per block: mid [b, t, d], the norms' mean/rstd, lse, fc1 [b, t, h] in fp32; in bf16 ln1, qkv (3), attn,
-            // ln2 [b, t, d] and act [b, t, h]. Shared: the scratches ln, qkv (3) [b, t, d] and act [b, t, h] in
-            // fp32; in bf16 the parameters' copy, the prefix rows, the gradients [b, t, max(d, h)] (or the logits'
-            // [b, c]) and dqkv (3).
+            // ln2 [b, t, d] and act [b, t, h]. Shared: the qkv scratch (3) [b, t, d] in fp32; in bf16 the
+            // parameters' copy, the prefix rows, the gradients [b, t, max(d, h)] (or the logits' [b, c]) and dqkv (3).
             block = add(add(mul(b, t, d), mul(4, b, t)), add(mul(b, heads, t), mul(b, t, h)));
-            floats = add(mul(4, b, t, d), mul(b, t, h));
+            floats = mul(3, b, t, d);
             halves = add(mul(config.depth(), add(mul(6, b, t, d), mul(b, t, h))),
                     add(add(flatLength(config), mul(prefix, b, d)),
                             add(Math.max(Math.max(mul(b, t, d), mul(b, t, h)), mul(b, c)), mul(3, b, t, d))));
@@ -719,29 +716,25 @@ public final class VisionTransformer implements AutoCloseable {
                 distToken == null ? null : distToken.value(), x[0]);
         for (int l = 0; l < blocks.length; l++) {
             Block k = blocks[l];
-            kernels.layerNorm(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
-                    k.ln1.data(), k.mean1.data(), k.rstd1.data());
-            kernels.toBf16(k.ln1.data(), m * d, k.ln1Bf16.data());
+            kernels.layerNormBf16(x[l].data(), k.norm1Weight.value().data(), k.norm1Bias.value().data(), m, d,
+                    k.ln1Bf16.data(), k.mean1.data(), k.rstd1.data());
             kernels.linearBf16(k.ln1Bf16.data(), k.qkvWeightBf16, k.qkvBias.value().data(), null, m, d, 3 * d,
                     k.qkv.data());
             kernels.toBf16(k.qkv.data(), m * 3 * d, k.qkvBf16.data());
             kernels.attentionBf16(k.qkvBf16.data(), b, t, heads, dh, scale, k.attnBf16.data(), k.lse.data());
             kernels.linearBf16(k.attnBf16.data(), k.projWeightBf16, k.projBias.value().data(), x[l].data(), m, d, d,
                     k.mid.data());
-            kernels.layerNorm(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
-                    k.ln2.data(), k.mean2.data(), k.rstd2.data());
-            kernels.toBf16(k.ln2.data(), m * d, k.ln2Bf16.data());
+            kernels.layerNormBf16(k.mid.data(), k.norm2Weight.value().data(), k.norm2Bias.value().data(), m, d,
+                    k.ln2Bf16.data(), k.mean2.data(), k.rstd2.data());
             kernels.linearBf16(k.ln2Bf16.data(), k.fc1WeightBf16, k.fc1Bias.value().data(), null, m, d, h,
                     k.fc1.data());
-            kernels.gelu(k.fc1.data(), m * h, k.act.data());
-            kernels.toBf16(k.act.data(), m * h, k.actBf16.data());
+            kernels.geluBf16(k.fc1.data(), m * h, k.actBf16.data());
             kernels.linearBf16(k.actBf16.data(), k.fc2WeightBf16, k.fc2Bias.value().data(), k.mid.data(), m, h, d,
                     x[l + 1].data());
         }
         kernels.tokenRows(x[blocks.length].data(), b, t, d, prefix, rows.data());
-        kernels.layerNorm(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
-                rowsNormed.data(), rowsMean.data(), rowsRstd.data());
-        kernels.toBf16(rowsNormed.data(), prefix * b * d, rowsNormedBf16.data());
+        kernels.layerNormBf16(rows.data(), normWeight.value().data(), normBias.value().data(), prefix * b, d,
+                rowsNormedBf16.data(), rowsMean.data(), rowsRstd.data());
         kernels.linearBf16(rowsNormedBf16.data(), headWeightBf16, headBias.value().data(), null, b, d, c,
                 logits.data());
         if (distLogits != null) {
@@ -774,8 +767,7 @@ public final class VisionTransformer implements AutoCloseable {
             kernels.toBf16(gradStream.data(), m * d, dy);
             kernels.linearBf16Backward(k.actBf16.data(), k.fc2WeightBf16, dy, m, h, d, gradHidden.data(),
                     k.fc2Weight.grad().data(), k.fc2Bias.grad().data());
-            kernels.geluBackward(k.fc1.data(), gradHidden.data(), m * h, gradHidden.data());
-            kernels.toBf16(gradHidden.data(), m * h, dy);
+            kernels.geluBackwardBf16(k.fc1.data(), gradHidden.data(), m * h, dy);
             kernels.linearBf16Backward(k.ln2Bf16.data(), k.fc1WeightBf16, dy, m, d, h, gradLn.data(),
                     k.fc1Weight.grad().data(), k.fc1Bias.grad().data());
             kernels.layerNormBackward(k.mid.data(), k.norm2Weight.value().data(), k.mean2.data(), k.rstd2.data(),
