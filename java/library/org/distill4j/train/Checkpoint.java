@@ -42,10 +42,12 @@ public final class Checkpoint {
 
     /**
      * The training settings a resumed run must share with the run that wrote the checkpoint: everything that shapes
-     * the schedule, the loss or the data order ({@code options} less the test-set limit, which only changes evaluation).
+     * the schedule, the loss or the data order ({@code options} less the test-set limit, which only changes evaluation,
+     * and the non-finite steps a run may skip: a safety bound a resumed run may loosen or tighten).
      */
     public static String settings(TrainOptions options) {
-        return options + ", training images " + (options.trainLimit() == 0 ? "all" : options.trainLimit());
+        return options.withSkipNonFinite(0) + ", training images "
+                + (options.trainLimit() == 0 ? "all" : options.trainLimit());
     }
 
     /** Writes the checkpoint atomically (a crash leaves the previous one intact). */
