@@ -284,6 +284,9 @@ class TrainingTest {
             assertEquals(2, trainer.skippedSteps());
         }
         assertThrows(IllegalArgumentException.class, () -> options(1).withSkipNonFinite(-1));
+        assertEquals(Checkpoint.settings(options(1)), Checkpoint.settings(options(1).withSkipNonFinite(3)),
+                "a resumed run may change the skip bound: not a setting it must share");
+        assertTrue(options(1).withSkipNonFinite(3).toString().contains("up to 3 non-finite steps skipped in a row"));
     }
 
     /**
