@@ -235,7 +235,7 @@ public final class VisionTransformer implements AutoCloseable {
             x = new Tensor[config.depth() + 1];
             for (int l = 0; l < x.length; l++) x[l] = tensor(b, t, d);
             rows = tensor(prefix, b, d);
-            rowsNormed = tensor(prefix, b, d);
+            rowsNormed = bf16 ? null : tensor(prefix, b, d);  // BF16: LayerNorm writes rowsNormedBf16
             rowsMean = tensor(prefix * b);
             rowsRstd = tensor(prefix * b);
             logits = tensor(b, c);
@@ -243,7 +243,7 @@ public final class VisionTransformer implements AutoCloseable {
             gradStream = tensor(b, t, d);
             gradLn = tensor(b, t, d);
             gradAttn = tensor(b, t, d);
-            gradQkv = tensor(b, t, 3 * d);
+            gradQkv = bf16 ? null : tensor(b, t, 3 * d);  // BF16: the attention writes gradQkvBf16
             gradHidden = tensor(b, t, h);
             gradRows = tensor(prefix, b, d);
             gradRowsNormed = tensor(prefix, b, d);
@@ -251,7 +251,7 @@ public final class VisionTransformer implements AutoCloseable {
             gradDistLogits = config.distilled() ? tensor(b, c) : null;
             long ws = Math.max(kernels.layerNormWorkspace(b * t, d), kernels.layerNormWorkspace(prefix * b, d));
             lnWorkspace = tensor(Math.max(1, (ws + Float.BYTES - 1) / Float.BYTES));
-            rowsNormedDist = Kernels.at(rowsNormed.data(), b * d);
+            rowsNormedDist = bf16 ? null : Kernels.at(rowsNormed.data(), b * d);
             gradRowsNormedDist = Kernels.at(gradRowsNormed.data(), b * d);
             rowsNormedBf16 = bf16 ? bf16(prefix, b, d) : null;
             gradBf16 = bf16 ? bf16(Math.max(Math.max(b * t * d, b * t * h), b * c)) : null;
@@ -385,9 +385,11 @@ public final class VisionTransformer implements AutoCloseable {
         floats = add(floats, mul(config.depth(), block));
         floats = add(floats, mul(b, ch, s, s));                               // input
         floats = add(floats, mul(config.depth() + 1L, b, t, d));              // residual stream
-        floats = add(floats, add(mul(4, prefix, b, d), mul(2, prefix, b)));  // rows, normed, grads; mean, rstd
+        // rows, normed (not in BF16), their grads; mean, rstd
+        floats = add(floats, add(mul(bf16 ? 3 : 4, prefix, b, d), mul(2, prefix, b)));
         floats = add(floats, mul(2 + 2 * dist, b, c));                        // logits and their gradients
-        floats = add(floats, add(mul(6, b, t, d), mul(b, t, h)));            // stream, ln, attn, qkv (3), hidden grads
+        // grads of stream, ln, attn, qkv (3; not in BF16), hidden
+        floats = add(floats, add(mul(bf16 ? 3 : 6, b, t, d), mul(b, t, h)));
         long bytes = add(mul(floats, Float.BYTES), mul(halves, Short.BYTES));
         if (bytes >= 1L << 50) return bytes; // native size arithmetic is not meant for such shapes
         Kernels k = new Kernels(backend);
