@@ -88,3 +88,79 @@ D4J_IMPL_API int d4j_impl_synchronize(void *stream) {
     const cudaError_t e = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
     return e == cudaSuccess ? 0 : d4j::cuda::fail(cudaGetErrorString(e));
 }
+
+// ---- Streams, queued zero/copy and CUDA graphs (distill4j_impl.h). The Java CUDA backend makes its stream and
+// copies through the cudart preset; the emulated backend, whose memory is host memory, comes here so that its zero
+// and copies are stream work the emulator can capture like a card's.
+namespace {
+int cuda_fail(const char *what, cudaError_t e) {
+    cudaGetLastError();  // a failed runtime call must not read as a failed launch at the next check
+    return d4j::cuda::fail((std::string(what) + ": " + cudaGetErrorString(e)).c_str());
+}
+}  // namespace
+
+D4J_IMPL_API int d4j_impl_stream_create(void **stream) {
+    cudaStream_t s = nullptr;
+    if (const cudaError_t e = cudaStreamCreate(&s); e != cudaSuccess) return cuda_fail("cudaStreamCreate", e);
+    *stream = s;
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_stream_destroy(void *stream) {
+    if (const cudaError_t e = cudaStreamDestroy(static_cast<cudaStream_t>(stream)); e != cudaSuccess)
+        return cuda_fail("cudaStreamDestroy", e);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_zero_async(void *stream, void *ptr, size_t bytes) {
+    if (const cudaError_t e = cudaMemsetAsync(ptr, 0, bytes, static_cast<cudaStream_t>(stream)); e != cudaSuccess)
+        return cuda_fail("cudaMemsetAsync", e);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_copy_async(void *stream, void *dst, const void *src, size_t bytes) {
+    if (const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream));
+        e != cudaSuccess)
+        return cuda_fail("cudaMemcpyAsync", e);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_graph_begin(void *stream) {
+    // Thread-local mode: a cudaMalloc on another thread (another backend, the JVM's other work) must not break this
+    // capture, while one on this thread, which the captured step must never make, does.
+    if (const cudaError_t e = cudaStreamBeginCapture(static_cast<cudaStream_t>(stream), cudaStreamCaptureModeThreadLocal);
+        e != cudaSuccess)
+        return cuda_fail("cudaStreamBeginCapture", e);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_graph_end(void *stream, void **graph) {
+    *graph = nullptr;
+    cudaGraph_t g = nullptr;
+    if (const cudaError_t e = cudaStreamEndCapture(static_cast<cudaStream_t>(stream), &g); e != cudaSuccess) {
+        if (g != nullptr) cudaGraphDestroy(g);
+        return cuda_fail("cudaStreamEndCapture (the captured work waited for the device, allocated, copied "
+                         "synchronously or failed: it cannot be a graph)", e);
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);  // the executable graph is a copy
+    if (e != cudaSuccess) return cuda_fail("cudaGraphInstantiate", e);
+    *graph = exec;
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_graph_launch(void *stream, void *graph) {
+    if (graph == nullptr) return d4j::cuda::fail("graph_launch: null graph");
+    if (const cudaError_t e = cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), static_cast<cudaStream_t>(stream));
+        e != cudaSuccess)
+        return cuda_fail("cudaGraphLaunch", e);
+    return 0;
+}
+
+D4J_IMPL_API int d4j_impl_graph_destroy(void *graph) {
+    if (graph == nullptr) return 0;
+    if (const cudaError_t e = cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)); e != cudaSuccess)
+        return cuda_fail("cudaGraphExecDestroy", e);
+    return 0;
+}

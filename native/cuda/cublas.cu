@@ -135,9 +135,22 @@ const float *as_fp32(gemm_mode mode, const void *p, int64_t rows, int64_t cols, 
     return scratch.data();
 }
 
+// Work of an emulated cuBLAS(Lt) call: run now (its status returned), or, on a stream under capture, appended to
+// the graph (the arguments checked now, the GEMM run at each replay; a failure there leaves
+// cudaErrorMemoryAllocation for the next launch check, the only way it can fail).
+template <typename Work>
+int run_or_capture(cudaStream_t stream, Work work) {
+    if (!d4j_emu::is_capturing(stream)) return work();
+    d4j_emu::enqueue(stream, [work] {
+        if (work() != 0) d4j_emu::last_error = cudaErrorMemoryAllocation;
+    });
+    return 0;
+}
+
 // cuBLAS launches on the current device: its operands are checked as a kernel's arguments are.
-int emulated_gemm(const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K, const void *A,
-                  int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+int emulated_gemm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N,
+                  int64_t K, const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
     const char *what = mode == gemm_mode::fp32 ? "cublasSgemm (emulated) launched" : "cublasGemmEx (emulated) launched";
     if (!d4j_emu::on_current_device(what, "operand A", A) || !d4j_emu::on_current_device(what, "operand B", B) ||
         !d4j_emu::on_current_device(what, "operand C", C)) {
@@ -152,18 +165,21 @@ int emulated_gemm(const char *op, gemm_mode mode, int ta, int tb, int64_t M, int
                                 "libopenblas.so.0) is not loaded in the process; the emulated GEMM uses the host's";
         return fail(why.c_str());
     }
-    std::vector<float> a_scratch, b_scratch;
-    const float *a, *b;
-    try {
-        a = as_fp32(mode, A, ta == kTrans ? K : M, ta == kTrans ? M : K, lda, a_scratch);
-        b = as_fp32(mode, B, tb == kTrans ? N : K, tb == kTrans ? K : N, ldb, b_scratch);
-    } catch (const std::bad_alloc &) {
-        const std::string why = std::string(op) + " (cuda-emu): no host memory for the fp32 copies of the operands";
-        return fail(why.c_str());
-    }
-    f(101, ta == kTrans ? 112 : 111, tb == kTrans ? 112 : 111, static_cast<int>(M), static_cast<int>(N),
-      static_cast<int>(K), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
-    return 0;
+    return run_or_capture(stream, [=] {
+        std::vector<float> a_scratch, b_scratch;
+        const float *a, *b;
+        try {
+            a = as_fp32(mode, A, ta == kTrans ? K : M, ta == kTrans ? M : K, lda, a_scratch);
+            b = as_fp32(mode, B, tb == kTrans ? N : K, tb == kTrans ? K : N, ldb, b_scratch);
+        } catch (const std::bad_alloc &) {
+            const std::string why = std::string(op) + " (cuda-emu): no host memory for the fp32 copies of the operands";
+            return fail(why.c_str());
+        }
+        f(101, ta == kTrans ? 112 : 111, tb == kTrans ? 112 : 111, static_cast<int>(M), static_cast<int>(N),
+          static_cast<int>(K), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, C,
+          static_cast<int>(ldc));
+        return 0;
+    });
 }
 
 
@@ -298,7 +314,7 @@ int heuristic(lt_handle, lt_desc d, lt_layout a, lt_layout b, lt_layout c, lt_la
 // (its length is D's rows); BGRADB writes bias[j] = Σ_k op(B)[k, j] (length D's columns, a sum over the GEMM's k).
 int matmul(lt_handle, lt_desc d, const void *alpha_p, const void *A, lt_layout la, const void *B, lt_layout lb,
            const void *beta_p, const void *C, lt_layout lc, void *D, lt_layout ld, const lt_algo *algo, void *ws,
-           size_t ws_size, cudaStream_t) {
+           size_t ws_size, cudaStream_t stream) {
     if (algo == nullptr) return refuse("no algorithm (lt_gemm_rm passes the heuristic's)");
     if (const char *why = outside_subset(d, la, lb, lc, ld)) return refuse(why);
     if (ws_size > 0 && ws == nullptr) return refuse("a workspace size without a workspace");
@@ -316,41 +332,46 @@ int matmul(lt_handle, lt_desc d, const void *alpha_p, const void *A, lt_layout l
     }
     const cblas_sgemm_fn f = host_sgemm();
     if (f == nullptr) return refuse("OpenBLAS is not loaded in the process (the emulated GEMM uses the host's)");
-    const gemm_mode mode = la->type == kR16BF           ? gemm_mode::bf16
-                           : d->compute == kCompute32FFastTf32 ? gemm_mode::tf32
-                                                               : gemm_mode::fp32;
-    const int64_t m = static_cast<int64_t>(ld->rows), n = static_cast<int64_t>(ld->cols);
-    const int64_t k = static_cast<int64_t>(d->transa == kOpN ? la->cols : la->rows);
-    float *out = static_cast<float *>(D);
-    const float *cin = static_cast<const float *>(C);
-    std::vector<float> a_scratch, b_scratch;
-    const float *a, *b;
-    try {
-        // Column-major rows x cols with leading dimension ld: `cols` lines of `rows`, as_fp32's (lines, length).
-        a = as_fp32(mode, A, static_cast<int64_t>(la->cols), static_cast<int64_t>(la->rows), la->ld, a_scratch);
-        b = as_fp32(mode, B, static_cast<int64_t>(lb->cols), static_cast<int64_t>(lb->rows), lb->ld, b_scratch);
-    } catch (const std::bad_alloc &) {
-        return 3;  // CUBLAS_STATUS_ALLOC_FAILED
-    }
-    if (beta != 0.0f && cin != out)
-        for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * ld->ld, cin + j * lc->ld, sizeof(float) * m);
+    // By value: the caller destroys its descriptors after the call, as a captured matmul outlives them.
+    const lt_desc_s dv = *d;
+    const lt_layout_s a_l = *la, b_l = *lb, c_l = *lc, d_l = *ld;
     emu_lt_matmul_calls.fetch_add(1);
-    f(102, d->transa == kOpT ? 112 : 111, d->transb == kOpT ? 112 : 111, static_cast<int>(m), static_cast<int>(n),
-      static_cast<int>(k), alpha, a, static_cast<int>(la->ld), b, static_cast<int>(lb->ld), beta, out,
-      static_cast<int>(ld->ld));
-    if (d->epilogue == kBias) {
-        const float *bias = static_cast<const float *>(d->bias);
-        for (int64_t j = 0; j < n; ++j)
-            for (int64_t i = 0; i < m; ++i) out[j * ld->ld + i] += bias[i];
-    } else if (d->epilogue == kBgradB) {
-        float *grad = static_cast<float *>(const_cast<void *>(d->bias));
-        for (int64_t j = 0; j < n; ++j) {
-            float s = 0.0f;
-            for (int64_t kk = 0; kk < k; ++kk) s += d->transb == kOpN ? b[j * lb->ld + kk] : b[kk * lb->ld + j];
-            grad[j] = s;
+    return run_or_capture(stream, [=] {
+        const gemm_mode mode = a_l.type == kR16BF                 ? gemm_mode::bf16
+                               : dv.compute == kCompute32FFastTf32 ? gemm_mode::tf32
+                                                                   : gemm_mode::fp32;
+        const int64_t m = static_cast<int64_t>(d_l.rows), n = static_cast<int64_t>(d_l.cols);
+        const int64_t k = static_cast<int64_t>(dv.transa == kOpN ? a_l.cols : a_l.rows);
+        float *out = static_cast<float *>(D);
+        const float *cin = static_cast<const float *>(C);
+        std::vector<float> a_scratch, b_scratch;
+        const float *a, *b;
+        try {
+            // Column-major rows x cols with leading dimension ld: `cols` lines of `rows`, as_fp32's (lines, length).
+            a = as_fp32(mode, A, static_cast<int64_t>(a_l.cols), static_cast<int64_t>(a_l.rows), a_l.ld, a_scratch);
+            b = as_fp32(mode, B, static_cast<int64_t>(b_l.cols), static_cast<int64_t>(b_l.rows), b_l.ld, b_scratch);
+        } catch (const std::bad_alloc &) {
+            return 3;  // CUBLAS_STATUS_ALLOC_FAILED
         }
-    }
-    return 0;
+        if (beta != 0.0f && cin != out)
+            for (int64_t j = 0; j < n; ++j) std::memcpy(out + j * d_l.ld, cin + j * c_l.ld, sizeof(float) * m);
+        f(102, dv.transa == kOpT ? 112 : 111, dv.transb == kOpT ? 112 : 111, static_cast<int>(m),
+          static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(a_l.ld), b, static_cast<int>(b_l.ld),
+          beta, out, static_cast<int>(d_l.ld));
+        if (dv.epilogue == kBias) {
+            const float *bias = static_cast<const float *>(dv.bias);
+            for (int64_t j = 0; j < n; ++j)
+                for (int64_t i = 0; i < m; ++i) out[j * d_l.ld + i] += bias[i];
+        } else if (dv.epilogue == kBgradB) {
+            float *grad = static_cast<float *>(const_cast<void *>(dv.bias));
+            for (int64_t j = 0; j < n; ++j) {
+                float s = 0.0f;
+                for (int64_t kk = 0; kk < k; ++kk) s += dv.transb == kOpN ? b[j * b_l.ld + kk] : b[kk * b_l.ld + j];
+                grad[j] = s;
+            }
+        }
+        return 0;
+    });
 }
 
 }  // namespace emu_lt
@@ -549,8 +570,7 @@ struct lt_call {
 int gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K,
             const void *A, int64_t lda, const void *B, int64_t ldb, float beta, float *C, int64_t ldc) {
 #if D4J_CUDA_EMU
-    (void)stream;
-    return emulated_gemm(op, mode, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return emulated_gemm(stream, op, mode, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 #else
     const cublas_api &a = api();
     if (a.create == nullptr) return fail_op(op, a.error);

@@ -60,6 +60,15 @@ struct function_table {
     int (*threads)();  // optional: only the CPU library runs kernels on host threads
     void *(*malloc)(size_t);  // optional, with free: only the emulator tags memory with its device
     int (*free)(void *);
+    // optional, all or none: streams, queued zero/copy, CUDA graphs (cuda, cuda-emu)
+    int (*stream_create)(void **);
+    int (*stream_destroy)(void *);
+    int (*zero_async)(void *, void *, size_t);
+    int (*copy_async)(void *, void *, const void *, size_t);
+    int (*graph_begin)(void *);
+    int (*graph_end)(void *, void **);
+    int (*graph_launch)(void *, void *);
+    int (*graph_destroy)(void *);
 };
 
 void write_error(char *err, int errlen, const char *fmt, const char *a, const char *b) {
@@ -87,6 +96,14 @@ namespace {
 // CUDA's current device is per host thread and a handle is used from any thread: every entry makes the backend's
 // device current first (distill4j.h, "Threads and devices").
 int use_device(d4j_backend *backend) { return backend->fn.set_device(backend->device); }
+
+// The message of a stream or graph entry called on a library without them (the cpu one), for the next
+// d4j_backend_last_error on this thread: the library itself was never called, so it has no message of its own.
+thread_local const char *no_streams_error = nullptr;
+int no_streams() {
+    no_streams_error = "this backend has no streams or CUDA graphs (only cuda and cuda-emu do)";
+    return 1;
+}
 }  // namespace
 
 extern "C" {
@@ -151,6 +168,24 @@ d4j_backend *d4j_backend_open(const char *impl_path, int device, char *err, int 
         dlclose(lib);
         return nullptr;
     }
+    // Optional entries, found or not (no error: dlsym(NULL) is how a library says it has none of them).
+    fn.stream_create = reinterpret_cast<int (*)(void **)>(dlsym(lib, "d4j_impl_stream_create"));
+    fn.stream_destroy = reinterpret_cast<int (*)(void *)>(dlsym(lib, "d4j_impl_stream_destroy"));
+    fn.zero_async = reinterpret_cast<int (*)(void *, void *, size_t)>(dlsym(lib, "d4j_impl_zero_async"));
+    fn.copy_async = reinterpret_cast<int (*)(void *, void *, const void *, size_t)>(dlsym(lib, "d4j_impl_copy_async"));
+    fn.graph_begin = reinterpret_cast<int (*)(void *)>(dlsym(lib, "d4j_impl_graph_begin"));
+    fn.graph_end = reinterpret_cast<int (*)(void *, void **)>(dlsym(lib, "d4j_impl_graph_end"));
+    fn.graph_launch = reinterpret_cast<int (*)(void *, void *)>(dlsym(lib, "d4j_impl_graph_launch"));
+    fn.graph_destroy = reinterpret_cast<int (*)(void *)>(dlsym(lib, "d4j_impl_graph_destroy"));
+    const int streams = (fn.stream_create != nullptr) + (fn.stream_destroy != nullptr) + (fn.zero_async != nullptr) +
+                        (fn.copy_async != nullptr) + (fn.graph_begin != nullptr) + (fn.graph_end != nullptr) +
+                        (fn.graph_launch != nullptr) + (fn.graph_destroy != nullptr);
+    if (streams != 0 && streams != 8) {
+        write_error(err, errlen, "%s exports only some of the stream and graph entries (d4j_impl_stream_create, "
+                    "..., d4j_impl_graph_destroy)%s", impl_path, "");
+        dlclose(lib);
+        return nullptr;
+    }
     if (fn.init(device) != 0) {
         write_error(err, errlen, "%s", fn.last_error(), "");
         dlclose(lib);
@@ -172,7 +207,64 @@ void d4j_backend_close(d4j_backend *backend) {
 }
 
 const char *d4j_backend_last_error(d4j_backend *backend) {
+    if (no_streams_error != nullptr) {
+        const char *e = no_streams_error;
+        no_streams_error = nullptr;
+        return e;
+    }
     return backend != nullptr ? backend->fn.last_error() : "no backend";
+}
+
+int d4j_backend_has_streams(d4j_backend *backend) { return backend->fn.graph_begin != nullptr ? 1 : 0; }
+
+int d4j_stream_create(d4j_backend *backend, void **stream) {
+    *stream = nullptr;
+    if (backend->fn.stream_create == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.stream_create(stream);
+}
+
+int d4j_stream_destroy(d4j_backend *backend, void *stream) {
+    if (backend->fn.stream_destroy == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.stream_destroy(stream);
+}
+
+int d4j_zero_async(d4j_backend *backend, void *stream, void *ptr, size_t bytes) {
+    if (backend->fn.zero_async == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.zero_async(stream, ptr, bytes);
+}
+
+int d4j_copy_async(d4j_backend *backend, void *stream, void *dst, const void *src, size_t bytes) {
+    if (backend->fn.copy_async == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.copy_async(stream, dst, src, bytes);
+}
+
+int d4j_graph_begin(d4j_backend *backend, void *stream) {
+    if (backend->fn.graph_begin == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.graph_begin(stream);
+}
+
+int d4j_graph_end(d4j_backend *backend, void *stream, void **graph) {
+    *graph = nullptr;
+    if (backend->fn.graph_end == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.graph_end(stream, graph);
+}
+
+int d4j_graph_launch(d4j_backend *backend, void *stream, void *graph) {
+    if (backend->fn.graph_launch == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.graph_launch(stream, graph);
+}
+
+int d4j_graph_destroy(d4j_backend *backend, void *graph) {
+    if (backend->fn.graph_destroy == nullptr) return no_streams();
+    if (int e = use_device(backend)) return e;
+    return backend->fn.graph_destroy(graph);
 }
 
 int d4j_synchronize(d4j_backend *backend, void *stream) {

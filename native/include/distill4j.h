@@ -54,6 +54,20 @@ D4J_API int d4j_backend_use_device(d4j_backend *backend);
 D4J_API void *d4j_backend_alloc(d4j_backend *backend, size_t bytes);
 D4J_API int d4j_backend_free(d4j_backend *backend, void *ptr);
 
+/*
+ * Streams and CUDA graphs (d4j_impl_stream_create ... d4j_impl_graph_destroy in distill4j_impl.h): 1 when the
+ * backend has them (cuda, cuda-emu), 0 when not (cpu: every entry below then fails with a message saying so).
+ */
+D4J_API int d4j_backend_has_streams(d4j_backend *backend);
+D4J_API int d4j_stream_create(d4j_backend *backend, void **stream);
+D4J_API int d4j_stream_destroy(d4j_backend *backend, void *stream);
+D4J_API int d4j_zero_async(d4j_backend *backend, void *stream, void *ptr, size_t bytes);
+D4J_API int d4j_copy_async(d4j_backend *backend, void *stream, void *dst, const void *src, size_t bytes);
+D4J_API int d4j_graph_begin(d4j_backend *backend, void *stream);
+D4J_API int d4j_graph_end(d4j_backend *backend, void *stream, void **graph);
+D4J_API int d4j_graph_launch(d4j_backend *backend, void *stream, void *graph);
+D4J_API int d4j_graph_destroy(d4j_backend *backend, void *graph);
+
 /* See d4j_impl_kl_div in distill4j_impl.h. */
 D4J_API int d4j_kl_div(d4j_backend *backend, void *stream, const float *student, const float *teacher, int64_t B, int64_t C,
                float T, int reduction, int log_target, float loss_scale, const float *grad_out, float *row_loss,

@@ -56,6 +56,23 @@ D4J_IMPL_API const char *d4j_impl_last_error(void);
 D4J_IMPL_API int d4j_impl_synchronize(void *stream);
 /* Optional (the cpu library only): the most threads its parallel regions use, native/cpu/threads.h. */
 D4J_IMPL_API int d4j_impl_threads(void);
+/*
+ * Optional, all or none (cuda, cuda-emu; the cpu library has none): streams, work queued on them, and CUDA graphs.
+ * zero and copy are queued on `stream` (cudaMemsetAsync, cudaMemcpyAsync with cudaMemcpyDefault: unified addressing
+ * tells the sides apart). graph_begin starts capturing `stream` (cudaStreamCaptureModeThreadLocal: only this
+ * thread's unsafe calls break the capture, so other threads and backends carry on); until graph_end, work issued to
+ * the stream is recorded, not run. graph_end stops the capture and returns the instantiated graph in *graph, or
+ * fails (and *graph is NULL) when the capture was broken: a wait for the device, an allocation or a synchronous copy
+ * on this thread, or a failed call inside it. graph_launch replays it on `stream`; graph_destroy frees it.
+ */
+D4J_IMPL_API int d4j_impl_stream_create(void **stream);
+D4J_IMPL_API int d4j_impl_stream_destroy(void *stream);
+D4J_IMPL_API int d4j_impl_zero_async(void *stream, void *ptr, size_t bytes);
+D4J_IMPL_API int d4j_impl_copy_async(void *stream, void *dst, const void *src, size_t bytes);
+D4J_IMPL_API int d4j_impl_graph_begin(void *stream);
+D4J_IMPL_API int d4j_impl_graph_end(void *stream, void **graph);
+D4J_IMPL_API int d4j_impl_graph_launch(void *stream, void *graph);
+D4J_IMPL_API int d4j_impl_graph_destroy(void *graph);
 
 /*
  * Fused log_softmax + KL divergence, forward and gradient in one pass over the rows.

@@ -134,11 +134,24 @@ enum cudaError {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
-    cudaErrorIllegalAddress = 700
+    cudaErrorIllegalAddress = 700,
+    cudaErrorIllegalState = 401,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901
 };
 typedef enum cudaError cudaError_t;
 struct CUstream_st;
 typedef CUstream_st *cudaStream_t;
+struct CUgraph_st;
+typedef CUgraph_st *cudaGraph_t;
+struct CUgraphExec_st;
+typedef CUgraphExec_st *cudaGraphExec_t;
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+};
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1 };
 enum cudaMemcpyKind {
     cudaMemcpyHostToHost = 0,
     cudaMemcpyHostToDevice = 1,
@@ -446,19 +459,77 @@ private:
     std::latch *done_ = nullptr;
 };
 
+// ---- Streams and CUDA graphs. A stream is a token (work runs when it is queued); a stream under capture queues
+// nothing: each operation issued to it (a launch, cudaMemsetAsync, cudaMemcpyAsync, an emulated GEMM) is appended
+// to the graph as a closure holding its arguments by value, as a captured node holds them, and replaying the graph
+// runs the closures in order. What CUDA refuses during a capture is refused here too, so that code which would
+// break a capture on a card breaks it here: a capture on the legacy (null) stream, and, from the capturing thread
+// (cudaStreamCaptureModeThreadLocal's rule; the only mode emulated), the calls that wait for or allocate device
+// memory: cudaStreamSynchronize, cudaDeviceSynchronize, cudaMalloc, cudaFree, cudaMemcpy, cudaMemset. Each fails
+// with cudaErrorStreamCaptureUnsupported and invalidates the capture (cudaStreamEndCapture then fails with
+// cudaErrorStreamCaptureInvalidated and gives no graph). Not modelled: events, several streams joined into one
+// capture, graph updates.
+struct stream_state {
+    int device;  // current at cudaStreamCreate (not checked at launch: see the devices note above)
+};
+struct capture_state {
+    std::vector<std::function<void()>> ops;
+    bool invalidated = false;
+};
+inline std::mutex &capture_mutex = *new std::mutex;
+inline std::map<cudaStream_t, capture_state> &captures = *new std::map<cudaStream_t, capture_state>;
+// The stream this host thread is capturing, or null.
+inline thread_local cudaStream_t capturing = nullptr;
+
+// Runs `op` now, or appends it to the graph being captured on `stream`.
+inline void enqueue(cudaStream_t stream, std::function<void()> op) {
+    if (stream != nullptr) {
+        std::unique_lock<std::mutex> lock(capture_mutex);
+        if (auto it = captures.find(stream); it != captures.end()) {
+            it->second.ops.push_back(std::move(op));
+            return;
+        }
+    }
+    op();
+}
+
+inline bool is_capturing(cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(capture_mutex);
+    return stream != nullptr && captures.count(stream) != 0;
+}
+
+// True (and the capture invalidated, the reason on stderr) when this thread is capturing: `call` may not run.
+inline bool unsafe_during_capture(const char *call) {
+    if (capturing == nullptr) return false;
+    {
+        std::lock_guard<std::mutex> lock(capture_mutex);
+        if (auto it = captures.find(capturing); it != captures.end()) it->second.invalidated = true;
+    }
+    std::fprintf(stderr, "d4j-emu: %s called while this thread captures a CUDA graph: not allowed, the capture "
+                         "is invalidated\n", call);
+    std::fflush(stderr);
+    return true;
+}
+
+// The hardware's limits on a launch configuration.
+inline bool valid_config(dim3 grid, dim3 block, size_t smem_bytes) {
+    uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
+    uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
+    return nthreads >= 1 && nthreads <= kMaxThreadsPerBlock && block.x <= 1024 && block.y <= 1024 && block.z <= 64 &&
+           nblocks >= 1 && grid.x <= 0x7fffffffu && grid.y <= 65535 && grid.z <= 65535 &&
+           smem_bytes <= dynamic_smem_limit.load();
+}
+
 // Runs `body` (one call of the kernel) on block-size threads, block after block. Not reentrant: a kernel may not
 // launch a kernel.
 inline void run(const char *kernel, dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()> &body) {
     if (tls != nullptr) fail("kernel %s launched from inside a kernel (dynamic parallelism is not emulated)", kernel);
-    uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
-    uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
-    bool valid = nthreads >= 1 && nthreads <= kMaxThreadsPerBlock && block.x <= 1024 && block.y <= 1024 &&
-                 block.z <= 64 && nblocks >= 1 && grid.x <= 0x7fffffffu && grid.y <= 65535 && grid.z <= 65535 &&
-                 smem_bytes <= dynamic_smem_limit.load();
-    if (!valid) {
+    if (!valid_config(grid, block, smem_bytes)) {
         last_error = cudaErrorInvalidConfiguration;
         return;
     }
+    uint64_t nthreads = uint64_t{block.x} * block.y * block.z;
+    uint64_t nblocks = uint64_t{grid.x} * grid.y * grid.z;
     // `__shared__` arrays are static and the pool is shared: one launch at a time. Both live forever (never
     // destroyed at exit, when detached workers may still reference the pool).
     static std::mutex &launch_mutex = *new std::mutex;
@@ -508,8 +579,11 @@ inline void run(const char *kernel, dim3 grid, dim3 block, size_t smem_bytes, co
 // Kernel arguments are evaluated once, by the launching thread, as `<<<>>>` does; each emulated thread calls
 // the kernel with its own copies of them (kernels may modify their by-value parameters).
 // Pointer arguments are checked against the device current on the launching thread first (on_current_device).
+// Under capture the launch is checked now (devices, configuration: the errors a card reports at the launch) and
+// run at each replay with the arguments of this call.
 template <typename Call, typename... Args>
-void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, const char *kernel, Call call, Args... args) {
+void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream, const char *kernel, Call call,
+            Args... args) {
     const std::string what = std::string("kernel ") + kernel + " launched";
     int index = 0;
     auto same_device = [&](const auto &arg) {
@@ -521,8 +595,13 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t, const char *
             return true;
     };
     if (!(same_device(args) && ...)) return;
-    std::tuple<Args...> params(args...);
-    run(kernel, grid, block, smem_bytes, [&] { std::apply(call, params); });
+    if (!valid_config(grid, block, smem_bytes)) {
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    enqueue(stream, [=, params = std::tuple<Args...>(args...)] {
+        run(kernel, grid, block, smem_bytes, [&] { std::apply(call, params); });
+    });
 }
 
 }  // namespace d4j_emu
@@ -692,6 +771,9 @@ inline const char *cudaGetErrorName(cudaError_t e) {
         case cudaErrorNoDevice: return "cudaErrorNoDevice";
         case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
         case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
+        case cudaErrorIllegalState: return "cudaErrorIllegalState";
+        case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+        case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     }
     return "cudaErrorUnknown";
 }
@@ -704,12 +786,19 @@ inline const char *cudaGetErrorString(cudaError_t e) {
         case cudaErrorNoDevice: return "no CUDA-capable device is detected";
         case cudaErrorInvalidDevice: return "invalid device ordinal";
         case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+        case cudaErrorIllegalState: return "the resource is not in a valid state";
+        case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+        case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     }
     return "unknown error";
 }
-// Launches run synchronously: there is never anything to wait for.
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+// Launches run synchronously: there is never anything to wait for, but waiting is refused during a capture.
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    return d4j_emu::unsafe_during_capture("cudaStreamSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+    return d4j_emu::unsafe_during_capture("cudaDeviceSynchronize") ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 inline cudaError_t cudaGetDeviceCount(int *count) {
     *count = d4j_emu::kDeviceCount;
     return cudaSuccess;
@@ -752,6 +841,7 @@ cudaError_t cudaFuncSetAttribute(Kernel *, cudaFuncAttribute attr, int value) {
 // aligned as cudaMalloc's, tagged with the calling thread's current device.
 inline cudaError_t cudaMalloc(void **ptr, size_t bytes) {
     *ptr = nullptr;
+    if (d4j_emu::unsafe_during_capture("cudaMalloc")) return cudaErrorStreamCaptureUnsupported;
     if (posix_memalign(ptr, 256, bytes == 0 ? 1 : bytes) != 0) {
         *ptr = nullptr;
         return cudaErrorMemoryAllocation;
@@ -767,6 +857,7 @@ cudaError_t cudaMalloc(T **ptr, size_t bytes) {
 // As CUDA's, from any device (unified addressing finds the owner); a pointer cudaMalloc did not return is an error.
 inline cudaError_t cudaFree(void *ptr) {
     if (ptr == nullptr) return cudaSuccess;
+    if (d4j_emu::unsafe_during_capture("cudaFree")) return cudaErrorStreamCaptureUnsupported;
     {
         std::lock_guard<std::mutex> lock(d4j_emu::allocations_mutex);
         if (d4j_emu::allocations.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) return cudaErrorInvalidValue;
@@ -776,18 +867,107 @@ inline cudaError_t cudaFree(void *ptr) {
 }
 // Refused on another device's memory, as a kernel would be. cudaMemcpy is not checked: with unified addressing
 // CUDA finds each side's device from the pointer and copies between devices (through the host without peer access).
-inline cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t = nullptr) {
+inline cudaError_t cudaMemsetAsync(void *ptr, int value, size_t bytes, cudaStream_t stream = nullptr) {
     if (!d4j_emu::on_current_device("cudaMemset", "its destination", ptr)) return cudaErrorIllegalAddress;
-    if (bytes != 0) std::memset(ptr, value, bytes);
+    if (bytes != 0) d4j_emu::enqueue(stream, [=] { std::memset(ptr, value, bytes); });
     return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
-    if (bytes != 0) std::memmove(dst, src, bytes);
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind,
+                                   cudaStream_t stream = nullptr) {
+    if (bytes != 0) d4j_emu::enqueue(stream, [=] { std::memmove(dst, src, bytes); });
     return cudaSuccess;
 }
-inline cudaError_t cudaMemset(void *ptr, int value, size_t bytes) { return cudaMemsetAsync(ptr, value, bytes); }
+inline cudaError_t cudaMemset(void *ptr, int value, size_t bytes) {
+    if (d4j_emu::unsafe_during_capture("cudaMemset")) return cudaErrorStreamCaptureUnsupported;
+    return cudaMemsetAsync(ptr, value, bytes);
+}
 inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+    if (d4j_emu::unsafe_during_capture("cudaMemcpy")) return cudaErrorStreamCaptureUnsupported;
     return cudaMemcpyAsync(dst, src, bytes, kind);
+}
+
+// ---- Streams and graphs (see "Streams and CUDA graphs" above).
+struct CUstream_st {
+    d4j_emu::stream_state state;
+};
+struct CUgraph_st {
+    std::vector<std::function<void()>> ops;
+};
+struct CUgraphExec_st {
+    std::vector<std::function<void()>> ops;
+};
+inline cudaError_t cudaStreamCreate(cudaStream_t *stream) {
+    *stream = new CUstream_st{{d4j_emu::current_device}};
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+    if (stream == nullptr) return cudaErrorInvalidValue;
+    {
+        std::lock_guard<std::mutex> lock(d4j_emu::capture_mutex);
+        if (d4j_emu::captures.count(stream) != 0) return cudaErrorIllegalState;
+    }
+    delete stream;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+    // The legacy stream synchronises with every other stream: CUDA cannot capture it.
+    if (stream == nullptr) return cudaErrorStreamCaptureUnsupported;
+    if (mode != cudaStreamCaptureModeThreadLocal) return cudaErrorInvalidValue;  // the only mode emulated
+    if (d4j_emu::capturing != nullptr) return cudaErrorIllegalState;            // one capture per thread here
+    std::lock_guard<std::mutex> lock(d4j_emu::capture_mutex);
+    if (!d4j_emu::captures.emplace(stream, d4j_emu::capture_state{}).second) return cudaErrorIllegalState;
+    d4j_emu::capturing = stream;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus *status) {
+    std::lock_guard<std::mutex> lock(d4j_emu::capture_mutex);
+    *status = d4j_emu::captures.count(stream) != 0 ? cudaStreamCaptureStatusActive : cudaStreamCaptureStatusNone;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
+    *graph = nullptr;
+    if (d4j_emu::capturing != stream) return cudaErrorIllegalState;  // not capturing, or another thread's capture
+    d4j_emu::capture_state done;
+    {
+        std::lock_guard<std::mutex> lock(d4j_emu::capture_mutex);
+        auto it = d4j_emu::captures.find(stream);
+        done = std::move(it->second);
+        d4j_emu::captures.erase(it);
+    }
+    d4j_emu::capturing = nullptr;
+    if (done.invalidated) return cudaErrorStreamCaptureInvalidated;
+    *graph = new CUgraph_st{std::move(done.ops)};
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags = 0) {
+    *exec = nullptr;
+    if (graph == nullptr || flags != 0) return cudaErrorInvalidValue;
+    *exec = new CUgraphExec_st{graph->ops};
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete graph;
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+// Replays the captured work in capture order (queued into a capture of `stream` if that stream is capturing, as
+// a child graph would be: not needed, so refused).
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+    if (exec == nullptr) return cudaErrorInvalidValue;
+    {
+        std::lock_guard<std::mutex> lock(d4j_emu::capture_mutex);
+        if (d4j_emu::captures.count(stream) != 0) return cudaErrorStreamCaptureUnsupported;
+    }
+    // A replayed launch that fails (another device's memory) leaves its error, as it would at its first launch.
+    const cudaError_t before = d4j_emu::last_error;
+    d4j_emu::last_error = cudaSuccess;
+    for (const auto &op : exec->ops) op();
+    const cudaError_t e = d4j_emu::last_error;
+    if (e == cudaSuccess) d4j_emu::last_error = before;
+    return e;
 }
 
 

@@ -105,6 +105,7 @@ public final class Bf16Tensor implements AutoCloseable {
         }
         ShortPointer dst = data();
         if (backend.isHostMemory()) {
+            backend.synchronize();  // a host write waits as a copy would (and is refused during a graph capture)
             dst.put(bits);
         } else {
             try (ShortPointer staging = new ShortPointer(bits)) {

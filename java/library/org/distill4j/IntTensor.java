@@ -99,6 +99,7 @@ public final class IntTensor implements AutoCloseable {
         }
         IntPointer dst = data();
         if (backend.isHostMemory()) {
+            backend.synchronize();  // a host write waits as a copy would (and is refused during a graph capture)
             dst.put(values);
         } else {
             try (IntPointer staging = new IntPointer(values)) {

@@ -181,6 +181,7 @@ public final class Tensor implements AutoCloseable {
         }
         FloatPointer dst = data();
         if (backend.isHostMemory()) {
+            backend.synchronize();  // a host write waits as a copy would (and is refused during a graph capture)
             dst.put(values);
         } else {
             try (FloatPointer staging = new FloatPointer(values)) {
@@ -205,6 +206,7 @@ public final class Tensor implements AutoCloseable {
         }
         FloatPointer dst = new FloatPointer(data()).position(offset);
         if (backend.isHostMemory()) {
+            backend.synchronize();  // a host write waits as a copy would (and is refused during a graph capture)
             dst.put(values, from, count);
         } else {
             try (FloatPointer staging = new FloatPointer(count)) {

@@ -28,6 +28,11 @@ final class TrainingFlags {
             + "(default: 10 with --precision bf16, else 0: the first stops the run)")
     Integer skipNonFinite;
 
+    @Option(names = "--cuda-graph", description = "replay each training step's device work from a CUDA graph (one "
+            + "launch instead of hundreds; the same results): cuda (and cuda-emu) only; off by default until measured "
+            + "on a GPU")
+    boolean cudaGraph;
+
     @Mixin
     DataFlags data;
 
@@ -138,7 +143,8 @@ final class TrainingFlags {
                 .withLabelSmoothing(labelSmoothing).withAugment(augment).withSeed(seed)
                 .withLimits(trainLimit, testLimit).withMixup(mixupAlpha, cutmixAlpha, mixupProb, mixupSwitchProb)
                 .withRandomErasing(reprob)
-                .withSkipNonFinite(skipNonFinite != null ? skipNonFinite : precision() == Precision.BF16 ? 10 : 0);
+                .withSkipNonFinite(skipNonFinite != null ? skipNonFinite : precision() == Precision.BF16 ? 10 : 0)
+                .withCudaGraph(cudaGraph);
         if (autoAugment != null && !autoAugment.isEmpty()) {
             if (!augment) throw new IllegalArgumentException("--aa augments training images: not with --no-augment");
             o = o.withRandAugment(autoAugment);

@@ -63,6 +63,22 @@ public interface Backend extends AutoCloseable {
         return null;
     }
 
+    /**
+     * Whether this backend can record its stream's work into a CUDA graph ({@link CudaGraph}): cuda and cuda-emu;
+     * not cpu.
+     */
+    default boolean capturesGraphs() {
+        return false;
+    }
+
+    /**
+     * Whether a {@link CudaGraph} capture is under way on this backend: kernel calls are recorded, not run, and
+     * waits for the device or host copies throw.
+     */
+    default boolean capturing() {
+        return false;
+    }
+
     /** Whether tensor memory is host memory the JVM may read directly (cpu, cuda-emu). */
     boolean isHostMemory();
 

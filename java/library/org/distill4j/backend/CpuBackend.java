@@ -2,6 +2,7 @@ package org.distill4j.backend;
 
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.bytedeco.openblas.global.openblas_nolapack;
 import org.distill4j.Device;
 import org.distill4j.MemoryLimitException;
@@ -17,8 +18,10 @@ import org.distill4j.natives.Distill4jNative;
 public final class CpuBackend extends NativeBackend {
     // Smaller allocations are not worth reading /proc/meminfo for: a model checks its total before it allocates.
     private static final long CHECKED_ALLOCATION = 64L << 20;
-    private final Pointer noStream = new Pointer();
     private final boolean emulated;
+    // cpu: none (a null pointer). cuda-emu: an emulated stream, so that its work can be captured into a graph as a
+    // card's (the emulator refuses the legacy null stream, as CUDA does).
+    private Pointer stream = new Pointer();
 
     private CpuBackend(Device device, String library) {
         super(device);
@@ -31,6 +34,12 @@ public final class CpuBackend extends NativeBackend {
         openblas_nolapack.blas_set_num_threads(1);
         this.emulated = device.kind() == Device.Kind.CUDA_EMU;
         openKernels(library);
+        if (emulated) {
+            try (PointerPointer<Pointer> s = new PointerPointer<>(1)) {
+                call("stream_create", () -> Distill4jNative.d4j_stream_create(kernels(), s));
+                this.stream = s.get(0);
+            }
+        }
     }
 
     /** The CPU kernels (libdistill4j_cpu). */
@@ -101,38 +110,68 @@ public final class CpuBackend extends NativeBackend {
         freed();
     }
 
+    // The emulated backend's copies and zeroing are stream work of the emulator (recorded when captured, as on a
+    // card); the CPU backend's are plain memory operations.
     @Override
     public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
-        Pointer.memcpy(destination, hostSource, bytes);
+        checkNotCapturing("copyFromHost");
+        if (emulated) {
+            copyAsync(destination, hostSource, bytes);
+        } else {
+            Pointer.memcpy(destination, hostSource, bytes);
+        }
     }
 
     @Override
     public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
-        Pointer.memcpy(hostDestination, source, bytes);
+        checkNotCapturing("copyToHost");
+        if (emulated) {
+            copyAsync(hostDestination, source, bytes);
+        } else {
+            Pointer.memcpy(hostDestination, source, bytes);
+        }
     }
 
     @Override
     public void copy(Pointer source, Pointer destination, long bytes) {
-        Pointer.memcpy(destination, source, bytes);
+        if (emulated) {
+            copyAsync(destination, source, bytes);
+        } else {
+            Pointer.memcpy(destination, source, bytes);
+        }
+    }
+
+    private void copyAsync(Pointer destination, Pointer source, long bytes) {
+        // Not confined as kernel calls are (CudaBackend's copies are not either): a loader thread may fill a tensor.
+        check(Distill4jNative.d4j_copy_async(kernels(), stream, destination, source, bytes), "copy");
     }
 
     @Override
     public void zero(Pointer destination, long bytes) {
-        Pointer.memset(destination, 0, bytes);
+        if (emulated) {
+            check(Distill4jNative.d4j_zero_async(kernels(), stream, destination, bytes), "zero");
+        } else {
+            Pointer.memset(destination, 0, bytes);
+        }
     }
 
     @Override
     public Pointer stream() {
-        return noStream;
+        return stream;
     }
 
     @Override
     public void synchronize() {
-        // Host kernels have returned when their call returns.
+        // Host kernels (and the emulator's) have returned when their call returns; a capture still refuses a wait.
+        checkNotCapturing("synchronize");
     }
 
     @Override
     void releaseResources() {
-        // No stream: host kernels run on the calling thread.
+        // cpu: no stream, host kernels run on the calling thread.
+        if (emulated && !stream.isNull()) {
+            Distill4jNative.d4j_stream_destroy(kernels(), stream);
+            stream = new Pointer();
+        }
     }
 }

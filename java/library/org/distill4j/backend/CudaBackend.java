@@ -158,6 +158,7 @@ public final class CudaBackend extends NativeBackend {
 
     @Override
     public void copyFromHost(Pointer hostSource, Pointer destination, long bytes) {
+        checkNotCapturing("copyFromHost");
         useDevice();
         checkCuda(cudaMemcpyAsync(destination, hostSource, bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
         // The host buffer may be reused by the caller as soon as we return.
@@ -166,6 +167,7 @@ public final class CudaBackend extends NativeBackend {
 
     @Override
     public void copyToHost(Pointer source, Pointer hostDestination, long bytes) {
+        checkNotCapturing("copyToHost");
         useDevice();
         checkCuda(cudaMemcpyAsync(hostDestination, source, bytes, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
         checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
@@ -190,6 +192,7 @@ public final class CudaBackend extends NativeBackend {
 
     @Override
     public void synchronize() {
+        checkNotCapturing("synchronize");
         useDevice();
         checkCuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
     }

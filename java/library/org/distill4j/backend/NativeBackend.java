@@ -6,6 +6,8 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.IntSupplier;
+import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.distill4j.Bf16Tensor;
 import org.distill4j.Device;
 import org.distill4j.IntTensor;
@@ -24,6 +26,7 @@ abstract class NativeBackend implements Backend {
     private final Set<Bf16Tensor> bf16Tensors = ConcurrentHashMap.newKeySet();
     // Kernel calls and close(): the kernel libraries keep per-backend state (stream, workspaces, cuBLAS handle).
     private final ThreadConfinement confinement;
+    private volatile boolean capturing;  // between beginCapture and endCapture (CudaGraph)
 
     NativeBackend(Device device) {
         this.device = device;
@@ -69,6 +72,54 @@ abstract class NativeBackend implements Backend {
             confinement.exit();
         }
         check(status, what);
+    }
+
+    @Override
+    public final boolean capturesGraphs() {
+        return Distill4jNative.d4j_backend_has_streams(kernels()) == 1;
+    }
+
+    @Override
+    public final boolean capturing() {
+        return capturing;
+    }
+
+    /**
+     * Throws when this backend is capturing a graph: {@code what} (a wait for the device, a copy to or from the host)
+     * cannot be part of one. CUDA refuses it too ({@code cudaErrorStreamCaptureUnsupported}); saying so here names
+     * the Java call instead.
+     */
+    final void checkNotCapturing(String what) {
+        if (capturing) {
+            throw new IllegalStateException(what + " on " + device + " while its stream is being captured into a CUDA "
+                    + "graph: captured work cannot wait for the device or copy to or from the host (do that before "
+                    + "or after the capture)");
+        }
+    }
+
+    /** Starts capturing this backend's stream ({@link CudaGraph}). */
+    final void beginCapture() {
+        call("graph_begin", () -> Distill4jNative.d4j_graph_begin(kernels(), stream()));
+        capturing = true;
+    }
+
+    /** Ends the capture: the instantiated graph, or an exception when the captured work broke it. */
+    final Pointer endCapture() {
+        capturing = false;
+        try (PointerPointer<Pointer> graph = new PointerPointer<>(1)) {
+            call("graph_end", () -> Distill4jNative.d4j_graph_end(kernels(), stream(), graph));
+            return graph.get(0);
+        }
+    }
+
+    /** Replays {@code graph} on this backend's stream. */
+    final void launchGraph(Pointer graph) {
+        call("graph_launch", () -> Distill4jNative.d4j_graph_launch(kernels(), stream(), graph));
+    }
+
+    /** Frees {@code graph}. */
+    final void destroyGraph(Pointer graph) {
+        call("graph_destroy", () -> Distill4jNative.d4j_graph_destroy(kernels(), graph));
     }
 
     @Override

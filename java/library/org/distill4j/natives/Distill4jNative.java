@@ -5,6 +5,7 @@ import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.IntPointer;
 import org.bytedeco.javacpp.Loader;
 import org.bytedeco.javacpp.Pointer;
+import org.bytedeco.javacpp.PointerPointer;
 import org.bytedeco.javacpp.ShortPointer;
 import org.bytedeco.javacpp.annotation.Cast;
 import org.bytedeco.javacpp.annotation.Const;
@@ -81,6 +82,35 @@ public final class Distill4jNative {
 
     /** Frees memory from {@link #d4j_backend_alloc}; nonzero for a pointer it did not return. */
     public static native int d4j_backend_free(d4j_backend backend, Pointer ptr);
+
+    /** 1 when the backend has streams and CUDA graphs (cuda, cuda-emu), 0 when not (cpu). */
+    public static native int d4j_backend_has_streams(d4j_backend backend);
+
+    /** Creates a stream of the backend's device into {@code stream[0]}: see {@code d4j_impl_stream_create}. */
+    public static native int d4j_stream_create(d4j_backend backend, @Cast("void**") PointerPointer stream);
+
+    /** Destroys a stream from {@link #d4j_stream_create}. */
+    public static native int d4j_stream_destroy(d4j_backend backend, Pointer stream);
+
+    /** Queues the zeroing of {@code bytes} at {@code ptr} on {@code stream}. */
+    public static native int d4j_zero_async(d4j_backend backend, Pointer stream, Pointer ptr,
+                                            @Cast("size_t") long bytes);
+
+    /** Queues a copy of {@code bytes} from {@code src} to {@code dst} on {@code stream} (either side host or device). */
+    public static native int d4j_copy_async(d4j_backend backend, Pointer stream, Pointer dst, @Const Pointer src,
+                                            @Cast("size_t") long bytes);
+
+    /** Starts capturing {@code stream} into a CUDA graph: see {@code d4j_impl_graph_begin}. */
+    public static native int d4j_graph_begin(d4j_backend backend, Pointer stream);
+
+    /** Ends the capture; the instantiated graph in {@code graph[0]}, or a failure when the capture was broken. */
+    public static native int d4j_graph_end(d4j_backend backend, Pointer stream, @Cast("void**") PointerPointer graph);
+
+    /** Replays a graph from {@link #d4j_graph_end} on {@code stream}. */
+    public static native int d4j_graph_launch(d4j_backend backend, Pointer stream, Pointer graph);
+
+    /** Frees a graph from {@link #d4j_graph_end}. */
+    public static native int d4j_graph_destroy(d4j_backend backend, Pointer graph);
 
     /** Fused log_softmax + KL divergence: see {@code d4j_impl_kl_div} in native/include/distill4j_impl.h. */
     public static native int d4j_kl_div(d4j_backend backend, Pointer stream, @Const FloatPointer student,

@@ -71,7 +71,9 @@ public final class CrossEntropy {
         if (loss != null) checkOperand("cross_entropy", "loss", loss, new long[0], logits);
         if (grad != null) checkOperand("cross_entropy", "grad", grad, new long[] {b, c}, logits);
         Backend backend = logits.backend();
-        if (backend.isHostMemory()) {
+        // Host memory: the labels are read here, unless the call is being captured into a CUDA graph (the labels
+        // of a replay are not there yet; the kernel's own guard still holds).
+        if (backend.isHostMemory() && !backend.capturing()) {
             backend.synchronize();
             checkLabels(labels.data(), b, c);
         }

@@ -43,10 +43,11 @@ public final class Checkpoint {
     /**
      * The training settings a resumed run must share with the run that wrote the checkpoint: everything that shapes
      * the schedule, the loss or the data order ({@code options} less the test-set limit, which only changes evaluation,
-     * and the non-finite steps a run may skip: a safety bound a resumed run may loosen or tighten).
+     * the non-finite steps a run may skip, a safety bound a resumed run may loosen or tighten, and whether steps
+     * replay a CUDA graph, which computes the same bits).
      */
     public static String settings(TrainOptions options) {
-        return options.withSkipNonFinite(0) + ", training images "
+        return options.withSkipNonFinite(0).withCudaGraph(false) + ", training images "
                 + (options.trainLimit() == 0 ? "all" : options.trainLimit());
     }
 

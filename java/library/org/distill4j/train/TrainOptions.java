@@ -35,6 +35,7 @@ public final class TrainOptions {
     private int views = 0;           // > 0: FKD's fixed views per image (epoch e shows view e mod views)
     private String randAugment;      // timm's config string; null: none
     private int skipNonFinite = 0;   // non-finite steps skipped in a row before the run fails; 0: none
+    private boolean cudaGraph = false;  // each step's device work replayed from a CUDA graph
 
     /** The defaults. */
     public TrainOptions() {}
@@ -68,6 +69,7 @@ public final class TrainOptions {
         o.views = views;
         o.randAugment = randAugment;
         o.skipNonFinite = skipNonFinite;
+        o.cudaGraph = cudaGraph;
         return o;
     }
 
@@ -140,6 +142,19 @@ public final class TrainOptions {
         }
         TrainOptions o = copy();
         o.skipNonFinite = maxInARow;
+        return o;
+    }
+
+    /**
+     * Whether each step's device work (the teacher's and the student's forward, the losses, the backward, the
+     * gradient norm) is replayed from a CUDA graph ({@link org.distill4j.backend.CudaGraph}) instead of a few
+     * hundred separate launches: the first step of each kind runs as usual, the second is captured, every later one
+     * is one launch. The same arithmetic, bit for bit. Needs a backend that captures graphs (cuda, cuda-emu); off by
+     * default until its speed is measured on a GPU.
+     */
+    public TrainOptions withCudaGraph(boolean on) {
+        TrainOptions o = copy();
+        o.cudaGraph = on;
         return o;
     }
 
@@ -431,6 +446,11 @@ public final class TrainOptions {
         return skipNonFinite;
     }
 
+    /** Whether steps are replayed from a CUDA graph ({@link #withCudaGraph}). */
+    public boolean cudaGraph() {
+        return cudaGraph;
+    }
+
     /** Label smoothing of the true-label cross-entropy. */
     public double labelSmoothing() {
         return labelSmoothing;
@@ -491,6 +511,7 @@ public final class TrainOptions {
                         + ", switch " + mixupSwitchProb + ")")
                 + (erasingProb == 0 ? "" : ", random erasing " + erasingProb)
                 + (views == 0 ? "" : ", " + views + " augment views")
-                + (skipNonFinite == 0 ? "" : ", up to " + skipNonFinite + " non-finite steps skipped in a row");
+                + (skipNonFinite == 0 ? "" : ", up to " + skipNonFinite + " non-finite steps skipped in a row")
+                + (cudaGraph ? ", CUDA graph" : "");
     }
 }

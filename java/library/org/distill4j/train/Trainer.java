@@ -6,6 +6,7 @@ import java.util.Objects;
 import org.distill4j.IntTensor;
 import org.distill4j.Tensor;
 import org.distill4j.backend.Backend;
+import org.distill4j.backend.CudaGraph;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.ops.AdamW;
 import org.distill4j.ops.CrossEntropy;
@@ -71,6 +72,11 @@ public final class Trainer implements AutoCloseable {
     private final float[] hostLogits, hostScalar = new float[1];
     private final int batch;
     private final org.distill4j.ThreadConfinement confinement;
+    // With TrainOptions.withCudaGraph: one graph per kind of step (the kernels a step queues depend on whether it
+    // has a label mask, Mixup targets, teacher logits from a file), captured at its second step; `warm` marks the
+    // kinds whose first step ran as usual (it creates what a capture may not: cuBLAS handles, workspaces).
+    private final CudaGraph[] graphs = new CudaGraph[8];
+    private final boolean[] warm = new boolean[8];
     private long step;
     private long skipped;
     private int skippedInARow;
@@ -102,6 +108,10 @@ public final class Trainer implements AutoCloseable {
         if (mode != Distillation.NONE && !student.config().distilled()) {
             throw new IllegalArgumentException(mode + " distillation needs a student with a distillation token and "
                     + "head (a distilled config); " + student.config().name() + " has none");
+        }
+        if (options.cudaGraph() && !backend.capturesGraphs()) {
+            throw new IllegalArgumentException("CUDA graphs need a backend that captures them (cuda, cuda-emu); "
+                    + "the student is on " + backend.device());
         }
         if (teacher != null) {
             if (teacher.config().classes() != c) {
@@ -252,16 +262,15 @@ public final class Trainer implements AutoCloseable {
         if (labeled != null && labeled.length != batchLabels.length) {
             throw new IllegalArgumentException(labeled.length + " labeled flags for a batch of " + batchLabels.length);
         }
+        // Uploads first: a step's inputs always land in the same tensors, which is what lets a graph replay it.
         labels.copyFrom(batchLabels);
         student.input().copyFrom(images);
+        boolean fileTeacher = false;
         if (mode != Distillation.NONE) {
             if (batchTeacher != null) {
                 teacherLogits.copyFrom(batchTeacher);
-            } else if (teacher != null) {
-                student.input().copyTo(teacher.input());
-                teacher.forward();
-                teacher.logits().copyTo(teacherLogits);
-            } else {
+                fileTeacher = true;
+            } else if (teacher == null) {
                 throw new IllegalArgumentException(mode + " distillation needs a teacher model or its logits");
             }
         }
@@ -277,44 +286,21 @@ public final class Trainer implements AutoCloseable {
             ceWeight.copyFrom(hostWeight);
         }
         if (targets != null) ceTarget.copyFrom(targets);  // Mixup's distributions (never with a transfer set's mask)
-        student.zeroGrad();
-        student.forward();
-        if (labeled != null) {
-            maskedCe.compute(student.logits(), ceTarget, ceWeight, clsRows, student.logitsGrad(), null);
-        } else if (targets != null) {
-            clsCe.computeSoft(student.logits(), ceTarget, clsRows, clsLoss, student.logitsGrad());
+        boolean masked = labeled != null, mixed = targets != null, runTeacher = mode != Distillation.NONE && !fileTeacher;
+        int kind = (masked ? 1 : 0) | (mixed ? 2 : 0) | (runTeacher ? 4 : 0);
+        Runnable work = () -> deviceWork(masked, mixed, runTeacher);
+        if (!options.cudaGraph()) {
+            work.run();
+        } else if (graphs[kind] != null) {
+            graphs[kind].replay();
+        } else if (!warm[kind]) {
+            work.run();
+            warm[kind] = true;
         } else {
-            clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
+            graphs[kind] = CudaGraph.capture(backend, work);
+            graphs[kind].replay();
         }
-        boolean maskedDist = false;
-        if (student.config().distilled()) {
-            switch (mode) {
-                case NONE:
-                    if (labeled != null) { // distCe's scale is clsCe's here (½ each): the same weights
-                        maskedCe.compute(student.distLogits(), ceTarget, ceWeight, distRows, student.distLogitsGrad(),
-                                null);
-                        maskedDist = true;
-                    } else if (targets != null) {
-                        distCe.computeSoft(student.distLogits(), ceTarget, distRows, distLoss,
-                                student.distLogitsGrad());
-                    } else {
-                        distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
-                    }
-                    break;
-                case SOFT:
-                    kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
-                            distRows);
-                    break;
-                case HARD:
-                    CrossEntropy.argmax(teacherLogits, hardLabels);
-                    distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
-                    break;
-                default:
-                    throw new AssertionError(mode);
-            }
-        }
-        student.backward();
-        optimizer.computeNorm();
+        boolean maskedDist = masked && student.config().distilled() && mode == Distillation.NONE;
         // Read before the update (the step's one wait for the device): the losses, the gradient norm, the logits.
         double loss;
         if (labeled != null) {
@@ -351,6 +337,56 @@ public final class Trainer implements AutoCloseable {
             for (boolean l : labeled) count += l ? 1 : 0;
         }
         return new StepResult(loss, Metrics.correct(hostLogits, batchLabels, c, labeled), count, false);
+    }
+
+    /**
+     * Everything a step queues on the device between its uploads and its reads (a graph's content): the teacher's
+     * forward, the student's forward, the losses and their gradients, the backward, the gradient norm. No host
+     * access: it must be capturable.
+     */
+    private void deviceWork(boolean masked, boolean mixed, boolean runTeacher) {
+        Distillation mode = options.distillation();
+        if (runTeacher) {
+            student.input().copyTo(teacher.input());
+            teacher.forward();
+            teacher.logits().copyTo(teacherLogits);
+        }
+        student.zeroGrad();
+        student.forward();
+        if (masked) {
+            maskedCe.compute(student.logits(), ceTarget, ceWeight, clsRows, student.logitsGrad(), null);
+        } else if (mixed) {
+            clsCe.computeSoft(student.logits(), ceTarget, clsRows, clsLoss, student.logitsGrad());
+        } else {
+            clsCe.compute(student.logits(), labels, clsRows, clsLoss, student.logitsGrad());
+        }
+        if (student.config().distilled()) {
+            switch (mode) {
+                case NONE:
+                    if (masked) { // distCe's scale is clsCe's here (½ each): the same weights
+                        maskedCe.compute(student.distLogits(), ceTarget, ceWeight, distRows, student.distLogitsGrad(),
+                                null);
+                    } else if (mixed) {
+                        distCe.computeSoft(student.distLogits(), ceTarget, distRows, distLoss,
+                                student.distLogitsGrad());
+                    } else {
+                        distCe.compute(student.distLogits(), labels, distRows, distLoss, student.distLogitsGrad());
+                    }
+                    break;
+                case SOFT:
+                    kl.compute(student.distLogits(), teacherLogits, alpha, distLoss, student.distLogitsGrad(),
+                            distRows);
+                    break;
+                case HARD:
+                    CrossEntropy.argmax(teacherLogits, hardLabels);
+                    distCe.compute(student.distLogits(), hardLabels, distRows, distLoss, student.distLogitsGrad());
+                    break;
+                default:
+                    throw new AssertionError(mode);
+            }
+        }
+        student.backward();
+        optimizer.computeNorm();
     }
 
     /**
@@ -408,6 +444,9 @@ public final class Trainer implements AutoCloseable {
     public void close() {
         if (closed) return;
         closed = true;
+        for (CudaGraph g : graphs) {
+            if (g != null) g.close();  // before the buffers they replay into
+        }
         owned.forEach(Tensor::close);
         optimizer.close();
         labels.close();
