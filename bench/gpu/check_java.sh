@@ -34,7 +34,9 @@ JUNIT_METHODS=(org.distill4j.nn.VisionTransformerTest#cudaMatchesCpuBackend
   org.distill4j.ops.KlDivTest#cudaKernelMatchesCpuKernel org.distill4j.ops.PatchEmbedTest#cudaKernelMatchesCpuKernel
   org.distill4j.ops.AttentionTest#cudaKernelMatchesCpuKernel org.distill4j.ops.LayerNormTest#cudaKernelMatchesCpuKernel
   org.distill4j.ops.CrossEntropyTest#cudaKernelMatchesCpuKernel org.distill4j.ops.GradNormTest#cudaKernelMatchesCpuKernel
-  org.distill4j.ops.AdamWTest#cudaKernelMatchesCpuKernel)
+  org.distill4j.ops.AdamWTest#cudaKernelMatchesCpuKernel
+  org.distill4j.backend.CudaGraphTest#replaysTheUncapturedSequenceOnAGpu
+  org.distill4j.train.CudaGraphTrainingTest#graphedStepsAreTheUncapturedStepsOnAGpu)
 
 source bench/gpu/check_lib.sh
 

@@ -18,7 +18,9 @@ its buffers torch CUDA tensors. Three parts:
    + F.kl_div + torch.optim.AdamW, at B=64 and 256, against the baselines people train with (--baselines): eager
    fp32 (AdamW foreach, fused), eager with TF32, bf16 autocast eager, bf16 autocast + torch.compile (default mode;
    max-autotune-no-cudagraphs with --baselines all). Ours in each of --precisions: rows train_step (fp32),
-   train_step_tf32, train_step_bf16, each against every baseline.
+   train_step_tf32, train_step_bf16, each against every baseline; and the same with the step's device work replayed
+   from a CUDA graph of our entries (d4j_impl_graph_*, as Trainer.java's withCudaGraph), rows train_step*_graph,
+   after three steps of each from the same weights whose losses must agree (the same bits in the dry run).
 3. Loss curve (with bf16 among --precisions): --curve-steps (300) steps of ours in fp32 and bf16 from the same weights
    on the same synthetic batches (B = 64); the bf16 curve's 10-step moving average within 2 % of fp32's.
 4. With --save-model DIR: timm's deit_tiny_distilled state dict (random init, torch.manual_seed(--init-seed)) as
@@ -316,7 +318,7 @@ class Ours:
         self.cast(self.g_dist, B * C, dy)
         self.lin_hb(self.rows_nh[1], wh["head_dist.weight"], dy, B, D, C, self.g_rows_n[1], g["head_dist.weight"],
                     g["head_dist.bias"])
-        self.g_rows.zero_()
+        self.zero(self.g_rows)
         self.ln_b(self.rows, w["norm.weight"], self.rows_mean, self.rows_rstd, self.g_rows_n, self.P * B, self.g_rows,
                   g["norm.weight"], g["norm.bias"])
         self.impl.call("token_rows_backward", self.s, self.g_rows.data_ptr(), B, T, D, self.P,
@@ -357,7 +359,7 @@ class Ours:
                    g["head.bias"])
         self.lin_b(self.rows_n[1], w["head_dist.weight"], self.g_dist, B, D, C, self.g_rows_n[1],
                    g["head_dist.weight"], g["head_dist.bias"])
-        self.g_rows.zero_()  # LayerNorm's backward accumulates into dx
+        self.zero(self.g_rows)  # LayerNorm's backward accumulates into dx
         self.ln_b(self.rows, w["norm.weight"], self.rows_mean, self.rows_rstd, self.g_rows_n, self.P * B, self.g_rows,
                   g["norm.weight"], g["norm.bias"])
         self.impl.call("token_rows_backward", self.s, self.g_rows.data_ptr(), B, T, D, self.P,
@@ -387,12 +389,23 @@ class Ours:
                                        g["pos_embed"].data_ptr(), g["cls_token"].data_ptr(),
                                        g["dist_token"].data_ptr(), None, self.ws_pe.data_ptr())
 
+    def zero(self, t):
+        # On our stream through our entry (cudaMemsetAsync), not torch's zero_: torch would queue it on its own
+        # current stream, outside a capture of ours (and, in the dry run, run it at once on the CPU).
+        self.impl.call("zero_async", self.s, t.data_ptr(), t.numel() * t.element_size())
+
     def zero_grad(self):
-        self.flat_g.zero_()
+        self.zero(self.flat_g)
 
     def train_step(self, alpha, T, lr, wd):
         """Trainer.step's device work (soft distillation, teacher logits given, no clipping): zero grads, forward,
         (1 - alpha) CE on the cls head, KL (T^2, batchmean, upstream alpha) on the dist head, backward, AdamW."""
+        self.device_step(alpha, T)
+        self.adamw(lr, wd)
+
+    def device_step(self, alpha, T):
+        """What the trainer captures into a CUDA graph (Trainer.deviceWork): everything but AdamW, whose step count
+        and learning rate change every step."""
         B, C = self.B, self.C
         self.zero_grad()
         self.forward()
@@ -402,12 +415,52 @@ class Ours:
                          self.alpha.data_ptr(), self.kl_rows.data_ptr(), self.kl_loss.data_ptr(),
                          self.g_dist.data_ptr())
         self.backward()
+
+    def adamw(self, lr, wd):
         self.step_count += 1
         n = self.flat_w.numel()
         for start, end, decay in ((0, self.decayed, wd), (self.decayed, n, 0.0)):
             ptr = lambda buf: buf.data_ptr() + 4 * start  # noqa: E731
             self.impl.call("adamw", self.s, ptr(self.flat_w), ptr(self.flat_g), ptr(self.flat_m), ptr(self.flat_v),
                            end - start, lr, 0.9, 0.999, 1e-8, decay, self.step_count, None)
+
+
+class OursGraph:
+    """Ours with the step's device work replayed from a CUDA graph of our own entries (d4j_impl_graph_*), as
+    Trainer.java with withCudaGraph(true): the first step runs as usual, the second is captured, then replayed;
+    AdamW is launched after it each step. On a stream of its own (CUDA cannot capture the legacy stream)."""
+
+    def __init__(self, ours, stream):
+        self.o, self.s, self.graph = ours, stream, None
+        ours.s = stream
+        self.warm = False
+
+    def train_step(self, alpha, T, lr, wd):
+        o = self.o
+        if self.graph is not None:
+            o.impl.call("graph_launch", self.s, self.graph)
+        elif not self.warm:
+            o.device_step(alpha, T)
+            self.warm = True
+        else:
+            o.impl.call("graph_begin", self.s)
+            try:
+                o.device_step(alpha, T)
+            finally:
+                self.graph = o.impl.out_pointer("graph_end", self.s)
+            o.impl.call("graph_launch", self.s, self.graph)
+        o.adamw(lr, wd)
+
+    def close(self):
+        if self.graph is not None:
+            self.o.impl.call("graph_destroy", self.graph)
+            self.graph = None
+
+
+def graph_stream(impl):
+    """A stream for OursGraph from our own entry (cudaStreamCreate): a blocking stream, so the timer's events and
+    torch's work on the legacy default stream stay ordered with it without explicit waits."""
+    return impl.out_pointer("stream_create")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -556,6 +609,7 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
     timer = Timer(torch, dev)
     alpha, T, lr, wd = 0.5, 3.0, 5e-4, 0.05
     rows = []
+    replay_ok = True  # every step replayed from a CUDA graph computed what the op-by-op step did
     g = torch.Generator().manual_seed(seed + 2)
     for B in batches:
         images = torch.randn(B, cfg["chans"], cfg["img"], cfg["img"], generator=g).to(dev)
@@ -572,13 +626,43 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
         refs = [(name,) + baseline_step(cfg, state, timm_model, dev, name, images, labels, teacher, alpha, T, lr, wd)
                 for name in baselines]
 
+        # Ours again with the step's device work replayed from a CUDA graph (--cuda-graph), on a stream of its own.
+        gstream = graph_stream(impl)
+        graphs_by = {}
+        for precision in precisions:
+            og = OursGraph(Ours(impl, gstream, dev, cfg, B, state, precision), gstream)
+            og.o.images.copy_(images)
+            og.o.labels.copy_(labels.int())
+            og.o.teacher.copy_(teacher)
+            og.o.alpha.fill_(alpha)
+            graphs_by[precision] = og
+        if dev == "cuda":
+            torch.cuda.synchronize()
         ours_steps = [(lambda o=o: o.train_step(alpha, T, lr, wd)) for o in ours_by.values()]
-        # The loss of the first step, from identical weights: each of ours vs each baseline's own first step.
+        ours_steps += [(lambda og=og: og.train_step(alpha, T, lr, wd)) for og in graphs_by.values()]
+        # The loss of the first step, from identical weights: each of ours vs each baseline's own first step. Then
+        # two more steps of each, the graphed one captured at its second and replayed at its third: the same bits.
         our_loss = {}
+        loss_of = lambda o: (o.ce_loss + alpha * o.kl_loss).item()  # noqa: E731
         for precision, o in ours_by.items():
-            o.train_step(alpha, T, lr, wd)
-            impl.synchronize(stream)
-            our_loss[precision] = (o.ce_loss + alpha * o.kl_loss).item()
+            og = graphs_by[precision]
+            for k in range(3):
+                o.train_step(alpha, T, lr, wd)
+                og.train_step(alpha, T, lr, wd)
+                impl.synchronize(stream)
+                impl.synchronize(gstream)
+                if k == 0:
+                    our_loss[precision] = loss_of(o)
+                a, b = loss_of(o), loss_of(og.o)
+                # The same kernels on the same data: the same bits (the emulator's dry run requires it), unless
+                # cuBLAS picks another algorithm inside a capture (its workspace differs there), which moves a loss
+                # by rounding only: reported, and a failure beyond 1e-4 relative (a replay that skipped or repeated
+                # work, or read stale inputs, is off by far more).
+                rel_d = abs(a - b) / abs(a) if a == a and b == b else math.inf
+                good = a == b or (dev == "cuda" and rel_d <= 1e-4)
+                print(f"  ours {precision} step {k + 1}: loss {a:.9g}, with the CUDA graph {b:.9g} "
+                      f"({'the same bits' if a == b else f'rel {rel_d:.2e}'}{'' if good else ': FAIL'})")
+                replay_ok &= good
         first = {}
         for name, step, _ in refs:
             t0 = time.perf_counter()
@@ -598,24 +682,31 @@ def timing(impl, stream, dev, cfg, timm, state, timm_model, batches, reps, seed,
                 samples[i].append(timer(f, inner))
         med = [sorted(s)[len(s) // 2] for s in samples]
         ours_med, ref_med = med[:len(ours_steps)], med[len(ours_steps):]
+        names = list(ours_by) + [p + "+graph" for p in graphs_by]
         print(f"\n== training step ({cfg['name']}, B={B}, {dev}; median of {n_reps} x {inner}) ==")
-        for precision, t in zip(ours_by, ours_med):
-            print(f"  ours {precision:5s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s), first-step loss "
-                  f"{our_loss[precision]:.6f}")
+        for name, t in zip(names, ours_med):
+            print(f"  ours {name:11s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s), first-step loss "
+                  f"{our_loss[name.split('+')[0]]:.6f}")
         for (name, _, label), t in zip(refs, ref_med):
             loss, first_s = first[name]
-            ratios = "  ".join(f"ours {p} is {t / m:.2f}x" for p, m in zip(ours_by, ours_med))
+            ratios = "  ".join(f"ours {p} is {t / m:.2f}x" for p, m in zip(names, ours_med))
             print(f"  {name:22s} {t:8.3f} ms ({B / t * 1e3:.0f} img/s)  {ratios}  "
                   f"(first step {first_s:.1f} s, loss {loss:.6f})")
-            for precision, m in zip(ours_by, ours_med):
+            for variant, m in zip(names, ours_med):
+                precision = variant.split("+")[0]
                 loss_err = abs(our_loss[precision] - loss) / abs(loss)
-                rows.append(dict(op="train_step" + ("" if precision == "fp32" else "_" + precision),
+                rows.append(dict(op="train_step" + ("" if precision == "fp32" else "_" + precision)
+                                 + ("_graph" if variant.endswith("+graph") else ""),
                                  backend=impl.name, shape=f"{cfg['name']},B={B}", ours_ms=m,
                                  reference=f"{name}: {label}", reference_ms=t, speedup=t / m, max_rel_err=loss_err))
-        del ours_by, ours_steps, refs
+        for og in graphs_by.values():
+            og.close()
+        impl.synchronize(gstream)
+        impl.call("stream_destroy", gstream)
+        del ours_by, graphs_by, ours_steps, refs
         if dev == "cuda":
             torch.cuda.empty_cache()
-    return rows
+    return rows, replay_ok
 
 
 def loss_curve(impl, stream, dev, cfg, state, B, steps, seed):
@@ -780,9 +871,10 @@ def main():
         if unknown:
             print(f"unknown --baselines {unknown}; known: {', '.join(BASELINES)}")
             return 2
-        timing_ok, t_rows = timed_rows(lambda: timing(impl, stream, dev, cfg, timm, state, timm_model, batches,
-                                                      max(10, min(args.reps, 15)), seed, names, precisions))
-        ok &= timing_ok
+        timing_ok, t_out = timed_rows(lambda: timing(impl, stream, dev, cfg, timm, state, timm_model, batches,
+                                                     max(10, min(args.reps, 15)), seed, names, precisions))
+        t_rows, replay_ok = t_out if timing_ok else ([], False)
+        ok &= timing_ok and replay_ok
         rows += t_rows
     if "bf16" in precisions and not args.skip_curve:
         steps, curve_b = (30, 2) if dev == "cpu" else (args.curve_steps, 64)

@@ -54,6 +54,15 @@ MORE_SIGNATURES = {
     "d4j_impl_attention_bf16_backward": [_vp] * 5 + [_i64] * 4 + [_f32, _vp],
     "d4j_impl_cast_bf16": [_vp, _vp, _i64, _vp],
     "d4j_impl_cast_f32": [_vp, _vp, _i64, _vp],
+    # streams and CUDA graphs (void ** arguments: a ctypes.c_void_p passed by reference)
+    "d4j_impl_stream_create": [_vp],
+    "d4j_impl_stream_destroy": [_vp],
+    "d4j_impl_zero_async": [_vp, _vp, ctypes.c_size_t],
+    "d4j_impl_copy_async": [_vp, _vp, _vp, ctypes.c_size_t],
+    "d4j_impl_graph_begin": [_vp],
+    "d4j_impl_graph_end": [_vp, _vp],
+    "d4j_impl_graph_launch": [_vp, _vp],
+    "d4j_impl_graph_destroy": [_vp],
 }
 
 
@@ -108,6 +117,13 @@ class Impl:
             return rc
         self._check(rc, "d4j_impl_" + name)
         return 0
+
+    def out_pointer(self, name, *args):
+        """d4j_impl_<name>(*args, &p) for the entries that return a pointer through a void ** (stream_create,
+        graph_end); returns p."""
+        p = ctypes.c_void_p()
+        self.call(name, *args, ctypes.byref(p))
+        return p.value
 
     def _check(self, rc, what):
         if rc != 0:

@@ -179,6 +179,31 @@ class CliTest {
         assertTrue(json.contains("\"skipped_steps\": 0"), json);
     }
 
+    /**
+     * {@code --cuda-graph}: on the emulated CUDA backend the run writes the same model, byte for byte, as without it
+     * (two steps: the first runs as usual, the second is captured and replayed); on the CPU it is one line saying why
+     * not.
+     */
+    @Test
+    void cudaGraphFromTheCommandLine() throws IOException {
+        Path data = randomIdxDir(64);
+        assertOneLine(run(tinyTrain(data, dir.resolve("g-cpu"), "--cuda-graph")),
+                "CUDA graphs need a backend that captures them (cuda, cuda-emu); the student is on cpu");
+        Path plain = dir.resolve("g-plain"), graphed = dir.resolve("g-graph");
+        assertEquals(0, run(onEmulator(tinyTrain(data, plain, "--test-limit", "32"))).status);
+        assertEquals(0, run(onEmulator(tinyTrain(data, graphed, "--test-limit", "32", "--cuda-graph"))).status);
+        assertArrayEquals(Files.readAllBytes(plain.resolve("model.safetensors")),
+                Files.readAllBytes(graphed.resolve("model.safetensors")), "the same model with and without the graph");
+    }
+
+    /** {@code args} with {@code --device cpu} replaced by the emulated CUDA backend. */
+    private static String[] onEmulator(String[] args) {
+        String[] out = args.clone();
+        int i = java.util.Arrays.asList(out).indexOf("--device");
+        out[i + 1] = "cuda-emu";
+        return out;
+    }
+
     /** The arguments of a one-epoch mnist-tiny training run on {@code data} into {@code out}, then {@code more}. */
     private static String[] tinyTrain(Path data, Path out, String... more) {
         String[] base = {"train", "--model", "mnist-tiny", "--data", data.toString(), "--out", out.toString(),
