@@ -31,7 +31,10 @@ echo "== build (mvn package, tests compiled, not run)"
 mvn -B -q -DskipTests package dependency:build-classpath
 mvn -B -q -N dependency:copy -Dartifact=$JUNIT_CONSOLE -DoutputDirectory=target/junit-console
 natives=target/library/distill4j-0.1.0-linux-x86_64.jar
-unzip -l "$natives" | grep -q libdistill4j_cuda.so ||
+# The listing first, then grep: `unzip | grep -q` under pipefail fails when grep exits at the first match and unzip
+# dies of SIGPIPE on the rest of the listing.
+listing=$(unzip -l "$natives")
+grep -q libdistill4j_cuda.so <<<"$listing" ||
   { echo "java_bundle.sh: $natives has no libdistill4j_cuda.so (built with -Dd4j.cuda=OFF?)" >&2; exit 1; }
 
 rm -rf "$STAGE" "$BUNDLE"

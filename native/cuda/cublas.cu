@@ -18,9 +18,11 @@
 // workspace and the scratch (a process that opens and closes many CUDA backends keeps them for each stream).
 //
 // cuBLASLt (libcublasLt.so.13) is opened the same way, on the first GEMM with an epilogue (lt_gemm_rm). Each call
-// builds its descriptors and asks the heuristic for one algorithm (no cache yet: a few microseconds of host time
-// per GEMM, to be measured); when the heuristic has none for a case, lt_gemm_rm says so and the callers take the
-// cuBLAS path. Under the emulator an emulated cuBLASLt of exactly the subset called stands in (below).
+// builds its descriptors and asks the heuristic for one algorithm (no cache: a few microseconds of host time per
+// GEMM, to be measured; a step replayed from a CUDA graph pays it once, at the capture, where the chosen algorithm
+// and the descriptors' values are recorded); when the heuristic has none for a case, lt_gemm_rm says so and the
+// callers take the cuBLAS path. Under a capture nothing here may allocate: the workspace and the BGRADB scratch
+// exist from the first (uncaptured) call of the stream's largest M, as the trainer's first step makes them. Under the emulator an emulated cuBLASLt of exactly the subset called stands in (below).
 //
 // Under the emulator (D4J_CUDA_EMU) device memory is host memory: the GEMMs go to the host OpenBLAS already in
 // the process (the CPU backend's preset), so the kernels of the linear ops still run emulated around them. bf16

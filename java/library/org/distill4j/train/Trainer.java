@@ -51,6 +51,11 @@ import org.distill4j.ops.Reduction;
  * {@link TrainOptions#withSkipNonFinite} such a step is skipped instead (the same nothing-applied, reported by its
  * {@link StepResult#skipped} and counted by {@link #skippedSteps}) until too many come in a row.
  *
+ * <p>With {@link TrainOptions#withCudaGraph} a step's device work (everything between its uploads and its reads:
+ * the teacher's forward, the student's forward, the losses, the backward, the gradient norm) is replayed from a
+ * {@link CudaGraph}, one per kind of step (labels, mask, Mixup targets; teacher model or logits from a file),
+ * captured at that kind's second step; AdamW is launched after it, as without. The results are the same bits.
+ *
  * <p>Not thread-safe: a {@link #step} from a second thread while another thread is inside one throws {@link
  * org.distill4j.ConcurrentUseException}.
  */
