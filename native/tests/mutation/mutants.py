@@ -372,12 +372,12 @@ MUTANTS = [
          repl="if (dbias != nullptr && h->bias_grad_cap == 0) {"),
     dict(id="lt-emu-bias-by-column", file="cublas.cu", cls="wrong index",
          why="the emulated BIAS epilogue broadcasts along D's rows (bias[column]), not down its columns",
-         orig="out[j * ld->ld + i] += bias[i];",
-         repl="out[j * ld->ld + i] += bias[j % m];"),
+         orig="out[j * d_l.ld + i] += bias[i];",
+         repl="out[j * d_l.ld + i] += bias[j % m];"),
     dict(id="lt-emu-bgrad-trans", file="cublas.cu", cls="wrong transpose",
          why="the emulated BGRADB reads op(B) as if B were not transposed",
-         orig="s += d->transb == kNoTrans ? b[j * lb->ld + kk] : b[kk * lb->ld + j];",
-         repl="s += b[j * lb->ld + kk];"),
+         orig="s += dv.transb == kOpN ? b[j * b_l.ld + kk] : b[kk * b_l.ld + j];",
+         repl="s += b[j * b_l.ld + kk];"),
 
     # ---- The tensor-core emulation (emu/tensor_core_emu.h, emu/cuda_bf16_emu.h, tensor_core.cuh's emulator
     # branch): a misreading of the PTX ISA there would make every later bf16 kernel's emulated test wrong.
