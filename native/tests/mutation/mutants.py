@@ -296,6 +296,29 @@ MUTANTS = [
          orig="if (group == 0 && n < N) {",
          repl="if (group == 0) {"),
 
+    dict(id="lin-bias-grad-chunk-bound", file="linear.cu", cls="off-by-one bound",
+         why="<= for < on a chunk's rows: group 0 also adds the next chunk's first row (row M in the last chunk)",
+         orig="for (int64_t m = first + group; m < end; m += kSumGroups)",
+         repl="for (int64_t m = first + group; m <= end; m += kSumGroups)"),
+    dict(id="lin-bias-grad-tail-dropped", file="linear.cu", cls="floor for ceiling",
+         why="M / 256 chunks: the rows of a last, shorter chunk are never summed (and M < 256 launches no block)",
+         orig="return (M + kChunkRows - 1) / kChunkRows;",
+         repl="return M / kChunkRows;"),
+    dict(id="lin-bias-grad-chunks-assign", file="linear.cu", cls="= for +=",
+         why="the chunk total written into dbias, not accumulated: right for a freshly zeroed gradient only",
+         orig="    dbias[n] += sum;\n",
+         repl="    dbias[n] = sum;\n"),
+    dict(id="lin-bias-grad-stale-slot", file="linear.cu", cls="off-by-one bound",
+         why="<= for < over the chunk partials: one slot this call did not write (an earlier call's, or past the"
+             " scratch) joins the sum",
+         orig="for (int64_t c = 1; c < chunks; ++c) sum += partial[c * N + n];",
+         repl="for (int64_t c = 1; c <= chunks; ++c) sum += partial[c * N + n];"),
+    dict(id="lin-bias-grad-chunk-order", file="linear.cu", cls="another order",
+         why="the chunk partials summed last to first: within tolerance and deterministic, not the documented bits",
+         orig="    float sum = partial[n];\n    for (int64_t c = 1; c < chunks; ++c) sum += partial[c * N + n];",
+         repl="    float sum = partial[(chunks - 1) * N + n];\n"
+              "    for (int64_t c = chunks - 2; c >= 0; --c) sum += partial[c * N + n];"),
+
     dict(id="lin-tf32-ignored", file="linear.cu", cls="wrong mode",
          why="precision checked but not passed on: every tf32 call runs the fp32 GEMM",
          orig="mode = precision == 0 ? gemm_mode::fp32 : gemm_mode::tf32;",
@@ -372,12 +395,12 @@ MUTANTS = [
          repl="if (dbias != nullptr && h->bias_grad_cap == 0) {"),
     dict(id="lt-emu-bias-by-column", file="cublas.cu", cls="wrong index",
          why="the emulated BIAS epilogue broadcasts along D's rows (bias[column]), not down its columns",
-         orig="out[j * ld->ld + i] += bias[i];",
-         repl="out[j * ld->ld + i] += bias[j % m];"),
+         orig="out[j * d_l.ld + i] += bias[i];",
+         repl="out[j * d_l.ld + i] += bias[j % m];"),
     dict(id="lt-emu-bgrad-trans", file="cublas.cu", cls="wrong transpose",
          why="the emulated BGRADB reads op(B) as if B were not transposed",
-         orig="s += d->transb == kNoTrans ? b[j * lb->ld + kk] : b[kk * lb->ld + j];",
-         repl="s += b[j * lb->ld + kk];"),
+         orig="s += dv.transb == kOpN ? b[j * b_l.ld + kk] : b[kk * b_l.ld + j];",
+         repl="s += b[j * b_l.ld + kk];"),
 
     # ---- The tensor-core emulation (emu/tensor_core_emu.h, emu/cuda_bf16_emu.h, tensor_core.cuh's emulator
     # branch): a misreading of the PTX ISA there would make every later bf16 kernel's emulated test wrong.
