@@ -11,9 +11,10 @@
 // two threads on two streams had to take turns on one lock for the (set stream, GEMM) pair. Keyed by stream, two
 // backends (two Java threads, each with its own stream) never share a handle or a lock; the handle's own mutex
 // only matters if one stream is driven from two threads at once. The cuBLASLt handle, its workspace and the bias
-// gradient's scratch live beside the cuBLAS handle for the same reasons: memory used by a stream's queued GEMM must
-// not be handed to another stream, and one stream's (BGRADB write, add into dbias) pair is queued under the entry's
-// mutex, so no other GEMM of that stream can reuse the scratch between the two.
+// gradient's scratches (BGRADB's; the column sums' chunk partials, linear.cu) live beside the cuBLAS handle for the
+// same reasons: memory used by a stream's queued work must not be handed to another stream, and one stream's (write
+// scratch, add into dbias) pair is queued under the entry's mutex, so no other call on that stream can reuse the
+// scratch between the two.
 // Cost: one small map lookup under a mutex per GEMM, and per stream ever used one handle of each, 32 MiB of
 // workspace and the scratch (a process that opens and closes many CUDA backends keeps them for each stream).
 //
@@ -45,6 +46,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -526,6 +528,8 @@ struct stream_handle {
     void *workspace = nullptr;     // kLtWorkspaceBytes, for the queued GEMMs of this stream only
     float *bias_grad = nullptr;    // BGRADB's output, added into the caller's dbias (+=) by lt_add_bias_grad
     int64_t bias_grad_cap = 0;     // floats
+    float *partials = nullptr;     // the column sums' chunk partials (with_partials_scratch)
+    int64_t partials_cap = 0;      // floats
 };
 std::mutex handles_mutex;  // guards the map only, never held during a GEMM
 std::map<std::pair<int, cudaStream_t>, std::unique_ptr<stream_handle>> &handles =
@@ -544,6 +548,37 @@ stream_handle *pool_entry(const char *op, cudaStream_t stream) {
     if (slot == nullptr) slot = std::make_unique<stream_handle>();
     return slot.get();
 }
+
+}  // namespace
+
+// Grown, never shrunk, by cudaMalloc, which a CUDA graph capture may not call: the trainer runs one ordinary step
+// before it captures, so every size is allocated then and a capture only finds it. A growth that would fall in a
+// capture (a size not seen uncaptured) is refused with the reason instead of breaking the capture. The old buffer is
+// never freed: a graph captured earlier may still name it (a few hundred KiB per growth, rare).
+int with_partials_scratch(cudaStream_t stream, const char *op, int64_t floats,
+                          const std::function<int(float *)> &queue) {
+    stream_handle *h = pool_entry(op, stream);
+    if (h == nullptr) return 1;
+    std::lock_guard<std::mutex> lock(h->mutex);
+    if (h->partials_cap < floats) {
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+            cudaGetLastError();
+            return fail_op(op, "the bias gradient's partials scratch must grow, which a CUDA graph capture cannot "
+                               "do: run the step once uncaptured before capturing it");
+        }
+        float *p = nullptr;
+        if (cudaMalloc(&p, sizeof(float) * static_cast<size_t>(floats)) != cudaSuccess) {
+            cudaGetLastError();
+            return fail_op(op, "no device memory for the bias gradient's partials scratch");
+        }
+        h->partials = p;
+        h->partials_cap = floats;
+    }
+    return queue(h->partials);
+}
+
+namespace {
 
 // dbias[i] += g[i]: BGRADB writes the bias gradient (it has no beta), our contract accumulates parameter gradients.
 constexpr int kAddThreads = 256;

@@ -6,6 +6,7 @@
 #define D4J_CUDA_CUBLAS_CUH
 
 #include <cstdint>
+#include <functional>
 
 namespace d4j::cuda {
 
@@ -37,6 +38,13 @@ constexpr int kLtUnsupported = 2;
 int lt_gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int tb, int64_t M, int64_t N, int64_t K,
                const void *A, int64_t lda, const void *B, int64_t ldb, const float *C, const float *bias,
                float *dbias, float *D, int64_t ldd);
+
+// Runs queue(scratch) under the (current device, stream) entry's lock, scratch an fp32 buffer of at least `floats`
+// kept per (device, stream) (cublas.cu; growth is refused during a graph capture, see there): the column sums'
+// chunk partials (linear.cu). The lock keeps another thread's launches on the stream from falling between
+// queue's write and its read of the scratch. Returns queue's answer, or 1 (error recorded).
+int with_partials_scratch(cudaStream_t stream, const char *op, int64_t floats,
+                          const std::function<int(float *)> &queue);
 
 }  // namespace d4j::cuda
 

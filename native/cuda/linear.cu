@@ -5,7 +5,8 @@
 // host's OpenBLAS under the emulator). The forward is one cublasLtMatmul (residual as C, bias by the BIAS epilogue);
 // the backward's dW GEMM computes the bias gradient by the BGRADB epilogue (fp32 only, see there). Where cuBLASLt
 // has no algorithm for a case (lt_gemm_rm says so), the cuBLAS path runs: the bias/residual prologue kernel and
-// the bias gradient's column sums, small kernels here, around plain GEMMs. Never run on a GPU so far.
+// the bias gradient's column sums (over many CTAs, in an order fixed by (M, N); its chunk partials in a per-stream
+// scratch of cublas.cu), small kernels here, around plain GEMMs. Never run on a GPU so far.
 // precision 1 (TF32) multiplies the fp32 operands on the tensor cores with
 // CUBLAS_COMPUTE_32F_FAST_TF32; see native/cpu/linear.cpp for what its CPU twin computes and why.
 // The two small kernels are shared with linear_bf16.cu (linear.cuh), whose dy is bf16.
@@ -42,31 +43,71 @@ __device__ __forceinline__ float widen(float v) { return v; }
 // bf16 bits are the upper half of the fp32 word: exact.
 __device__ __forceinline__ float widen(uint16_t v) { return __uint_as_float(static_cast<unsigned>(v) << 16); }
 
-// dbias[n] += Σ_m dy[m, n]. A block owns 32 columns: lane = column (coalesced rows), 8 row groups each summing
-// rows g, g + 8, ... in order, then the 8 partials added in order: a fixed order, no atomics.
+// dbias[n] += Σ_m dy[m, n] over many CTAs in an order fixed by (M, N) alone, so the bits are the same on every GPU
+// and in the emulator (nothing depends on the SM count, no atomics). The rows are cut into chunks of kChunkRows
+// (the last one shorter); a CTA owns 32 columns of one chunk (lane = column: coalesced rows). For column n:
+//   chunk c's sum P_c: 8 row groups, group g summing rows c·R + g, c·R + g + 8, ... in order from 0, then the 8
+//     group sums added in order, ((s_0 + s_1) + s_2) + ... + s_7;
+//   one chunk (M <= R): dbias[n] += P_0 at once;
+//   several: each P_c goes to the scratch [chunks, N], then linear_bias_grad_chunks adds
+//     dbias[n] += (((P_0 + P_1) + P_2) + ... + P_(chunks-1)).
+// R = 256: DeiT-Ti's M = 12672 (64 images x 198 tokens), N = 192 gives 50 chunks x 6 column tiles = 300 CTAs, a
+// few per SM; each thread sums 32 rows.
 constexpr int kSumCols = 32, kSumGroups = kThreads / kSumCols;
+constexpr int64_t kChunkRows = 256;
+__host__ __device__ constexpr int64_t bias_grad_chunks(int64_t M) { return (M + kChunkRows - 1) / kChunkRows; }
+
+// Block b: column tile b % tiles of chunk b / tiles (one grid dimension: chunks may pass grid.y's 65535).
+// `out`: dbias (one chunk, +=) or the scratch (several: slot [chunk, n] written).
 template <typename T>
-__global__ void __launch_bounds__(kThreads) linear_bias_grad(const T *dy, int64_t M, int64_t N, float *dbias) {
+__global__ void __launch_bounds__(kThreads) linear_bias_grad(const T *dy, int64_t M, int64_t N, float *out) {
     D4J_STATIC_SMEM(float, partial, [kSumGroups][kSumCols]);
     const int lane = static_cast<int>(threadIdx.x) % kSumCols, group = static_cast<int>(threadIdx.x) / kSumCols;
-    const int64_t n = static_cast<int64_t>(blockIdx.x) * kSumCols + lane;
+    const int64_t tiles = (N + kSumCols - 1) / kSumCols, chunk = blockIdx.x / tiles;
+    const int64_t n = static_cast<int64_t>(blockIdx.x % tiles) * kSumCols + lane;
+    const int64_t first = chunk * kChunkRows, end = M - first < kChunkRows ? M : first + kChunkRows;
     float acc = 0.0f;
     if (n < N)
-        for (int64_t m = group; m < M; m += kSumGroups) acc += widen(dy[m * N + n]);
+        for (int64_t m = first + group; m < end; m += kSumGroups) acc += widen(dy[m * N + n]);
     partial[group][lane] = acc;
     __syncthreads();
     if (group == 0 && n < N) {
         float sum = partial[0][lane];
         for (int g = 1; g < kSumGroups; ++g) sum += partial[g][lane];
-        dbias[n] += sum;
+        if (bias_grad_chunks(M) == 1)
+            out[n] += sum;
+        else
+            out[chunk * N + n] = sum;
     }
+}
+
+// dbias[n] += the chunks' partials of column n, summed in chunk order. Thread = column: a warp reads 32 adjacent
+// floats of each chunk's row of the scratch.
+__global__ void __launch_bounds__(kThreads)
+    linear_bias_grad_chunks(const float *partial, int64_t chunks, int64_t N, float *dbias) {
+    const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    float sum = partial[n];
+    for (int64_t c = 1; c < chunks; ++c) sum += partial[c * N + n];
+    dbias[n] += sum;
 }
 
 template <typename T>
 int launch_bias_grad(cudaStream_t stream, const T *dy, int64_t M, int64_t N, float *dbias) {
-    D4J_LAUNCH(linear_bias_grad<T>, dim3(static_cast<unsigned>((N + kSumCols - 1) / kSumCols)), dim3(kThreads), 0,
-               stream, dy, M, N, dbias);
-    return check_launch("linear_bias_grad");
+    const int64_t chunks = bias_grad_chunks(M), blocks = chunks * ((N + kSumCols - 1) / kSumCols);
+    if (blocks > std::numeric_limits<int>::max()) return fail("linear: bias gradient of over 2^31 CTAs");
+    const dim3 grid(static_cast<unsigned>(blocks));
+    if (chunks == 1) {
+        D4J_LAUNCH(linear_bias_grad<T>, grid, dim3(kThreads), 0, stream, dy, M, N, dbias);
+        return check_launch("linear_bias_grad");
+    }
+    return with_partials_scratch(stream, "linear", chunks * N, [&](float *scratch) {
+        D4J_LAUNCH(linear_bias_grad<T>, grid, dim3(kThreads), 0, stream, dy, M, N, scratch);
+        if (check_launch("linear_bias_grad") != 0) return 1;
+        D4J_LAUNCH(linear_bias_grad_chunks, dim3(static_cast<unsigned>((N + kThreads - 1) / kThreads)),
+                   dim3(kThreads), 0, stream, scratch, chunks, N, dbias);
+        return check_launch("linear_bias_grad_chunks");
+    });
 }
 
 const char *check_sizes(int64_t M, int64_t K, int64_t N) {

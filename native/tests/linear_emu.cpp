@@ -13,8 +13,10 @@
 // says so and exits 77 (CTest: skipped; the JUnit cuda-emu cases still cover it).
 // fp32 cases: y (pre-filled with NaN), dx (pre-filled with noise: written), dweight and dbias (random initial
 // values, two backwards: += twice), all by ||x - ref|| / ||ref|| <= 1e-5; a repeated run gives the same bits.
-// Branches: linear_bias_grad's 32-column blocks (N = 1, 5, 33, 65, 100: partial) and 8 row groups (M = 1, 7 < 8,
-// 300); the prologue with bias, residual, both, or neither (beta 0); dx null.
+// Branches: linear_bias_grad's 32-column blocks (N = 1, 5, 33, 65, 100: partial), 8 row groups (M = 1, 7 < 8) and
+// 256-row chunks (M = 300: two); the prologue with bias, residual, both, or neither (beta 0); dx null. The bias
+// gradient's own cases (bias_grad_cases: one chunk or several, with and without a tail; fp32, tf32, bf16) check it
+// bit for bit against its documented order, and its scratch against a graph capture.
 // tf32 and bf16 cases, per element (every comparison fails on NaN): the products of two tf32 or two bf16 values are
 // exact in fp32, so the only error is fp32 summation's, |err| <= gamma_n * sum |terms| (gamma_n = n u / (1 - n u),
 // u = 2^-24, n terms in any order, FMA or not): y has K products + bias + residual (n = K + 2); dx N products; dweight
@@ -31,6 +33,7 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -341,6 +344,130 @@ int precision_cases(d4j_backend *be, const char *name, std::mt19937_64 &rng) {
     return failures;
 }
 
+// ---- The bias gradient's column sums (linear.cu: the tf32 path and the cuBLAS fallback), bit for bit against the
+// order linear.cu documents, reproduced here in float: rows cut into chunks of 256 (the last shorter); in chunk c,
+// row group g (0..7) sums rows c·256 + g, + 8, ... from 0 in order, the 8 group sums are added in order; the chunk
+// sums are added in chunk order and the total added to dbias. Also against float64: dbias after two backwards is a
+// sum of 2M + 1 floats (the initial value, dy's column twice), and any summation tree of n terms is within
+// gamma_(n-1) sum |terms| of the exact sum (no term passes through more than n - 1 roundings), so the bound is
+// gamma_2M (|dbias0| + 2 sum_m |dy[m, n]|). The shapes: one chunk (M = 1, 255, 256), one row over (257), several
+// with a tail (1061 = 4·256 + 37) and without (1280), and DeiT-Ti's M = 12672 (49.5 chunks), N not a multiple of 32
+// (33, 70) but 192. Largest M first on one stream: the later, smaller calls find the scratch holding an earlier
+// call's partials, so a slot read past its chunks is a stale value, not a lucky zero.
+enum class bg_mode { fp32, tf32, bf16 };
+
+float bias_grad_total(const std::vector<float> &v, int64_t M, int64_t N, int64_t n) {
+    constexpr int64_t R = 256;  // linear.cu's kChunkRows
+    float total = 0.0f;
+    for (int64_t c = 0; c * R < M; ++c) {
+        const int64_t end = std::min(M, (c + 1) * R);
+        float chunk = 0.0f;
+        for (int64_t g = 0; g < 8; ++g) {
+            float s = 0.0f;
+            for (int64_t m = c * R + g; m < end; m += 8) s += v[m * N + n];
+            chunk = g == 0 ? s : chunk + s;
+        }
+        total = c == 0 ? chunk : total + chunk;
+    }
+    return total;
+}
+
+bool bias_grad_case(d4j_backend *emu, bg_mode md, int64_t M, int64_t N, std::mt19937_64 &rng) {
+    d4j_test::buffer x(M), w(N), dy(M * N), dw(N), db(N);
+    x.random(rng);
+    w.random(rng);
+    dy.random(rng);
+    dw.random(rng);
+    db.random(rng);
+    std::vector<uint16_t> xh(M), wh(N), dyh(M * N);
+    std::vector<float> v(dy.p, dy.p + M * N), model(N);  // v: dy as the kernel sums it
+    for (int64_t i = 0; i < M; ++i) xh[i] = to_bf16(x.p[i]);
+    for (int64_t i = 0; i < N; ++i) wh[i] = to_bf16(w.p[i]);
+    for (int64_t i = 0; i < M * N; ++i) {
+        dyh[i] = to_bf16(dy.p[i]);
+        if (md == bg_mode::bf16) v[i] = bits_float(static_cast<uint32_t>(dyh[i]) << 16);
+    }
+    std::vector<double> ref(N), bound(N);
+    for (int64_t n = 0; n < N; ++n) {
+        const float total = bias_grad_total(v, M, N, n);
+        model[n] = (db.p[n] + total) + total;
+        double s = 0.0, a = 0.0;
+        for (int64_t m = 0; m < M; ++m) s += v[m * N + n], a += std::fabs(v[m * N + n]);
+        ref[n] = db.p[n] + 2.0 * s;
+        bound[n] = gamma(2 * M) * (std::fabs(db.p[n]) + 2.0 * a);
+    }
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; ++i)
+        rc = md == bg_mode::bf16
+                 ? d4j_linear_bf16_backward(emu, nullptr, xh.data(), wh.data(), dyh.data(), M, 1, N, nullptr, dw.p,
+                                            db.p)
+                 : d4j_linear_backward(emu, nullptr, x.p, w.p, dy.p, M, 1, N, nullptr, dw.p, db.p,
+                                       md == bg_mode::tf32 ? 1 : 0);
+    int64_t differ = 0;
+    for (int64_t n = 0; n < N; ++n) differ += float_bits(db.p[n]) != float_bits(model[n]);
+    const double err = worst_ratio(db.p, ref, bound);
+    const bool ok = rc == 0 && differ == 0 && d4j_test::within(err, 1.0);
+    const char *name = md == bg_mode::fp32 ? "fp32 (fallback)" : md == bg_mode::tf32 ? "tf32" : "bf16 (fallback)";
+    std::printf("%s bias gradient %s M=%lld N=%lld: %lld of %lld elements differ from the documented order, "
+                "err/bound %.2g%s%s\n",
+                ok ? "ok  " : "FAIL", name, static_cast<long long>(M), static_cast<long long>(N),
+                static_cast<long long>(differ), static_cast<long long>(N), err, rc != 0 ? ", error: " : "",
+                rc != 0 ? d4j_backend_last_error(emu) : "");
+    return ok;
+}
+
+// The scratch grows by cudaMalloc, which a graph capture may not call: on a stream that never needed it a captured
+// call that does is refused with the reason; after one uncaptured call of the size the same call captures, and the
+// replay gives the uncaptured run's bits.
+bool bias_grad_capture(d4j_backend *emu, std::mt19937_64 &rng) {
+    constexpr int64_t M = 1061, N = 33;
+    d4j_test::buffer x(M), w(N), dy(M * N), dw(N), db(N);
+    x.random(rng);
+    w.random(rng);
+    dy.random(rng);
+    dw.random(rng);
+    db.random(rng);
+    const std::vector<float> db0(db.p, db.p + N);
+    void *stream = nullptr, *graph = nullptr;
+    if (d4j_stream_create(emu, &stream) != 0) return std::printf("FAIL stream_create\n"), false;
+    auto backward = [&](int64_t rows) {
+        return d4j_linear_backward(emu, stream, x.p, w.p, dy.p, rows, 1, N, nullptr, dw.p, db.p, 1);
+    };
+    // One row first, uncaptured: cuBLASLt's workspace exists then, the partials scratch not (one chunk needs none).
+    bool ok = backward(1) == 0 && d4j_graph_begin(emu, stream) == 0;
+    const int refused = backward(M);
+    const std::string why = refused != 0 ? d4j_backend_last_error(emu) : "(accepted)";
+    ok = ok && refused != 0 && why.find("capture") != std::string::npos;
+    d4j_graph_end(emu, stream, &graph);
+    if (graph != nullptr) d4j_graph_destroy(emu, graph), graph = nullptr;
+    std::memcpy(db.p, db0.data(), sizeof(float) * N);
+    ok = ok && backward(M) == 0 && d4j_synchronize(emu, stream) == 0;
+    const std::vector<float> eager(db.p, db.p + N);
+    std::memcpy(db.p, db0.data(), sizeof(float) * N);
+    ok = ok && d4j_graph_begin(emu, stream) == 0 && backward(M) == 0 && d4j_graph_end(emu, stream, &graph) == 0 &&
+         std::memcmp(db.p, db0.data(), sizeof(float) * N) == 0 && d4j_graph_launch(emu, stream, graph) == 0 &&
+         d4j_synchronize(emu, stream) == 0 && std::memcmp(db.p, eager.data(), sizeof(float) * N) == 0;
+    if (graph != nullptr) d4j_graph_destroy(emu, graph);
+    ok = d4j_stream_destroy(emu, stream) == 0 && ok;
+    std::printf("%s bias gradient tf32 M=%lld N=%lld in a graph capture: refused before the scratch exists (%s), "
+                "captured and replayed to the same bits after\n",
+                ok ? "ok  " : "FAIL", static_cast<long long>(M), static_cast<long long>(N), why.c_str());
+    return ok;
+}
+
+int bias_grad_cases(d4j_backend *emu, std::mt19937_64 &rng) {
+    const int64_t shapes[][2] = {{12672, 192}, {1280, 70}, {1061, 33}, {257, 70}, {256, 33}, {255, 70}, {1, 33}};
+    int failures = 0;
+    // fp32 reaches the kernel only where cuBLASLt has no algorithm (else BGRADB sums), bf16 likewise; tf32 always.
+    for (bg_mode md : {bg_mode::fp32, bg_mode::tf32, bg_mode::bf16}) {
+        lt_no_algorithm(md != bg_mode::tf32);
+        for (const auto &s : shapes) failures += !bias_grad_case(emu, md, s[0], s[1], rng);
+    }
+    lt_no_algorithm(0);
+    failures += !bias_grad_capture(emu, rng);
+    return failures;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -394,6 +521,7 @@ int main(int argc, char **argv) {
     if (cpu == nullptr) return 1;
     failures += precision_cases(cpu, "cpu", rng);
     failures += precision_cases(emu, "cuda-emu", rng);
+    failures += bias_grad_cases(emu, rng);
     // cuBLASLt without an algorithm for the case: the cuBLAS path (prologue and column-sum kernels) must run instead,
     // and give the same results within the same bounds.
     std::printf("-- cuda-emu with the emulated cuBLASLt's heuristic finding no algorithm (cuBLAS fallback)\n");
