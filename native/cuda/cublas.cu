@@ -675,21 +675,30 @@ int lt_gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int 
             return status("cublasLtCreate", s);
         }
     }
-    if (h->workspace == nullptr && cudaMalloc(&h->workspace, kLtWorkspaceBytes) != cudaSuccess) {
+    // The workspace and BGRADB's scratch as the partials scratch above: allocated by an uncaptured call (the
+    // trainer's first step), refused with the reason when a capture would need them, an outgrown scratch never freed
+    // (a graph captured earlier may still name it).
+    const bool grow_workspace = h->workspace == nullptr, grow_scratch = dbias != nullptr && h->bias_grad_cap < M;
+    if (grow_workspace || grow_scratch) {
+        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+            cudaGetLastError();
+            return fail_op(op, "cuBLASLt's workspace or the bias gradient's scratch must be allocated, which a CUDA "
+                               "graph capture cannot do: run the step once uncaptured before capturing it");
+        }
+    }
+    if (grow_workspace && cudaMalloc(&h->workspace, kLtWorkspaceBytes) != cudaSuccess) {
         cudaGetLastError();
         h->workspace = nullptr;
         return fail_op(op, "no device memory for cuBLASLt's workspace");
     }
-    if (dbias != nullptr && h->bias_grad_cap < M) {
-        // Grows rarely (the largest M of the stream). cudaFree waits for the device, so the old scratch is idle.
-        if (h->bias_grad != nullptr) cudaFree(h->bias_grad);
-        h->bias_grad = nullptr;
-        h->bias_grad_cap = 0;
-        if (cudaMalloc(&h->bias_grad, sizeof(float) * static_cast<size_t>(M)) != cudaSuccess) {
+    if (grow_scratch) {
+        float *p = nullptr;  // grows rarely (the largest M of the stream)
+        if (cudaMalloc(&p, sizeof(float) * static_cast<size_t>(M)) != cudaSuccess) {
             cudaGetLastError();
-            h->bias_grad = nullptr;
             return fail_op(op, "no device memory for the bias gradient's scratch");
         }
+        h->bias_grad = p;
         h->bias_grad_cap = M;
     }
     lt_call call{a};

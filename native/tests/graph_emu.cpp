@@ -6,7 +6,8 @@
 //   - replay exactly what the same calls do uncaptured, bit for bit, on the inputs present at each replay (new
 //     inputs written in place between replays), and the same again when replayed twice;
 //   - be refused where CUDA refuses it: capture on the null stream, a wait for the device or an allocation during
-//     the capture (graph_end then fails and the stream works as before), graph entries on the cpu backend.
+//     the capture (graph_end then fails and the stream works as before), graph entries on the cpu backend; and a
+//     stream's first GEMM inside a capture (cuBLASLt's workspace would be allocated) refused by us, with the reason.
 // The uncaptured results are themselves checked against float64 (y = x Wᵀ + b, dbias = Σ dy), so that two runs
 // doing nothing alike cannot pass.
 //
@@ -207,6 +208,27 @@ int main(int argc, char **argv) {
                "the stream runs work at once again after the broken captures");
     }
     expect(d4j_stream_destroy(emu, stream) == 0, "stream destroyed");
+
+    // A stream whose first GEMM would fall in a capture: cuBLASLt's workspace cannot be allocated there. Refused
+    // with the reason, before any allocation could break the capture.
+    void *fresh = nullptr;
+    if (d4j_stream_create(emu, &fresh) != 0) return 1;
+    {
+        buffers mem{emu, {}};
+        float *x = mem.alloc(M * K), *w = mem.alloc(N * K), *y = mem.alloc(M * N);
+        fill(x, M * K, rng);
+        fill(w, N * K, rng);
+        void *graph = nullptr;
+        expect(d4j_graph_begin(emu, fresh) == 0, "capture of a fresh stream begins");
+        expect(d4j_linear_forward(emu, fresh, x, w, nullptr, nullptr, M, K, N, y, 0) != 0 &&
+                   std::strstr(d4j_backend_last_error(emu), "run the step once uncaptured") != nullptr,
+               "a first GEMM under capture is refused, saying why");
+        expect(d4j_graph_end(emu, fresh, &graph) == 0 && graph != nullptr && d4j_graph_destroy(emu, graph) == 0,
+               "the capture itself was not broken by the refusal");
+        expect(d4j_linear_forward(emu, fresh, x, w, nullptr, nullptr, M, K, N, y, 0) == 0,
+               "the same GEMM uncaptured allocates and runs");
+    }
+    expect(d4j_stream_destroy(emu, fresh) == 0, "fresh stream destroyed");
     d4j_backend_close(emu);
     d4j_backend_close(cpu);
     std::printf("graph_emu: %s\n", failures == 0 ? "PASS" : "FAIL");
