@@ -207,10 +207,10 @@ int main(int argc, char **argv) {
                    same_bits(graphed.act, eager.act, M * N) && d4j_synchronize(emu, stream) == 0,
                "the stream runs work at once again after the broken captures");
     }
-    expect(d4j_stream_destroy(emu, stream) == 0, "stream destroyed");
-
     // A stream whose first GEMM would fall in a capture: cuBLASLt's workspace cannot be allocated there. Refused
-    // with the reason, before any allocation could break the capture.
+    // with the reason, before any allocation could break the capture. Created while `stream` still exists: the GEMM
+    // state is kept per stream address, and a new stream at a destroyed one's address (the allocator reuses it)
+    // would find that stream's workspace.
     void *fresh = nullptr;
     if (d4j_stream_create(emu, &fresh) != 0) return 1;
     {
@@ -229,6 +229,7 @@ int main(int argc, char **argv) {
                "the same GEMM uncaptured allocates and runs");
     }
     expect(d4j_stream_destroy(emu, fresh) == 0, "fresh stream destroyed");
+    expect(d4j_stream_destroy(emu, stream) == 0, "stream destroyed");
     d4j_backend_close(emu);
     d4j_backend_close(cpu);
     std::printf("graph_emu: %s\n", failures == 0 ? "PASS" : "FAIL");
