@@ -549,6 +549,17 @@ stream_handle *pool_entry(const char *op, cudaStream_t stream) {
     return slot.get();
 }
 
+// True when `stream` may allocate: it is not being captured into a CUDA graph, where cudaMalloc would break the
+// capture. Otherwise says for `op` that `what` cannot be allocated now, and why.
+bool may_allocate(cudaStream_t stream, const char *op, const char *what) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture == cudaStreamCaptureStatusNone) return true;
+    cudaGetLastError();
+    fail_op(op, (std::string(what) + " must be allocated, which a CUDA graph capture cannot do: run the step once "
+                                     "uncaptured before capturing it").c_str());
+    return false;
+}
+
 }  // namespace
 
 // Grown, never shrunk, by cudaMalloc, which a CUDA graph capture may not call: the trainer runs one ordinary step
@@ -561,12 +572,7 @@ int with_partials_scratch(cudaStream_t stream, const char *op, int64_t floats,
     if (h == nullptr) return 1;
     std::lock_guard<std::mutex> lock(h->mutex);
     if (h->partials_cap < floats) {
-        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-        if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
-            cudaGetLastError();
-            return fail_op(op, "the bias gradient's partials scratch must grow, which a CUDA graph capture cannot "
-                               "do: run the step once uncaptured before capturing it");
-        }
+        if (!may_allocate(stream, op, "a larger partials scratch for the bias gradient")) return 1;
         float *p = nullptr;
         if (cudaMalloc(&p, sizeof(float) * static_cast<size_t>(floats)) != cudaSuccess) {
             cudaGetLastError();
@@ -679,14 +685,9 @@ int lt_gemm_rm(cudaStream_t stream, const char *op, gemm_mode mode, int ta, int 
     // trainer's first step), refused with the reason when a capture would need them, an outgrown scratch never freed
     // (a graph captured earlier may still name it).
     const bool grow_workspace = h->workspace == nullptr, grow_scratch = dbias != nullptr && h->bias_grad_cap < M;
-    if (grow_workspace || grow_scratch) {
-        cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-        if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
-            cudaGetLastError();
-            return fail_op(op, "cuBLASLt's workspace or the bias gradient's scratch must be allocated, which a CUDA "
-                               "graph capture cannot do: run the step once uncaptured before capturing it");
-        }
-    }
+    if ((grow_workspace || grow_scratch) &&
+        !may_allocate(stream, op, "cuBLASLt's workspace or the bias gradient's scratch"))
+        return 1;
     if (grow_workspace && cudaMalloc(&h->workspace, kLtWorkspaceBytes) != cudaSuccess) {
         cudaGetLastError();
         h->workspace = nullptr;

@@ -293,16 +293,13 @@ public final class Trainer implements AutoCloseable {
         if (targets != null) ceTarget.copyFrom(targets);  // Mixup's distributions (never with a transfer set's mask)
         boolean masked = labeled != null, mixed = targets != null, runTeacher = mode != Distillation.NONE && !fileTeacher;
         int kind = (masked ? 1 : 0) | (mixed ? 2 : 0) | (runTeacher ? 4 : 0);
-        Runnable work = () -> deviceWork(masked, mixed, runTeacher);
-        if (!options.cudaGraph()) {
-            work.run();
-        } else if (graphs[kind] != null) {
+        if (graphs[kind] != null) {
             graphs[kind].replay();
-        } else if (!warm[kind]) {
-            work.run();
+        } else if (!options.cudaGraph() || !warm[kind]) {
+            deviceWork(masked, mixed, runTeacher);
             warm[kind] = true;
         } else {
-            graphs[kind] = CudaGraph.capture(backend, work);
+            graphs[kind] = CudaGraph.capture(backend, () -> deviceWork(masked, mixed, runTeacher));
             graphs[kind].replay();
         }
         boolean maskedDist = masked && student.config().distilled() && mode == Distillation.NONE;
