@@ -150,7 +150,12 @@ class RandomResizedCropTest {
                 }
             }
         }
-        assertTrue(flips > 5 && flips < 35, "seed=" + seed + ": flips " + flips + " of 40");
+        // Both branches checked above (all 40 alike: 2^-39); the rate over 4000 draws, within 6 sd (chance 2e-9):
+        // (5, 35) of the 40 alone failed a fair coin 1.4e-6 of runs.
+        assertTrue(flips > 0 && flips < 40, "seed=" + seed + ": flips " + flips + " of 40");
+        int draws = 4000, flipped = 0;
+        for (int i = 0; i < draws; i++) if (aug.params(2, i).flipped()) flipped++;
+        assertEquals(draws / 2.0, flipped, 6 * Math.sqrt(draws / 4.0), "seed=" + seed + ": flips of " + draws);
         // One image may draw the same crop in two epochs (the whole 16x16 image, say, and the same flip), so the
         // check counts over all 40: a crop that ignored the epoch would make every one of them equal.
         int same = 0;
