@@ -60,7 +60,10 @@ class TrainingTest {
             double first = r.epochs().get(0).trainLoss(), last = r.epochs().get(r.epochs().size() - 1).trainLoss();
             System.out.println("synthetic run: train loss " + first + " -> " + last + ", test " + r.test().average());
             assertTrue(last < 0.7 * first, "loss must fall: " + first + " -> " + last + " (seed " + seed + ")");
-            assertTrue(r.test().average() > 0.5, "test accuracy (chance 0.25) " + r.test().average() + " (seed " + seed + ")");
+            // Over 2500 seeds the accuracy was 0.768 ± 0.054 (min 0.56, lower tail a little heavy): 0.5 lies 5.0 sd
+            // below (3e-7 a run if normal), 0.4 lies 6.8 sd below and 5.5 sd of a 256-image guess above chance (0.25),
+            // which a model that learns nothing stays at.
+            assertTrue(r.test().average() > 0.4, "test accuracy (chance 0.25) " + r.test().average() + " (seed " + seed + ")");
         }
     }
 
