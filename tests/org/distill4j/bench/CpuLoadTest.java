@@ -50,10 +50,15 @@ class CpuLoadTest {
             assertEquals(1, load.threads());
             Duration used = awaitCpu(child);
             assertTrue(used.compareTo(BURNED) >= 0, "the load used only " + used.toMillis() + " ms of CPU");
-            // A spinning thread never sleeps: the child's CPU time keeps growing.
-            Thread.sleep(200);
-            Duration later = child.info().totalCpuDuration().orElse(Duration.ZERO);
-            assertTrue(later.compareTo(used) > 0, "CPU time stopped at " + used.toMillis() + " ms");
+            // A spinning thread never sleeps: the child's CPU time keeps growing. Polled until it does (up to 30 s),
+            // not read once after 200 ms: Linux counts it in 10 ms ticks, and a busy machine may give none in 200 ms.
+            Duration later;
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            do {
+                Thread.sleep(20);
+                later = child.info().totalCpuDuration().orElse(Duration.ZERO);
+            } while (later.compareTo(used) <= 0 && System.nanoTime() < deadline);
+            assertTrue(later.compareTo(used) > 0, "CPU time stopped at " + used.toMillis() + " ms for 30 s");
         }
         assertGone(child, "after close()");
     }
