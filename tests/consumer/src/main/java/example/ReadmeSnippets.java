@@ -3,6 +3,7 @@ package example;
 import org.distill4j.*;
 import org.distill4j.backend.*;
 import org.distill4j.data.*;
+import org.distill4j.inference.*;
 import org.distill4j.nn.*;
 import org.distill4j.ops.*;
 import org.distill4j.train.*;
@@ -37,6 +38,19 @@ final class ReadmeSnippets {
             ModelFile.save(java.nio.file.Path.of("student.safetensors"), student);
         }
         // readme:end
+    }
+
+    /** Compiled, not run by CI: it needs a trained model file. */
+    static int[] predict(float[] images, int n) throws java.io.IOException, InterruptedException {
+        int[][] out = new int[1][];  // readme:hidden
+        // readme:begin predict
+        try (Predictor predictor = Predictor.open(java.nio.file.Path.of("student.safetensors"), Device.best(),
+                4, 32)) {                                            // 4 replicas of 32-image batches
+            int[] classes = predictor.classes(images, n);           // from any thread: waits for a free replica
+            out[0] = classes;  // readme:hidden
+        }
+        // readme:end
+        return out[0];
     }
 
     /** Run by ConsumerMain on random logits: the loss, then the gradient [batch·classes]. */
