@@ -244,6 +244,9 @@ class PredictorTest {
         assertTrue(e.getMessage().contains("replicas must be >= 1, got 0"), e.getMessage());
         e = assertThrows(IllegalArgumentException.class, () -> Predictor.open(file, Device.cpu(), 1, 0));
         assertTrue(e.getMessage().contains("batch must be >= 1, got 0"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class, () -> Predictor.open(file, Device.cpu(), 1, 3_000_000));
+        assertTrue(e.getMessage().contains("a batch of 3000000 images") && e.getMessage().contains("2304000000 floats"),
+                e.getMessage());
         assertThrows(NoSuchFileException.class, () -> Predictor.open(dir.resolve("missing.safetensors"), Device.cpu(),
                 1, 1));
         Path notAModel = Files.write(dir.resolve("text.safetensors"), "not a model".getBytes());

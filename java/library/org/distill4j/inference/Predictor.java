@@ -69,6 +69,11 @@ public final class Predictor implements AutoCloseable {
         if (replicas < 1) throw new IllegalArgumentException("replicas must be >= 1, got " + replicas);
         if (batch < 1) throw new IllegalArgumentException("batch must be >= 1, got " + batch);
         VitConfig config = ModelFile.config(modelFile);
+        long floats = (long) batch * config.channels() * config.imageSize() * config.imageSize();
+        if (floats > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("a batch of " + batch + " images of " + config + " is " + floats
+                    + " floats, more than one Java array holds");
+        }
         List<Replica> made = new ArrayList<>();
         try {
             for (int i = 0; i < replicas; i++) {
@@ -126,10 +131,13 @@ public final class Predictor implements AutoCloseable {
         int size = imageFloats();
         checkImages(images, n, size);
         int classes = config.classes();
-        float[] out = new float[Math.multiplyExact(n, classes)];
+        if ((long) n * classes > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException(n + " images of " + classes + " logits each do not fit one Java array");
+        }
+        float[] out = new float[n * classes];
         Replica r = borrow();
         try {
-            float[] chunk = new float[Math.multiplyExact(batch, size)];
+            float[] chunk = new float[batch * size];  // fits: checked by open
             for (int first = 0; first < n; first += batch) {
                 int count = Math.min(batch, n - first);
                 System.arraycopy(images, first * size, chunk, 0, count * size);
