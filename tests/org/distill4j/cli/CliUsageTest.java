@@ -22,7 +22,8 @@ import picocli.CommandLine;
 
 /** What the CLI tells a user who asks (help, versions, option lists), and eval's test limit (issue #15). */
 class CliUsageTest {
-    private static final String[] COMMANDS = {"info", "selftest", "bench", "train", "distill", "eval", "demo"};
+    private static final String[] COMMANDS = {"info", "selftest", "bench", "train", "distill", "eval", "export-onnx",
+        "demo"};
 
     @TempDir
     Path dir;

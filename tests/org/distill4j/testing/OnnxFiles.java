@@ -2,7 +2,7 @@ package org.distill4j.testing;
 
 import java.io.IOException;
 import java.nio.file.Path;
-import org.distill4j.experiments.OnnxGraph;
+import org.distill4j.onnx.OnnxGraph;
 
 /**
  * ONNX files the tests write themselves ({@link OnnxGraph}: protobuf by hand), so they need neither PyTorch nor the

@@ -27,6 +27,7 @@ import org.distill4j.data.Augment;
 import org.distill4j.data.FashionMnist;
 import org.distill4j.data.ImageFolder;
 import org.distill4j.data.Normalization;
+import org.distill4j.onnx.OnnxGraph;
 
 /**
  * A CNN teacher for the image-folder distillation experiment (bench/experiments/cnn-teacher): trained with libtorch

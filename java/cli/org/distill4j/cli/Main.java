@@ -7,7 +7,7 @@ import picocli.CommandLine.Command;
 @Command(name = "distill4j", mixinStandardHelpOptions = true, versionProvider = Version.class,
         description = "Train and distill Vision Transformers with fused CUDA and CPU kernels.",
         subcommands = {InfoCommand.class, SelftestCommand.class, BenchCommand.class, TrainCommand.class,
-                DistillCommand.class, EvalCommand.class, DemoCommand.class, DatasetIndexCommand.class, CommandLine.HelpCommand.class})
+                DistillCommand.class, EvalCommand.class, ExportOnnxCommand.class, DemoCommand.class, DatasetIndexCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -1,17 +1,17 @@
-package org.distill4j.experiments;
+package org.distill4j.onnx;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
+import org.distill4j.io.AtomicFile;
 
 /**
- * An ONNX model written byte by byte: protobuf's wire format with onnx.proto's field numbers, float32 tensors and
- * integer attributes only. Enough for the graphs we export (a CNN teacher trained with libtorch, the tests' linear
- * teachers) without PyTorch's exporter or the onnx package, neither of which this machine has.
+ * An ONNX model written byte by byte: protobuf's wire format with onnx.proto's field numbers, float32 and int64
+ * tensors, integer and float attributes only. Enough for the graphs we export ({@link OnnxExport}'s ViT, a CNN
+ * teacher trained with libtorch, the tests' linear teachers) without PyTorch's exporter or the onnx package.
  *
  * <pre>
  *   new OnnxGraph("cnn").input("input", 0, 1, 28, 28)
@@ -22,8 +22,8 @@ import java.nio.file.Path;
  * </pre>
  */
 public final class OnnxGraph {
-    /** A node attribute: one integer, or a list of them. */
-    public record Attribute(String name, long[] values, boolean list) {}
+    /** A node attribute: one integer, a list of them, or one float ({@code isFloat}, in {@code real}). */
+    public record Attribute(String name, long[] values, boolean list, float real, boolean isFloat) {}
 
     private final Proto graph = new Proto();
     private int nodes;
@@ -35,12 +35,17 @@ public final class OnnxGraph {
 
     /** An INT attribute. */
     public static Attribute integer(String name, long value) {
-        return new Attribute(name, new long[] {value}, false);
+        return new Attribute(name, new long[] {value}, false, 0f, false);
     }
 
     /** An INTS attribute. */
     public static Attribute ints(String name, long... values) {
-        return new Attribute(name, values.clone(), true);
+        return new Attribute(name, values.clone(), true, 0f, false);
+    }
+
+    /** A FLOAT attribute. */
+    public static Attribute real(String name, float value) {
+        return new Attribute(name, new long[0], false, value, true);
     }
 
     /** Appends node {@code op} (the ONNX operator's name) reading {@code inputs}, writing {@code output}. */
@@ -50,7 +55,9 @@ public final class OnnxGraph {
         n.string(2, output).string(3, op.toLowerCase() + "_" + nodes++).string(4, op);
         for (Attribute a : attributes) {
             Proto p = new Proto().string(1, a.name());
-            if (a.list()) {
+            if (a.isFloat()) {
+                p.fixed32(2, Float.floatToRawIntBits(a.real())).varint(20, 1);  // FLOAT
+            } else if (a.list()) {
                 for (long v : a.values()) p.varint(8, v);
                 p.varint(20, 7);  // AttributeType INTS
             } else {
@@ -62,18 +69,27 @@ public final class OnnxGraph {
         return this;
     }
 
-    /** A float32 constant (weights), row-major in {@code dims}. */
+    /** A float32 constant (weights), row-major in {@code dims}; no dims: a scalar. */
     public OnnxGraph initializer(String name, long[] dims, float[] values) {
-        long n = 1;
-        for (long d : dims) n *= d;
-        if (n != values.length) {
-            throw new IllegalArgumentException(name + ": " + values.length + " values for " + n + " elements");
-        }
-        Proto t = new Proto();
-        for (long d : dims) t.varint(1, d);
         ByteBuffer raw = ByteBuffer.allocate(4 * values.length).order(ByteOrder.LITTLE_ENDIAN);
         for (float v : values) raw.putFloat(v);
-        graph.message(5, t.varint(2, 1).string(8, name).bytes(9, raw.array()));
+        return tensor(name, dims, values.length, 1, raw);  // data_type FLOAT
+    }
+
+    /** An int64 constant (shapes, indices), as {@link #initializer(String, long[], float[])}. */
+    public OnnxGraph initializer(String name, long[] dims, long[] values) {
+        ByteBuffer raw = ByteBuffer.allocate(8 * values.length).order(ByteOrder.LITTLE_ENDIAN);
+        for (long v : values) raw.putLong(v);
+        return tensor(name, dims, values.length, 7, raw);  // data_type INT64
+    }
+
+    private OnnxGraph tensor(String name, long[] dims, int count, int dataType, ByteBuffer raw) {
+        long n = 1;
+        for (long d : dims) n *= d;
+        if (n != count) throw new IllegalArgumentException(name + ": " + count + " values for " + n + " elements");
+        Proto t = new Proto();
+        for (long d : dims) t.varint(1, d);
+        graph.message(5, t.varint(2, dataType).string(8, name).bytes(9, raw.array()));
         return this;
     }
 
@@ -93,7 +109,7 @@ public final class OnnxGraph {
     public void write(Path file, String producer, int opset) throws IOException {
         Proto model = new Proto().varint(1, 8).string(2, producer).message(7, graph)
                 .message(8, new Proto().string(1, "").varint(2, opset));
-        Files.write(file, model.bytes());
+        AtomicFile.write(file, model.bytes());  // a failed write leaves no half-written model
     }
 
     private static Proto valueInfo(String name, long batch, long... dims) {
@@ -103,7 +119,7 @@ public final class OnnxGraph {
         return new Proto().string(1, name).message(2, new Proto().message(1, tensorType));
     }
 
-    /** A protobuf message being written: varint (wire type 0) and length-delimited (wire type 2) fields. */
+    /** A protobuf message being written: varint (0), length-delimited (2) and 32-bit (5) fields. */
     private static final class Proto {
         private final ByteArrayOutputStream out = new ByteArrayOutputStream();
 
@@ -118,6 +134,12 @@ public final class OnnxGraph {
         Proto varint(int field, long value) {
             raw((long) field << 3);
             raw(value);
+            return this;
+        }
+
+        Proto fixed32(int field, int bits) {
+            raw((long) field << 3 | 5);
+            for (int i = 0; i < 4; i++) out.write(bits >>> (8 * i) & 0xff);  // little-endian
             return this;
         }
 

@@ -1,4 +1,4 @@
-package org.distill4j.experiments;
+package org.distill4j.onnx;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
