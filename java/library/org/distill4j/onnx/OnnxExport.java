@@ -21,15 +21,29 @@ public final class OnnxExport {
     /** The operator set the graph is written for: the first with LayerNormalization. */
     public static final int OPSET = 17;
 
+    /** Weight bytes a file may hold: protobuf's 2 GB less room for the graph. */
+    static final long MAX_BYTES = (1L << 31) - (64L << 20);
+
     private OnnxExport() {}
 
     /**
      * Writes {@code model}'s current parameters as an ONNX model to {@code file} (atomically: a failed write leaves no
      * file behind, and an existing file stays as it was).
+     *
+     * @throws IllegalArgumentException for a model of more than 2 GB of weights less 64 MB (ONNX's external data is not
+     *     written)
      */
     public static void write(VisionTransformer model, Path file) throws IOException {
         if (model == null || file == null) throw new IllegalArgumentException("model and file must be given");
         VitConfig cfg = model.config();
+        // One protobuf message holds the whole graph: 2 GB at most. Past that ONNX stores weights as external data,
+        // which this writer does not (DeiT-B is 0.35 GB).
+        long bytes = 0;
+        for (Parameter q : model.parameters()) bytes += 4 * q.numel();
+        if (bytes > MAX_BYTES) {
+            throw new IllegalArgumentException(cfg + " has " + bytes + " bytes of weights; an ONNX file holds at most "
+                    + MAX_BYTES + " without external data, which is not written");
+        }
         long d = cfg.dim(), heads = cfg.heads(), dh = cfg.headDim(), p = cfg.patch();
         OnnxGraph g = new OnnxGraph(cfg.name()).input("images", 0, cfg.channels(), cfg.imageSize(), cfg.imageSize());
         for (Parameter q : model.parameters()) {

@@ -6,6 +6,7 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.util.Locale;
 import org.distill4j.io.AtomicFile;
 
 /**
@@ -52,7 +53,7 @@ public final class OnnxGraph {
     public OnnxGraph node(String op, String[] inputs, String output, Attribute... attributes) {
         Proto n = new Proto();
         for (String in : inputs) n.string(1, in);
-        n.string(2, output).string(3, op.toLowerCase() + "_" + nodes++).string(4, op);
+        n.string(2, output).string(3, op.toLowerCase(Locale.ROOT) + "_" + nodes++).string(4, op);
         for (Attribute a : attributes) {
             Proto p = new Proto().string(1, a.name());
             if (a.isFloat()) {
