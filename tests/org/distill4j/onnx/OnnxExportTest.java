@@ -13,16 +13,15 @@ import java.nio.FloatBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Random;
 import org.distill4j.backend.Backend;
 import org.distill4j.backend.CpuBackend;
-import org.distill4j.nn.Parameter;
 import org.distill4j.nn.VisionTransformer;
 import org.distill4j.nn.VitConfig;
 import org.distill4j.reference.Errors;
 import org.distill4j.reference.TorchVit;
+import org.distill4j.reference.VitCheck;
 import org.distill4j.testing.Check;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -37,22 +36,6 @@ class OnnxExportTest {
 
     @TempDir
     Path dir;
-
-    /** Parameters as VitCheck draws them: std 1/√fan_in for matrices, 0.3 for vectors, norm weights around 1. */
-    private static Map<String, float[]> randomize(VisionTransformer m, Random rng) {
-        Map<String, float[]> values = new LinkedHashMap<>();
-        for (Parameter p : m.parameters()) {
-            long[] s = p.shape();
-            double std = p.weightDecay() ? 1.0 / Math.sqrt(s[s.length - 1] * (s.length == 4 ? s[1] * s[2] : 1)) : 0.3;
-            float[] v = Check.normal(rng, Math.toIntExact(p.numel()), std);
-            if (p.name().endsWith("norm1.weight") || p.name().endsWith("norm2.weight") || p.name().equals("norm.weight")) {
-                for (int i = 0; i < v.length; i++) v[i] += 1f;
-            }
-            p.value().copyFrom(v);
-            values.put(p.name(), v);
-        }
-        return values;
-    }
 
     private static float[][] runOnnx(Path file, float[] images, long... shape) throws Exception {
         OrtEnvironment env = OrtEnvironment.getEnvironment();
@@ -80,7 +63,7 @@ class OnnxExportTest {
             Random rng = new Random(seed);
             int batch = 3, size = config.channels() * config.imageSize() * config.imageSize(), c = config.classes();
             try (Backend cpu = CpuBackend.open(); VisionTransformer m = new VisionTransformer(cpu, config, batch, 0)) {
-                Map<String, float[]> values = randomize(m, rng);
+                Map<String, float[]> values = VitCheck.randomize(m, rng);
                 float[] images = Check.normal(rng, batch * size, 1.0);
                 Path file = dir.resolve("model-" + config.classes() + ".onnx");
                 OnnxExport.write(m, file);

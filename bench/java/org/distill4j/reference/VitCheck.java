@@ -27,12 +27,12 @@ public final class VitCheck {
         }
     }
 
-    /** Overwrites {@code model}'s parameters with random values, runs both, and returns the errors. */
-    public static Result run(VisionTransformer model, Random rng) {
-        var config = model.config();
-        int batch = model.batch();
+    /**
+     * Overwrites {@code model}'s parameters with random values: std 1/√fan_in for the weight-decayed tensors, 0.3 for
+     * the rest, the LayerNorm weights around 1. Returns them by timm name.
+     */
+    public static Map<String, float[]> randomize(VisionTransformer model, Random rng) {
         Map<String, float[]> values = new LinkedHashMap<>();
-        Map<String, long[]> shapes = new LinkedHashMap<>();
         for (Parameter p : model.parameters()) {
             int n = Math.toIntExact(p.numel());
             long[] shape = p.shape();
@@ -47,8 +47,17 @@ public final class VitCheck {
             }
             p.value().copyFrom(v);
             values.put(p.name(), v);
-            shapes.put(p.name(), shape);
         }
+        return values;
+    }
+
+    /** Overwrites {@code model}'s parameters with random values, runs both, and returns the errors. */
+    public static Result run(VisionTransformer model, Random rng) {
+        var config = model.config();
+        int batch = model.batch();
+        Map<String, float[]> values = randomize(model, rng);
+        Map<String, long[]> shapes = new LinkedHashMap<>();
+        for (Parameter p : model.parameters()) shapes.put(p.name(), p.shape());
         int s = config.imageSize(), c = config.classes();
         float[] images = gaussian(rng, batch * config.channels() * s * s);
         float[] dLogits = gaussian(rng, batch * c);
